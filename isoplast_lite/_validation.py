@@ -1,0 +1,161 @@
+"""Private argument checks shared by every module of ``isoplast_lite``.
+
+Every check raises a ``TypeError`` (wrong kind of object) or a ``ValueError`` (right kind, value
+not allowed) whose message names the argument, shows the value that arrived and says what is
+allowed. The checks return the (possibly converted) value so callers can write
+``lr = check_nonnegative("lr", lr)``.
+
+These helpers are private (no stability promise) but shared by all modules of the package,
+including ``tasks``, ``methods`` and ``run``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Iterable, Optional
+
+import torch
+
+__all__ = [
+    "check_real",
+    "check_positive",
+    "check_nonnegative",
+    "check_probability",
+    "check_unit_interval_open",
+    "check_int",
+    "check_choice",
+    "check_bool",
+    "check_tensor",
+    "check_generator",
+    "check_module",
+]
+
+
+def _show(value: Any) -> str:
+    """A short representation of ``value`` for error messages."""
+    text = repr(value)
+    if isinstance(value, torch.Tensor):
+        text = f"Tensor(shape={tuple(value.shape)}, dtype={value.dtype})"
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return text
+
+
+def check_real(name: str, value: Any) -> float:
+    """Return ``value`` as a finite ``float``; reject bools, non-numbers, NaN and infinities."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {_show(value)} of type {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite real number, got {value}")
+    return value
+
+
+def check_positive(name: str, value: Any) -> float:
+    """Return ``value`` as a float after checking ``value > 0`` (finite)."""
+    value = check_real(name, value)
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def check_nonnegative(name: str, value: Any) -> float:
+    """Return ``value`` as a float after checking ``value >= 0`` (finite)."""
+    value = check_real(name, value)
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def check_probability(name: str, value: Any) -> float:
+    """Return ``value`` as a float after checking ``0 <= value <= 1``."""
+    value = check_real(name, value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    return value
+
+
+def check_unit_interval_open(name: str, value: Any) -> float:
+    """Return ``value`` as a float after checking ``0 <= value < 1`` (Adam's betas)."""
+    value = check_real(name, value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must lie in [0, 1), got {value}")
+    return value
+
+
+def check_int(name: str, value: Any, *, minimum: Optional[int] = None) -> int:
+    """Return ``value`` as an ``int`` (bools rejected) after checking ``value >= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {_show(value)} of type {type(value).__name__}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    """Return ``value`` after checking it is one of the strings ``choices``."""
+    choices = tuple(choices)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {choices}, got {_show(value)} of type {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` after checking it is a ``bool``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {_show(value)} of type {type(value).__name__}")
+    return value
+
+
+def check_tensor(
+    name: str,
+    value: Any,
+    *,
+    ndim: Optional[int] = None,
+    min_ndim: Optional[int] = None,
+    floating: bool = True,
+    nonempty: bool = True,
+    finite: bool = False,
+) -> torch.Tensor:
+    """Return ``value`` after checking it is a ``torch.Tensor`` of the requested kind.
+
+    Args:
+        name: argument name used in the error message.
+        value: the object to check.
+        ndim: exact number of dimensions required, if given.
+        min_ndim: minimal number of dimensions required, if given.
+        floating: require a floating-point dtype.
+        nonempty: require at least one element (and no zero-sized dimension).
+        finite: require every entry to be finite (costs one reduction, so off by default).
+    """
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {_show(value)} of type {type(value).__name__}")
+    if ndim is not None and value.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(value.shape)}")
+    if min_ndim is not None and value.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {tuple(value.shape)}")
+    if floating and not value.is_floating_point():
+        raise TypeError(f"{name} must have a floating-point dtype, got {value.dtype}")
+    if nonempty and value.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}")
+    if finite and not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} must contain only finite values")
+    return value
+
+
+def check_generator(name: str, value: Any) -> Optional[torch.Generator]:
+    """Return ``value`` after checking it is ``None`` or a ``torch.Generator``."""
+    if value is not None and not isinstance(value, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator or None, got {_show(value)} of type {type(value).__name__}")
+    return value
+
+
+def check_module(name: str, value: Any, cls: type = torch.nn.Module) -> torch.nn.Module:
+    """Return ``value`` after checking it is an instance of ``cls`` (an ``nn.Module`` class)."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{name} must be a {cls.__module__}.{cls.__qualname__}, got {_show(value)} of type {type(value).__name__}")
+    return value

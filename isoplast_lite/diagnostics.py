@@ -1,0 +1,718 @@
+r"""Diagnostics of plasticity: empirical NTK, layer Jacobians, dormant/dead units, ranks.
+
+Model-level diagnostics (:func:`layer_jacobian_svdvals`, :func:`dormant_fraction`,
+:func:`dead_fraction`, :func:`hidden_features`) rely on the block structure of
+:func:`~isoplast_lite.nn.relu_mlp` and :func:`~isoplast_lite.nn.aei_mlp`: an ``nn.Sequential``
+of hidden blocks followed by a head. The *features* of a model on ``x`` are the outputs of its
+hidden blocks (post-activation). The rank measures are pure functions of tensors and use the
+singular values of the matrix as given (no centering).
+
+References:
+    Jacot, Gabriel & Hongler (2018), "Neural tangent kernel", NeurIPS.
+    Novak, Sohl-Dickstein & Schoenholz (2022), "Fast finite width neural tangent kernel", ICML
+    (Jacobian contraction, NTK-vector products and structured derivatives).
+    Sokar et al. (2023), "The dormant neuron phenomenon in deep reinforcement learning", ICML.
+    Roy & Vetterli (2007), "The effective rank: a measure of effective dimensionality".
+    Kumar et al. (2021), "Implicit under-parameterization inhibits data-efficient deep RL", ICLR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Dict, List, Optional, Union
+
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev, jvp, vjp, vmap
+
+from ._validation import (
+    check_bool,
+    check_choice,
+    check_generator,
+    check_int,
+    check_module,
+    check_probability,
+    check_real,
+    check_tensor,
+)
+
+__all__ = [
+    "empirical_ntk",
+    "ntk_summary",
+    "layer_jacobian_svdvals",
+    "hidden_features",
+    "dormant_fraction",
+    "dead_fraction",
+    "effective_rank",
+    "srank",
+    "stable_rank",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Empirical NTK
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_inputs(x1: torch.Tensor, x2: Optional[torch.Tensor]) -> None:
+    check_tensor("x1", x1, min_ndim=2)
+    if x2 is not None:
+        check_tensor("x2", x2, min_ndim=2)
+        if x2.shape[1:] != x1.shape[1:]:
+            raise ValueError(
+                f"x2 must have the feature shape of x1 {tuple(x1.shape[1:])}, got x2.shape={tuple(x2.shape)}"
+            )
+        if x2.dtype != x1.dtype:
+            raise TypeError(f"x2 must have the dtype of x1 ({x1.dtype}), got {x2.dtype}")
+
+
+def empirical_ntk(
+    model: nn.Module,
+    x1: torch.Tensor,
+    x2: Optional[torch.Tensor] = None,
+    *,
+    method: str = "jacobian",
+    chunk_size: Optional[int] = None,
+) -> torch.Tensor:
+    r"""The empirical neural tangent kernel :math:`\Theta(x_1, x_2) = J(x_1) J(x_2)^\top`.
+
+    :math:`J(x) = \partial f_\theta(x) / \partial\theta` is the Jacobian of the outputs with
+    respect to every parameter with ``requires_grad=True`` (for an
+    :class:`~isoplast_lite.nn.OrthogonalLinear` layer that is its trained parameter
+    ``parametrizations.weight.original``, so the kernel describes the actual training
+    dynamics). Entry ``[n, m, a, b]`` is
+    :math:`\sum_p \partial f_a(x_1^{(n)})/\partial\theta_p \; \partial f_b(x_2^{(m)})/\partial\theta_p`.
+    The model is called as it is (use ``model.eval()`` for dropout or batch norm); it must
+    treat examples independently. Built with ``torch.func``; no autograd graph is kept.
+
+    Methods (same result, different cost):
+
+    - ``"jacobian"``: per-example Jacobians ``vmap(jacrev(f))`` then a contraction over
+      parameters. ``chunk_size`` splits ``x1`` and ``x2`` into blocks of that many examples,
+      so at most ``2 * chunk_size * O * P`` Jacobian entries live at once (``P`` = number of
+      parameters); the second block's Jacobian is recomputed per block of ``x1``.
+    - ``"ntk_vp"``: NTK-vector products: for each example ``n`` of ``x1`` and output ``a``, a
+      vector-Jacobian product on that example gives the row ``J_a(x_n)`` as a parameter-shaped
+      tangent, and one Jacobian-vector product on the whole of ``x2`` gives
+      ``J(x2) J_a(x_n)^T`` (no Jacobian of ``x2`` is ever stored). ``chunk_size`` is passed to
+      the ``vmap`` over the examples of ``x1``, so at most ``chunk_size * O``
+      parameter-shaped tangents live at once.
+    - ``"layerwise"``: the layered form of the kernel (``PAPER.md``, our reconstruction),
+      :math:`\Theta = \sum_l (B_l B_l^\top) \odot (H_{l-1} H_{l-1}^\top + 1)`, for every plain
+      ``nn.Linear`` layer called once on a ``(N, d_in)`` input: :math:`B_l` holds the
+      per-example derivatives of the outputs with respect to the layer's output (computed with
+      ``vmap(jacrev)`` through a zero perturbation added by a forward hook), :math:`H_{l-1}` its
+      inputs, and the ``+ 1`` is the bias. This avoids the ``O(N^2 O^2 P)`` contraction; all
+      other parameters (LayerNorm, parametrized orthogonal weights, ...) are handled as in
+      ``"jacobian"``. ``chunk_size`` is passed to the ``vmap`` over examples.
+
+    Args:
+        model: the network; ``model(x)`` maps ``(N, *in)`` to ``(N, *out)`` (flattened to
+            ``O = prod(out)`` outputs).
+        x1: inputs ``(N1, *in)``.
+        x2: inputs ``(N2, *in)``; ``None`` means "same as ``x1``" (the ``"jacobian"`` method
+            then computes the Jacobians once, and with chunking fills the lower blocks by
+            symmetry).
+        method: ``"jacobian"``, ``"ntk_vp"`` or ``"layerwise"``.
+        chunk_size: ``None`` (no chunking) or an int >= 1 (see above).
+
+    Returns:
+        The kernel, a tensor of shape ``(N1, N2, O, O)``.
+
+    Shape:
+        ``x1``: ``(N1, *in)``, ``x2``: ``(N2, *in)``; output ``(N1, N2, O, O)``.
+
+    Example:
+        >>> from isoplast_lite import relu_mlp
+        >>> model = relu_mlp(3, 8, 2, 2, generator=torch.Generator().manual_seed(0))
+        >>> x = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+        >>> K = empirical_ntk(model, x)
+        >>> K.shape
+        torch.Size([5, 5, 2, 2])
+        >>> torch.allclose(K, empirical_ntk(model, x, method="ntk_vp", chunk_size=3), atol=1e-5)
+        True
+        >>> torch.allclose(K, empirical_ntk(model, x, method="layerwise"), atol=1e-5)
+        True
+
+    References:
+        Jacot et al. (2018); Novak et al. (2022); PyTorch tutorial "Neural Tangent Kernels"
+        (torch.func).
+    """
+    check_module("model", model)
+    _check_inputs(x1, x2)
+    _check_model_input(model, "x1", x1)
+    method = check_choice("method", method, ("jacobian", "ntk_vp", "layerwise"))
+    if chunk_size is not None:
+        chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+
+    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    if not params:
+        raise ValueError("model must have at least one parameter with requires_grad=True")
+    buffers = {name: b.detach() for name, b in model.named_buffers()}
+    x1 = x1.detach()
+    symmetric = x2 is None
+    x2 = x1 if symmetric else x2.detach()
+
+    def f_batch(p: Dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        out = functional_call(model, (p, buffers), (x,))
+        return out.reshape(x.shape[0], -1)  # (N, O)
+
+    with _preserve_parameters(model):
+        if method == "jacobian":
+            return _ntk_jacobian(f_batch, params, x1, x2, symmetric, chunk_size)
+        if method == "ntk_vp":
+            return _ntk_vp(f_batch, params, x1, x2, chunk_size)
+        return _ntk_layerwise(model, params, buffers, x1, x2, symmetric, chunk_size)
+
+
+@contextlib.contextmanager
+def _preserve_parameters(model: nn.Module):
+    """Put every module's own parameter and buffer objects back after a ``functional_call``.
+
+    Note (tied weights): in torch 2.13 ``functional_call`` on a model that uses one module
+    twice (tied weights) leaves a plain tensor in place of the shared ``nn.Parameter``; this
+    guard restores the original objects so the model is unchanged.
+    """
+    modules = {id(m): m for m in model.modules()}.values()
+    saved = [(m, dict(m._parameters), dict(m._buffers)) for m in modules]
+    try:
+        yield
+    finally:
+        for module, parameters, buffers in saved:
+            module._parameters.clear()
+            module._parameters.update(parameters)
+            module._buffers.clear()
+            module._buffers.update(buffers)
+
+
+def _ntk_jacobian(f_batch, params, x1, x2, symmetric, chunk_size):
+    """Jacobian-contraction eNTK (see :func:`empirical_ntk`)."""
+
+    def f_single(p, x):
+        return f_batch(p, x.unsqueeze(0))[0]  # (O,)
+
+    jac_fn = vmap(jacrev(f_single), in_dims=(None, 0))
+
+    def jacobians(x):  # list of (n, O, P_k)
+        jac = jac_fn(params, x)
+        return [j.reshape(j.shape[0], j.shape[1], -1) for j in jac.values()]
+
+    def contract(ja, jb):  # (na, nb, O, O)
+        return sum(torch.einsum("naf,mbf->nmab", a, b) for a, b in zip(ja, jb))
+
+    if chunk_size is None:
+        j1 = jacobians(x1)
+        j2 = j1 if symmetric else jacobians(x2)
+        return contract(j1, j2)
+
+    n1, n2 = x1.shape[0], x2.shape[0]
+    blocks1 = list(range(0, n1, chunk_size))
+    blocks2 = list(range(0, n2, chunk_size))
+    result = None
+    for i in blocks1:
+        j1 = jacobians(x1[i : i + chunk_size])
+        for j in blocks2:
+            if symmetric and j < i:
+                continue  # filled from the transposed block below
+            j2 = j1 if (symmetric and j == i) else jacobians(x2[j : j + chunk_size])
+            block = contract(j1, j2)  # (ci, cj, O, O)
+            if result is None:
+                result = block.new_empty(n1, n2, block.shape[2], block.shape[3])
+            result[i : i + chunk_size, j : j + chunk_size] = block
+            if symmetric and j > i:
+                result[j : j + chunk_size, i : i + chunk_size] = block.permute(1, 0, 3, 2)
+    return result
+
+
+def _ntk_vp(f_batch, params, x1, x2, chunk_size):
+    """NTK-vector-product eNTK (see :func:`empirical_ntk`)."""
+    n_out = f_batch(params, x1[:1]).shape[1]
+    basis = torch.eye(n_out, dtype=x1.dtype, device=x1.device).reshape(n_out, 1, n_out)  # (O, 1, O)
+
+    def ntk_rows(x_single):  # (*in) -> K[n, :, a, :] for every a, shape (O, N2, O)
+        _, vjp_fn = vjp(lambda p: f_batch(p, x_single.unsqueeze(0)), params)
+
+        def row(cotangent):  # (1, O) -> J(x2) J(x_n)^T cotangent, (N2, O)
+            (tangent,) = vjp_fn(cotangent)
+            _, column = jvp(lambda p: f_batch(p, x2), (params,), (tangent,))
+            return column
+
+        return vmap(row)(basis)
+
+    rows = vmap(ntk_rows, chunk_size=chunk_size)(x1)  # (N1, O, N2, O)
+    return rows.permute(0, 2, 1, 3).contiguous()
+
+
+def _ntk_layerwise(model, params, buffers, x1, x2, symmetric, chunk_size):
+    """Layered eNTK: structured products for plain linear layers (see :func:`empirical_ntk`)."""
+    from torch.nn.utils import parametrize
+
+    candidates = {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and not parametrize.is_parametrized(module)
+    }
+    inputs: Dict[str, List[torch.Tensor]] = {name: [] for name in candidates}
+
+    def record(name):
+        return lambda module, args, out: inputs[name].append(args[0].detach())
+
+    def probe(x):  # layer inputs on x; a layer is eligible if called once on a 2-D input
+        for lst in inputs.values():
+            lst.clear()
+        handles = [m.register_forward_hook(record(n)) for n, m in candidates.items()]
+        try:
+            with torch.no_grad():
+                functional_call(model, (params, buffers), (x,))
+        finally:
+            for h in handles:
+                h.remove()
+        return {n: v[0] for n, v in inputs.items() if len(v) == 1 and v[0].ndim == 2}
+
+    h1 = probe(x1)
+    h2 = h1 if symmetric else probe(x2)
+    structured = {}  # module name -> (weight trained?, bias trained?)
+    for name in h1:
+        if name in h2:
+            w, b = f"{name}.weight" if name else "weight", f"{name}.bias" if name else "bias"
+            flags = (w in params, b in params)
+            if any(flags):
+                structured[name] = flags
+    fixed = {}
+    for name, (w, b) in structured.items():
+        prefix = f"{name}." if name else ""
+        for key, trained in ((prefix + "weight", w), (prefix + "bias", b)):
+            if trained:
+                fixed[key] = params[key]
+    generic = {k: v for k, v in params.items() if k not in fixed}
+    holder: Dict[str, Dict[str, torch.Tensor]] = {}
+
+    def perturb(name):
+        return lambda module, args, out: out + holder["eps"][name]
+
+    def g_single(eps, p_generic, x):  # (O,)
+        holder["eps"] = eps
+        return functional_call(model, ({**fixed, **p_generic}, buffers), (x.unsqueeze(0),)).reshape(-1)
+
+    def derivatives(x):
+        eps0 = {n: torch.zeros(candidates[n].out_features, dtype=x.dtype, device=x.device) for n in structured}
+        handles = [candidates[n].register_forward_hook(perturb(n)) for n in structured]
+        try:
+            fn = vmap(jacrev(g_single, argnums=(0, 1)), in_dims=(None, None, 0), chunk_size=chunk_size)
+            d_eps, d_generic = fn(eps0, generic, x)  # {n: (N, O, d_out)}, {k: (N, O, *shape)}
+        finally:
+            for h in handles:
+                h.remove()
+            holder.clear()
+        return d_eps, {k: v.reshape(v.shape[0], v.shape[1], -1) for k, v in d_generic.items()}
+
+    b1, j1 = derivatives(x1)
+    b2, j2 = (b1, j1) if symmetric else derivatives(x2)
+    kernel = None
+    for name, (w, b) in structured.items():
+        factor = (h1[name] @ h2[name].T if w else 0.0) + (1.0 if b else 0.0)  # (N1, N2)
+        term = torch.einsum("nak,mbk->nmab", b1[name], b2[name]) * torch.as_tensor(factor)[..., None, None]
+        kernel = term if kernel is None else kernel + term
+    for key in j1:
+        term = torch.einsum("naf,mbf->nmab", j1[key], j2[key])
+        kernel = term if kernel is None else kernel + term
+    return kernel
+
+
+def ntk_summary(
+    ntk: torch.Tensor,
+    *,
+    n_directions: int = 256,
+    generator: Optional[torch.Generator] = None,
+) -> Dict[str, Union[torch.Tensor, float]]:
+    r"""Spectral summary of an eNTK: eigenvalues, conditioning, effective rank, expected progress.
+
+    A kernel of shape ``(N, N, O, O)`` is first arranged as the ``(N*O, N*O)`` matrix
+    :math:`\Theta` with row index ``n * O + a`` and symmetrized, :math:`(\Theta + \Theta^\top)/2`.
+    Let :math:`\lambda_1 \ge \dots \ge \lambda_M` be its eigenvalues and
+    :math:`s_i = |\lambda_i|` its singular values (equal for a PSD kernel).
+
+    - ``condition_number`` :math:`\kappa = s_{max} / s_{min}` (``inf`` if :math:`s_{min} = 0`).
+    - ``effective_rank``: Roy & Vetterli's :math:`\exp H(p)`, :math:`p_i = s_i / \sum_j s_j`
+      (see :func:`effective_rank`).
+    - ``progress_mean``: **our reconstruction** of the paper's plasticity measure (``PAPER.md``):
+      one optimally sized gradient step on the loss :math:`\tfrac12\lVert r\rVert^2` along a
+      residual direction :math:`u` in output space changes it by :math:`-\eta\Theta u` and
+      achieves the fraction
+
+      .. math:: \rho(u) = \frac{(u^\top \Theta u)^2}{\lVert u\rVert^2\,\lVert \Theta u\rVert^2}
+
+      of the ideal decrease; ``progress_mean`` is its mean over ``n_directions`` standard
+      Gaussian directions :math:`u` (a direction with :math:`\Theta u = 0` counts as 0
+      progress). :math:`\rho \equiv 1` iff :math:`\Theta \propto I`; it is scale-free.
+    - ``progress_kantorovich``: the worst case :math:`\min_u \rho(u) = 4\kappa/(1+\kappa)^2`
+      (Kantorovich inequality), 0 when :math:`\kappa = \infty`.
+    - ``trace``: :math:`\operatorname{tr}\Theta` (the kernel's scale).
+
+    Args:
+        ntk: kernel ``(N, N, O, O)`` (as returned by :func:`empirical_ntk` with ``x2=None``)
+            or a square matrix ``(M, M)``.
+        n_directions: number of random directions for ``progress_mean`` (>= 1).
+        generator: random source for the directions; ``None`` uses torch's global RNG.
+
+    Returns:
+        A dict with ``"eigenvalues"`` (tensor ``(M,)``, descending) and the Python floats
+        ``"condition_number"``, ``"effective_rank"``, ``"progress_mean"``,
+        ``"progress_kantorovich"``, ``"trace"``, ``"lambda_max"``, ``"lambda_min"``.
+
+    Example:
+        >>> s = ntk_summary(torch.diag(torch.tensor([1.0, 4.0])), generator=torch.Generator().manual_seed(0))
+        >>> s["condition_number"], s["progress_kantorovich"]
+        (4.0, 0.64)
+        >>> 0.64 <= s["progress_mean"] <= 1.0
+        True
+
+    References:
+        Kantorovich (1948); Rosseau, Müller & Nowé (2026) for the link between plasticity and
+        eNTK conditioning.
+    """
+    check_tensor("ntk", ntk)
+    if ntk.ndim == 4:
+        n, n_b, o, o_b = ntk.shape
+        if n != n_b or o != o_b:
+            raise ValueError(f"ntk of 4 dimensions must have shape (N, N, O, O), got {tuple(ntk.shape)}")
+        theta = ntk.permute(0, 2, 1, 3).reshape(n * o, n * o)
+    elif ntk.ndim == 2:
+        if ntk.shape[0] != ntk.shape[1]:
+            raise ValueError(f"ntk of 2 dimensions must be square, got shape {tuple(ntk.shape)}")
+        theta = ntk
+    else:
+        raise ValueError(f"ntk must have shape (N, N, O, O) or (M, M), got shape {tuple(ntk.shape)}")
+    n_directions = check_int("n_directions", n_directions, minimum=1)
+    generator = check_generator("generator", generator)
+
+    with torch.no_grad():
+        theta = 0.5 * (theta + theta.mT)  # (M, M)
+        eigenvalues = torch.linalg.eigvalsh(theta).flip(0)  # (M,), descending
+        s = eigenvalues.abs()
+        s_max, s_min = float(s.max()), float(s.min())
+        cond = math.inf if s_min == 0.0 else s_max / s_min
+        kantorovich = 0.0 if math.isinf(cond) else 4.0 * cond / (1.0 + cond) ** 2
+
+        u = torch.randn(n_directions, theta.shape[0], generator=generator, dtype=theta.dtype, device=theta.device)
+        theta_u = u @ theta  # (D, M); theta is symmetric
+        num = (u * theta_u).sum(-1).square()
+        den = u.square().sum(-1) * theta_u.square().sum(-1)
+        rho = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+
+    return {
+        "eigenvalues": eigenvalues,
+        "condition_number": cond,
+        "effective_rank": float(_effective_rank_from_svals(s)),
+        "progress_mean": float(rho.mean()),
+        "progress_kantorovich": kantorovich,
+        "trace": float(theta.diagonal().sum()),
+        "lambda_max": float(eigenvalues[0]),
+        "lambda_min": float(eigenvalues[-1]),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Layer Jacobians and hidden features
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_model_input(model: nn.Module, name: str, x: torch.Tensor) -> None:
+    """Check ``x`` against the model: parameter dtype, and input features if the first layer is linear."""
+    first = next(iter(model.parameters()), None)
+    if first is not None and first.is_floating_point() and x.dtype != first.dtype:
+        raise TypeError(f"{name} must have the dtype of the model's parameters ({first.dtype}), got {x.dtype}")
+    for module in model.modules():
+        in_features = getattr(module, "in_features", None)
+        if isinstance(in_features, int):
+            if x.shape[-1] != in_features:
+                raise ValueError(
+                    f"{name} must have {in_features} features in its last dimension (the model's "
+                    f"first layer), got {name}.shape={tuple(x.shape)}"
+                )
+            return
+        if len(list(module.children())) == 0 and any(True for _ in module.parameters(recurse=False)):
+            return  # the first layer with parameters is not linear: nothing to check
+
+
+def _check_block_model(model: nn.Module, *, min_blocks: int = 1) -> nn.Sequential:
+    check_module("model", model, nn.Sequential)
+    if len(model) < min_blocks:
+        raise ValueError(f"model must be an nn.Sequential of at least {min_blocks} blocks, got {len(model)}")
+    return model
+
+
+def layer_jacobian_svdvals(model: nn.Sequential, x: torch.Tensor) -> Dict[Union[int, str], torch.Tensor]:
+    r"""Singular values of every block's input-output Jacobian and of the end-to-end Jacobian.
+
+    For a model ``nn.Sequential(block_0, ..., block_L)`` (hidden blocks then the head, as built
+    by :func:`~isoplast_lite.nn.relu_mlp` / :func:`~isoplast_lite.nn.aei_mlp`) and each example
+    :math:`x^{(n)}`, with :math:`h_{-1} = x^{(n)}` and :math:`h_l = \text{block}_l(h_{l-1})`:
+
+    - ``result[l]`` holds the singular values of
+      :math:`\partial h_l / \partial h_{l-1}` (the block's output w.r.t. its input, activation
+      and LayerNorm included), a ``(d_l, d_{l-1})`` matrix;
+    - ``result["end_to_end"]`` holds those of :math:`\partial f(x) / \partial x`.
+
+    Dynamical isometry means all of them are close to 1. Computed with
+    ``vmap(jacrev(block))`` per block, so it also works on models with parametrized
+    (orthogonal) layers; no autograd graph is kept. Inputs and outputs with several feature
+    dimensions are flattened.
+
+    Args:
+        model: an ``nn.Sequential`` of blocks.
+        x: inputs ``(N, *in)``.
+
+    Returns:
+        A dict mapping each block index ``l = 0 .. len(model) - 1`` (ints, in order) and then
+        the key ``"end_to_end"`` to a tensor ``(N, k)`` of singular values in descending order,
+        ``k = min(d_l, d_{l-1})`` (resp. ``min(O, prod(in))``).
+
+    Example:
+        >>> from isoplast_lite import aei_mlp
+        >>> model = aei_mlp(4, 4, 2, 4, head="orthogonal", generator=torch.Generator().manual_seed(0))
+        >>> sv = layer_jacobian_svdvals(model, torch.randn(3, 4))
+        >>> list(sv), tuple(sv[0].shape)
+        ([0, 1, 2, 'end_to_end'], (3, 4))
+        >>> torch.allclose(sv["end_to_end"], torch.ones(3, 4), atol=1e-5)
+        True
+    """
+    _check_block_model(model)
+    check_tensor("x", x, min_ndim=2)
+    _check_model_input(model, "x", x)
+
+    def block_jacobians(fn, h):  # (N, d_out, d_in)
+        jac = vmap(jacrev(lambda hi: fn(hi.unsqueeze(0)).reshape(-1)))(h)
+        return jac.reshape(h.shape[0], jac.shape[1], -1)
+
+    result: Dict[Union[int, str], torch.Tensor] = {}
+    h = x.detach()
+    with torch.no_grad():
+        for index, block in enumerate(model):
+            result[index] = torch.linalg.svdvals(block_jacobians(block, h))  # (N, k)
+            h = block(h)
+        result["end_to_end"] = torch.linalg.svdvals(block_jacobians(model, x.detach()))
+    return result
+
+
+def hidden_features(model: nn.Sequential, x: torch.Tensor) -> List[torch.Tensor]:
+    """The features of a model: the outputs of its hidden blocks (all blocks but the head).
+
+    Args:
+        model: an ``nn.Sequential`` of at least two blocks (hidden blocks, then a head).
+        x: inputs ``(N, *in)``.
+
+    Returns:
+        A list with one tensor ``(N, d_l)`` per hidden block (flattened after the batch
+        dimension), computed without autograd.
+
+    Example:
+        >>> from isoplast_lite import relu_mlp
+        >>> feats = hidden_features(relu_mlp(3, 8, 2, 2), torch.randn(5, 3))
+        >>> [tuple(f.shape) for f in feats]
+        [(5, 8), (5, 8)]
+    """
+    _check_block_model(model, min_blocks=2)
+    check_tensor("x", x, min_ndim=2)
+    _check_model_input(model, "x", x)
+    feats = []
+    with torch.no_grad():
+        h = x
+        for block in model[:-1]:
+            h = block(h)
+            feats.append(h.reshape(h.shape[0], -1))
+    return feats
+
+
+def _dormant_mask(h: torch.Tensor, tau: float) -> torch.Tensor:
+    activity = h.abs().mean(dim=0)  # (d,), E_x |h_i(x)|
+    mean_activity = activity.mean()
+    if mean_activity == 0:
+        return torch.ones_like(activity, dtype=torch.bool)  # every score is 0 / 0: all dormant
+    return activity / mean_activity <= tau
+
+
+def dormant_fraction(
+    model: nn.Sequential, x: torch.Tensor, tau: float = 0.025, *, per_layer: bool = False
+) -> Union[float, List[float]]:
+    r"""Fraction of :math:`\tau`-dormant hidden units (ReDo's score, Sokar et al. 2023).
+
+    For hidden block :math:`l` with features :math:`h_i(x)` (post-activation) on the probe
+    set ``x``, the score of unit :math:`i` is
+
+    .. math:: s_i = \frac{\mathbb{E}_x |h_i(x)|}{\frac{1}{d_l}\sum_k \mathbb{E}_x |h_k(x)|},
+
+    normalized within its layer; the unit is dormant if :math:`s_i \le \tau`. If a whole layer
+    is silent (denominator 0) every unit of it counts as dormant.
+
+    Args:
+        model: an ``nn.Sequential`` of hidden blocks followed by a head.
+        x: probe inputs ``(N, *in)``.
+        tau: threshold in [0, 1] (0.025 shows the phenomenon; ReDo uses 0.1 in benchmarks).
+        per_layer: return one fraction per hidden block instead of the overall fraction.
+
+    Returns:
+        The number of dormant units over the number of hidden units of all hidden blocks, a
+        float in [0, 1]; or, with ``per_layer=True``, a list with one such fraction per block.
+
+    Example:
+        >>> from isoplast_lite import relu_mlp
+        >>> model = relu_mlp(2, 4, 1, 1)
+        >>> with torch.no_grad():
+        ...     _ = model[0][0].weight.copy_(torch.tensor([[1.0, 0], [0, 1], [1, 1], [-1, -1]]))
+        ...     _ = model[0][0].bias.zero_()
+        >>> dormant_fraction(model, torch.rand(10, 2))  # unit 3 never fires
+        0.25
+
+    References:
+        Sokar, Agarwal, Castro & Evci (2023), "The dormant neuron phenomenon in deep
+        reinforcement learning", ICML.
+    """
+    _check_block_model(model, min_blocks=2)
+    tau = check_probability("tau", tau)
+    check_bool("per_layer", per_layer)
+    masks = [_dormant_mask(h, tau) for h in hidden_features(model, x)]
+    return _fractions(masks, per_layer)
+
+
+def dead_fraction(model: nn.Sequential, x: torch.Tensor, *, per_layer: bool = False) -> Union[float, List[float]]:
+    r"""Fraction of dead hidden units: units with :math:`h_i(x) = 0` for every probe input.
+
+    A dead ReLU unit receives no task gradient on the probe set. Exact zeros are counted (ReLU
+    outputs are exactly 0 when inactive); the units are those of all hidden blocks.
+
+    Args:
+        model: an ``nn.Sequential`` of hidden blocks followed by a head.
+        x: probe inputs ``(N, *in)``.
+        per_layer: return one fraction per hidden block instead of the overall fraction.
+
+    Returns:
+        The number of dead units over the number of hidden units of all hidden blocks (float in
+        [0, 1]); or, with ``per_layer=True``, a list with one fraction per hidden block.
+
+    Example:
+        >>> from isoplast_lite import relu_mlp
+        >>> model = relu_mlp(2, 4, 1, 1)
+        >>> with torch.no_grad():
+        ...     _ = model[0][0].weight.copy_(torch.tensor([[1.0, 0], [0, 1], [-1, 0], [-1, -1]]))
+        ...     _ = model[0][0].bias.zero_()
+        >>> dead_fraction(model, torch.rand(10, 2))  # inputs are positive: units 2, 3 are dead
+        0.5
+    """
+    _check_block_model(model, min_blocks=2)
+    check_bool("per_layer", per_layer)
+    masks = [(h == 0).all(dim=0) for h in hidden_features(model, x)]
+    return _fractions(masks, per_layer)
+
+
+def _fractions(masks: List[torch.Tensor], per_layer: bool) -> Union[float, List[float]]:
+    if per_layer:
+        return [float(m.float().mean()) for m in masks]
+    return float(sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks))
+
+
+# ----------------------------------------------------------------------------------------------
+# Ranks (pure functions of tensors)
+# ----------------------------------------------------------------------------------------------
+
+
+def _effective_rank_from_svals(s: torch.Tensor) -> torch.Tensor:
+    total = s.sum(dim=-1, keepdim=True)  # (..., 1)
+    p = s / torch.where(total > 0, total, torch.ones_like(total))  # (..., k)
+    entropy = -torch.xlogy(p, p).sum(dim=-1)  # 0 log 0 = 0
+    return torch.where(total.squeeze(-1) > 0, entropy.exp(), torch.zeros_like(entropy))
+
+
+def effective_rank(features: torch.Tensor) -> torch.Tensor:
+    r"""Roy & Vetterli's effective rank :math:`\exp H(p)`, :math:`p_i = \sigma_i / \sum_j \sigma_j`.
+
+    :math:`H(p) = -\sum_i p_i \log p_i` (with :math:`0 \log 0 = 0`) over the singular values
+    :math:`\sigma_i` of the matrix as given (no centering). It equals ``n`` for a matrix whose
+    ``n`` nonzero singular values are equal, and lies in ``[1, min(m, n)]`` otherwise; the zero
+    matrix gets 0 by convention.
+
+    Args:
+        features: a matrix ``(m, n)`` (e.g. ``(N, d)`` features) or a stack ``(..., m, n)``.
+
+    Returns:
+        A tensor of shape ``(...)`` (0-dim for a single matrix).
+
+    Example:
+        >>> effective_rank(torch.eye(4))
+        tensor(4.)
+        >>> round(float(effective_rank(torch.diag(torch.tensor([1.0, 1.0, 0.0])))), 4)
+        2.0
+
+    References:
+        Roy & Vetterli (2007), "The effective rank: a measure of effective dimensionality",
+        EUSIPCO.
+    """
+    check_tensor("features", features, min_ndim=2)
+    with torch.no_grad():
+        return _effective_rank_from_svals(torch.linalg.svdvals(features))
+
+
+def srank(features: torch.Tensor, delta: float = 0.01) -> torch.Tensor:
+    r"""Kumar et al.'s :math:`\mathrm{srank}_\delta`: the smallest ``k`` whose top singular values hold ``1 - delta`` of the sum.
+
+    .. math:: \mathrm{srank}_\delta = \min\Big\{k : \sum_{i \le k} \sigma_i \ge (1 - \delta) \sum_i \sigma_i\Big\}
+
+    over the singular values :math:`\sigma_1 \ge \sigma_2 \ge \dots` of the matrix as given (no
+    centering); the zero matrix gets 0 by convention.
+
+    Args:
+        features: a matrix ``(m, n)`` or a stack ``(..., m, n)``.
+        delta: threshold in [0, 1).
+
+    Returns:
+        An integer (``torch.long``) tensor of shape ``(...)``.
+
+    Example:
+        >>> srank(torch.diag(torch.tensor([10.0, 5.0, 0.1])), delta=0.01)
+        tensor(2)
+        >>> srank(torch.eye(5), delta=0.01)
+        tensor(5)
+
+    References:
+        Kumar, Agarwal, Ghosh & Levine (2021), "Implicit under-parameterization inhibits
+        data-efficient deep reinforcement learning", ICLR.
+    """
+    check_tensor("features", features, min_ndim=2)
+    delta = check_real("delta", delta)
+    if not 0.0 <= delta < 1.0:
+        raise ValueError(f"delta must lie in [0, 1), got {delta}")
+    with torch.no_grad():
+        s = torch.linalg.svdvals(features)  # (..., k), descending
+        cumulative = s.cumsum(dim=-1)
+        total = cumulative[..., -1:]  # (..., 1)
+        k = (cumulative < (1.0 - delta) * total).sum(dim=-1) + 1
+        return torch.where(total.squeeze(-1) > 0, k, torch.zeros_like(k))
+
+
+def stable_rank(W: torch.Tensor) -> torch.Tensor:
+    r"""Stable rank :math:`\lVert W\rVert_F^2 / \lVert W\rVert_2^2 = \sum_i \sigma_i^2 / \sigma_1^2`.
+
+    A continuous proxy for the rank, between 1 and :math:`\operatorname{rank} W`; the zero
+    matrix gets 0 by convention.
+
+    Args:
+        W: a matrix ``(m, n)`` or a stack ``(..., m, n)``.
+
+    Returns:
+        A tensor of shape ``(...)``.
+
+    Example:
+        >>> stable_rank(torch.diag(torch.tensor([2.0, 1.0, 1.0])))  # (4 + 1 + 1) / 4
+        tensor(1.5000)
+
+    References:
+        Rudelson & Vershynin (2007), "Sampling from large matrices: an approach through
+        geometric functional analysis", J. ACM.
+    """
+    check_tensor("W", W, min_ndim=2)
+    with torch.no_grad():
+        s = torch.linalg.svdvals(W)  # (..., k)
+        top = s[..., 0]
+        ratio = s.square().sum(dim=-1) / torch.where(top > 0, top, torch.ones_like(top)).square()
+        return torch.where(top > 0, ratio, torch.zeros_like(ratio))

@@ -1,0 +1,261 @@
+r"""The isometry regularizer (Eq. 16 of the paper), its analytic gradient, and orthogonalization.
+
+For a weight :math:`W \in \mathbb{R}^{d_{out} \times d_{in}}` (PyTorch layout ``(out, in)``):
+
+.. math::
+    R_{iso}(W) = \begin{cases}
+        \lVert W^\top W - I \rVert_F^2 & d_{out} \ge d_{in} \ \text{(tall: orthonormal columns)}\\
+        \lVert W W^\top - I \rVert_F^2 & \text{otherwise (wide: orthonormal rows)}
+    \end{cases}
+    \;=\; \sum_{i=1}^{\min(d_{out}, d_{in})} (\sigma_i^2 - 1)^2,
+
+.. math::
+    \nabla R_{iso}(W) = 4\,W (W^\top W - I) \quad\text{or}\quad 4\,(W W^\top - I)\,W .
+
+Conv kernels ``(out, in, k, ...)`` are reshaped to ``(out, in * k * ...)`` first.
+
+References:
+    Rosseau, Müller & Nowé (2026), "Preserving Plasticity in Continual Learning via Dynamical
+    Isometry", ICML (Eq. 16).
+    Bansal, Chen & Wang (2018), "Can we gain more from orthogonality regularizations in
+    training deep CNNs?" (soft orthogonality, SO).
+    Björck & Bowie (1971), "An iterative algorithm for computing the best estimate of an
+    orthogonal matrix", SIAM J. Numer. Anal.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+
+from ._validation import check_bool, check_int, check_real, check_tensor
+
+__all__ = [
+    "isometry_penalty",
+    "isometry_grad",
+    "newton_schulz",
+    "partial_isometry_measures",
+]
+
+
+def _as_matrix(W: torch.Tensor) -> torch.Tensor:
+    """View a weight as a matrix: ``(out, in)`` as is, ``(out, in, k, ...)`` as ``(out, in*k*...)``."""
+    return W if W.ndim == 2 else W.reshape(W.shape[0], -1)
+
+
+def _gram_minus_identity(W: torch.Tensor) -> torch.Tensor:
+    """``W^T W - I`` (tall) or ``W W^T - I`` (wide) for a stack ``(..., d_out, d_in)``."""
+    d_out, d_in = W.shape[-2], W.shape[-1]
+    gram = W.mT @ W if d_out >= d_in else W @ W.mT  # (..., k, k), k = min(d_out, d_in)
+    gram.diagonal(dim1=-2, dim2=-1).sub_(1.0)
+    return gram
+
+
+def _isometry_penalty_matrix(W: torch.Tensor) -> torch.Tensor:
+    """Batched :math:`R_{iso}` of a stack of matrices ``(..., d_out, d_in)`` -> ``(...)``.
+
+    Private but shared: the runner calls it on seed-stacked weights ``(S, out, in)``.
+    No argument checks (the callers validate once).
+    """
+    return _gram_minus_identity(W).square().sum(dim=(-2, -1))
+
+
+def _isometry_grad_matrix(W: torch.Tensor) -> torch.Tensor:
+    r"""Batched :math:`\nabla R_{iso}` of a stack of matrices ``(..., d_out, d_in)``.
+
+    Private but shared: :class:`~isoplast_lite.optim.AdamO` uses it for parameters with
+    ``seed_dims`` leading copy dimensions, and the runner may call it on seed-stacked weights
+    ``(S, out, in)``. Tall/wide is decided by the last two dimensions. No argument checks.
+
+    Returns:
+        ``4 W (W^T W - I)`` if ``d_out >= d_in`` else ``4 (W W^T - I) W``, same shape as ``W``.
+    """
+    d_out, d_in = W.shape[-2], W.shape[-1]
+    gram = _gram_minus_identity(W)
+    out = W @ gram if d_out >= d_in else gram @ W  # (..., d_out, d_in)
+    return out.mul_(4.0)
+
+
+def isometry_penalty(W: torch.Tensor) -> torch.Tensor:
+    r"""The isometry regularizer :math:`R_{iso}(W)` of one weight (Eq. 16).
+
+    :math:`\lVert W^\top W - I\rVert_F^2` if :math:`d_{out} \ge d_{in}`, else
+    :math:`\lVert W W^\top - I\rVert_F^2`; equal to :math:`\sum_i (\sigma_i^2 - 1)^2` over the
+    :math:`\min(d_{out}, d_{in})` singular values. It is zero iff :math:`W` is (semi-)orthogonal.
+    Differentiable (autograd gives :func:`isometry_grad`).
+
+    Args:
+        W: a weight of at least 2 dimensions. Tensors with more dimensions are conv kernels
+            ``(out, in, k, ...)``, reshaped to ``(out, in * k * ...)``.
+
+    Returns:
+        A 0-dim tensor.
+
+    Shape:
+        ``W``: ``(out, in)`` or ``(out, in, *kernel)``; output ``()``.
+
+    Example:
+        >>> isometry_penalty(torch.eye(3))
+        tensor(0.)
+        >>> isometry_penalty(2 * torch.eye(2))  # two singular values 2: 2 * (4 - 1)^2
+        tensor(18.)
+
+    References:
+        Rosseau, Müller & Nowé (2026), ICML, Eq. 16.
+    """
+    check_tensor("W", W, min_ndim=2)
+    return _isometry_penalty_matrix(_as_matrix(W))
+
+
+def isometry_grad(W: torch.Tensor) -> torch.Tensor:
+    r"""Analytic gradient of :func:`isometry_penalty`: :math:`4W(W^\top W - I)` or :math:`4(WW^\top - I)W`.
+
+    No SVD and no autograd: two matrix products. For a conv kernel the gradient is computed on
+    the ``(out, in * k * ...)`` matrix and reshaped back.
+
+    Args:
+        W: a weight of at least 2 dimensions (see :func:`isometry_penalty`).
+
+    Returns:
+        A tensor of the same shape as ``W``. It is built from differentiable operations, so it
+        carries an autograd graph when ``W`` requires grad (optimizers call it under
+        ``torch.no_grad()``).
+
+    Shape:
+        ``W``: ``(out, in)`` or ``(out, in, *kernel)``; output: same as ``W``.
+
+    Example:
+        >>> W = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # tall, sigma = (2, 1)
+        >>> isometry_grad(W)  # 4 * sigma * (sigma^2 - 1) on the diagonal
+        tensor([[24.,  0.],
+                [ 0.,  0.],
+                [ 0.,  0.]])
+
+    References:
+        Rosseau, Müller & Nowé (2026), ICML, Eq. 16 and its gradient.
+    """
+    check_tensor("W", W, min_ndim=2)
+    return _isometry_grad_matrix(_as_matrix(W)).reshape(W.shape)
+
+
+def newton_schulz(
+    W: torch.Tensor,
+    steps: int = 30,
+    *,
+    normalize: bool = True,
+    eps: float = 1e-12,
+) -> torch.Tensor:
+    r"""Orthogonalize a (stack of) matrix by the Björck–Bowie / Newton–Schulz iteration.
+
+    Iterates the cubic Newton–Schulz map
+
+    .. math::
+        X_0 = W / \lVert W \rVert_F, \qquad X_{k+1} = \tfrac{3}{2} X_k - \tfrac{1}{2} X_k X_k^\top X_k ,
+
+    which maps every singular value :math:`s \mapsto \tfrac32 s - \tfrac12 s^3` and leaves the
+    singular vectors alone. For :math:`0 < s < \sqrt{3}` the singular values converge to 1
+    (quadratically once close), so :math:`X_k \to U V^\top`, the orthogonal polar factor of
+    :math:`W = U \Sigma V^\top` (the closest (semi-)orthogonal matrix in Frobenius norm).
+    Dividing by the Frobenius norm puts every singular value in :math:`(0, 1]`. Small singular
+    values grow by a factor 1.5 per step, so ``steps`` should exceed about
+    :math:`\log(1/s_{min}) / \log 1.5 + 5` for the normalized :math:`s_{min}`. Singular values
+    that are exactly 0 stay 0. For tall matrices the product is formed as
+    :math:`X (X^\top X)`, for wide ones as :math:`(X X^\top) X` (the smaller Gram matrix).
+
+    Pure function: differentiable and ``vmap``-friendly; leading dimensions are batch
+    dimensions.
+
+    Args:
+        W: matrix or stack of matrices ``(..., m, n)``, floating point.
+        steps: number of iterations (>= 0).
+        normalize: divide each matrix by its Frobenius norm first (needed for convergence
+            unless every singular value of ``W`` is already below ``sqrt(3)``).
+        eps: added to the Frobenius norm to avoid dividing by zero (>= 0).
+
+    Returns:
+        The iterate :math:`X_{steps}`, same shape as ``W``.
+
+    Shape:
+        ``W``: ``(..., m, n)``; output ``(..., m, n)``.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> W = torch.randn(6, 4, generator=g, dtype=torch.float64)
+        >>> Q = newton_schulz(W, steps=40)
+        >>> torch.allclose(Q.T @ Q, torch.eye(4, dtype=torch.float64))
+        True
+        >>> U, _, Vh = torch.linalg.svd(W, full_matrices=False)
+        >>> torch.allclose(Q, U @ Vh)
+        True
+
+    References:
+        Björck & Bowie (1971), SIAM J. Numer. Anal. 8(2); Higham (2008), "Functions of
+        Matrices", ch. 8; Grishina et al. (2025) for a Chebyshev-accelerated variant.
+    """
+    check_tensor("W", W, min_ndim=2)
+    steps = check_int("steps", steps, minimum=0)
+    check_bool("normalize", normalize)
+    eps = check_real("eps", eps)
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    X = W
+    if normalize:
+        X = X / (torch.linalg.matrix_norm(X, keepdim=True) + eps)  # (..., m, n), sigma in (0, 1]
+    tall = X.shape[-2] >= X.shape[-1]
+    for _ in range(steps):
+        XXX = X @ (X.mT @ X) if tall else (X @ X.mT) @ X
+        X = 1.5 * X - 0.5 * XXX
+    return X
+
+
+def partial_isometry_measures(W: torch.Tensor, W0: Optional[torch.Tensor] = None) -> Dict[str, float]:
+    r"""The spectral quantities that prior plasticity methods each control, for one weight.
+
+    With :math:`\sigma_1 \ge \dots \ge \sigma_k` the singular values of :math:`W` (conv kernels
+    reshaped to ``(out, in * k * ...)``):
+
+    - ``"sum_sq"``: :math:`\lVert W\rVert_F^2 = \sum \sigma_i^2`, what weight decay / L2 shrink;
+    - ``"sigma_max"``: :math:`\sigma_1`, what spectral regularization pushes to 1;
+    - ``"sigma_min"``: :math:`\sigma_k`;
+    - ``"mean_sq"`` and ``"std_sq"``: mean and (population) standard deviation of
+      :math:`\sigma_i^2`; :math:`R_{iso}` controls both (``iso_penalty`` equals
+      :math:`k\,[(\text{mean\_sq} - 1)^2 + \text{std\_sq}^2]`);
+    - ``"iso_penalty"``: :math:`R_{iso}(W) = \sum (\sigma_i^2 - 1)^2`;
+    - ``"dist_init_sq"`` (only when ``W0`` is given): :math:`\lVert W - W_0\rVert_F^2`, what
+      L2 Init penalizes.
+
+    This is our reconstruction of the paper's "partial isometry" argument (see ``PAPER.md``).
+
+    Args:
+        W: a weight with at least 2 dimensions.
+        W0: optional reference weight (e.g. the initialization), same shape as ``W``.
+
+    Returns:
+        A dict of Python floats.
+
+    Example:
+        >>> m = partial_isometry_measures(torch.diag(torch.tensor([2.0, 1.0])))
+        >>> m["sum_sq"], m["sigma_max"], m["mean_sq"], m["std_sq"], m["iso_penalty"]
+        (5.0, 2.0, 2.5, 1.5, 9.0)
+    """
+    check_tensor("W", W, min_ndim=2)
+    if W0 is not None:
+        check_tensor("W0", W0, min_ndim=2)
+        if W0.shape != W.shape:
+            raise ValueError(f"W0 must have the shape of W {tuple(W.shape)}, got {tuple(W0.shape)}")
+    with torch.no_grad():
+        M = _as_matrix(W.detach())
+        sigma = torch.linalg.svdvals(M)  # (k,) descending
+        sq = sigma.square()
+        out = {
+            "sum_sq": float(sq.sum()),
+            "sigma_max": float(sigma[0]),
+            "sigma_min": float(sigma[-1]),
+            "mean_sq": float(sq.mean()),
+            "std_sq": float(sq.std(correction=0)),
+            "iso_penalty": float((sq - 1.0).square().sum()),
+        }
+        if W0 is not None:
+            out["dist_init_sq"] = float((W.detach() - W0.detach()).square().sum())
+    return out

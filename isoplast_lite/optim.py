@@ -1,0 +1,317 @@
+"""AdamO: Adam with a decoupled isometry step (as AdamW decouples weight decay).
+
+The update math lives in the pure function :func:`adamo_update_` (one parameter, in place);
+:class:`AdamO` only loops over parameter groups and keeps the state.
+
+References:
+    Rosseau, Müller & Nowé (2026), "Preserving Plasticity in Continual Learning via Dynamical
+    Isometry", ICML.
+    Kingma & Ba (2015), "Adam: A method for stochastic optimization", ICLR.
+    Loshchilov & Hutter (2019), "Decoupled weight decay regularization", ICLR.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
+
+import torch
+from torch.optim import Optimizer
+
+from ._validation import check_int, check_nonnegative, check_unit_interval_open
+
+__all__ = ["AdamO", "adamo_update_"]
+
+
+def _iso_applies(param: torch.Tensor, seed_dims: int) -> bool:
+    """A parameter gets the isometry step iff each of its copies has at least 2 dimensions."""
+    return param.ndim - seed_dims >= 2
+
+
+def _as_matrices(param: torch.Tensor, seed_dims: int) -> torch.Tensor:
+    """View ``(*seed, out, in, *kernel)`` as a stack of matrices ``(*seed, out, in * prod(kernel))``."""
+    lead = param.shape[: seed_dims + 1]
+    return param.reshape(*lead, -1)
+
+
+def _decay_and_isometry(theta: torch.Tensor, decay: float, iso_coef: float) -> torch.Tensor:
+    r"""Return ``decay * theta - iso_coef * grad R_iso(theta)`` for a stack of matrices.
+
+    Note (fusion): with :math:`G = \theta^\top\theta - I` (tall) the isometry gradient is
+    :math:`4\theta G`, so the weight-decay and isometry terms, both evaluated at
+    :math:`\theta_t`, are one ``addmm``: ``addmm(theta, theta, G, beta=decay, alpha=-4 c)``
+    (``G theta`` for wide matrices). ``theta`` has shape ``(..., d_out, d_in)``.
+    """
+    d_out, d_in = theta.shape[-2], theta.shape[-1]
+    tall = d_out >= d_in
+    gram = theta.mT @ theta if tall else theta @ theta.mT  # (..., k, k), k = min(d_out, d_in)
+    gram.diagonal(dim1=-2, dim2=-1).sub_(1.0)
+    alpha = -4.0 * iso_coef
+    if theta.ndim == 2:
+        return torch.addmm(theta, theta, gram, beta=decay, alpha=alpha) if tall else torch.addmm(theta, gram, theta, beta=decay, alpha=alpha)
+    if theta.ndim == 3:
+        return torch.baddbmm(theta, theta, gram, beta=decay, alpha=alpha) if tall else torch.baddbmm(theta, gram, theta, beta=decay, alpha=alpha)
+    prod = theta @ gram if tall else gram @ theta
+    return prod.mul_(alpha).add_(theta, alpha=decay)
+
+
+def adamo_update_(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    step: int,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    iso_strength: float,
+    iso_lr: Optional[float],
+    seed_dims: int = 0,
+) -> None:
+    r"""One AdamO step for one parameter, in place (the pure update rule :class:`AdamO` calls).
+
+    With :math:`\theta_t` = ``param``, :math:`g_t` = ``grad``, :math:`t` = ``step``
+    (1 for the first step), :math:`\eta` = ``lr``, :math:`\eta_{iso}` = ``iso_lr`` (or
+    :math:`\eta` if ``None``), :math:`\lambda` = ``iso_strength``, :math:`\mu` = ``weight_decay``:
+
+    .. math::
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
+        \theta_{t+1} &= (1 - \eta\mu)\,\theta_t
+            - \eta\,\frac{m_t / (1 - \beta_1^t)}{\sqrt{v_t / (1 - \beta_2^t)} + \epsilon}
+            - \eta_{iso}\,\lambda\,\nabla R_{iso}(\theta_t)
+
+    The isometry term is applied only when ``param.ndim - seed_dims >= 2``, to each of the
+    ``param.shape[:seed_dims]`` copies separately (conv kernels reshaped to
+    ``(out, in * k * ...)``). The Adam part performs the operations of PyTorch's
+    single-tensor Adam/AdamW in the same order, so with ``iso_strength=0`` it reproduces
+    ``torch.optim.Adam`` (``weight_decay=0``) and ``torch.optim.AdamW`` exactly (bitwise on
+    CPU).
+
+    Args:
+        param: :math:`\theta_t`, updated in place to :math:`\theta_{t+1}`.
+        grad: task gradient :math:`g_t` (the only thing the moments see).
+        exp_avg: :math:`m_{t-1}`, updated in place to :math:`m_t`.
+        exp_avg_sq: :math:`v_{t-1}`, updated in place to :math:`v_t`.
+        step: :math:`t >= 1`.
+        lr, beta1, beta2, eps, weight_decay, iso_strength, iso_lr, seed_dims: as in
+            :class:`AdamO` (not validated here; the class validates them once).
+
+    Example:
+        >>> p = torch.eye(2) * 2.0
+        >>> m, v = torch.zeros(2, 2), torch.zeros(2, 2)
+        >>> adamo_update_(p, torch.zeros(2, 2), m, v, 1, lr=0.1, beta1=0.9, beta2=0.999,
+        ...               eps=1e-8, weight_decay=0.0, iso_strength=0.01, iso_lr=None)
+        >>> p  # 2 - 0.1 * 0.01 * 4 * 2 * (4 - 1) on the diagonal
+        tensor([[1.9760, 0.0000],
+                [0.0000, 1.9760]])
+    """
+    eta_iso = lr if iso_lr is None else iso_lr
+    iso_coef = eta_iso * iso_strength
+    decay = 1.0 - lr * weight_decay
+
+    # Decoupled terms at theta_t (before the Adam step touches param).
+    new_theta = None
+    if iso_coef != 0.0 and _iso_applies(param, seed_dims):
+        new_theta = _decay_and_isometry(_as_matrices(param, seed_dims), decay, iso_coef).view(param.shape)
+    elif weight_decay != 0.0:
+        param.mul_(decay)
+
+    exp_avg.lerp_(grad, 1.0 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+    bias_correction1 = 1.0 - beta1**step
+    bias_correction2_sqrt = (1.0 - beta2**step) ** 0.5
+    step_size = lr / bias_correction1
+    denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+
+    if new_theta is None:
+        param.addcdiv_(exp_avg, denom, value=-step_size)
+    else:
+        new_theta.addcdiv_(exp_avg, denom, value=-step_size)
+        param.copy_(new_theta)
+
+
+class AdamO(Optimizer):
+    r"""Adam with a decoupled isometry step (AdamO).
+
+    .. math::
+        &\textbf{input}: \eta\ (\text{lr}),\ \beta_1, \beta_2\ (\text{betas}),\ \epsilon,\
+            \mu\ (\text{weight\_decay}),\ \lambda\ (\text{iso\_strength}),\
+            \eta_{iso}\ (\text{iso\_lr}; \text{None} \Rightarrow \eta)\\
+        &m_0 \leftarrow 0,\ v_0 \leftarrow 0 \\
+        &\textbf{for}\ t = 1, 2, \ldots: \\
+        &\quad g_t \leftarrow \nabla_\theta f_t(\theta_{t-1}) \quad\text{(task gradient only)}\\
+        &\quad m_t \leftarrow \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+              v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+        &\quad \hat m_t \leftarrow m_t / (1-\beta_1^t), \quad \hat v_t \leftarrow v_t / (1-\beta_2^t)\\
+        &\quad \theta_t \leftarrow \theta_{t-1} - \eta\mu\,\theta_{t-1}
+              - \eta\,\hat m_t / (\sqrt{\hat v_t} + \epsilon)
+              - \eta_{iso}\,\lambda\,\nabla R_{iso}(\theta_{t-1})
+              \quad [\text{last term only if } \theta \text{ is a matrix}]
+
+    where :math:`\nabla R_{iso}(W) = 4W(W^\top W - I)` for tall and :math:`4(WW^\top - I)W` for
+    wide matrices (:func:`isoplast_lite.isometry.isometry_grad`). The Adam moments never see
+    the isometry gradient, and it is not preconditioned: it is *decoupled*, exactly as
+    AdamW's weight decay (the "coupled" alternative adds :math:`\lambda R_{iso}` to the loss).
+    Both decoupled terms are evaluated at the pre-step parameters.
+
+    How the coefficients meet the learning rate: the isometry step is
+    ``iso_lr * iso_strength * grad R_iso``. With ``iso_lr=None`` it is
+    ``lr * iso_strength * grad R_iso`` with the group's *current* ``lr``, so a learning-rate
+    scheduler scales it too; a number fixes it regardless of schedules. ``weight_decay`` is
+    AdamW's: ``theta <- theta - lr * weight_decay * theta``.
+
+    Which parameters get the isometry step: those with ``ndim - seed_dims >= 2`` (weight
+    matrices and conv kernels, reshaped to ``(out, in * k * ...)``); biases and other vectors
+    never do. Every hyperparameter can be overridden per parameter group, e.g. a head group
+    with ``iso_strength=0.0``.
+
+    Seed-stacked parameters: the group key ``seed_dims`` (default 0) is the number of leading
+    dimensions that index independent copies of a parameter. With ``seed_dims=1`` a weight of
+    shape ``(S, out, in)`` is S matrices, each regularized on its own, and a bias ``(S, out)``
+    is a vector; the result equals S independent AdamO runs (Adam itself is elementwise).
+
+    Args:
+        params: iterable of parameters or of dicts defining parameter groups.
+        lr: learning rate :math:`\eta` (>= 0).
+        betas: :math:`(\beta_1, \beta_2)`, each in [0, 1).
+        eps: :math:`\epsilon` (>= 0) added to the denominator.
+        weight_decay: decoupled weight decay :math:`\mu` (>= 0), as in ``torch.optim.AdamW``.
+        iso_strength: :math:`\lambda` (>= 0), strength of the isometry step.
+        iso_lr: :math:`\eta_{iso}` (>= 0) or ``None`` to follow the group's current ``lr``.
+        seed_dims: number of leading copy dimensions of every parameter of the group (>= 0).
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> opt = AdamO([{"params": model[0].parameters()},
+        ...              {"params": model[2].parameters(), "iso_strength": 0.0}],
+        ...             lr=1e-3, iso_strength=0.1)
+        >>> x, y = torch.randn(16, 4), torch.randn(16, 2)
+        >>> def closure():
+        ...     opt.zero_grad()
+        ...     loss = torch.nn.functional.mse_loss(model(x), y)
+        ...     loss.backward()
+        ...     return loss
+        >>> loss = opt.step(closure)
+        >>> opt.state[model[0].weight]["step"]
+        tensor(1.)
+
+    References:
+        Rosseau, Müller & Nowé (2026), ICML; Loshchilov & Hutter (2019), ICLR (AdamW).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Union[torch.Tensor, Dict[str, Any]]],
+        lr: float = 1e-3,
+        betas: Tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        iso_strength: float = 1e-3,
+        iso_lr: Optional[float] = None,
+        *,
+        seed_dims: int = 0,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            iso_strength=iso_strength,
+            iso_lr=iso_lr,
+            seed_dims=seed_dims,
+        )
+        _validate_hyperparameters(defaults)
+        if isinstance(params, torch.Tensor):
+            raise TypeError("params must be an iterable of Tensors or dicts, got a single Tensor")
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        """Add a parameter group after checking its hyperparameter overrides."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        merged = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
+        _validate_hyperparameters(merged)
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        for p in group["params"]:
+            if not p.is_floating_point():
+                raise TypeError(f"params must be floating-point tensors, got dtype {p.dtype}")
+            if p.ndim < group["seed_dims"]:
+                raise ValueError(
+                    f"seed_dims={group['seed_dims']} exceeds the number of dimensions of a parameter "
+                    f"of shape {tuple(p.shape)}"
+                )
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("iso_lr", None)
+            group.setdefault("seed_dims", 0)
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], torch.Tensor]] = None) -> Optional[torch.Tensor]:
+        """Perform one optimization step.
+
+        Args:
+            closure: optional callable that re-evaluates the model and returns the loss (it is
+                run with gradients enabled).
+
+        Returns:
+            The loss returned by ``closure``, or ``None``.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("AdamO does not support sparse gradients")
+                state = self.state[p]
+                if len(state) == 0:
+                    # number of steps taken so far (float tensor, as in torch.optim.Adam)
+                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                    # first moment m_t of the task gradient
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    # second moment v_t of the task gradient
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                adamo_update_(
+                    p,
+                    p.grad,
+                    state["exp_avg"],
+                    state["exp_avg_sq"],
+                    int(state["step"].item()),
+                    lr=group["lr"],
+                    beta1=beta1,
+                    beta2=beta2,
+                    eps=group["eps"],
+                    weight_decay=group["weight_decay"],
+                    iso_strength=group["iso_strength"],
+                    iso_lr=group["iso_lr"],
+                    seed_dims=group["seed_dims"],
+                )
+        return loss
+
+
+def _validate_hyperparameters(group: Dict[str, Any]) -> None:
+    """Check the hyperparameters of one (merged) parameter group; raise naming the culprit."""
+    check_nonnegative("lr", group["lr"])
+    check_nonnegative("eps", group["eps"])
+    check_nonnegative("weight_decay", group["weight_decay"])
+    check_nonnegative("iso_strength", group["iso_strength"])
+    if group["iso_lr"] is not None:
+        check_nonnegative("iso_lr", group["iso_lr"])
+    check_int("seed_dims", group["seed_dims"], minimum=0)
+    betas = group["betas"]
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    check_unit_interval_open("betas[0]", betas[0])
+    check_unit_interval_open("betas[1]", betas[1])

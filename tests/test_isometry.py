@@ -1,0 +1,100 @@
+"""Tests of isoplast_lite.isometry against autograd and SVD oracles."""
+
+import pytest
+import torch
+
+from isoplast_lite import isometry_grad, isometry_penalty
+from isoplast_lite.isometry import (
+    _isometry_grad_matrix,
+    _isometry_penalty_matrix,
+    newton_schulz,
+    partial_isometry_measures,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread is faster
+
+SHAPES = {"tall": (7, 4), "wide": (3, 8), "square": (5, 5), "conv": (6, 2, 3, 3), "conv1d": (4, 3, 5)}
+
+
+def _svd_penalty(W):
+    """Oracle: sum over singular values of (sigma^2 - 1)^2, conv kernels as (out, -1)."""
+    return (torch.linalg.svdvals(W.reshape(W.shape[0], -1)).square() - 1).square().sum()
+
+
+@pytest.mark.parametrize("kind", SHAPES)
+def test_penalty_equals_singular_value_formula(gen, kind):
+    W = torch.randn(SHAPES[kind], generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(isometry_penalty(W), _svd_penalty(W))
+
+
+@pytest.mark.parametrize("kind", SHAPES)
+def test_grad_equals_autograd_of_penalty_and_of_svd_formula(gen, kind):
+    W = (0.6 * torch.randn(SHAPES[kind], generator=gen, dtype=torch.float64)).requires_grad_()
+    (auto_penalty,) = torch.autograd.grad(isometry_penalty(W), W)
+    (auto_svd,) = torch.autograd.grad(_svd_penalty(W), W)
+    analytic = isometry_grad(W.detach())
+    assert analytic.shape == W.shape
+    torch.testing.assert_close(analytic, auto_penalty)
+    torch.testing.assert_close(analytic, auto_svd)
+
+
+@pytest.mark.parametrize("shape", [(6, 6), (8, 3), (3, 8)])
+def test_penalty_and_grad_vanish_at_semi_orthogonal_matrices(gen, shape):
+    Q = torch.linalg.qr(torch.randn(max(shape), min(shape), generator=gen, dtype=torch.float64)).Q
+    W = Q if shape[0] >= shape[1] else Q.T
+    assert isometry_penalty(W).item() < 1e-20
+    assert isometry_grad(W).abs().max().item() < 1e-12
+
+
+def test_batched_private_helpers_equal_per_matrix_loop(gen):
+    for shape in [(7, 4), (3, 8)]:
+        stack = torch.randn(3, 2, *shape, generator=gen, dtype=torch.float64)  # (S1, S2, out, in)
+        grads = _isometry_grad_matrix(stack)
+        penalties = _isometry_penalty_matrix(stack)
+        assert grads.shape == stack.shape and penalties.shape == (3, 2)
+        for i in range(3):
+            for j in range(2):
+                torch.testing.assert_close(grads[i, j], isometry_grad(stack[i, j]))
+                torch.testing.assert_close(penalties[i, j], isometry_penalty(stack[i, j]))
+
+
+@pytest.mark.parametrize("shape", [(6, 6), (9, 4), (4, 9), (2, 5, 3)])
+def test_newton_schulz_converges_to_polar_factor(gen, shape):
+    W = torch.randn(shape, generator=gen, dtype=torch.float64)
+    W = W + 0.5 * torch.eye(shape[-2], shape[-1], dtype=torch.float64)  # keep it well conditioned
+    U, _, Vh = torch.linalg.svd(W, full_matrices=False)
+    polar = U @ Vh
+    assert (newton_schulz(W, steps=2) - polar).abs().max() > 1e-3  # not there after 2 steps
+    torch.testing.assert_close(newton_schulz(W, steps=60), polar, atol=1e-10, rtol=0)
+
+
+def test_newton_schulz_fixes_orthogonal_matrices_and_is_differentiable(gen):
+    Q = torch.linalg.qr(torch.randn(5, 5, generator=gen, dtype=torch.float64)).Q
+    torch.testing.assert_close(newton_schulz(Q, steps=5, normalize=False), Q)
+    W = torch.randn(5, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    newton_schulz(W, steps=10).sum().backward()
+    assert torch.isfinite(W.grad).all()
+
+
+def test_newton_schulz_singular_value_map(gen):
+    """One unnormalized step maps each singular value s to 1.5 s - 0.5 s^3."""
+    W = torch.randn(6, 4, generator=gen, dtype=torch.float64) * 0.4
+    s = torch.linalg.svdvals(W)
+    expected = (1.5 * s - 0.5 * s**3).abs().sort(descending=True).values  # the map is not monotone
+    torch.testing.assert_close(torch.linalg.svdvals(newton_schulz(W, steps=1, normalize=False)), expected)
+
+
+def test_partial_isometry_measures_relations(gen):
+    W = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    W0 = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    m = partial_isometry_measures(W, W0)
+    s = torch.linalg.svdvals(W)
+    assert m["sum_sq"] == pytest.approx(W.square().sum().item())
+    assert m["sigma_max"] == pytest.approx(s.max().item())
+    assert m["sigma_min"] == pytest.approx(s.min().item())
+    k = 4
+    assert m["iso_penalty"] == pytest.approx(k * ((m["mean_sq"] - 1) ** 2 + m["std_sq"] ** 2))
+    assert m["iso_penalty"] == pytest.approx(isometry_penalty(W).item())
+    assert m["dist_init_sq"] == pytest.approx((W - W0).square().sum().item())
+    with pytest.raises(ValueError, match="W0"):
+        partial_isometry_measures(W, W0[:3])

@@ -69,19 +69,26 @@ def adamo_update_(
     iso_strength: float,
     iso_lr: Optional[float],
     seed_dims: int = 0,
+    iso_every: int = 1,
 ) -> None:
     r"""One AdamO step for one parameter, in place (the pure update rule :class:`AdamO` calls).
 
     With :math:`\theta_t` = ``param``, :math:`g_t` = ``grad``, :math:`t` = ``step``
     (1 for the first step), :math:`\eta` = ``lr``, :math:`\eta_{iso}` = ``iso_lr`` (or
-    :math:`\eta` if ``None``), :math:`\lambda` = ``iso_strength``, :math:`\mu` = ``weight_decay``:
+    :math:`\eta` if ``None``), :math:`\lambda` = ``iso_strength``, :math:`\mu` = ``weight_decay``,
+    :math:`k` = ``iso_every``:
 
     .. math::
         m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
         v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
         \theta_{t+1} &= (1 - \eta\mu)\,\theta_t
             - \eta\,\frac{m_t / (1 - \beta_1^t)}{\sqrt{v_t / (1 - \beta_2^t)} + \epsilon}
-            - \eta_{iso}\,\lambda\,\nabla R_{iso}(\theta_t)
+            - [t \bmod k = 0]\; k\,\eta_{iso}\,\lambda\,\nabla R_{iso}(\theta_t)
+
+    With :math:`k = 1` (the default) the isometry step is exact, every step; :math:`k > 1` is the
+    amortized mode of :class:`AdamO` (one isometry step of :math:`k` times the size every
+    :math:`k` steps; why it is faithful: the note "amortized isometry step" in this function's
+    source).
 
     The isometry term is applied only when ``param.ndim - seed_dims >= 2``, to each of the
     ``param.shape[:seed_dims]`` copies separately (conv kernels reshaped to
@@ -96,7 +103,7 @@ def adamo_update_(
         exp_avg: :math:`m_{t-1}`, updated in place to :math:`m_t`.
         exp_avg_sq: :math:`v_{t-1}`, updated in place to :math:`v_t`.
         step: :math:`t >= 1`.
-        lr, beta1, beta2, eps, weight_decay, iso_strength, iso_lr, seed_dims: as in
+        lr, beta1, beta2, eps, weight_decay, iso_strength, iso_lr, seed_dims, iso_every: as in
             :class:`AdamO` (not validated here; the class validates them once).
 
     Example:
@@ -107,9 +114,36 @@ def adamo_update_(
         >>> p  # 2 - 0.1 * 0.01 * 4 * 2 * (4 - 1) on the diagonal
         tensor([[1.9760, 0.0000],
                 [0.0000, 1.9760]])
+        >>> q, m, v = torch.eye(2) * 2.0, torch.zeros(2, 2), torch.zeros(2, 2)
+        >>> for t in (1, 2):  # iso_every=2: nothing at t=1, twice the step at t=2
+        ...     adamo_update_(q, torch.zeros(2, 2), m, v, t, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8,
+        ...                   weight_decay=0.0, iso_strength=0.01, iso_lr=None, iso_every=2)
+        ...     print(f"{q[0, 0].item():.4f}")
+        2.0000
+        1.9520
     """
     eta_iso = lr if iso_lr is None else iso_lr
-    iso_coef = eta_iso * iso_strength
+    # Note (amortized isometry step, iso_every = k). Write c = eta_iso * lambda and take a window
+    # of k steps whose pre-step parameters are theta_t, ..., theta_{t+k-1}. The exact mode
+    # subtracts c * (grad R(theta_t) + ... + grad R(theta_{t+k-1})); the amortized mode subtracts
+    # k * c * grad R at one pre-step point of the window, on the step whose count is a multiple
+    # of k. The average rate per step is the same, and Adam and weight decay still act every step.
+    # Why this is faithful when c is small: along the window theta moves by O(eta) per step and
+    # coordinate (Adam) plus O(c * |grad R|) (isometry), so |theta_{t+j} - theta_t| = O(j * eta);
+    # grad R has a bounded Hessian (4 (3 sigma^2 - 1) along each singular value), so the k-step
+    # sum differs from k times one of its terms by c * sum_j O(j * eta) = O(k^2 * eta * c), i.e.
+    # O(k^2 * lr^2 * lambda) when iso_lr follows lr. The isometry flow is slow relative to k steps,
+    # and over a whole run the amortized and exact trajectories differ by O(k * c) (first order in
+    # k, as for any explicit Euler step of size k * c on the flow of R).
+    # Caveats. (1) Stability: one step of size k * c on R is stable only while
+    # k * c * 4 (3 sigma_max^2 - 1) < 2, a bound k times tighter than the exact mode's.
+    # (2) LR schedulers: with iso_lr=None the step uses the group's lr of the step where it is
+    # applied (k * lr_t instead of the sum of the window's k learning rates): identical for a
+    # constant lr, off by O(k^2 * |d lr / dt| * lambda) per window for a smooth schedule, and at a
+    # step-schedule jump the one window that straddles it gets the new lr for all k steps.
+    # (3) The phase comes from the parameter's step count, which state_dict saves, so a resumed
+    # run keeps it; a run that stops mid-window misses up to k - 1 steps' worth of isometry.
+    iso_coef = iso_every * eta_iso * iso_strength if step % iso_every == 0 else 0.0
     decay = 1.0 - lr * weight_decay
 
     # Decoupled terms at theta_t (before the Adam step touches param).
@@ -139,7 +173,8 @@ class AdamO(Optimizer):
     .. math::
         &\textbf{input}: \eta\ (\text{lr}),\ \beta_1, \beta_2\ (\text{betas}),\ \epsilon,\
             \mu\ (\text{weight\_decay}),\ \lambda\ (\text{iso\_strength}),\
-            \eta_{iso}\ (\text{iso\_lr}; \text{None} \Rightarrow \eta)\\
+            \eta_{iso}\ (\text{iso\_lr}; \text{None} \Rightarrow \eta),\
+            k\ (\text{iso\_every})\\
         &m_0 \leftarrow 0,\ v_0 \leftarrow 0 \\
         &\textbf{for}\ t = 1, 2, \ldots: \\
         &\quad g_t \leftarrow \nabla_\theta f_t(\theta_{t-1}) \quad\text{(task gradient only)}\\
@@ -148,7 +183,7 @@ class AdamO(Optimizer):
         &\quad \hat m_t \leftarrow m_t / (1-\beta_1^t), \quad \hat v_t \leftarrow v_t / (1-\beta_2^t)\\
         &\quad \theta_t \leftarrow \theta_{t-1} - \eta\mu\,\theta_{t-1}
               - \eta\,\hat m_t / (\sqrt{\hat v_t} + \epsilon)
-              - \eta_{iso}\,\lambda\,\nabla R_{iso}(\theta_{t-1})
+              - [t \bmod k = 0]\; k\,\eta_{iso}\,\lambda\,\nabla R_{iso}(\theta_{t-1})
               \quad [\text{last term only if } \theta \text{ is a matrix}]
 
     where :math:`\nabla R_{iso}(W) = 4W(W^\top W - I)` for tall and :math:`4(WW^\top - I)W` for
@@ -156,6 +191,19 @@ class AdamO(Optimizer):
     the isometry gradient, and it is not preconditioned: it is *decoupled*, exactly as
     AdamW's weight decay (the "coupled" alternative adds :math:`\lambda R_{iso}` to the loss).
     Both decoupled terms are evaluated at the pre-step parameters.
+
+    Amortized isometry step (``iso_every``): with the default :math:`k = 1` the isometry step is
+    taken every step, exactly as above. With :math:`k > 1` it is taken only on the steps
+    :math:`t = k, 2k, \ldots` (:math:`t` counts this parameter's steps from 1), :math:`k` times
+    as large and still evaluated at the pre-step parameters, so its average rate per step is the
+    exact mode's; weight decay and the Adam step stay every step, unchanged. This is a faithful
+    approximation when :math:`\eta_{iso}\lambda` is small (see the note "amortized isometry step"
+    in the source) and divides the cost of the isometry gradients, :math:`2 d_{in} d_{out}
+    \min(d_{in}, d_{out})` multiply-adds per matrix and step, by :math:`k`. With ``iso_lr=None``
+    the step uses the group's ``lr`` at the step where it is applied (not the average over the
+    last :math:`k` steps). Keep :math:`k\,\eta_{iso}\lambda` small: one amortized step is an
+    explicit Euler step of size :math:`k\,\eta_{iso}\lambda` on :math:`R_{iso}`, stable only
+    while :math:`4k\,\eta_{iso}\lambda\,(3\sigma_{max}^2 - 1) < 2`.
 
     How the coefficients meet the learning rate: the isometry step is
     ``iso_lr * iso_strength * grad R_iso``. With ``iso_lr=None`` it is
@@ -181,6 +229,8 @@ class AdamO(Optimizer):
         weight_decay: decoupled weight decay :math:`\mu` (>= 0), as in ``torch.optim.AdamW``.
         iso_strength: :math:`\lambda` (>= 0), strength of the isometry step.
         iso_lr: :math:`\eta_{iso}` (>= 0) or ``None`` to follow the group's current ``lr``.
+        iso_every: :math:`k` (int >= 1): take the isometry step, scaled by :math:`k`, only every
+            :math:`k`-th step (1 = exact, every step).
         seed_dims: number of leading copy dimensions of every parameter of the group (>= 0).
 
     Example:
@@ -211,6 +261,7 @@ class AdamO(Optimizer):
         weight_decay: float = 0.0,
         iso_strength: float = 1e-3,
         iso_lr: Optional[float] = None,
+        iso_every: int = 1,
         *,
         seed_dims: int = 0,
     ) -> None:
@@ -221,6 +272,7 @@ class AdamO(Optimizer):
             weight_decay=weight_decay,
             iso_strength=iso_strength,
             iso_lr=iso_lr,
+            iso_every=iso_every,
             seed_dims=seed_dims,
         )
         _validate_hyperparameters(defaults)
@@ -249,6 +301,7 @@ class AdamO(Optimizer):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("iso_lr", None)
+            group.setdefault("iso_every", 1)  # state dicts saved before iso_every existed
             group.setdefault("seed_dims", 0)
 
     @torch.no_grad()
@@ -297,6 +350,7 @@ class AdamO(Optimizer):
                     iso_strength=group["iso_strength"],
                     iso_lr=group["iso_lr"],
                     seed_dims=group["seed_dims"],
+                    iso_every=group["iso_every"],
                 )
         return loss
 
@@ -309,6 +363,7 @@ def _validate_hyperparameters(group: Dict[str, Any]) -> None:
     check_nonnegative("iso_strength", group["iso_strength"])
     if group["iso_lr"] is not None:
         check_nonnegative("iso_lr", group["iso_lr"])
+    check_int("iso_every", group["iso_every"], minimum=1)
     check_int("seed_dims", group["seed_dims"], minimum=0)
     betas = group["betas"]
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:

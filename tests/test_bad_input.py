@@ -170,6 +170,8 @@ CASES = {
     "AdamO.weight_decay": ("weight_decay", bad_nonnegative, lambda v: AdamO([P], weight_decay=v)),
     "AdamO.iso_strength": ("iso_strength", bad_nonnegative, lambda v: AdamO([P], iso_strength=v)),
     "AdamO.iso_lr": ("iso_lr", bad_nonnegative_or_none, lambda v: AdamO([P], iso_lr=v)),
+    "AdamO.iso_every": ("iso_every", bad_positive_int, lambda v: AdamO([P], iso_every=v)),
+    "AdamO.group.iso_every": ("iso_every", bad_positive_int, lambda v: AdamO([{"params": [P], "iso_every": v}])),
     "AdamO.seed_dims": ("seed_dims", st.one_of(bad_nonnegative_int, st.integers(3, 9)), lambda v: AdamO([P], seed_dims=v)),
     "AdamO.group.lr": ("lr", bad_nonnegative, lambda v: AdamO([{"params": [P], "lr": v}])),
     "AdamO.group.iso_strength": ("iso_strength", bad_nonnegative, lambda v: AdamO([{"params": [P], "iso_strength": v}])),

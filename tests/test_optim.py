@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from isoplast_lite import AdamO, relu_mlp
+from isoplast_lite import AdamO, isometry_penalty, relu_mlp
+from isoplast_lite.optim import adamo_update_
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread is faster
 
@@ -220,3 +221,244 @@ def test_skips_parameters_without_grad(gen):
     before = p.detach().clone()
     AdamO([p], iso_strength=1.0).step()
     assert torch.equal(p.detach(), before)
+
+
+# ------------------------------------------------------------------ amortized mode (iso_every)
+
+
+def _frozen_exact_step(p, g, m, v, t, lr, b1, b2, eps, wd, lam, seed_dims):
+    """The exact-mode update op for op, as the code was before iso_every existed (bitwise oracle)."""
+    decay = 1.0 - lr * wd
+    new = None
+    if lam != 0.0 and p.ndim - seed_dims >= 2:
+        W = p.reshape(*p.shape[: seed_dims + 1], -1)
+        tall = W.shape[-2] >= W.shape[-1]
+        G = W.mT @ W if tall else W @ W.mT
+        G.diagonal(dim1=-2, dim2=-1).sub_(1.0)
+        mm = torch.addmm if W.ndim == 2 else torch.baddbmm
+        new = (mm(W, W, G, beta=decay, alpha=-4.0 * (lr * lam)) if tall else mm(W, G, W, beta=decay, alpha=-4.0 * (lr * lam))).view(p.shape)
+    elif wd != 0.0:
+        p.mul_(decay)
+    m.lerp_(g, 1.0 - b1)
+    v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+    step_size = lr / (1.0 - b1**t)
+    denom = (v.sqrt() / (1.0 - b2**t) ** 0.5).add_(eps)
+    if new is None:
+        p.addcdiv_(m, denom, value=-step_size)
+    else:
+        p.copy_(new.addcdiv_(m, denom, value=-step_size))
+
+
+@pytest.mark.parametrize("shape,seed_dims", [((7, 4), 0), ((3, 8), 0), ((4, 2, 3, 3), 0), ((6,), 0), ((3, 5, 4), 1), ((3, 4, 6), 1)])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_iso_every_one_is_bitwise_the_exact_update(gen, shape, seed_dims, weight_decay):
+    p0 = torch.randn(shape, generator=gen)
+    grads = torch.randn(STEPS, *shape, generator=gen)
+    kw = dict(lr=1e-2, weight_decay=weight_decay, iso_strength=0.3, seed_dims=seed_dims)
+    ps = [p0.clone().requires_grad_() for _ in range(3)]
+    opts = [AdamO([ps[0]], **kw), AdamO([ps[1]], iso_every=1, **kw)]  # default and explicit
+    p_fn, m, v = p0.clone(), torch.zeros(shape), torch.zeros(shape)  # the pure function, no iso_every
+    p_ref, m_ref, v_ref = p0.clone(), torch.zeros(shape), torch.zeros(shape)
+    for t in range(STEPS):
+        for p, opt in zip(ps, opts):
+            p.grad = grads[t].clone()
+            opt.step()
+        adamo_update_(p_fn, grads[t], m, v, t + 1, lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8,
+                      weight_decay=weight_decay, iso_strength=0.3, iso_lr=None, seed_dims=seed_dims)
+        _frozen_exact_step(p_ref, grads[t], m_ref, v_ref, t + 1, 1e-2, 0.9, 0.999, 1e-8, weight_decay, 0.3, seed_dims)
+    for q in [ps[0].detach(), ps[1].detach(), p_fn]:
+        assert torch.equal(q, p_ref)
+    assert not torch.equal(p_ref, p0)
+
+
+def _reference_adamo_every(params, grads_fn, steps, lr_at, lr, betas, eps, wd, lam, iso_lr, k, seed_dims=0):
+    """Hand-written amortized rule: on steps t % k == 0 subtract k * eta_iso * lam * grad R(theta_t)."""
+    b1, b2 = betas
+    m = [torch.zeros_like(p) for p in params]
+    v = [torch.zeros_like(p) for p in params]
+    for t in range(1, steps + 1):
+        grads = grads_fn(params, t - 1)
+        eta = lr * lr_at(t - 1)
+        eta_iso = eta if iso_lr is None else iso_lr
+        new = []
+        for i, (p, g) in enumerate(zip(params, grads)):
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            mhat, vhat = m[i] / (1 - b1**t), v[i] / (1 - b2**t)
+            step = p - eta * mhat / (vhat.sqrt() + eps) - eta * wd * p
+            if t % k == 0 and p.ndim - seed_dims >= 2:
+                copies = p.reshape(-1, *p.shape[seed_dims:]) if seed_dims else p[None]
+                grad_iso = []
+                for c in copies:  # each copy on its own
+                    W = c.reshape(c.shape[0], -1)
+                    if W.shape[0] >= W.shape[1]:
+                        gi = 4 * W @ (W.T @ W - torch.eye(W.shape[1], dtype=W.dtype))
+                    else:
+                        gi = 4 * (W @ W.T - torch.eye(W.shape[0], dtype=W.dtype)) @ W
+                    grad_iso.append(gi.reshape(c.shape))
+                step = step - k * eta_iso * lam * torch.stack(grad_iso).reshape(p.shape)
+            new.append(step)
+        params = new
+    return params
+
+
+def _run_adamo(init, grads_fn, steps, scheduler_fn=None, **kw):
+    params = [p.clone().requires_grad_() for p in init]
+    opt = AdamO(params, **kw)
+    sched = scheduler_fn(opt) if scheduler_fn else None
+    for t in range(steps):
+        for p, g in zip(params, grads_fn([q.detach() for q in params], t)):
+            p.grad = g.clone()
+        opt.step()
+        if sched is not None:
+            sched.step()
+    return [p.detach() for p in params]
+
+
+@pytest.mark.parametrize("k", [2, 3, 7])
+@pytest.mark.parametrize("iso_lr,weight_decay", [(None, 0.0), (None, 0.1), (0.01, 0.1)])
+def test_iso_every_equals_hand_written_amortized_update(gen, k, iso_lr, weight_decay):
+    # SHAPES: tall, wide, square, conv kernel, vector; k * eta_iso * lam small enough to stay stable
+    init = [torch.randn(s, generator=gen, dtype=torch.float64) * 0.5 for s in SHAPES]
+    targets = [torch.randn(STEPS, *s, generator=gen, dtype=torch.float64) for s in SHAPES]
+    kw = dict(lr=0.01, betas=(0.9, 0.99), eps=1e-8, wd=weight_decay, lam=0.2, iso_lr=iso_lr)
+    expected = _reference_adamo_every(init, _quadratic_grads(targets), STEPS, lambda t: 1.0, k=k, **kw)
+    got = _run_adamo(init, _quadratic_grads(targets), STEPS, lr=0.01, betas=(0.9, 0.99), eps=1e-8,
+                     weight_decay=weight_decay, iso_strength=0.2, iso_lr=iso_lr, iso_every=k)
+    for p, e in zip(got, expected):
+        assert e.abs().max() < 10  # a bounded trajectory, so atol means something
+        torch.testing.assert_close(p, e, atol=1e-10, rtol=0)
+    # it is a different rule from the exact one (the test can tell the two apart) ...
+    exact = _reference_adamo(init, _quadratic_grads(targets), STEPS, lambda t: 1.0, **kw)
+    assert (exact[0] - expected[0]).abs().max() > 1e-6
+    # ... and the hand-written oracle with k = 1 is the exact rule
+    for a, b in zip(_reference_adamo_every(init, _quadratic_grads(targets), STEPS, lambda t: 1.0, k=1, **kw), exact):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_iso_every_applies_only_on_multiples_of_k(gen):
+    W0 = torch.randn(6, 4, generator=gen, dtype=torch.float64) / 6**0.5
+    W = W0.clone().requires_grad_()
+    opt = AdamO([W], lr=0.1, iso_strength=0.2, iso_every=3)
+    for t in range(1, 10):
+        before = W.detach().clone()
+        W.grad = torch.zeros_like(W)  # zero task gradient: only the isometry step can move W
+        opt.step()
+        if t % 3:
+            assert torch.equal(W.detach(), before)
+        else:
+            Wb = before
+            expected = Wb - 3 * 0.1 * 0.2 * 4 * Wb @ (Wb.T @ Wb - torch.eye(4, dtype=torch.float64))
+            torch.testing.assert_close(W.detach(), expected, atol=1e-12, rtol=0)
+            assert (W.detach() - before).abs().max() > 1e-3  # and it did move
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_iso_every_with_seed_dims_equals_hand_written_and_independent_runs(gen, k):
+    S = 3
+    shapes = [(S, 7, 4), (S, 3, 8), (S, 4, 2, 3, 3), (S, 6)]  # tall, wide, conv, bias
+    init = [torch.randn(s, generator=gen, dtype=torch.float64) * 0.5 for s in shapes]
+    targets = [torch.randn(STEPS, *s, generator=gen, dtype=torch.float64) for s in shapes]
+    kw = dict(lr=0.01, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1, iso_strength=0.5, iso_every=k)
+    stacked = _run_adamo(init, _quadratic_grads(targets), STEPS, seed_dims=1, **kw)
+    expected = _reference_adamo_every(init, _quadratic_grads(targets), STEPS, lambda t: 1.0, lr=0.01, betas=(0.9, 0.99),
+                                      eps=1e-8, wd=0.1, lam=0.5, iso_lr=None, k=k, seed_dims=1)
+    for p, e in zip(stacked, expected):
+        torch.testing.assert_close(p, e, atol=1e-10, rtol=0)
+    for s in range(S):  # and each copy equals its own AdamO run
+        single = _run_adamo([p[s] for p in init], _quadratic_grads([tg[:, s] for tg in targets]), STEPS, **kw)
+        for p, q in zip(stacked, single):
+            torch.testing.assert_close(p[s], q, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("iso_lr", [None, 0.02])
+def test_iso_every_with_scheduler_uses_lr_at_the_applied_step(gen, iso_lr):
+    init = [torch.randn(s, generator=gen, dtype=torch.float64) * 0.5 for s in SHAPES[:4]]
+    targets = [torch.randn(STEPS, *s, generator=gen, dtype=torch.float64) for s in SHAPES[:4]]
+    factor = lambda t: 0.5 ** (t // 5)  # StepLR(step_size=5, gamma=0.5): jumps inside k=3 windows
+    k = 3
+    expected = _reference_adamo_every(init, _quadratic_grads(targets), STEPS, factor, lr=0.02, betas=(0.9, 0.999),
+                                      eps=1e-8, wd=0.0, lam=1.0, iso_lr=iso_lr, k=k)
+    got = _run_adamo(init, _quadratic_grads(targets), STEPS, lr=0.02, iso_strength=1.0, iso_lr=iso_lr, iso_every=k,
+                     scheduler_fn=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.5))
+    for p, e in zip(got, expected):
+        torch.testing.assert_close(p, e, atol=1e-10, rtol=0)
+    if iso_lr is None:  # the schedule matters: constant-lr reference differs
+        flat = _reference_adamo_every(init, _quadratic_grads(targets), STEPS, lambda t: 1.0, lr=0.02, betas=(0.9, 0.999),
+                                      eps=1e-8, wd=0.0, lam=1.0, iso_lr=None, k=k)
+        assert (flat[0] - expected[0]).abs().max() > 1e-4
+
+
+def test_iso_every_state_dict_round_trip_mid_window(gen):
+    x, y = _data(gen)
+    a, ref = _model(), _model()
+    opt_a = AdamO(a.parameters(), lr=1e-2, iso_strength=0.2, iso_every=3)
+    opt_ref = AdamO(ref.parameters(), lr=1e-2, iso_strength=0.2, iso_every=3)
+
+    def train(model, opt, ts):
+        for t in ts:
+            opt.zero_grad()
+            nn.functional.mse_loss(model(x[t]), y[t]).backward()
+            opt.step()
+
+    train(a, opt_a, range(5))  # stop after step 5: mid-window (next iso step at 6)
+    train(ref, opt_ref, range(12))
+    b = copy.deepcopy(a)
+    opt_b = AdamO(b.parameters(), lr=0.5, iso_strength=0.0)  # iso_every=1 here, overwritten by load
+    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))
+    assert opt_b.param_groups[0]["iso_every"] == 3
+    train(b, opt_b, range(5, 12))
+    _assert_same_params(b, ref, atol=0)
+    # a state dict saved before iso_every existed loads as the exact mode
+    old = copy.deepcopy(opt_a.state_dict())
+    del old["param_groups"][0]["iso_every"]
+    opt_c = AdamO(copy.deepcopy(a).parameters(), lr=1e-2, iso_every=5)
+    opt_c.load_state_dict(old)
+    assert opt_c.param_groups[0]["iso_every"] == 1
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_iso_every_rejects_values_below_one(bad):
+    P = nn.Parameter(torch.ones(3, 3))
+    with pytest.raises(ValueError, match="iso_every"):
+        AdamO([P], iso_every=bad)
+    with pytest.raises(ValueError, match="iso_every"):
+        AdamO([{"params": [P], "iso_every": bad}])
+
+
+@pytest.mark.parametrize("bad", [1.5, "2", True, 2.0, None])
+def test_iso_every_rejects_non_integers(bad):
+    P = nn.Parameter(torch.ones(3, 3))
+    with pytest.raises(TypeError, match="iso_every"):
+        AdamO([P], iso_every=bad)
+    with pytest.raises(TypeError, match="iso_every"):
+        AdamO([{"params": [P], "iso_every": bad}])
+
+
+def test_iso_every_tracks_the_exact_isometry_flow_when_lr_lambda_is_small(gen):
+    # zero task gradient: only the isometry flow moves W (the Adam term is 0 / (0 + eps) = 0)
+    W0 = torch.randn(32, 16, generator=gen, dtype=torch.float64) / 32**0.5  # sigma in ~[0.3, 1.7]
+    N, k = 400, 4
+
+    def penalties(lr, lam, k):
+        W = W0.clone().requires_grad_()
+        opt = AdamO([W], lr=lr, iso_strength=lam, iso_every=k)
+        out = []
+        for t in range(1, N + 1):
+            W.grad = torch.zeros_like(W)
+            opt.step()
+            if t % k == 0:
+                out.append(float(isometry_penalty(W.detach())))
+        return torch.tensor(out)
+
+    for lr, lam in [(1e-2, 0.1), (1e-2, 0.05)]:  # lr * lambda = 1e-3, 5e-4; k * lr * lambda * 4(3 sigma^2 - 1) < 0.04
+        exact = penalties(lr, lam, 1)[k - 1 :: k]  # the exact trajectory at the same steps
+        amortized = penalties(lr, lam, k)
+        start = float(isometry_penalty(W0))
+        assert exact[-1] < 0.5 * start  # the flow made real progress toward an isometry
+        rel = ((amortized - exact).abs() / exact).max()
+        assert rel < 0.03, f"lr*lambda={lr * lam}: max relative gap {rel:.4f}"
+    # and the gap is controlled by k * lr * lambda: a much larger k drifts further from the flow
+    far = penalties(1e-2, 0.1, 64)
+    exact = penalties(1e-2, 0.1, 1)[63::64]
+    assert ((far - exact).abs() / exact).max() > rel

@@ -1,0 +1,208 @@
+"""Tests of the book's chapters (``notebooks/NN-*.md`` paired with ``.ipynb``).
+
+One test per chapter and check, so ``pytest -n auto`` spreads them over workers:
+
+* papermill executes the MyST source in FAST mode (``FAST=True`` injected as a parameter);
+* nbval re-executes the committed ``.ipynb`` (``--nbval-lax``: only the cells whose source ends
+  with ``# NBVAL_CHECK_OUTPUT`` are compared, after ``tests/nbval_sanitize.cfg``), in a
+  subprocess so it is part of the one ``pytest`` command;
+* each ``.md`` and its ``.ipynb`` hold the same cells (compared through jupytext, not mtimes);
+* ``_toc.yml`` lists every chapter and every entry of it exists;
+* the first cell of every chapter is the install cell generated from ``_config.yml``;
+* every chapter has a ``parameters``-tagged cell defining ``FAST`` with the env-var fallback.
+
+Chapters are found by globbing, so the tests cover whatever chapters exist.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+CHAPTERS = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.md"))
+CHAPTER_IDS = [p.stem for p in CHAPTERS]
+NBVAL_MARKER = "# NBVAL_CHECK_OUTPUT"
+
+
+def _load_sync_tool():
+    spec = importlib.util.spec_from_file_location(
+        "sync_install_cells", ROOT / "tools" / "sync_install_cells.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _normalized_cells(nb):
+    """(type, source) of every cell, trailing whitespace ignored, as jupytext pairs them."""
+    return [(c.cell_type, c.source.rstrip()) for c in nb.cells]
+
+
+def _toc_files(toc: dict) -> list[str]:
+    files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections"))
+            walk(entry.get("chapters"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return files
+
+
+@pytest.fixture(params=CHAPTERS, ids=CHAPTER_IDS)
+def chapter(request) -> Path:
+    return request.param
+
+
+def test_some_chapters_exist():
+    assert CHAPTERS, f"no chapter sources notebooks/NN-*.md under {NOTEBOOKS}"
+
+
+def test_papermill_fast(chapter, tmp_path, monkeypatch):
+    """The chapter executes top to bottom in FAST mode (papermill injects FAST=True)."""
+    papermill = pytest.importorskip("papermill")
+    monkeypatch.setenv("ISOPLAST_FAST", "1")
+    nb = jupytext.read(chapter)
+    source = tmp_path / f"{chapter.stem}.ipynb"
+    nbformat.write(nb, source)
+    out = tmp_path / f"{chapter.stem}.out.ipynb"
+    executed = papermill.execute_notebook(
+        str(source),
+        str(out),
+        parameters={"FAST": True},
+        kernel_name="python3",
+        cwd=str(NOTEBOOKS),
+        progress_bar=False,
+        execution_timeout=600,
+    )
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "FAST = True" in injected[0].source
+    errors = [
+        o for c in _code_cells(executed) for o in c.get("outputs", []) if o.output_type == "error"
+    ]
+    assert not errors, errors
+
+
+def test_nbval_committed_outputs(chapter):
+    """nbval re-runs the committed .ipynb and compares the marked cells' outputs."""
+    ipynb = chapter.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.name} is missing: run jupytext --sync and execute it"
+    nb = nbformat.read(ipynb, as_version=4)
+    marked = [c for c in _code_cells(nb) if NBVAL_MARKER in c.source]
+    assert 1 <= len(marked) <= 3, f"{ipynb.name}: {len(marked)} cells marked {NBVAL_MARKER}"
+    assert all(c.get("outputs") for c in marked), "a marked cell has no committed output"
+    env = dict(os.environ, ISOPLAST_FAST="1")
+    env.pop("PYTEST_XDIST_WORKER", None)
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+            "--nbval-lax", "--nbval-current-env",
+            "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"),
+            "--nbval-cell-timeout", "600",
+            str(ipynb),
+        ],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+
+
+def test_md_and_ipynb_in_sync(chapter):
+    """The .ipynb holds exactly the cells of its .md source (outputs aside)."""
+    ipynb = chapter.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.name} is missing"
+    from_md = jupytext.read(chapter)
+    committed = nbformat.read(ipynb, as_version=4)
+    assert _normalized_cells(from_md) == _normalized_cells(committed), (
+        f"{chapter.name} and {ipynb.name} differ: run `jupytext --sync {chapter}`"
+    )
+    tags_md = [c.metadata.get("tags", []) for c in _code_cells(from_md)]
+    tags_nb = [c.metadata.get("tags", []) for c in _code_cells(committed)]
+    assert tags_md == tags_nb
+    pairing = committed.metadata.get("jupytext", {}).get("formats", "")
+    assert "ipynb" in pairing and "md" in pairing, f"{ipynb.name} is not paired: {pairing!r}"
+
+
+def test_committed_ipynb_is_executed(chapter):
+    """Every code cell of the committed notebook has run, in order, without error."""
+    nb = nbformat.read(chapter.with_suffix(".ipynb"), as_version=4)
+    counts = [c.execution_count for c in _code_cells(nb)]
+    assert None not in counts, "some cells were not executed"
+    assert counts == sorted(counts)
+    assert not [o for c in _code_cells(nb) for o in c.outputs if o.output_type == "error"]
+
+
+def test_toc_lists_every_chapter_and_every_entry_exists():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    files = _toc_files(toc)
+    listed = {f.removesuffix(".md").removesuffix(".ipynb") for f in files}
+    for md in sorted(NOTEBOOKS.glob("*.md")):
+        assert f"notebooks/{md.stem}" in listed, f"{md.name} is not in _toc.yml"
+    missing = [
+        f for f in files
+        if not any((ROOT / f).with_suffix(s).exists() for s in (".md", ".ipynb"))
+        and not (ROOT / f).exists()
+    ]
+    assert not missing, f"_toc.yml lists files that do not exist: {missing}"
+
+
+def test_install_cell_matches_config(chapter):
+    """The first code cell is the install cell generated from repository.url in _config.yml."""
+    tool = _load_sync_tool()
+    url, branch = tool.repository_url(ROOT / "_config.yml")
+    expected = tool.install_cell_source(url, branch)
+    for nb in (jupytext.read(chapter), nbformat.read(chapter.with_suffix(".ipynb"), as_version=4)):
+        first = _code_cells(nb)[0]
+        assert first.source == expected, "run `python tools/sync_install_cells.py`"
+        assert "hide-cell" in first.metadata.get("tags", [])
+    assert "torch" not in expected.split("find_spec", 1)[1].split("isoplast_lite @")[0]
+    assert f"git+{url}@{branch}" in expected
+
+
+def test_parameters_cell(chapter):
+    """A papermill `parameters` cell (the second code cell) defines FAST from ISOPLAST_FAST."""
+    nb = jupytext.read(chapter)
+    cells = _code_cells(nb)
+    tagged = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell must carry the `parameters` tag"
+    assert cells.index(tagged[0]) == 1, "the parameters cell must be the second code cell"
+    src = tagged[0].source
+    assert re.search(r"^FAST\s*=.*ISOPLAST_FAST", src, re.M), src
+    assert re.search(r"^SEED\s*=", src, re.M), src
+
+
+def test_chapters_do_not_redefine_library_functions(chapter):
+    """STYLE rule 1: no chapter defines a function or class named like a public library name."""
+    import isoplast_lite
+
+    public = set(getattr(isoplast_lite, "__all__", []))
+    for module in ("isometry", "diagnostics", "nn", "optim"):
+        try:
+            mod = importlib.import_module(f"isoplast_lite.{module}")
+        except ImportError:
+            continue
+        public |= {
+            n for n, obj in vars(mod).items()
+            if not n.startswith("_") and getattr(obj, "__module__", None) == mod.__name__
+        }
+    defined = set(re.findall(r"^\s*(?:def|class)\s+(\w+)", chapter.read_text(), re.M))
+    assert not (defined & public), f"{chapter.name} redefines {sorted(defined & public)}"

@@ -1,0 +1,132 @@
+"""Regenerate the precomputed result files of chapter 7 (``results/book/*.csv.gz``).
+
+Every file is one ``python -m isoplast_lite sweep ...`` command (the runner's CLI) at the
+"book scale" budget below, written as gzip-compressed CSV (the runner's tidy columns, full
+precision). The runs go through the runner's disk cache (``$ISOPLAST_CACHE`` or
+``~/.cache/isoplast``), so an interrupted precomputation resumes where it stopped and re-running
+a finished one costs nothing. Usage (from the repository root)::
+
+    .venv/bin/python tools/precompute_book_results.py                 # everything (see below)
+    .venv/bin/python tools/precompute_book_results.py --only random-label-digits lambda-sweep
+    .venv/bin/python tools/precompute_book_results.py --list          # print the sweep commands
+    nohup nice -n 10 .venv/bin/python tools/precompute_book_results.py > precompute.log 2>&1 &
+
+Book scale (why): the paper's supervised setting (depth 4, width 512, lr 1e-4, lambda 1e-3)
+needs GPU-scale horizons (chapter 5: the isometry half-life at lr * lambda = 1e-7 is ~430k
+steps). PAPER.md's CPU probes show the phenomenon on random-label Digits within 20 tasks x 800
+steps at width 256 / 512 images. We measured (2 seeds each, random-label Digits, 256 images,
+20 x 400 steps) that narrower nets show it sooner and more strongly: at width 128 Adam falls
+from 100% to ~72% train accuracy by task 15 (dead units 4% -> 43%), at width 64 from 97% to
+~78% by task 7 and ~36-40% from task 13 on (dead 3% -> 42%), while AdamO at lambda 0.1 stays at
+95-98% with 3-6% dead units; after 10 tasks x 400 steps the two are already far apart
+(Adam ~69% with 16% dead units, AdamO ~97% with 3%). Width 64 and 10 tasks x 400 steps is
+therefore the book scale of the random-label streams. The permuted and label-shuffled streams
+get 6 tasks x 100 steps: at CPU scale they show the effect only in the dead units even over
+40 tasks x 400 steps (PAPER.md), so they are shipped for completeness. The whole
+precomputation had to fit in under an hour of a 2-core CPU shared with three other jobs
+(run as three `nice` processes, about 35 minutes of wall time).
+
+Torch runs single-threaded here (small models run faster that way and leave other cores free).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "results" / "book"
+
+# adam and adamo first: the lambda sweep (run in parallel) reuses them from the cache
+ALL_METHODS = ["adam", "adamo", "adamw", "l2", "l2-init", "shrink-perturb", "redo", "spectral", "layernorm",
+               "coupled-iso", "aei-adam", "aei-adamo"]  # fmt: skip
+#: 10 tasks x 400 steps, width 64, depth 3, 256 images, batch 32, lr 1e-3, 8 seeds.
+BUDGET_RANDOM_LABEL = ["--seeds", "8", "--tasks", "10", "--steps-per-task", "400", "--width", "64",
+                       "--depth", "3", "--n-train", "256", "--batch-size", "32", "--lr", "1e-3"]  # fmt: skip
+#: 6 tasks x 100 steps, width 64, depth 3, 512 images, batch 32, lr 1e-3, 8 seeds.
+BUDGET_SHIFT = ["--seeds", "8", "--tasks", "6", "--steps-per-task", "100", "--width", "64",
+                "--depth", "3", "--n-train", "512", "--batch-size", "32", "--lr", "1e-3"]  # fmt: skip
+LAMBDAS = ["1", "0.01", "0.1"]  # 0.1 last: shared with the random-label-digits sweep
+
+#: name -> the arguments of ``python -m isoplast_lite sweep`` (without --out).
+SWEEPS = {
+    "random-label-digits": ["--benchmark", "random-label-digits", "--method", *ALL_METHODS, *BUDGET_RANDOM_LABEL],
+    "lambda-sweep": ["--benchmark", "random-label-digits", "--method", "adamo", "adam",
+                     "--iso-strength", *LAMBDAS, *BUDGET_RANDOM_LABEL],  # fmt: skip
+    "random-label-mnist1d": ["--benchmark", "random-label-mnist1d", "--method", *ALL_METHODS, *BUDGET_RANDOM_LABEL],
+    "permuted-digits": ["--benchmark", "permuted-digits", "--method", *ALL_METHODS, *BUDGET_SHIFT],
+    "label-shuffle-digits": ["--benchmark", "label-shuffle-digits", "--method", *ALL_METHODS, *BUDGET_SHIFT],
+    "permuted-mnist1d": ["--benchmark", "permuted-mnist1d", "--method", *ALL_METHODS, *BUDGET_SHIFT],
+    "label-shuffle-mnist1d": ["--benchmark", "label-shuffle-mnist1d", "--method", *ALL_METHODS, *BUDGET_SHIFT],
+}
+
+
+def command(name: str) -> list:
+    """The full CLI command (as a list) that regenerates ``results/book/{name}.csv.gz``."""
+    return ["python", "-m", "isoplast_lite", "sweep", *SWEEPS[name], "--no-progress", "--out", f"{name}.csv"]
+
+
+def regenerate(name: str, out_dir: Path = OUT) -> Path:
+    """Run sweep ``name`` through the runner (cached) and write ``out_dir/{name}.csv.gz``."""
+    import torch
+
+    from isoplast_lite.__main__ import main as cli
+
+    torch.set_num_threads(1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / f"{name}.csv"
+        code = cli(["sweep", *SWEEPS[name], "--no-progress", "--out", str(csv)])
+        if code != 0:
+            raise RuntimeError(f"sweep {name} failed with exit code {code}")
+        target = out_dir / f"{name}.csv.gz"
+        partial = target.with_suffix(".gz.tmp")
+        with open(csv, "rb") as src, gzip.GzipFile(partial, "wb", mtime=0) as dst:  # mtime=0: reproducible bytes
+            shutil.copyfileobj(src, dst)
+        partial.replace(target)
+    write_manifest(out_dir)
+    return target
+
+
+def write_manifest(out_dir: Path = OUT) -> Path:
+    """Write ``manifest.json``: the command of every sweep whose file exists (atomic, no merge).
+
+    It is a function of the files present, so parallel precomputations cannot lose entries.
+    """
+    manifest = {
+        name: {"file": f"{name}.csv.gz", "command": " ".join(command(name))}
+        for name in SWEEPS
+        if (out_dir / f"{name}.csv.gz").exists()
+    }
+    path = out_dir / "manifest.json"
+    tmp = path.with_suffix(f".json.{id(manifest)}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=list(SWEEPS), help="regenerate only these files")
+    parser.add_argument("--list", action="store_true", help="print the sweep commands and exit")
+    args = parser.parse_args(argv)
+    names = args.only or list(SWEEPS)
+    if args.list:
+        for name in names:
+            print(" ".join(command(name)))
+        return 0
+    for name in names:
+        start = time.perf_counter()
+        path = regenerate(name)
+        print(f"{path.relative_to(ROOT)}: {path.stat().st_size / 1e3:.0f} kB in {time.perf_counter() - start:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

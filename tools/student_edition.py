@@ -1,0 +1,191 @@
+"""Build the student edition: the book with solutions hidden, and notebooks without solutions.
+
+One command (from the repository root)::
+
+    .venv/bin/python tools/student_edition.py            # both parts
+    ISOPLAST_FAST=1 .venv/bin/python tools/student_edition.py   # chapters executed in FAST mode
+
+It writes
+
+* ``student/notebooks/NN-slug.ipynb``: every chapter with its solutions removed (no outputs;
+  students run them). Exercises stay, word for word, and so does every other cell.
+* ``_build/student-html/``: the HTML book built from those stripped chapters, with
+  sphinx-exercise's ``hide_solutions: true`` set as a config override as well (it hides plain
+  ``{solution}`` directives; gated ``{solution-start}``/``{solution-end}`` solutions, which hold
+  executed code cells, are removed from the sources instead, because ``hide_solutions`` only
+  drops their opening directive and would leave their code and outputs visible).
+
+How a solution is recognised (the convention of ``DEVELOPING.md``): a ``{solution}`` directive
+block inside a markdown cell, or everything from a ``{solution-start}`` directive to the end of
+the matching ``{solution-end}`` directive, code cells in between included. Unbalanced markers
+are an error.
+
+Options: ``--notebooks-only`` (skip the HTML build), ``--html-only``, ``--keep-source`` (keep the
+temporary source copy under ``_build/student-src`` for inspection).
+
+The solutions themselves are executed by the normal notebook tests (papermill runs the full
+chapters); ``tests/test_student_edition.py`` checks the stripping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+_OPEN = re.compile(r"^\s*(?P<fence>`{3,}|:{3,})\{(?P<name>solution|solution-start|solution-end)\}")
+STUDENT_NOTE = (
+    "**Student edition.** The solutions of the exercises have been removed from this notebook; "
+    "the full edition is in the repository's `notebooks/` folder."
+)
+# Copied into the temporary source tree of the student HTML build (everything the book needs).
+_SKIP = {".git", ".venv", "_build", "student", "__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
+
+
+class SolutionMarkupError(ValueError):
+    """Unbalanced or unterminated solution markers in a chapter."""
+
+
+def strip_solutions(nb):
+    """Return a copy of notebook ``nb`` without its solutions (see the module docstring).
+
+    Args:
+        nb: an ``nbformat`` notebook (e.g. from ``jupytext.read`` of a MyST chapter).
+
+    Returns:
+        ``(stripped, removed)``: the new notebook and the number of cells removed entirely
+        (solution code cells and markdown cells left empty).
+
+    Raises:
+        SolutionMarkupError: a solution directive is not closed, or ``{solution-end}`` appears
+            without a ``{solution-start}``.
+    """
+    out = nbformat.from_dict(nb)  # deep copy
+    cells = []
+    state, fence = "outside", None  # outside | directive (skipping a fenced block) | gated
+    after_directive = "outside"
+    removed = 0
+    for cell in out.cells:
+        if cell.cell_type != "markdown":
+            if state == "outside":
+                cells.append(cell)
+            elif state == "gated":
+                removed += 1
+            else:
+                raise SolutionMarkupError(f"a code cell interrupts an unclosed solution directive: {cell.source[:60]!r}")
+            continue
+        kept = []
+        for line in cell.source.split("\n"):
+            if state == "directive":
+                if line.strip() == fence:
+                    state = after_directive
+                continue
+            match = _OPEN.match(line)
+            if match:
+                name = match["name"]
+                if state == "outside" and name in ("solution", "solution-start"):
+                    after_directive = "outside" if name == "solution" else "gated"
+                elif state == "gated" and name == "solution-end":
+                    after_directive = "outside"
+                else:
+                    raise SolutionMarkupError(f"unexpected {{{name}}} while {state}: {line!r}")
+                state, fence = "directive", match["fence"]
+                continue
+            if state == "outside":
+                kept.append(line)
+        text = "\n".join(kept).strip("\n")
+        text = re.sub(r"\n{3,}", "\n\n", text)
+        if text.strip():
+            cell.source = text
+            cells.append(cell)
+        else:
+            removed += 1
+    if state != "outside":
+        raise SolutionMarkupError(f"the notebook ends inside a solution ({state})")
+    out.cells = cells
+    return out, removed
+
+
+def chapter_paths(root: Path = ROOT):
+    """Every chapter source ``notebooks/NN-*.md``, sorted."""
+    return sorted((root / "notebooks").glob("[0-9][0-9]-*.md"))
+
+
+def write_student_notebooks(root: Path = ROOT, out_dir: Path | None = None):
+    """Write ``student/notebooks/NN-slug.ipynb`` for every chapter; return the written paths."""
+    out_dir = out_dir or root / "student" / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for md in chapter_paths(root):
+        nb = jupytext.read(md)
+        stripped, _ = strip_solutions(nb)
+        first_md = next((i for i, c in enumerate(stripped.cells) if c.cell_type == "markdown"), None)
+        note = nbformat.v4.new_markdown_cell(STUDENT_NOTE)
+        note.pop("id", None)
+        stripped.cells.insert(1 if first_md == 0 else 0, note)
+        stripped.metadata.pop("jupytext", None)
+        for i, cell in enumerate(stripped.cells):
+            cell.setdefault("id", f"student-{i}")
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+        path = out_dir / (md.stem + ".ipynb")
+        nbformat.write(stripped, path)
+        written.append(path)
+    return written
+
+
+def build_student_html(root: Path = ROOT, keep_source: bool = False) -> Path:
+    """Build the book from solution-stripped chapters into ``_build/student-html``; return it."""
+    src = root / "_build" / "student-src"
+    dest = root / "_build" / "student-html"
+    if src.exists():
+        shutil.rmtree(src)
+    shutil.copytree(root, src, ignore=lambda d, names: [n for n in names if n in _SKIP])
+    for md in chapter_paths(src):
+        nb = jupytext.read(md)
+        stripped, _ = strip_solutions(nb)
+        jupytext.write(stripped, md, fmt="md:myst")
+    config = yaml.safe_load((src / "_config.yml").read_text(encoding="utf-8"))
+    config.setdefault("sphinx", {}).setdefault("config", {})["hide_solutions"] = True
+    config["title"] = str(config.get("title", "")) + " (student edition)"
+    (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    jb = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(src), "-W", "--builder", "html"]
+    subprocess.run(cmd, check=True, cwd=src)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.move(str(src / "_build" / "html"), dest)
+    if not keep_source:
+        shutil.rmtree(src)
+    return dest
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--notebooks-only", action="store_true", help="only write student/notebooks")
+    group.add_argument("--html-only", action="store_true", help="only build _build/student-html")
+    parser.add_argument("--keep-source", action="store_true", help="keep _build/student-src")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    if not args.html_only:
+        for path in write_student_notebooks():
+            print(f"wrote {path.relative_to(ROOT)}")
+    if not args.notebooks_only:
+        dest = build_student_html(keep_source=args.keep_source)
+        print(f"built {dest.relative_to(ROOT)}/index.html")
+    print(f"student edition done in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Seaborn figures from the runner's tidy results (:func:`isoplast_lite.run.run`).
+
+Example:
+    >>> import pandas as pd
+    >>> rows = [dict(benchmark="random-label-digits", method=m, iso_strength=0.0, lr=1e-3, seed=s,
+    ...              task=t, train_acc=0.9, test_acc=float("nan"), dead=0.1, ntk_cond=10.0)
+    ...         for m in ("adam", "adamo") for s in range(2) for t in range(3)]
+    >>> fig = plot_results(pd.DataFrame(rows), measures=["dead", "ntk_cond"])
+    >>> len(fig.axes)
+    3
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import pandas as pd
+
+__all__ = ["plot_results", "DEFAULT_MEASURES", "LOG_MEASURES"]
+
+DEFAULT_MEASURES = ("dead", "dormant_0.025", "feature_erank", "jac_sv_std", "ntk_cond", "weight_norm")
+LOG_MEASURES = ("ntk_cond", "jac_sv_ratio")
+_REQUIRED = ("method", "iso_strength", "seed", "task")
+
+
+def _label(df: pd.DataFrame) -> pd.Series:
+    iso = df["iso_strength"].astype(float)
+    return df["method"].where(iso == 0, df["method"] + " (lambda=" + iso.map("{:g}".format) + ")")
+
+
+def plot_results(df: pd.DataFrame, *, measures: Optional[Sequence[str]] = None, accuracy: Optional[str] = None, ncols: int = 3):
+    """Accuracy per task (mean over seeds with a 95% bootstrap CI) and the measures per task.
+
+    Args:
+        df: a tidy result frame (one row per seed x task) with at least the columns
+            ``method, iso_strength, seed, task`` and the accuracy column.
+        measures: metric columns to plot after the accuracy (default ``DEFAULT_MEASURES``
+            that are present); ``ntk_cond`` and ``jac_sv_ratio`` use a log scale.
+        accuracy: accuracy column; default ``test_acc`` when it has values, else ``train_acc``.
+        ncols: panels per row.
+
+    Returns:
+        A ``matplotlib.figure.Figure`` with one panel per quantity, one line per method
+        (and iso strength), seeds aggregated by seaborn's ``errorbar=("ci", 95)``.
+
+    Raises:
+        TypeError: ``df`` is not a DataFrame. ValueError: a needed column is missing.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df must be a pandas.DataFrame, got {type(df).__name__}")
+    missing = [c for c in _REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"df is missing the columns {missing}; it must come from isoplast_lite.run.run")
+    if accuracy is None:
+        accuracy = "test_acc" if "test_acc" in df.columns and df["test_acc"].notna().any() else "train_acc"
+    if measures is None:
+        measures = [m for m in DEFAULT_MEASURES if m in df.columns]
+    wanted = [accuracy, *measures]
+    missing = [c for c in wanted if c not in df.columns]
+    if missing:
+        raise ValueError(f"columns {missing} are not in df (available: {list(df.columns)})")
+    data = df.assign(run=_label(df), task=df["task"] + 1)
+    n = len(wanted)
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    for ax, col in zip(axes.flat, wanted):
+        sns.lineplot(data=data, x="task", y=col, hue="run", errorbar=("ci", 95), n_boot=500, seed=0, ax=ax, marker="o", markersize=3)
+        if col in LOG_MEASURES:
+            ax.set_yscale("log")
+        ax.set_title(col)
+        ax.set_xlabel("task")
+        if ax is not axes.flat[0]:
+            legend = ax.get_legend()
+            if legend is not None:
+                legend.remove()
+    for ax in list(axes.flat)[n:]:
+        fig.delaxes(ax)
+    if "benchmark" in df.columns:
+        fig.suptitle(", ".join(sorted(df["benchmark"].astype(str).unique())))
+    fig.tight_layout()
+    return fig

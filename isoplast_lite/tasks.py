@@ -1,0 +1,434 @@
+"""Data sources and continual-learning task streams.
+
+Sources (``SOURCES``):
+
+* ``"digits"``: scikit-learn's ``load_digits`` (1797 real 8x8 handwritten digits shipped with
+  scikit-learn, 64 features). Embedded, works offline. Fixed split: 1437 train / 360 test
+  (a permutation drawn with seed 0).
+* ``"mnist1d"``: MNIST-1D (Greydanus 2020), generated procedurally by the ``mnist1d`` package
+  with its default arguments (``get_dataset_args()``, seed 42: 4000 train / 1000 test, 40
+  features). Never downloaded.
+* ``"mnist"``, ``"fashion-mnist"``: the IDX files, downloaded once into a cache folder
+  (``ISOPLAST_DATA`` or ``~/.cache/isoplast/data``), SHA-256 verified, written atomically.
+  Without a network a ``RuntimeError`` names the offline sources.
+
+Every source is standardized to zero mean and unit variance over all training pixels (one
+scalar mean and standard deviation, so constant border pixels stay harmless).
+
+Streams (``STREAMS``), each deterministic given its ``seed``:
+
+* ``"permuted"``: task ``t`` applies a fixed random permutation of the input features to every
+  image; task 0 is the identity (the original images). Held-out accuracy on the permuted test
+  split.
+* ``"random-label"``: the same ``n_train`` images every task, with fresh uniformly random labels
+  per task (memorization, Zhang et al. 2017). No held-out set: the measure is train accuracy.
+* ``"label-shuffle"``: task ``t`` relabels every class through a fixed random permutation of
+  the classes; task 0 is the identity. Held-out accuracy on the relabelled test split.
+
+Within a task, minibatches come from epoch-wise reshuffles of the ``n_train`` images drawn with a
+generator seeded by ``(seed, task)``, so data order depends only on the seed and the task index.
+
+Example:
+    >>> stream = make_stream("random-label-digits", seed=0, n_tasks=2, n_train=64)
+    >>> task = stream.task(1)
+    >>> tuple(task.x_train.shape), task.x_test is None
+    ((64, 64), True)
+    >>> task.batch_indices(steps=3, batch_size=8).shape
+    torch.Size([3, 8])
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ._validation import check_choice, check_int
+
+__all__ = [
+    "SOURCES",
+    "OFFLINE_SOURCES",
+    "STREAMS",
+    "BENCHMARKS",
+    "DataSource",
+    "Task",
+    "TaskStream",
+    "load_source",
+    "load_idx",
+    "parse_benchmark",
+    "make_stream",
+    "data_dir",
+]
+
+SOURCES = ("digits", "mnist1d", "mnist", "fashion-mnist")
+OFFLINE_SOURCES = ("digits", "mnist1d")
+STREAMS = ("random-label", "permuted", "label-shuffle")
+BENCHMARKS = tuple(f"{stream}-{source}" for source in SOURCES for stream in STREAMS)
+
+# Files of the IDX sources: (file name, SHA-256 of the gzip file as published).
+# The hashes are those recorded by TFDS/Keras (MNIST) and Zalando Research (Fashion-MNIST).
+_IDX_SOURCES: Dict[str, Dict[str, object]] = {
+    "mnist": {
+        "mirrors": (
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        ),
+        "files": {
+            "train_images": ("train-images-idx3-ubyte.gz", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+            "train_labels": ("train-labels-idx1-ubyte.gz", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+            "test_images": ("t10k-images-idx3-ubyte.gz", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+            "test_labels": ("t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+        },
+    },
+    "fashion-mnist": {
+        "mirrors": (
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        ),
+        "files": {
+            "train_images": ("train-images-idx3-ubyte.gz", "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
+            "train_labels": ("train-labels-idx1-ubyte.gz", "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
+            "test_images": ("t10k-images-idx3-ubyte.gz", "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
+            "test_labels": ("t10k-labels-idx1-ubyte.gz", "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
+        },
+    },
+}
+
+# Distinct salts so that the draws of one (seed, task) never share a stream.
+_SALT_SUBSET, _SALT_TASK, _SALT_BATCH = 1, 2, 3
+
+
+def _generator(seed: int, task: int, salt: int) -> torch.Generator:
+    """A CPU generator seeded by ``(seed, task, salt)`` (a fixed integer mix, no global state)."""
+    mixed = (int(seed) * 1_000_003 + int(task) * 7_919 + salt * 104_729) % (2**63 - 1)
+    return torch.Generator().manual_seed(mixed)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A standardized classification data set.
+
+    Attributes:
+        name: one of ``SOURCES``.
+        x_train: training inputs, shape ``(N, D)``, float32.
+        y_train: training labels, shape ``(N,)``, int64 in ``[0, n_classes)``.
+        x_test: held-out inputs, shape ``(M, D)``.
+        y_test: held-out labels, shape ``(M,)``.
+        n_classes: number of classes.
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+
+    @property
+    def in_dim(self) -> int:
+        """Number of input features ``D``."""
+        return int(self.x_train.shape[1])
+
+
+def data_dir() -> Path:
+    """The folder where downloaded data sets are kept (``ISOPLAST_DATA`` or ``~/.cache/isoplast/data``)."""
+    return Path(os.environ.get("ISOPLAST_DATA", Path.home() / ".cache" / "isoplast" / "data"))
+
+
+def _standardize(x_train: np.ndarray, x_test: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
+    mean, std = float(x_train.mean()), float(x_train.std())
+    to = lambda a: torch.from_numpy(((a - mean) / std).astype(np.float32))  # noqa: E731
+    return to(x_train), to(x_test)
+
+
+def _load_digits() -> DataSource:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x, y = data.data.astype(np.float64), data.target.astype(np.int64)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0)).numpy()
+    test, train = order[:360], order[360:]
+    x_train, x_test = _standardize(x[train], x[test])
+    return DataSource("digits", x_train, torch.from_numpy(y[train]), x_test, torch.from_numpy(y[test]), 10)
+
+
+def _load_mnist1d() -> DataSource:
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as err:  # pragma: no cover - mnist1d is in requirements.txt
+        raise ImportError("the 'mnist1d' source needs the mnist1d package: pip install mnist1d") from err
+    # make_dataset seeds numpy's *global* RNG (mnist1d.utils.set_seed); restore it afterwards
+    # so loading data never changes anybody else's random stream.
+    state = np.random.get_state()
+    try:
+        data = make_dataset(get_dataset_args())  # default args, seed 42, no download
+    finally:
+        np.random.set_state(state)
+    # The package already centres and scales the whole data set; standardize on train anyway.
+    x_train, x_test = _standardize(np.asarray(data["x"], np.float64), np.asarray(data["x_test"], np.float64))
+    y_train = torch.from_numpy(np.asarray(data["y"], np.int64))
+    y_test = torch.from_numpy(np.asarray(data["y_test"], np.int64))
+    return DataSource("mnist1d", x_train, y_train, x_test, y_test, 10)
+
+
+def load_idx(path: "os.PathLike[str] | str") -> np.ndarray:
+    """Read an IDX file (optionally gzip-compressed) of unsigned bytes into a numpy array.
+
+    Args:
+        path: the ``.idx`` or ``.gz`` file.
+
+    Returns:
+        A ``uint8`` array whose shape is the one stored in the header.
+
+    Raises:
+        ValueError: when the header is not an unsigned-byte IDX header or the payload size
+            does not match it.
+
+    Example:
+        >>> import tempfile, struct, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.idx"
+        >>> _ = p.write_bytes(struct.pack(">HBBI", 0, 8, 1, 3) + bytes([1, 2, 3]))
+        >>> load_idx(p).tolist()
+        [1, 2, 3]
+    """
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4:
+        raise ValueError(f"path {str(path)!r} is not an IDX file: only {len(raw)} bytes")
+    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype_code != 0x08 or ndim < 1:
+        raise ValueError(f"path {str(path)!r} is not an unsigned-byte IDX file (magic {raw[:4].hex()})")
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    payload = raw[4 + 4 * ndim :]
+    if len(payload) != int(np.prod(shape)):
+        raise ValueError(f"path {str(path)!r}: header shape {shape} needs {int(np.prod(shape))} bytes, found {len(payload)}")
+    return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch(name: str, file_name: str, sha256: str, mirrors: Tuple[str, ...], folder: Path, download: bool) -> Path:
+    """Return the verified local copy of one file, downloading it once (atomically) if needed."""
+    dest = folder / file_name
+    if dest.exists():
+        if _sha256(dest) == sha256:
+            return dest
+        dest.unlink()  # a corrupt or foreign file: fetch again
+    if not download:
+        raise RuntimeError(f"{file_name} of {name!r} is not in {folder} and download=False")
+    folder.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for mirror in mirrors:
+        url = mirror + file_name
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{file_name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    out.write(chunk)
+            got = _sha256(Path(tmp))
+            if got != sha256:
+                errors.append(f"{url}: SHA-256 {got} != expected {sha256}")
+                continue
+            os.replace(tmp, dest)
+            return dest
+        except (urllib.error.URLError, OSError) as err:
+            errors.append(f"{url}: {err}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise RuntimeError(
+        f"could not download {file_name} of the {name!r} data set (no network?). Tried:\n  "
+        + "\n  ".join(errors)
+        + f"\nThe offline sources {OFFLINE_SOURCES} need no download; or place the verified file in {folder}."
+    )
+
+
+def _load_idx_source(name: str, root: Optional[Path], download: bool) -> DataSource:
+    spec = _IDX_SOURCES[name]
+    folder = (Path(root) if root is not None else data_dir()) / name
+    arrays = {
+        key: load_idx(_fetch(name, file_name, sha, tuple(spec["mirrors"]), folder, download))
+        for key, (file_name, sha) in spec["files"].items()
+    }
+    flat = lambda a: a.reshape(a.shape[0], -1).astype(np.float64) / 255.0  # noqa: E731
+    x_train, x_test = _standardize(flat(arrays["train_images"]), flat(arrays["test_images"]))
+    y_train = torch.from_numpy(arrays["train_labels"].astype(np.int64))
+    y_test = torch.from_numpy(arrays["test_labels"].astype(np.int64))
+    return DataSource(name, x_train, y_train, x_test, y_test, 10)
+
+
+def load_source(name: str, *, root: "os.PathLike[str] | str | None" = None, download: bool = True) -> DataSource:
+    """Load one of ``SOURCES`` as a standardized :class:`DataSource`.
+
+    Args:
+        name: ``"digits"``, ``"mnist1d"``, ``"mnist"`` or ``"fashion-mnist"``.
+        root: folder for downloaded files (default :func:`data_dir`); ignored offline sources.
+        download: allow a download when the file is not cached yet.
+
+    Returns:
+        The data set, standardized with the training statistics.
+
+    Raises:
+        ValueError: unknown ``name``.
+        RuntimeError: a download was needed and failed (the message names the offline sources).
+
+    Example:
+        >>> src = load_source("digits")
+        >>> tuple(src.x_train.shape), tuple(src.x_test.shape), src.n_classes
+        ((1437, 64), (360, 64), 10)
+    """
+    check_choice("name", name, SOURCES)
+    if name == "digits":
+        return _load_digits()
+    if name == "mnist1d":
+        return _load_mnist1d()
+    return _load_idx_source(name, None if root is None else Path(root), download)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of a stream: its training set and (where defined) its held-out set.
+
+    Attributes:
+        index: task number ``t`` (0-based).
+        x_train: ``(n_train, D)`` inputs. y_train: ``(n_train,)`` labels.
+        x_test, y_test: held-out inputs/labels, or ``None`` (random-label streams).
+        seed: the stream seed (data order depends on ``(seed, index)`` only).
+    """
+
+    index: int
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: Optional[torch.Tensor]
+    y_test: Optional[torch.Tensor]
+    seed: int
+
+    def batch_indices(self, steps: int, batch_size: int) -> torch.Tensor:
+        """Minibatch indices for ``steps`` steps: epoch-wise reshuffles, seeded by ``(seed, task)``.
+
+        Returns:
+            An int64 tensor of shape ``(steps, batch_size)`` with entries in ``[0, n_train)``.
+        """
+        steps = check_int("steps", steps, minimum=1)
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        n = int(self.x_train.shape[0])
+        g = _generator(self.seed, self.index, _SALT_BATCH)
+        need = steps * batch_size
+        perms = [torch.randperm(n, generator=g) for _ in range(-(-need // n))]
+        return torch.cat(perms)[:need].view(steps, batch_size)
+
+
+@dataclass(frozen=True)
+class TaskStream:
+    """A continual stream of tasks over one data source (see the module docstring).
+
+    Attributes:
+        kind: one of ``STREAMS``. source: the :class:`DataSource`. seed: stream seed.
+        n_tasks: number of tasks. n_train: training images per task. subset: the indices of the
+        ``n_train`` training images used (the same for every task).
+    """
+
+    kind: str
+    source: DataSource
+    seed: int
+    n_tasks: int
+    n_train: int
+    subset: torch.Tensor
+
+    @property
+    def in_dim(self) -> int:
+        return self.source.in_dim
+
+    @property
+    def n_classes(self) -> int:
+        return self.source.n_classes
+
+    def task(self, t: int) -> Task:
+        """Build task ``t`` (deterministic given the stream seed and ``t``)."""
+        t = check_int("t", t, minimum=0)
+        if t >= self.n_tasks:
+            raise ValueError(f"t must be < n_tasks={self.n_tasks}, got {t}")
+        src = self.source
+        x, y = src.x_train[self.subset], src.y_train[self.subset]
+        g = _generator(self.seed, t, _SALT_TASK)
+        if self.kind == "random-label":
+            y = torch.randint(0, src.n_classes, (self.n_train,), generator=g)
+            return Task(t, x, y, None, None, self.seed)
+        if self.kind == "permuted":
+            perm = torch.arange(src.in_dim) if t == 0 else torch.randperm(src.in_dim, generator=g)
+            return Task(t, x[:, perm], y, src.x_test[:, perm], src.y_test, self.seed)
+        # label-shuffle
+        relabel = torch.arange(src.n_classes) if t == 0 else torch.randperm(src.n_classes, generator=g)
+        return Task(t, x, relabel[y], src.x_test, relabel[src.y_test], self.seed)
+
+
+def parse_benchmark(benchmark: str) -> Tuple[str, str]:
+    """Split a benchmark name such as ``"random-label-digits"`` into ``(stream, source)``.
+
+    Example:
+        >>> parse_benchmark("label-shuffle-fashion-mnist")
+        ('label-shuffle', 'fashion-mnist')
+    """
+    check_choice("benchmark", benchmark, BENCHMARKS)
+    for stream in STREAMS:
+        if benchmark.startswith(stream + "-"):
+            return stream, benchmark[len(stream) + 1 :]
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def make_stream(
+    benchmark: str,
+    *,
+    seed: int,
+    n_tasks: int,
+    n_train: Optional[int] = 512,
+    source: Optional[DataSource] = None,
+    root: "os.PathLike[str] | str | None" = None,
+) -> TaskStream:
+    """Build the task stream of ``benchmark`` for one seed.
+
+    Args:
+        benchmark: one of ``BENCHMARKS`` (``"{stream}-{source}"``).
+        seed: stream seed: the ``n_train`` subset, the per-task permutations/labels and the
+            minibatch order all derive from it.
+        n_tasks: number of tasks.
+        n_train: training images per task (a random subset of the source's training split,
+            the same for all tasks); ``None`` uses the whole split.
+        source: an already loaded :class:`DataSource` (avoids reloading); must match.
+        root: download folder for the IDX sources.
+
+    Returns:
+        A :class:`TaskStream`.
+    """
+    kind, source_name = parse_benchmark(benchmark)
+    seed = check_int("seed", seed, minimum=0)
+    n_tasks = check_int("n_tasks", n_tasks, minimum=1)
+    if source is None:
+        source = load_source(source_name, root=root)
+    elif source.name != source_name:
+        raise ValueError(f"source must be the {source_name!r} data set for benchmark {benchmark!r}, got {source.name!r}")
+    total = int(source.x_train.shape[0])
+    if n_train is None:
+        n_train = total
+    n_train = check_int("n_train", n_train, minimum=1)
+    if n_train > total:
+        raise ValueError(f"n_train must be <= {total} (training images of {source_name!r}), got {n_train}")
+    subset = torch.randperm(total, generator=_generator(seed, 0, _SALT_SUBSET))[:n_train]
+    return TaskStream(kind, source, seed, n_tasks, n_train, subset)

@@ -1,0 +1,89 @@
+"""The disk cache: hits, resuming after an interruption, corrupt entries, keys."""
+
+import pandas as pd
+import pytest
+
+from isoplast_lite import run as run_mod
+from isoplast_lite.run import Config, cache_key, run
+
+CFG = Config("permuted-digits", "adamo", seeds=2, n_tasks=3, steps_per_task=10, batch_size=8, width=16, depth=2, n_train=32, probe_size=4)
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("the cache should have answered")
+
+
+def test_rerun_returns_from_cache(tmp_path, monkeypatch):
+    first = run(CFG, cache_dir=tmp_path, progress=False)
+    monkeypatch.setattr(run_mod, "_train_seed_batch", _no_training)
+    second = run(CFG, cache_dir=tmp_path, progress=False)
+    pd.testing.assert_frame_equal(first, second, check_exact=True)
+    assert (tmp_path / cache_key(CFG) / "result.csv").exists()
+    assert not list((tmp_path / cache_key(CFG)).glob("*.ckpt"))  # checkpoints removed once done
+
+
+def test_interrupted_run_resumes_and_equals_uninterrupted(tmp_path):
+    reference = run(CFG, cache_dir=False, progress=False)
+
+    def interrupt_after_task_1(task, rows):
+        if task == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(CFG, cache_dir=tmp_path, progress=False, callback=interrupt_after_task_1)
+    assert not (tmp_path / cache_key(CFG) / "result.csv").exists()
+    trained = []
+    resumed = run(CFG, cache_dir=tmp_path, progress=False, callback=lambda task, rows: trained.append(task))
+    assert trained == [2]  # tasks 0 and 1 were not redone
+    pd.testing.assert_frame_equal(resumed, reference, check_exact=False, rtol=1e-6, atol=1e-9)
+
+
+def test_seed_batches_resume_independently(tmp_path):
+    calls = []
+
+    def interrupt_in_second_batch(task, rows):
+        calls.append((int(rows.seed.iloc[0]), task))
+        if int(rows.seed.iloc[0]) == 1 and task == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(CFG, cache_dir=tmp_path, progress=False, seed_batch=1, callback=interrupt_in_second_batch)
+    calls.clear()
+    run(CFG, cache_dir=tmp_path, progress=False, seed_batch=1, callback=lambda t, rows: calls.append((int(rows.seed.iloc[0]), t)))
+    assert calls == [(1, 1), (1, 2)]  # seed 0 finished before: loaded, not retrained
+
+
+def test_corrupt_entries_are_recomputed_with_a_warning(tmp_path):
+    good = run(CFG, cache_dir=tmp_path, progress=False)
+    folder = tmp_path / cache_key(CFG)
+    (folder / "result.csv").write_text("not,a\nresult,file\n")
+    for part in folder.glob("seeds-*.csv"):
+        part.write_bytes(b"\x00\xff garbage")
+    with pytest.warns(RuntimeWarning, match="corrupt"):
+        again = run(CFG, cache_dir=tmp_path, progress=False)
+    pd.testing.assert_frame_equal(good, again, check_exact=False, rtol=1e-6, atol=1e-9)
+
+
+def test_corrupt_checkpoint_restarts_with_a_warning(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        run(CFG, cache_dir=tmp_path, progress=False, callback=lambda t, rows: (_ for _ in ()).throw(KeyboardInterrupt))
+    ckpt = next((tmp_path / cache_key(CFG)).glob("*.ckpt"))
+    ckpt.write_bytes(b"truncated")
+    trained = []
+    with pytest.warns(RuntimeWarning, match="corrupt checkpoint"):
+        df = run(CFG, cache_dir=tmp_path, progress=False, callback=lambda t, rows: trained.append(t))
+    assert trained == [0, 1, 2] and len(df) == 6
+
+
+def test_cache_key_covers_config_and_version(monkeypatch):
+    k = cache_key(CFG)
+    assert cache_key(Config(**{**CFG.__dict__, "lr": 2e-3})) != k
+    assert cache_key(Config(**{**CFG.__dict__, "redo_tau": 0.2})) != k
+    assert cache_key(Config(**CFG.__dict__)) == k
+    monkeypatch.setattr(run_mod, "__version__", "9.9.9")
+    assert cache_key(CFG) != k
+
+
+def test_default_cache_dir_from_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("ISOPLAST_CACHE", str(tmp_path / "c"))
+    assert run_mod.default_cache_dir() == tmp_path / "c"

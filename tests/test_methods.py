@@ -1,0 +1,215 @@
+"""Each method's defining property, checked against an independent computation."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from isoplast_lite import GroupSort, OrthogonalLinear, dormant_fraction, isometry_grad, relu_mlp
+from isoplast_lite.methods import METHODS, HookContext, ReDo, ShrinkPerturb, Spectral, StackedModel, make_method
+from isoplast_lite.run import Config
+
+SEEDS = (0, 1)
+
+
+def _setup(name, **kw):
+    cfg = Config("random-label-digits", name, seeds=len(SEEDS), width=kw.pop("width", 8), depth=kw.pop("depth", 2), dtype="float64", **kw)
+    method = make_method(name)
+    stack = StackedModel.build(lambda g: method.build_model(6, 3, cfg, g), SEEDS, dtype=torch.float64)
+    method.setup(stack, cfg)
+    return cfg, method, stack
+
+
+def _ctx(task=1, n=20, seed=0):
+    return HookContext(task=task, step=0, x_task=torch.randn(len(SEEDS), n, 6, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+
+
+def test_registry_has_every_method_of_the_issue():
+    issue = {"adam", "adamw", "l2", "l2-init", "shrink-perturb", "redo", "spectral", "layernorm", "coupled-iso", "adamo", "aei-adam", "aei-adamo"}
+    assert set(METHODS) == issue
+    with pytest.raises(ValueError, match="adamo"):
+        make_method("adamx")
+
+
+def test_stack_starts_like_per_seed_relu_mlp_and_forward_matches():
+    cfg, method, stack = _setup("adam")
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    out = stack(x)
+    for k, s in enumerate(SEEDS):
+        ref = relu_mlp(6, 8, 2, 3, generator=torch.Generator().manual_seed(s)).double()  # built in float32, then cast
+        for name, p in ref.named_parameters():
+            assert torch.equal(stack.params[name][k], p.detach())
+        torch.testing.assert_close(out[k], ref(x[k]))
+
+
+def test_l2_is_squared_norm_with_gradient_2_lambda_theta():
+    cfg, method, stack = _setup("l2", l2_strength=0.3)
+    pen = method.penalty(stack, cfg)
+    expected = 0.3 * sum(float((p.detach() ** 2).sum()) for p in stack.params.values())
+    assert float(pen.detach()) == pytest.approx(expected, rel=1e-12)
+    pen.backward()
+    for p in stack.params.values():
+        torch.testing.assert_close(p.grad, 2 * 0.3 * p.detach())
+
+
+def test_l2_init_is_squared_distance_to_initial_weights():
+    cfg, method, stack = _setup("l2-init", l2_init_strength=0.5)
+    assert float(method.penalty(stack, cfg).detach()) == 0.0
+    theta0 = {n: p.detach().clone() for n, p in stack.params.items()}
+    with torch.no_grad():
+        for p in stack.params.values():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3), dtype=p.dtype))
+    pen = method.penalty(stack, cfg)
+    dist2 = sum(float(((p.detach() - theta0[n]) ** 2).sum()) for n, p in stack.params.items())
+    assert float(pen) == pytest.approx(0.5 * dist2, rel=1e-12)  # squared, not the norm
+    grads = torch.autograd.grad(pen, list(stack.params.values()))
+    for g, (n, p) in zip(grads, stack.params.items()):
+        torch.testing.assert_close(g, 2 * 0.5 * (p.detach() - theta0[n]))
+
+
+def test_adamw_decays_decoupled_from_the_gradient():
+    cfg, method, stack = _setup("adamw", weight_decay=0.1)
+    opt = method.make_optimizer(stack, cfg)
+    before = {n: p.detach().clone() for n, p in stack.params.items()}
+    for p in stack.params.values():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for n, p in stack.params.items():
+        torch.testing.assert_close(p.detach(), before[n] * (1 - cfg.lr * 0.1))
+
+
+def test_shrink_perturb_uses_fresh_initializations():
+    cfg, method, stack = _setup("shrink-perturb", width=6, sp_shrink=0.5, sp_perturb=0.25)
+    w = "1.0.weight"  # a square hidden weight (6 x 6), orthogonal at init
+    noises = []
+    for task in (1, 2):
+        before = {n: p.detach().clone() for n, p in stack.params.items()}
+        method.at_task_boundary(stack, None, cfg, _ctx(task))
+        noise = (stack.params[w].detach() - 0.5 * before[w]) / 0.25  # (S, 6, 6)
+        for k in range(len(SEEDS)):  # the noise is a fresh *orthogonal* initialization
+            torch.testing.assert_close(noise[k].T @ noise[k], torch.eye(6, dtype=torch.float64), atol=1e-6, rtol=0)
+        noises.append(noise)
+    assert not torch.allclose(noises[0], noises[1])  # fresh at every boundary
+    assert not torch.allclose(noises[0][0], noises[0][1])  # and per seed
+    init = StackedModel.build(lambda g: method.build_model(6, 3, cfg, g), SEEDS, dtype=torch.float64).params[w]
+    assert not torch.allclose(noises[0], init)  # not the initial weights
+    fresh = method.fresh_params(stack, cfg, 1)
+    torch.testing.assert_close(noises[0], fresh[w])
+
+
+def test_redo_resets_incoming_outgoing_and_exactly_their_optimizer_state():
+    cfg, method, stack = _setup("redo", width=8, redo_tau=0.1)
+    with torch.no_grad():  # kill units 1 and 5 of layer 0 for seed 0, unit 2 of layer 1 for seed 1
+        stack.params["0.0.weight"][0, [1, 5]] = 0.0
+        stack.params["0.0.bias"][0, [1, 5]] = -1.0
+        stack.params["1.0.weight"][1, 2] = 0.0
+        stack.params["1.0.bias"][1, 2] = -1.0
+    opt = method.make_optimizer(stack, cfg)
+    ctx = _ctx(1)
+    loss = stack(ctx.x_task).pow(2).mean() + sum((p**2).sum() for p in stack.params.values())
+    loss.backward()
+    opt.step()
+    masks = ReDo.dormant_masks(stack, ctx.x_task, cfg.redo_tau)
+    for k in range(len(SEEDS)):  # the masks agree with the core's dormant_fraction
+        frac = dormant_fraction(stack.model_for_seed(k), ctx.x_task[k], tau=cfg.redo_tau)
+        assert frac == pytest.approx(float(torch.stack(masks)[:, k].float().mean()))
+    assert masks[0][0, 1] and masks[0][0, 5] and masks[1][1, 2]
+    before = {n: p.detach().clone() for n, p in stack.params.items()}
+    state_before = {n: {k: v.clone() for k, v in opt.state[p].items()} for n, p in stack.params.items()}
+    method.at_task_boundary(stack, opt, cfg, ctx)
+    fresh = __import__("isoplast_lite.methods", fromlist=["_fresh_params"])._fresh_params(method, stack, cfg, 1, ReDo._SALT)
+    for layer, (w_in, b_in, w_out) in enumerate([("0.0.weight", "0.0.bias", "1.0.weight"), ("1.0.weight", "1.0.bias", "2.weight")]):
+        m = masks[layer]  # (S, width)
+        for k in range(len(SEEDS)):
+            d = m[k]
+            torch.testing.assert_close(stack.params[w_in][k][d], fresh[w_in][k][d])  # re-initialized rows
+            torch.testing.assert_close(stack.params[b_in][k][d], fresh[b_in][k][d])
+            assert torch.equal(stack.params[w_out][k][:, d], torch.zeros_like(stack.params[w_out][k][:, d]))  # zeroed columns
+            for key in ("exp_avg", "exp_avg_sq"):
+                s_in, s_out = opt.state[stack.params[w_in]][key][k], opt.state[stack.params[w_out]][key][k]
+                assert torch.all(s_in[d] == 0) and torch.all(s_out[:, d] == 0)
+                if layer == 0:  # (layer 1's rows also lose layer 0's dormant columns)
+                    torch.testing.assert_close(s_in[~d], state_before[w_in][key][k][~d])  # the rest untouched
+            if layer == 0:
+                torch.testing.assert_close(stack.params[w_in][k][~d], before[w_in][k][~d])
+    # seed 0's layer-0 units and seed 1's layer-1 unit: the only edits of layer-0 rows
+    changed_rows0 = (stack.params["0.0.weight"] != before["0.0.weight"]).any(-1)
+    assert torch.equal(changed_rows0, masks[0])
+
+
+def test_spectral_power_iteration_and_pull_towards_one():
+    cfg, method, stack = _setup("spectral", width=8, spectral_strength=1.0)
+    name = "1.0.weight"
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # random matrices (a spectral gap) with sigma_max 3 and 0.3
+        for k, target in enumerate((3.0, 0.3)):
+            A = torch.randn(8, 8, generator=g, dtype=torch.float64)
+            stack.params[name][k] = A * target / torch.linalg.matrix_norm(A, ord=2)
+    W = stack.params[name].detach()
+    u, v = Spectral.power_iteration(W, method.u[name], 200)
+    sigma = torch.einsum("so,soi,si->s", u, W, v)
+    torch.testing.assert_close(sigma, torch.linalg.matrix_norm(W, ord=2), rtol=1e-6, atol=1e-6)  # gap-limited convergence
+    gaps = []
+    opt = torch.optim.SGD(list(stack.params.values()), lr=0.01)
+    for _ in range(60):
+        opt.zero_grad()
+        method.penalty(stack, cfg).backward()
+        opt.step()
+        gaps.append((torch.linalg.matrix_norm(stack.params[name].detach(), ord=2) - 1).abs())
+    assert torch.all(gaps[-1] < 0.5 * gaps[0])
+
+
+def test_coupled_iso_is_lambda_sum_over_hidden_of_sigma_squared_minus_one_squared():
+    cfg, method, stack = _setup("coupled-iso", width=8, iso_strength=0.2)
+    with torch.no_grad():
+        for p in stack.params.values():
+            p.mul_(1.3)
+    pen = float(method.penalty(stack, cfg))
+    hidden = ["0.0.weight", "1.0.weight"]
+    expected = 0.2 * sum(float(((torch.linalg.svdvals(stack.params[n][k].detach()) ** 2 - 1) ** 2).sum()) for n in hidden for k in range(2))
+    assert pen == pytest.approx(expected, rel=1e-9)  # the head (2.weight) is not included
+
+
+@pytest.mark.parametrize("name,iso_on", [("adamo", ["0.0.weight", "1.0.weight"]), ("aei-adamo", ["2.weight"])])
+def test_adamo_isometry_step_only_where_documented(name, iso_on):
+    cfg, method, stack = _setup(name, width=8, iso_strength=0.5)
+    opt = method.make_optimizer(stack, cfg)
+    with torch.no_grad():
+        for p in stack.params.values():
+            p.mul_(1.2)
+    before = {n: p.detach().clone() for n, p in stack.params.items()}
+    for p in stack.params.values():
+        p.grad = torch.zeros_like(p)  # zero task gradient: the Adam step is exactly 0
+    opt.step()
+    for n, p in stack.params.items():
+        if n in iso_on:
+            expected = torch.stack([before[n][k] - cfg.lr * 0.5 * isometry_grad(before[n][k]) for k in range(2)])
+            torch.testing.assert_close(p.detach(), expected)
+            assert not torch.equal(p.detach(), before[n])
+        else:
+            torch.testing.assert_close(p.detach(), before[n], rtol=0, atol=0)
+
+
+def test_architectures():
+    _, _, ln = _setup("layernorm")
+    assert any(isinstance(m, nn.LayerNorm) for m in ln.template.modules())
+    _, _, aei = _setup("aei-adam")
+    mods = list(aei.template.modules())
+    assert any(isinstance(m, OrthogonalLinear) for m in mods) and any(isinstance(m, GroupSort) for m in mods)
+    assert isinstance(aei.template[-1], nn.Linear)  # free head
+
+
+@pytest.mark.parametrize("name", ["adam", "layernorm"])
+def test_batched_matmul_path_equals_vmap_path(name):
+    cfg, method, stack = _setup(name)
+    with torch.no_grad():  # non-trivial LayerNorm affine parameters
+        for p in stack.params.values():
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1), dtype=p.dtype))
+    assert stack._plan is not None
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    fast = stack.forward_all(x)
+    stack._plan = None  # force vmap(functional_call)
+    slow = stack.forward_all(x)
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b)
+    _, _, aei = _setup("aei-adam")
+    assert aei._plan is None  # OrthogonalLinear / GroupSort go through vmap

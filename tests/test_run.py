@@ -1,0 +1,97 @@
+"""The seed-batched runner against a plain per-seed training loop, and its logged columns."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from isoplast_lite import AdamO, relu_mlp
+from isoplast_lite.run import RESULT_COLUMNS, Config, run
+from isoplast_lite.tasks import load_source, make_stream
+
+TINY = dict(seeds=2, n_tasks=2, steps_per_task=15, batch_size=8, width=16, depth=2, n_train=32, probe_size=4)
+
+
+def _plain_loop(cfg: Config):
+    """Reference: one model per seed, standard nn.Module training, AdamO with a head group."""
+    source = load_source("digits")
+    out = []
+    for seed in cfg.seed_list:
+        stream = make_stream(cfg.benchmark, seed=seed, n_tasks=cfg.n_tasks, n_train=cfg.n_train, source=source)
+        model = relu_mlp(64, cfg.width, cfg.depth, 10, generator=torch.Generator().manual_seed(seed)).double()
+        hidden = [p for block in list(model)[:-1] for p in block.parameters()]
+        opt = AdamO([{"params": hidden}, {"params": list(model[-1].parameters()), "iso_strength": 0.0}], lr=cfg.lr, iso_strength=cfg.iso_strength)
+        for t in range(cfg.n_tasks):
+            task = stream.task(t)
+            x, y = task.x_train.double(), task.y_train
+            online = []
+            for idx in task.batch_indices(cfg.steps_per_task, cfg.batch_size):
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                online.append(float(loss.detach()))
+            with torch.no_grad():
+                logits = model(x)
+                norm = math.sqrt(sum(float((p**2).sum()) for p in model.parameters()))
+            out.append(dict(seed=seed, task=t, loss=float(F.cross_entropy(logits, y)), loss_online=float(np.mean(online)),
+                            train_acc=float((logits.argmax(1) == y).double().mean()), weight_norm=norm))  # fmt: skip
+    return out
+
+
+def test_batched_run_equals_plain_per_seed_loop():
+    cfg = Config("random-label-digits", "adamo", iso_strength=0.1, lr=3e-3, dtype="float64", **TINY)
+    df = run(cfg, cache_dir=False, progress=False)
+    ref = _plain_loop(cfg)
+    assert len(df) == len(ref) == 4
+    for row, r in zip(df.to_dict("records"), ref):
+        assert (row["seed"], row["task"]) == (r["seed"], r["task"])
+        for key in ("loss", "loss_online", "train_acc", "weight_norm"):
+            assert row[key] == pytest.approx(r[key], rel=1e-5, abs=1e-5), key
+
+
+@pytest.mark.parametrize("method", ["redo", "shrink-perturb", "spectral", "aei-adamo"])
+def test_seeds_do_not_interact(method):
+    """Stacking 2 seeds gives the same numbers as running each seed alone (seed_batch=1)."""
+    cfg = Config("permuted-digits", method, dtype="float64", **TINY)
+    together = run(cfg, cache_dir=False, progress=False)
+    alone = run(cfg, cache_dir=False, progress=False, seed_batch=1)
+    cols = ["train_acc", "test_acc", "loss", "loss_online", "dead", "weight_norm", "jac_sv_std"]
+    np.testing.assert_allclose(together[cols].to_numpy(), alone[cols].to_numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_columns_and_values_are_sane():
+    df = run(Config("random-label-digits", "adam", **TINY), cache_dir=False, progress=False)
+    assert tuple(df.columns) == RESULT_COLUMNS
+    assert df[["seed", "task"]].values.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    assert df["test_acc"].isna().all()  # random labels: no held-out set
+    for col in ("train_acc", "train_acc_online", "dormant_0.025", "dormant_0.1", "dead"):
+        assert df[col].between(0, 1).all(), col
+    assert (df["dormant_0.1"] >= df["dormant_0.025"]).all() and (df["dormant_0.025"] >= df["dead"]).all()
+    assert (df["ntk_cond"] >= 1).all() and (df["jac_sv_ratio"] >= 1).all() and (df["feature_erank"] >= 1).all()
+    perm = run(Config("permuted-digits", "adam", **TINY), cache_dir=False, progress=False)
+    assert perm["test_acc"].between(0, 1).all()
+
+
+def test_aei_net_is_isometric_in_hidden_layers():
+    df = run(Config("random-label-digits", "aei-adam", **TINY), cache_dir=False, progress=False)
+    assert (df["dead"] == 0).all()  # GroupSort has no dead units
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="method"):
+        Config("random-label-digits", "sgd")
+    with pytest.raises(ValueError, match="benchmark"):
+        Config("random-label-cifar", "adam")
+    with pytest.raises(ValueError, match="iso_strength"):
+        Config("random-label-digits", "adam", iso_strength=0.1)
+    with pytest.raises(ValueError, match="lr"):
+        Config("random-label-digits", "adam", lr=-1.0)
+    with pytest.raises(TypeError, match="seeds"):
+        Config("random-label-digits", "adam", seeds=2.5)
+    assert Config("random-label-digits", "adamo").iso_strength == 0.1
+    assert Config("random-label-digits", "adam").iso_strength == 0.0
+    with pytest.raises(TypeError, match="cfg"):
+        run({"benchmark": "random-label-digits"})

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 def _script_key(js) -> tuple:
     attributes = getattr(js, "attributes", {}) or {}
-    return (str(js), tuple(sorted((k, str(v)) for k, v in attributes.items())))
+    filename = getattr(js, "filename", js)  # Sphinx >= 7.4: an object; older: a str subclass
+    # an inline script has filename None when added in this build, "" when restored from the env
+    return (str(filename or ""), tuple(sorted((k, str(v)) for k, v in attributes.items())))
 
 
 def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
@@ -24,7 +26,7 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
             continue
         seen.add(key)
         unique.append(js)
-    context["script_files"] = unique
+    scripts[:] = unique  # in place: handlers after us may still add to the same list
 
 
 def setup(app):

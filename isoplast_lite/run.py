@@ -292,7 +292,8 @@ def _measure(stack: StackedModel, k: int, x: torch.Tensor, probe: torch.Tensor) 
         "weight_norm": weight_norm,
     }
     row["jac_sv_mean"], row["jac_sv_std"], row["jac_sv_ratio"] = _jacobian_spread(model, probe)
-    summary = ntk_summary(empirical_ntk(model, probe))
+    # a fixed generator: the summary's random directions never touch torch's global RNG
+    summary = ntk_summary(empirical_ntk(model, probe), generator=torch.Generator().manual_seed(0))
     row["ntk_cond"] = float(summary["condition_number"])
     return row
 

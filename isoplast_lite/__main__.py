@@ -16,8 +16,9 @@ benchmarks: {", ".join(BENCHMARKS)}
 methods:    {", ".join(METHODS)}
             (--iso-strength is lambda of {", ".join(ISO_METHODS)}; default 0.1)
 
-The MNIST / Fashion-MNIST benchmarks download their data once (SHA-256 verified) into
-$ISOPLAST_DATA or ~/.cache/isoplast/data; the digits and mnist1d ones need no network.
+The MNIST / Fashion-MNIST / CIFAR-10 benchmarks download their data once (SHA-256 verified;
+CIFAR-10 is a 170 MB archive) into $ISOPLAST_DATA or ~/.cache/isoplast/data; the digits and
+mnist1d ones need no network.
 Results are cached in $ISOPLAST_CACHE or ~/.cache/isoplast (--no-cache to bypass); an
 interrupted run resumes at the task where it stopped.
 
@@ -28,6 +29,9 @@ Full-scale GPU examples (the paper's setup: depth 4, width 512, lr 1e-4, lambda 
   python -m isoplast_lite sweep --benchmark random-label-mnist --method adam adamo \\
       --iso-strength 1e-3 1e-2 --lr 1e-4 --seeds 8 --width 512 --depth 4 --tasks 50 \\
       --steps-per-task 2000 --batch-size 128 --n-train 10000 --device cuda --out sweep.csv
+  python -m isoplast_lite run --benchmark random-label-cifar10 --method adamo --iso-strength 1e-3 \\
+      --lr 1e-4 --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 \\
+      --batch-size 128 --n-train 10000 --device cuda --out random-label-cifar10-adamo.csv
 """
 
 

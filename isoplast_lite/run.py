@@ -53,6 +53,12 @@ Full-scale configurations for a GPU (use ``--device cuda``; the paper's reported
     python -m isoplast_lite run --benchmark random-label-mnist --method adam --lr 1e-4 \\
         --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 --batch-size 128 \\
         --n-train 10000 --device cuda --out random-label-mnist-adam.csv
+    python -m isoplast_lite run --benchmark random-label-cifar10 --method adamo --iso-strength 1e-3 \\
+        --lr 1e-4 --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 \\
+        --batch-size 128 --n-train 10000 --device cuda --out random-label-cifar10-adamo.csv
+
+(The MNIST and CIFAR-10 data are downloaded once, SHA-256 verified, on first use; see
+:mod:`isoplast_lite.tasks`.)
 
 Example:
     >>> cfg = Config("random-label-digits", "adamo", seeds=2, n_tasks=2, steps_per_task=5,

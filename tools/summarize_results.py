@@ -1,0 +1,81 @@
+"""Summarize the runner's measurement CSVs (results/*.csv) per (benchmark, method).
+
+    .venv/bin/python tools/summarize_results.py results/random-label-digits.csv \
+        results/random-label-mnist1d.csv --out results/summary.csv
+
+Prints a Markdown table and writes a CSV. Accuracies are the final train accuracy of a task
+(`train_acc`), mean over seeds with a 95% t-interval half-width; "dead" is `dead` (a unit
+that is zero on every input of the task's training set) at the first and the last task.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+from scipy import stats
+
+
+def _mean_ci(values: pd.Series) -> tuple[float, float]:
+    n = len(values)
+    if n < 2:
+        return float(values.mean()), float("nan")
+    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    return float(values.mean()), float(half)
+
+
+def summarize(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (bench, method, lam), g in frame.groupby(["benchmark", "method", "iso_strength"], sort=False):
+        first, last = g["task"].min(), g["task"].max()
+        at_first, at_last = g[g["task"] == first], g[g["task"] == last]
+        per_task = g.groupby("task")["train_acc"].mean()
+        acc1, ci1 = _mean_ci(at_first["train_acc"])
+        accn, cin = _mean_ci(at_last["train_acc"])
+        rows.append({
+            "benchmark": bench, "method": method, "iso_strength": lam,
+            "tasks": int(last - first + 1), "seeds": int(g["seed"].nunique()),
+            "first_task_acc": acc1, "first_task_ci95": ci1,
+            "last_task_acc": accn, "last_task_ci95": cin,
+            "worst_task_acc": float(per_task.min()), "worst_task": int(per_task.idxmin()) + 1,
+            "dead_first": float(at_first["dead"].mean()), "dead_last": float(at_last["dead"].mean()),
+            "feature_erank_last": float(at_last["feature_erank"].mean()),
+            "ntk_cond_last_median": float(at_last["ntk_cond"].median()),
+        })
+    return pd.DataFrame(rows)
+
+
+def _markdown(summary: pd.DataFrame) -> str:
+    lines = ["| benchmark | method | task 1 acc | last task acc | worst task | dead first -> last | eNTK cond (last, median) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in summary.itertuples():
+        lines.append(
+            f"| {r.benchmark} | {r.method} | {r.first_task_acc:.3f} ± {r.first_task_ci95:.3f} | "
+            f"{r.last_task_acc:.3f} ± {r.last_task_ci95:.3f} | {r.worst_task_acc:.3f} (task {r.worst_task}) | "
+            f"{100 * r.dead_first:.1f}% -> {100 * r.dead_last:.1f}% | {r.ntk_cond_last_median:.3g} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("csv", nargs="+", type=Path, help="CSV files written by `python -m isoplast_lite run|sweep`")
+    parser.add_argument("--out", type=Path, help="summary CSV to write (atomically)")
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in args.csv if not p.is_file()]
+    if missing:
+        parser.error(f"csv: no such file(s): {', '.join(missing)}")
+    summary = summarize(pd.concat([pd.read_csv(p) for p in args.csv], ignore_index=True))
+    print(_markdown(summary))
+    if args.out is not None:
+        fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".tmp")
+        os.close(fd)
+        summary.to_csv(tmp, index=False, float_format="%.6g")
+        os.replace(tmp, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
-"""The static lambda slider of chapter 7 works in a headless browser, without a kernel or network.
+"""The static lambda sliders (chapters 4 and 7) work in a headless browser, without kernel or network.
 
-Builds nothing: it opens the built page ``_build/html/notebooks/07-reproducing-benchmarks.html``
+Builds nothing: it opens the built pages ``_build/html/notebooks/{04,07}-*.html``
 (run ``jupyter-book build . -W`` first) in headless Debian Chromium through playwright, served
 from a localhost ``http.server`` thread. Every request that leaves localhost (MathJax and
 similar CDN assets of the theme) is answered with an empty response, so the test behaves the
@@ -27,6 +27,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 HTML = Path(os.environ.get("ISOPLAST_HTML_DIR", ROOT / "_build" / "html"))  # override: another build
 PAGE = "notebooks/07-reproducing-benchmarks.html"
+# every page with a static slider: (page, number of panels the slider drives)
+SLIDER_PAGES = [(PAGE, 2), ("notebooks/04-isometry-regularizer.html", 3)]
 # a page of the same book without any chart: it must log no console error either (the two that
 # Jupyter Book 1 logs by default, a duplicated sphinx-thebe script and an empty theme mode, are
 # fixed by book/_ext/isoplast_sphinx.py and `default_mode` in _config.yml)
@@ -113,8 +115,10 @@ def test_a_chapter_page_renders_math_offline_without_console_errors(server, brow
     assert not errors, "console errors of a plain chapter page:\n" + "\n".join(errors)
 
 
-def test_chapter7_static_slider_changes_the_chart(server, browser):
-    page, errors, external = _open(browser, f"{server}/{PAGE}")
+@pytest.mark.parametrize("page_path, n_panels", SLIDER_PAGES, ids=[p.split("/")[-1][:2] for p, _ in SLIDER_PAGES])
+def test_static_slider_changes_the_chart(server, browser, page_path, n_panels):
+    _require((HTML / page_path).exists(), f"{HTML / page_path} is not built")
+    page, errors, external = _open(browser, f"{server}/{page_path}")
     page.wait_for_function("window.isoplastVegaViews && window.isoplastVegaViews.length > 0", timeout=30_000)
     chart = page.locator(".isoplast-vega").first
     chart.locator("svg").first.wait_for(timeout=30_000)
@@ -142,6 +146,8 @@ def test_chapter7_static_slider_changes_the_chart(server, browser):
         )
 
     before = state()
+    # one text mark per panel names the selected lambda (aria-labels of the marks repeat it too)
+    assert before["svg"].count(f">lambda = {10 ** before['lam']:g}</text>") == n_panels, before["svg"][:2000]
     lo, hi, value = (float(v) for v in slider.evaluate("e => [e.min, e.max, e.value]"))
     assert lo < hi and before["lam"] == pytest.approx(value)
     target = lo if value != lo else hi

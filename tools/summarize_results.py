@@ -73,6 +73,7 @@ def main(argv=None) -> int:
         fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".tmp")
         os.close(fd)
         summary.to_csv(tmp, index=False, float_format="%.6g")
+        os.chmod(tmp, 0o644)  # mkstemp creates the file private (0600)
         os.replace(tmp, args.out)
     return 0
 

@@ -60,7 +60,7 @@ def test_l2_init_is_squared_distance_to_initial_weights():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3), dtype=p.dtype))
     pen = method.penalty(stack, cfg)
     dist2 = sum(float(((p.detach() - theta0[n]) ** 2).sum()) for n, p in stack.params.items())
-    assert float(pen) == pytest.approx(0.5 * dist2, rel=1e-12)  # squared, not the norm
+    assert float(pen.detach()) == pytest.approx(0.5 * dist2, rel=1e-12)  # squared, not the norm
     grads = torch.autograd.grad(pen, list(stack.params.values()))
     for g, (n, p) in zip(grads, stack.params.items()):
         torch.testing.assert_close(g, 2 * 0.5 * (p.detach() - theta0[n]))

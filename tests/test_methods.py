@@ -163,7 +163,7 @@ def test_coupled_iso_is_lambda_sum_over_hidden_of_sigma_squared_minus_one_square
     with torch.no_grad():
         for p in stack.params.values():
             p.mul_(1.3)
-    pen = float(method.penalty(stack, cfg))
+    pen = float(method.penalty(stack, cfg).detach())
     hidden = ["0.0.weight", "1.0.weight"]
     expected = 0.2 * sum(float(((torch.linalg.svdvals(stack.params[n][k].detach()) ** 2 - 1) ** 2).sum()) for n in hidden for k in range(2))
     assert pen == pytest.approx(expected, rel=1e-9)  # the head (2.weight) is not included

@@ -63,23 +63,28 @@ def plot_results(df: pd.DataFrame, *, measures: Optional[Sequence[str]] = None, 
     if missing:
         raise ValueError(f"columns {missing} are not in df (available: {list(df.columns)})")
     data = df.assign(run=_label(df), task=df["task"] + 1)
+    runs = list(dict.fromkeys(data["run"]))
+    # distinct colours for many runs: the 10 dark hues of tab20 first, then their light pairs
+    tab20 = sns.color_palette("tab20", 20)
+    colors = (tab20[0::2] + tab20[1::2]) * (len(runs) // 20 + 1)
+    palette = dict(zip(runs, colors))
     n = len(wanted)
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols + 2.2, 3.2 * nrows), squeeze=False, layout="constrained")
     for ax, col in zip(axes.flat, wanted):
-        sns.lineplot(data=data, x="task", y=col, hue="run", errorbar=("ci", 95), n_boot=500, seed=0, ax=ax, marker="o", markersize=3)
+        sns.lineplot(data=data, x="task", y=col, hue="run", hue_order=runs, palette=palette, errorbar=("ci", 95), n_boot=500,
+                     seed=0, ax=ax, marker="o", markersize=3, legend=ax is axes.flat[0])
         if col in LOG_MEASURES:
             ax.set_yscale("log")
         ax.set_title(col)
         ax.set_xlabel("task")
-        if ax is not axes.flat[0]:
-            legend = ax.get_legend()
-            if legend is not None:
-                legend.remove()
+    # one legend for the figure, beside the panels (inside any panel it would hide the lines)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    axes.flat[0].get_legend().remove()
+    fig.legend(handles, labels, title="run", loc="outside right upper", fontsize="small")
     for ax in list(axes.flat)[n:]:
         fig.delaxes(ax)
     if "benchmark" in df.columns:
         fig.suptitle(", ".join(sorted(df["benchmark"].astype(str).unique())))
-    fig.tight_layout()
     return fig

@@ -28,8 +28,11 @@ def test_one_panel_per_quantity_and_lines_are_seed_means():
     fig = plot_results(df, measures=["dead", "ntk_cond"])
     assert [ax.get_title() for ax in fig.axes] == ["train_acc", "dead", "ntk_cond"]  # test_acc all NaN -> train_acc
     assert fig.axes[2].get_yscale() == "log"
-    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert all(ax.get_legend() is None for ax in fig.axes)  # one figure legend, beside the panels
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["adam", "adamo (lambda=0.1)"]
+    colors = [h.get_color() for h in fig.legends[0].legend_handles]
+    assert colors[0] != colors[1]
     line = fig.axes[0].get_lines()[0]  # adam's mean line
     expected = df[df.method == "adam"].groupby("task").train_acc.mean().to_numpy()
     np.testing.assert_allclose(line.get_ydata(), expected)

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import nbformat
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from tools_loader import load_tool
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("execute_chapters", ROOT / "tools" / "execute_chapters.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("execute_chapters")
 
 
 def test_every_cell_runs_in_order_with_fast_set(tmp_path):

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import pytest
 
 from isoplast_lite.methods import METHODS
 from isoplast_lite.run import METRIC_COLUMNS, RESULT_COLUMNS
+from tools_loader import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -26,10 +26,7 @@ FILES = ["random-label-digits.csv", "random-label-mnist1d.csv"]
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("summarize_results", ROOT / "tools" / "summarize_results.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("summarize_results")
 
 
 @pytest.fixture(scope="module")

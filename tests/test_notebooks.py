@@ -16,7 +16,7 @@ Chapters are found by globbing, so the tests cover whatever chapters exist.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import re
 import subprocess
@@ -27,6 +27,7 @@ import jupytext
 import nbformat
 import pytest
 import yaml
+from tools_loader import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -36,12 +37,7 @@ NBVAL_MARKER = "# NBVAL_CHECK_OUTPUT"
 
 
 def _load_sync_tool():
-    spec = importlib.util.spec_from_file_location(
-        "sync_install_cells", ROOT / "tools" / "sync_install_cells.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("sync_install_cells")
 
 
 def _code_cells(nb):

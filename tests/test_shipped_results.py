@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from isoplast_lite.__main__ import build_parser
 from isoplast_lite.methods import ISO_METHODS
 from isoplast_lite.run import METRIC_COLUMNS, RESULT_COLUMNS, Config, run
+from tools_loader import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "book"
@@ -32,10 +32,7 @@ ENTRY = ("permuted-digits", "adamo", 5)
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("precompute", ROOT / "tools" / "precompute_book_results.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("precompute_book_results")
 
 
 def _sweep_args(name):

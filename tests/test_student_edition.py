@@ -7,22 +7,19 @@ executes the whole book); its command is documented in the tool and timed in the
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import jupytext
 import nbformat
 import pytest
+from tools_loader import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.md"))
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("student_edition", ROOT / "tools" / "student_edition.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("student_edition")
 
 
 def _solution_code_cells(nb):

@@ -17,7 +17,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -256,6 +256,12 @@ def _make_linear(
     return layer
 
 
+def _check_mlp_dims(in_dim, width, depth, out_dim) -> Tuple[int, int, int, int]:
+    """The four sizes of an MLP builder, each an int >= 1 (the error names the argument)."""
+    return tuple(check_int(name, value, minimum=1)
+                 for name, value in (("in_dim", in_dim), ("width", width), ("depth", depth), ("out_dim", out_dim)))
+
+
 def relu_mlp(
     in_dim: int,
     width: int,
@@ -307,10 +313,7 @@ def relu_mlp(
           (1): ReLU()
         )
     """
-    in_dim = check_int("in_dim", in_dim, minimum=1)
-    width = check_int("width", width, minimum=1)
-    depth = check_int("depth", depth, minimum=1)
-    out_dim = check_int("out_dim", out_dim, minimum=1)
+    in_dim, width, depth, out_dim = _check_mlp_dims(in_dim, width, depth, out_dim)
     init = check_choice("init", init, ("orthogonal", "kaiming", "default"))
     check_bool("layernorm", layernorm)
     generator = check_generator("generator", generator)
@@ -378,10 +381,7 @@ def aei_mlp(
     References:
         Anil, Lucas & Grosse (2019), "Sorting out Lipschitz function approximation", ICML.
     """
-    in_dim = check_int("in_dim", in_dim, minimum=1)
-    width = check_int("width", width, minimum=1)
-    depth = check_int("depth", depth, minimum=1)
-    out_dim = check_int("out_dim", out_dim, minimum=1)
+    in_dim, width, depth, out_dim = _check_mlp_dims(in_dim, width, depth, out_dim)
     head = check_choice("head", head, ("free", "orthogonal"))
     group_size = check_int("group_size", group_size, minimum=1)
     if width % group_size != 0:

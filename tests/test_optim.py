@@ -56,30 +56,9 @@ def test_iso_strength_zero_with_weight_decay_equals_adamw(gen):
 
 
 def _reference_adamo(params, grads_fn, steps, lr_at, lr, betas, eps, wd, lam, iso_lr):
-    """Hand-written PAPER.md update, one tensor at a time, no library code."""
-    b1, b2 = betas
-    m = [torch.zeros_like(p) for p in params]
-    v = [torch.zeros_like(p) for p in params]
-    for t in range(1, steps + 1):
-        grads = grads_fn(params, t - 1)
-        eta = lr * lr_at(t - 1)
-        eta_iso = eta if iso_lr is None else iso_lr
-        new = []
-        for i, (p, g) in enumerate(zip(params, grads)):
-            m[i] = b1 * m[i] + (1 - b1) * g
-            v[i] = b2 * v[i] + (1 - b2) * g * g
-            mhat, vhat = m[i] / (1 - b1**t), v[i] / (1 - b2**t)
-            step = p - eta * mhat / (vhat.sqrt() + eps) - eta * wd * p
-            if p.ndim >= 2:
-                W = p.reshape(p.shape[0], -1)
-                if W.shape[0] >= W.shape[1]:
-                    grad_iso = 4 * W @ (W.T @ W - torch.eye(W.shape[1], dtype=W.dtype))
-                else:
-                    grad_iso = 4 * (W @ W.T - torch.eye(W.shape[0], dtype=W.dtype)) @ W
-                step = step - eta_iso * lam * grad_iso.reshape(p.shape)
-            new.append(step)
-        params = new
-    return params
+    """Hand-written PAPER.md update, one tensor at a time, no library code: the amortized rule
+    below with k = 1 (the isometry step at every step) is exactly that update."""
+    return _reference_adamo_every(params, grads_fn, steps, lr_at, lr, betas, eps, wd, lam, iso_lr, k=1)
 
 
 SHAPES = [(7, 4), (3, 8), (5, 5), (4, 2, 3, 3), (6,)]

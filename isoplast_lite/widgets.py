@@ -52,8 +52,6 @@ __all__ = [
     "LambdaPanel",
     "lambda_panel",
     "runner_rerun",
-    "book_results_dir",
-    "load_book_results",
 ]
 
 _VENDOR = Path(__file__).resolve().parent / "_vendor"
@@ -480,50 +478,3 @@ def runner_rerun(
         return run(cfg, cache_dir=cache_dir, progress=False)
 
     return rerun
-
-
-def book_results_dir(start: "Path | str | None" = None) -> Path:
-    """The folder ``results/book`` of the repository holding the chapter-7 sweeps.
-
-    Searched upwards from ``start`` (default: the current directory), so chapters find it from
-    ``notebooks/``, ``student/notebooks/`` or the repository root; ``$ISOPLAST_BOOK_RESULTS``
-    overrides the search.
-
-    Raises:
-        FileNotFoundError: when no ``results/book`` folder is found (e.g. a notebook opened
-            alone in Colab: clone the repository, or regenerate the files with
-            ``tools/precompute_book_results.py``).
-    """
-    import os
-
-    env = os.environ.get("ISOPLAST_BOOK_RESULTS")
-    if env:
-        return Path(env)
-    here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        candidate = folder / "results" / "book"
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(
-        f"no results/book folder above {here}: clone the repository (the files are shipped in "
-        "results/book/) or regenerate them with tools/precompute_book_results.py"
-    )
-
-
-def load_book_results(name: str, start: "Path | str | None" = None) -> pd.DataFrame:
-    """Load the shipped sweep ``results/book/{name}.csv.gz`` (see ``tools/precompute_book_results.py``).
-
-    Args:
-        name: file stem, e.g. ``"random-label-digits"`` or ``"lambda-sweep"``.
-        start: where to start searching for ``results/book`` (see :func:`book_results_dir`).
-
-    Returns:
-        The runner's tidy DataFrame (one row per method x lambda x seed x task).
-    """
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a non-empty str, got {name!r}")
-    path = book_results_dir(start) / f"{name}.csv.gz"
-    if not path.exists():
-        available = sorted(p.name for p in path.parent.glob("*.csv.gz"))
-        raise FileNotFoundError(f"{path} does not exist; shipped files: {available}")
-    return pd.read_csv(path)

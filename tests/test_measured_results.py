@@ -1,8 +1,8 @@
-"""The issue-budget measurements shipped in ``results/`` (see ``results/README.md``).
+"""The issue-budget measurements shipped as package data (``isoplast_lite/data/long``).
 
 * each file holds the full grid: every method of the runner's registry, 4 seeds, 20 tasks, the
   runner's columns, finite metrics;
-* ``results/summary.csv`` is what ``tools/summarize_results.py`` computes from them (not stale);
+* ``data/long/summary.csv`` is what ``tools/summarize_results.py`` computes from them (not stale);
 * the numbers show what the issue asks them to show, on both benchmarks: Adam's last task falls
   far below its first while its dead units grow, AdamO (lambda = 0.1) keeps memorizing with few
   dead units.
@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from isoplast_lite import results
 from isoplast_lite.methods import METHODS
 from isoplast_lite.run import METRIC_COLUMNS, RESULT_COLUMNS
 from tools_loader import load_tool
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "results"
-FILES = ["random-label-digits.csv", "random-label-mnist1d.csv"]
+RESULTS = results.results_dir("long")
+FILES = ["random-label-digits", "random-label-mnist1d"]
 
 
 def _tool():
@@ -31,14 +31,14 @@ def _tool():
 
 @pytest.fixture(scope="module")
 def frames():
-    return {name: pd.read_csv(RESULTS / name) for name in FILES}
+    return {name: results.load(name, group="long") for name in FILES}
 
 
 @pytest.mark.parametrize("name", FILES)
 def test_file_holds_the_full_grid(frames, name):
     df = frames[name]
     assert list(df.columns) == list(RESULT_COLUMNS)
-    assert set(df.benchmark) == {name.removesuffix(".csv")}
+    assert set(df.benchmark) == {name}
     assert set(df.method) == set(METHODS), f"methods missing from {name}: {sorted(set(METHODS) - set(df.method))}"
     counts = df.groupby("method").apply(lambda g: (g.seed.nunique(), g.task.nunique(), len(g)), include_groups=False)
     assert set(counts) == {(4, 20, 80)}, counts.to_dict()
@@ -52,7 +52,7 @@ def test_summary_is_recomputed_from_the_files(frames):
     fresh = _tool().summarize(pd.concat(frames.values(), ignore_index=True))
     key = ["benchmark", "method"]
     shipped, fresh = shipped.sort_values(key).reset_index(drop=True), fresh.sort_values(key).reset_index(drop=True)
-    assert shipped[key].equals(fresh[key]), "results/summary.csv is stale: re-run tools/summarize_results.py"
+    assert shipped[key].equals(fresh[key]), "data/long/summary.csv is stale: re-run tools/summarize_results.py"
     num = [c for c in shipped.columns if c not in key]
     np.testing.assert_allclose(shipped[num].to_numpy(float), fresh[num].to_numpy(float), rtol=1e-5, equal_nan=True)
 

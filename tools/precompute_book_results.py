@@ -1,4 +1,4 @@
-"""Regenerate the precomputed result files of chapter 7 (``results/book/*.csv.gz``).
+"""Regenerate the precomputed result files of chapters 6-7 (``isoplast_lite/data/book/*.csv.gz``).
 
 Every file is one ``python -m isoplast_lite sweep ...`` command (the runner's CLI) at the
 "book scale" budget below, written as gzip-compressed CSV (the runner's tidy columns, full
@@ -27,6 +27,10 @@ precomputation had to fit in under an hour of a 2-core CPU shared with three oth
 (run as three `nice` processes, about 35 minutes of wall time).
 
 Torch runs single-threaded here (small models run faster that way and leave other cores free).
+The files are package data (``isoplast_lite.results``), so a chapter opened alone in Colab finds
+them. ``manifest.json`` records beside each command its provenance (torch version, CPU capability,
+thread count, library version, date: ``isoplast_lite.results.provenance``); a file that is not
+regenerated keeps the provenance it had.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -41,7 +46,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "results" / "book"
+OUT = ROOT / "isoplast_lite" / "data" / "book"
 
 # adam and adamo first: the lambda sweep (run in parallel) reuses them from the cache
 ALL_METHODS = ["adam", "adamo", "adamw", "l2", "l2-init", "shrink-perturb", "redo", "spectral", "layernorm",
@@ -68,7 +73,7 @@ SWEEPS = {
 
 
 def command(name: str) -> list:
-    """The full CLI command (as a list) that regenerates ``results/book/{name}.csv.gz``."""
+    """The full CLI command (as a list) that regenerates ``isoplast_lite/data/book/{name}.csv.gz``."""
     return ["python", "-m", "isoplast_lite", "sweep", *SWEEPS[name], "--no-progress", "--out", f"{name}.csv"]
 
 
@@ -90,22 +95,31 @@ def regenerate(name: str, out_dir: Path = OUT) -> Path:
         with open(csv, "rb") as src, gzip.GzipFile(partial, "wb", mtime=0) as dst:  # mtime=0: reproducible bytes
             shutil.copyfileobj(src, dst)
         partial.replace(target)
-    write_manifest(out_dir)
+    from isoplast_lite.results import provenance
+
+    write_manifest(out_dir, made={name: provenance(threads=1)})
     return target
 
 
-def write_manifest(out_dir: Path = OUT) -> Path:
-    """Write ``manifest.json``: the command of every sweep whose file exists (atomic, no merge).
+def write_manifest(out_dir: Path = OUT, made: "dict | None" = None) -> Path:
+    """Write ``manifest.json``: command and provenance of every sweep whose file exists (atomic).
 
-    It is a function of the files present, so parallel precomputations cannot lose entries.
+    ``made`` maps the names regenerated now to their provenance; the others keep the provenance
+    recorded before (the manifest is a function of the files present plus that record).
     """
-    manifest = {
-        name: {"file": f"{name}.csv.gz", "command": " ".join(command(name))}
-        for name in SWEEPS
-        if (out_dir / f"{name}.csv.gz").exists()
-    }
     path = out_dir / "manifest.json"
-    tmp = path.with_suffix(f".json.{id(manifest)}.tmp")
+    before = json.loads(path.read_text()) if path.is_file() else {}
+    made = made or {}
+    manifest = {}
+    for name in SWEEPS:
+        if not (out_dir / f"{name}.csv.gz").exists():
+            continue
+        entry = {"file": f"{name}.csv.gz", "command": " ".join(command(name))}
+        prov = made.get(name, before.get(name, {}).get("provenance"))
+        if prov is not None:
+            entry["provenance"] = prov
+        manifest[name] = entry
+    tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     tmp.replace(path)
     return path

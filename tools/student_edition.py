@@ -2,8 +2,13 @@
 
 One command (from the repository root)::
 
-    .venv/bin/python tools/student_edition.py            # both parts
-    ISOPLAST_FAST=1 .venv/bin/python tools/student_edition.py   # chapters executed in FAST mode
+    .venv/bin/python tools/student_edition.py            # both parts (full mode, ~4 min)
+    .venv/bin/python tools/student_edition.py --smoke    # FAST-mode HTML, only to check the build
+
+The student HTML is executed in full mode, like the published book: FAST outputs (too short to
+show any effect) never reach students. ``--smoke`` builds a FAST-mode copy into
+``_build/student-html-smoke`` for a quick check of the build itself; ``ISOPLAST_FAST`` in the
+environment is ignored otherwise.
 
 It writes
 
@@ -143,10 +148,16 @@ def write_student_notebooks(root: Path = ROOT, out_dir: Path | None = None):
     return written
 
 
-def build_student_html(root: Path = ROOT, keep_source: bool = False) -> Path:
-    """Build the book from solution-stripped chapters into ``_build/student-html``; return it."""
+def build_student_html(root: Path = ROOT, keep_source: bool = False, smoke: bool = False) -> Path:
+    """Build the book from solution-stripped chapters into ``_build/student-html``; return it.
+
+    Full mode (the published book's outputs); ``smoke=True`` executes the chapters in FAST mode
+    into ``_build/student-html-smoke`` instead, a build check whose pages are not for students.
+    """
+    import os
+
     src = root / "_build" / "student-src"
-    dest = root / "_build" / "student-html"
+    dest = root / "_build" / ("student-html-smoke" if smoke else "student-html")
     if src.exists():
         shutil.rmtree(src)
     shutil.copytree(root, src, ignore=lambda d, names: [n for n in names if n in _SKIP])
@@ -160,7 +171,8 @@ def build_student_html(root: Path = ROOT, keep_source: bool = False) -> Path:
     (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(src), "-W", "--builder", "html"]
-    subprocess.run(cmd, check=True, cwd=src)
+    env = {**os.environ, "ISOPLAST_FAST": "1" if smoke else "0"}
+    subprocess.run(cmd, check=True, cwd=src, env=env)
     if dest.exists():
         shutil.rmtree(dest)
     shutil.move(str(src / "_build" / "html"), dest)
@@ -175,13 +187,15 @@ def main(argv=None) -> int:
     group.add_argument("--notebooks-only", action="store_true", help="only write student/notebooks")
     group.add_argument("--html-only", action="store_true", help="only build _build/student-html")
     parser.add_argument("--keep-source", action="store_true", help="keep _build/student-src")
+    parser.add_argument("--smoke", action="store_true",
+                        help="FAST-mode HTML into _build/student-html-smoke (a build check, not for students)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     if not args.html_only:
         for path in write_student_notebooks():
             print(f"wrote {path.relative_to(ROOT)}")
     if not args.notebooks_only:
-        dest = build_student_html(keep_source=args.keep_source)
+        dest = build_student_html(keep_source=args.keep_source, smoke=args.smoke)
         print(f"built {dest.relative_to(ROOT)}/index.html")
     print(f"student edition done in {time.perf_counter() - start:.0f} s")
     return 0

@@ -1,7 +1,7 @@
-"""Summarize the runner's measurement CSVs (results/*.csv) per (benchmark, method).
+"""Summarize the runner's measurement CSVs (isoplast_lite/data/long/*.csv.gz) per (benchmark, method).
 
-    .venv/bin/python tools/summarize_results.py results/random-label-digits.csv \
-        results/random-label-mnist1d.csv --out results/summary.csv
+    .venv/bin/python tools/summarize_results.py isoplast_lite/data/long/random-label-digits.csv.gz \
+        isoplast_lite/data/long/random-label-mnist1d.csv.gz --out isoplast_lite/data/long/summary.csv
 
 Prints a Markdown table and writes a CSV. Accuracies are the final train accuracy of a task
 (`train_acc`), mean over seeds with a 95% t-interval half-width; "dead" is `dead` (a unit

@@ -1,0 +1,143 @@
+"""The measured results shipped with the package, and where they came from.
+
+The book's chapters load precomputed runner output instead of re-training for minutes. Those files
+travel *inside* the package (``isoplast_lite/data``, installed as package data), so a chapter
+opened alone in Colab or Binder finds them after ``pip install isoplast_lite`` with no clone and no
+network. Two groups:
+
+* ``"book"``: the book-scale sweeps of chapters 6-7 (``data/book/*.csv.gz``), written by
+  ``tools/precompute_book_results.py``;
+* ``"long"``: the longer issue-budget runs (20 tasks x 800 steps, width 256) of chapter 7
+  (``data/long/*.csv.gz``).
+
+Each group has a ``manifest.json``: for every file its command and its **provenance** (torch
+version, CPU capability, torch thread count, library version and date it was made with; see
+:func:`provenance`). Float32 training is chaotic, so the same command on another CPU, thread count
+or torch gives other numbers within the spread of the seeds: compare such numbers statistically
+(:func:`isoplast_lite.stats.rerun_agreement`), never bit for bit.
+
+``$ISOPLAST_RESULTS`` points the loaders at another folder holding ``book/`` and ``long/`` (e.g.
+freshly regenerated files).
+
+Example:
+    >>> from isoplast_lite import results
+    >>> sorted(results.manifest("book"))[:2]
+    ['label-shuffle-digits', 'label-shuffle-mnist1d']
+    >>> df = results.load("permuted-digits")
+    >>> sorted(df.columns)[:3]
+    ['benchmark', 'dead', 'dormant_0.025']
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["GROUPS", "MissingResultsError", "results_dir", "manifest", "load", "provenance"]
+
+#: the groups of shipped results (sub-folders of ``isoplast_lite/data``).
+GROUPS = ("book", "long")
+_DATA = Path(__file__).resolve().parent / "data"
+
+
+class MissingResultsError(FileNotFoundError):
+    """A shipped result file is missing. In Jupyter it shows as one sentence, not a traceback."""
+
+    def _render_traceback_(self):  # IPython calls this instead of printing the traceback
+        return [f"{type(self).__name__}: {self}"]
+
+
+def _check_group(group: str) -> str:
+    if group not in GROUPS:
+        raise ValueError(f"group must be one of {list(GROUPS)}, got {group!r}")
+    return group
+
+
+def results_dir(group: str = "book") -> Path:
+    """The folder of one group of shipped results (``$ISOPLAST_RESULTS/<group>`` if set).
+
+    Raises:
+        ValueError: ``group`` is not one of :data:`GROUPS`.
+        MissingResultsError: the folder does not exist (a broken install, or a wrong
+            ``$ISOPLAST_RESULTS``); the message says what to do.
+    """
+    _check_group(group)
+    base = os.environ.get("ISOPLAST_RESULTS")
+    folder = (Path(base) if base else _DATA) / group
+    if not folder.is_dir():
+        where = f"$ISOPLAST_RESULTS={base}" if base else "the installed isoplast_lite"
+        raise MissingResultsError(
+            f"{where} has no shipped results folder {group!r} ({folder}): reinstall the package with "
+            "`pip install --force-reinstall isoplast_lite`, or unset ISOPLAST_RESULTS"
+        )
+    return folder
+
+
+def manifest(group: str = "book") -> dict:
+    """The manifest of a group: ``{name: {"file", "command", "provenance", ...}}``."""
+    path = results_dir(group) / "manifest.json"
+    if not path.is_file():
+        raise MissingResultsError(f"{path} is missing: reinstall isoplast_lite, or regenerate the files "
+                                  "with `python tools/precompute_book_results.py` in a clone")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load(name: str, group: str = "book") -> pd.DataFrame:
+    """Load one shipped result file as the runner's tidy DataFrame.
+
+    Args:
+        name: a key of :func:`manifest` (e.g. ``"random-label-digits"``, ``"lambda-sweep"``).
+        group: ``"book"`` (chapters 6-7, book scale) or ``"long"`` (the 20 x 800-step runs).
+
+    Returns:
+        One row per benchmark x method x lambda x seed x task (``isoplast_lite.run.RESULT_COLUMNS``).
+
+    Raises:
+        TypeError: ``name`` is not a non-empty string.
+        KeyError: ``name`` is not in the manifest (the message lists the names that are).
+        MissingResultsError: the file listed in the manifest is missing.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str, got {name!r}")
+    entries = manifest(group)
+    if name not in entries:
+        raise KeyError(f"no shipped result {name!r} in group {group!r}; available: {sorted(entries)}")
+    path = results_dir(group) / entries[name]["file"]
+    if not path.is_file():
+        raise MissingResultsError(f"{path} is missing: reinstall isoplast_lite")
+    return pd.read_csv(path)
+
+
+def provenance(threads: "int | None" = None) -> dict:
+    """What a result is made with: torch, CPU capability, threads, library version, date.
+
+    Args:
+        threads: the torch thread count of the run (default: ``torch.get_num_threads()`` now).
+
+    Returns:
+        A JSON-ready dict with keys ``torch``, ``cpu_capability`` (PyTorch's kernel family,
+        e.g. ``"AVX512"``, ``"AVX2"`` or ``"DEFAULT"``; ``$ATEN_CPU_CAPABILITY`` lowers it),
+        ``threads``, ``isoplast_lite``, ``python``, ``machine`` and ``date`` (UTC, ISO 8601).
+
+    Example:
+        >>> sorted(provenance())
+        ['cpu_capability', 'date', 'isoplast_lite', 'machine', 'python', 'threads', 'torch']
+    """
+    import torch
+
+    from . import __version__
+
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": int(torch.get_num_threads() if threads is None else threads),
+        "isoplast_lite": __version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }

@@ -1,0 +1,334 @@
+"""Generate the notebooks a reader opens (Colab, Binder, plain Jupyter) from the chapter sources.
+
+The book builds from the MyST sources ``notebooks/NN-slug.md``. The ``notebooks/NN-slug.ipynb``
+beside them are what the book's Colab and Binder buttons open, so they must show what the
+published page shows and render without Sphinx. This tool makes them, and nothing else does:
+
+* every Markdown cell is converted from MyST to plain Markdown (:func:`myst_to_markdown`):
+  exercises and propositions become headed blocks, solutions are marked (and their code cells
+  folded in JupyterLab/Notebook 7), ``{cite:p}``/``{cite:t}`` become "Author (year)" with a
+  reference list where the chapter had ``{bibliography}``, ``{eq}``/``{prf:ref}`` become
+  numbered references, ``:label:`` lines disappear;
+* the chapter is executed top to bottom in **full mode** (``ISOPLAST_FAST=0``, the mode of the
+  book build) in a fresh kernel, every cell included (``skip-execution`` cells too: they hold
+  the live widgets that Colab users run);
+* the notebook records its source's SHA-256 and what it was executed with
+  (``metadata.isoplast``), and is written atomically only when every cell ran without error.
+
+Usage (from the repository root)::
+
+    .venv/bin/python tools/reader_notebooks.py                    # every chapter (~3 min)
+    .venv/bin/python tools/reader_notebooks.py notebooks/04-*.md  # some
+    .venv/bin/python tools/reader_notebooks.py --check            # exit 1 if any is stale
+
+``tests/test_notebooks.py`` fails when a committed notebook drifts from its source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import copy
+import hashlib
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+BIB = ROOT / "book" / "references.bib"
+SOLUTION_NOTE = "**Solution** (try the exercise first). The code cell below is the solution."
+
+_FENCE = re.compile(r"^(?P<fence>`{3,}|:{3,})\{(?P<name>[\w:-]+)\}[ \t]*(?P<arg>[^\n]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$",
+                    re.M | re.S)  # fmt: skip
+_ROLE = re.compile(r"\{(?P<role>[\w:-]+)\}`(?P<text>[^`]+)`")
+_LABELED_MATH = re.compile(r"^\$\$\n(?P<body>.*?)\n\$\$[ \t]*\((?P<label>[\w:-]+)\)[ \t]*$", re.M | re.S)
+
+
+# --------------------------------------------------------------------------- bibliography
+def _latex_to_text(s: str) -> str:
+    import latexcodec  # noqa: F401  (registers the "ulatex" codec; a dependency of pybtex)
+
+    s = codecs.decode(s, "ulatex")
+    return re.sub(r"[{}]", "", s).strip()
+
+
+def load_bibliography(path: Path = BIB) -> dict:
+    """``{key: {"cite": "Author et al.", "year": "2019", "full": "one-line reference"}}``."""
+    from pybtex.database import parse_file
+
+    entries = {}
+    for key, entry in parse_file(str(path)).entries.items():
+        people = entry.persons.get("author", [])
+        lasts = [_latex_to_text(" ".join(p.prelast_names + p.last_names)) for p in people]
+        if len(lasts) == 1:
+            cite = lasts[0]
+        elif len(lasts) == 2:
+            cite = f"{lasts[0]} & {lasts[1]}"
+        else:
+            cite = f"{lasts[0]} et al." if lasts else key
+        f = entry.fields
+        names = ", ".join(
+            _latex_to_text(" ".join(p.last_names)) + (f" {''.join(n[0] + '.' for n in p.first_names)}" if p.first_names else "")
+            for p in people
+        )  # fmt: skip
+        venue = f.get("journal") or f.get("booktitle") or f.get("publisher") or f.get("note") or ""
+        full = f"{names} ({f.get('year', 'n.d.')}). {_latex_to_text(f.get('title', ''))}."
+        if venue:
+            full += f" *{_latex_to_text(venue)}*."
+        if f.get("url"):
+            full += f" <{f['url']}>"
+        entries[key] = {"cite": cite, "year": f.get("year", "n.d."), "full": full}
+    return entries
+
+
+# --------------------------------------------------------------------------- conversion
+class Context:
+    """What the conversion of one chapter knows: its labels, the bibliography, what it cited."""
+
+    def __init__(self, md_text: str, bib: dict):
+        self.bib = bib
+        self.cited: list = []
+        self.equations = {m.group("label"): i + 1 for i, m in enumerate(_LABELED_MATH.finditer(md_text))}
+        self.blocks = {}  # label -> "Exercise 2 (title)" / "Proposition 1 (title)"
+        counts = {}
+        for m in _FENCE.finditer(md_text):
+            kind = _block_kind(m.group("name"))
+            if kind is None:
+                continue
+            counts[kind] = counts.get(kind, 0) + 1
+            label = _option(m.group("body"), "label")
+            if label:
+                title = m.group("arg").strip()
+                self.blocks[label] = f"{kind} {counts[kind]}" + (f" ({title})" if title else "")
+        self._numbers = {}
+
+    def number(self, kind: str) -> int:
+        self._numbers[kind] = self._numbers.get(kind, 0) + 1
+        return self._numbers[kind]
+
+
+def _block_kind(name: str):
+    if name == "exercise":
+        return "Exercise"
+    if name.startswith("prf:") and name != "prf:proof":
+        return name.split(":", 1)[1].capitalize()
+    return None
+
+
+def _option(body: str, key: str):
+    m = re.search(rf"^:{key}:[ \t]*(.*)$", body, re.M)
+    return m.group(1).strip() if m else None
+
+
+def _strip_options(body: str) -> str:
+    lines = body.split("\n")
+    while lines and re.match(r"^:[\w-]+:", lines[0]):
+        lines.pop(0)
+    return "\n".join(lines).strip("\n")
+
+
+def _cite(ctx: Context, keys: str, textual: bool) -> str:
+    parts = []
+    for key in [k.strip() for k in keys.split(",") if k.strip()]:
+        if key not in ctx.bib:
+            raise KeyError(f"citation {key!r} is not in {BIB.name}")
+        if key not in ctx.cited:
+            ctx.cited.append(key)
+        e = ctx.bib[key]
+        parts.append(f"{e['cite']} ({e['year']})" if textual else f"{e['cite']}, {e['year']}")
+    return "; ".join(parts) if textual else "(" + "; ".join(parts) + ")"
+
+
+def _role(ctx: Context, m: re.Match) -> str:
+    role, text = m.group("role"), m.group("text")
+    if role in ("cite:p", "cite"):
+        return _cite(ctx, text, textual=False)
+    if role == "cite:t":
+        return _cite(ctx, text, textual=True)
+    if role == "eq":
+        if text not in ctx.equations:
+            raise KeyError(f"{{eq}} refers to an unknown equation label {text!r}")
+        return f"({ctx.equations[text]})"
+    if role in ("prf:ref", "ref", "numref"):
+        if text not in ctx.blocks:
+            raise KeyError(f"{{{role}}} refers to an unknown label {text!r}")
+        return ctx.blocks[text]
+    if role == "doc":
+        name = text.rstrip("/").split("/")[-1].replace("-", " ")
+        return f"the *{name}* page of the book"
+    if role in ("term",):
+        return text
+    if role == "math":
+        return f"${text}$"
+    raise ValueError(f"unsupported MyST role {{{role}}} in {text!r}: teach tools/reader_notebooks.py to convert it")
+
+
+def _directive(ctx: Context, m: re.Match) -> str:
+    name, arg, body = m.group("name"), m.group("arg").strip(), m.group("body")
+    inner = myst_to_markdown(_strip_options(body), ctx)
+    kind = _block_kind(name)
+    if kind is not None:
+        n = ctx.number(kind)
+        title = f" ({arg})" if arg else ""
+        quoted = "\n".join("> " + line if line else ">" for line in inner.split("\n"))
+        return f"> **{kind} {n}{title}.**\n>\n{quoted}"
+    if name == "prf:proof":
+        quoted = "\n".join("> " + line if line else ">" for line in inner.split("\n"))
+        return f"> *Proof.*\n>\n{quoted} $\\blacksquare$"
+    if name == "solution-start":
+        return SOLUTION_NOTE
+    if name == "solution-end":
+        return "*(End of the solution.)*"
+    if name == "bibliography":
+        if not ctx.cited:
+            return ""
+        refs = sorted(ctx.cited, key=lambda k: (ctx.bib[k]["cite"].lower(), ctx.bib[k]["year"]))
+        return "\n".join(f"- {ctx.bib[k]['full']}" for k in refs)
+    if name in ("note", "tip", "warning", "important", "admonition"):
+        head = arg if name == "admonition" else name.capitalize()
+        quoted = "\n".join("> " + line if line else ">" for line in inner.split("\n"))
+        return f"> **{head}.**\n>\n{quoted}"
+    if name in ("math",):
+        label = _option(body, "label")
+        tag = f" \\tag{{{ctx.equations[label]}}}" if label in ctx.equations else ""
+        return f"$$\n{_strip_options(body)}{tag}\n$$"
+    raise ValueError(f"unsupported MyST directive {{{name}}}: teach tools/reader_notebooks.py to convert it")
+
+
+def myst_to_markdown(text: str, ctx: Context) -> str:
+    """Convert one Markdown cell from MyST to Markdown that plain Jupyter and Colab render."""
+    text = _LABELED_MATH.sub(lambda m: f"$$\n{m.group('body')} \\tag{{{ctx.equations[m.group('label')]}}}\n$$", text)
+    # directives first (their bodies are converted recursively), then the inline roles
+    out, pos = [], 0
+    for m in _FENCE.finditer(text):
+        out.append(text[pos:m.start()])
+        out.append(_directive(ctx, m))
+        pos = m.end()
+    out.append(text[pos:])
+    text = "".join(out)
+    return _ROLE.sub(lambda m: _role(ctx, m), text)
+
+
+def reader_cells(md: Path, bib: "dict | None" = None) -> nbformat.NotebookNode:
+    """The unexecuted reader notebook of chapter ``md``: converted Markdown, folded solutions."""
+    bib = load_bibliography() if bib is None else bib
+    text = md.read_text(encoding="utf-8")
+    nb = jupytext.read(md)
+    ctx = Context(text, bib)
+    in_solution = False
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():  # the markers, in order, as the student edition reads them
+                if "{solution-start}" in line:
+                    in_solution = True
+                elif "{solution-end}" in line:
+                    in_solution = False
+            cell.source = myst_to_markdown(cell.source, ctx)
+        elif cell.cell_type == "code" and in_solution:
+            cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
+            tags = cell.metadata.setdefault("tags", [])
+            if "solution" not in tags:
+                tags.append("solution")
+    nb.metadata.pop("jupytext", None)
+    nb.metadata["isoplast"] = {"source": f"notebooks/{md.name}", "source_sha256": source_sha256(md)}
+    head = nbformat.v4.new_markdown_cell(
+        f"*This notebook is generated from the book's source `notebooks/{md.name}`; the outputs "
+        "below come from a full run of the chapter (what the published page shows). Re-run it "
+        "to train live: on another CPU the numbers differ within the spread of the seeds.*"
+    )
+    head.metadata["tags"] = ["isoplast-reader-note"]
+    nb.cells.insert(0, head)
+    return nb
+
+
+def source_sha256(md: Path) -> str:
+    return hashlib.sha256(md.read_bytes()).hexdigest()
+
+
+def comparable(nb) -> list:
+    """What must agree between a committed reader notebook and its source: cells without outputs."""
+    return [(c.cell_type, c.source.rstrip(), sorted(c.metadata.get("tags", []))) for c in nb.cells]
+
+
+def execute(nb, cwd: Path, timeout: int = 900) -> dict:
+    """Execute ``nb`` in full mode, every cell; returns what it was executed with."""
+    from nbclient import NotebookClient
+
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
+                            skip_cells_with_tag="isoplast-execute-every-cell")  # fmt: skip
+    start = time.perf_counter()
+    client.execute(env={**os.environ, "ISOPLAST_FAST": "0"})
+    from isoplast_lite.results import provenance
+
+    made = provenance()
+    made["mode"] = "full"
+    made["threads"] = "1 (every chapter calls torch.set_num_threads(1))"
+    made["seconds"] = round(time.perf_counter() - start, 1)
+    return made
+
+
+def generate(md: Path, out: "Path | None" = None, bib: "dict | None" = None) -> Path:
+    """Convert, execute (full mode) and atomically write the reader notebook of ``md``."""
+    out = out or md.with_suffix(".ipynb")
+    nb = reader_cells(md, bib)
+    made = execute(nb, md.parent)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    if errors:
+        raise RuntimeError(f"{md.name}: a cell raised {errors[0].ename}: {errors[0].evalue}")
+    nb.metadata["isoplast"]["executed_with"] = made
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".ipynb.tmp")
+    os.close(fd)
+    try:
+        nbformat.write(nb, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def stale(md: Path, bib: "dict | None" = None) -> "str | None":
+    """Why the committed reader notebook of ``md`` is stale, or None when it is current."""
+    path = md.with_suffix(".ipynb")
+    if not path.is_file():
+        return f"{path.name} is missing"
+    committed = nbformat.read(path, as_version=4)
+    meta = committed.metadata.get("isoplast", {})
+    if meta.get("source_sha256") != source_sha256(md):
+        return f"{path.name} was generated from another version of {md.name}"
+    if comparable(committed) != comparable(reader_cells(md, bib)):
+        return f"{path.name} differs from the conversion of {md.name}"
+    return None
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sources", nargs="*", type=Path, help="chapter sources (default: notebooks/NN-*.md)")
+    parser.add_argument("--check", action="store_true", help="only report stale notebooks (exit 1 if any)")
+    args = parser.parse_args(argv)
+    sources = args.sources or sorted(NOTEBOOKS.glob("[0-9][0-9]-*.md"))
+    bad = [str(p) for p in sources if p.suffix != ".md" or not p.is_file()]
+    if bad:
+        parser.error(f"sources: not an existing chapter .md file: {', '.join(bad)}")
+    bib = load_bibliography()
+    if args.check:
+        problems = [why for md in sources if (why := stale(md.resolve(), bib))]
+        print("\n".join(problems) or "every reader notebook is current")
+        return 1 if problems else 0
+    for md in sources:
+        start = time.perf_counter()
+        path = generate(md.resolve(), bib=bib)
+        print(f"{path.relative_to(ROOT)}: {time.perf_counter() - start:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

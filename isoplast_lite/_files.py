@@ -61,14 +61,14 @@ def _probe_folder(folder: Path) -> Optional[str]:
     return None
 
 
-def check_writable_folder(name: str, folder: "os.PathLike[str] | str") -> Path:
+def check_writable_folder(name: str, folder: "os.PathLike[str] | str", *, shown: Optional[str] = None) -> Path:
     """Check that ``folder`` is, or can be created as, a folder in which files can be written.
 
     Creates nothing (a probe file is created and removed at once in the nearest existing
-    folder). Raises ``ValueError`` naming ``name``, the path and what is allowed.
+    folder). Raises ``ValueError`` naming ``name``, the path (or ``shown``) and what is allowed.
     """
     folder = Path(folder)
-    shown = f"{name} {str(folder)!r}"
+    shown = shown or f"{name} {str(folder)!r}"
     existing = folder
     while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent
@@ -77,12 +77,10 @@ def check_writable_folder(name: str, folder: "os.PathLike[str] | str") -> Path:
     except OSError as err:
         raise ValueError(f"{shown}: {str(existing)!r} cannot be accessed ({err.strerror}); allowed: a writable folder") from None
     if not stat.S_ISDIR(mode):
-        what = "is" if existing == folder else f"is under {str(existing)!r}, which is"
-        raise ValueError(f"{shown} {what} {_kind(mode)}, not a folder; allowed: a writable folder")
+        raise ValueError(f"{shown}: {str(existing)!r} is {_kind(mode)}, not a folder; allowed: a path in a writable folder")
     problem = _probe_folder(existing)
     if problem is not None:
-        where = "" if existing == folder else f" (in {str(existing)!r}, where it would be created)"
-        raise ValueError(f"{shown}: cannot write there{where}: {problem}; allowed: a writable folder")
+        raise ValueError(f"{shown}: cannot create a file in {str(existing)!r} ({problem}); allowed: a path in a writable folder")
     return folder
 
 
@@ -110,7 +108,7 @@ def check_output_file(name: str, path: "os.PathLike[str] | str") -> Path:
             raise ValueError(f"{shown} is {_kind(st.st_mode)}, which is never replaced; allowed: a regular file or a new file path")
         if not os.access(target, os.W_OK):
             raise ValueError(f"{shown} is a read-only file; allowed: a writable file or a new file path")
-    check_writable_folder(name, target.parent)
+    check_writable_folder(name, target.parent, shown=shown)
     return target
 
 

@@ -321,7 +321,7 @@ def check_config(cfg: Config, *, seed_batch: Optional[int] = None) -> None:
         >>> check_config(Config("random-label-digits", "adam", n_train=1438))
         Traceback (most recent call last):
         ...
-        isoplast_lite._validation.ConfigError: n_train=1438: more than the 1437 training images of 'digits'; allowed: 1 to 1437, or None for all of them
+        isoplast_lite._validation.ConfigError: n_train=1438: more than the 1437 training images of 'digits'; allowed: 1 to 1437
     """
     if not isinstance(cfg, Config):
         raise TypeError(f"cfg must be an isoplast_lite.run.Config, got {type(cfg).__name__}")
@@ -329,7 +329,7 @@ def check_config(cfg: Config, *, seed_batch: Optional[int] = None) -> None:
     source = parse_benchmark(cfg.benchmark)[1]
     n_images = SOURCE_SIZES[source][0]
     if cfg.n_train is not None and cfg.n_train > n_images:
-        raise ConfigError({"n_train": cfg.n_train}, f"more than the {n_images} training images of {source!r}; allowed: 1 to {n_images}, or None for all of them")
+        raise ConfigError({"n_train": cfg.n_train}, f"more than the {n_images} training images of {source!r}; allowed: 1 to {n_images}")
     make_method(cfg.method).check_config(cfg)
     n_seeds = cfg.seeds if seed_batch is None else min(cfg.seeds, check_int("seed_batch", seed_batch, minimum=1))
     available = _available_memory(device)

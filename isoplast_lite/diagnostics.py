@@ -406,9 +406,11 @@ def ntk_summary(
         kantorovich = 0.0 if math.isinf(cond) else 4.0 * cond / (1.0 + cond) ** 2
 
         u = torch.randn(n_directions, theta.shape[0], generator=generator, dtype=theta.dtype, device=theta.device)
-        rho = _progress(theta, u)
-        if not bool(torch.isfinite(rho).all()):  # (u' theta u)^2 overflowed: rho is scale-free
-            rho = _progress(theta / theta.abs().max(), u)
+        # rho is scale-free: bring theta's largest entry into [0.5, 1) by a power of two, which is
+        # exact in floating point (same bits as unscaled) but keeps (u' theta u)^2 from over- or
+        # underflowing for kernels of any scale
+        exponent = math.frexp(float(theta.abs().max()))[1]
+        rho = _progress(theta * 2.0 ** -max(min(exponent, 120), -120), u)
 
     return {
         "eigenvalues": eigenvalues,

@@ -361,7 +361,8 @@ class AdamO(Optimizer):
         Returns:
             The loss returned by ``closure``, or ``None``.
         """
-        _validate_groups(self.param_groups)  # values assigned after construction (e.g. by a scheduler)
+        # values assigned after construction (by hand or by a scheduler); unchanged groups are skipped
+        self._checked = _validate_groups(self.param_groups, getattr(self, "_checked", None))
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -408,13 +409,26 @@ _TORCH_GROUP_KEYS = frozenset({"params", "param_names", "initial_lr"})
 _REQUIRED_GROUP_KEYS = ("lr", "betas", "eps", "weight_decay", "iso_strength")
 
 
-def _validate_groups(groups) -> None:
-    """Check every group's hyperparameters; the error names the group index."""
+_HYPER_KEYS = ("lr", "betas", "eps", "weight_decay", "iso_strength", "iso_lr", "iso_every", "seed_dims")
+
+
+def _validate_groups(groups, checked: Optional[list] = None) -> list:
+    """Check every group's hyperparameters; the error names the group index.
+
+    Returns the checked values (with their types) per group; a group whose values equal those
+    in ``checked`` is not checked again (a tuple comparison instead of a dozen checks).
+    """
+    seen = []
     for i, group in enumerate(groups):
+        values = tuple((type(group.get(k)), group.get(k)) for k in _HYPER_KEYS)
+        seen.append(values)
+        if checked is not None and i < len(checked) and checked[i] == values:
+            continue
         try:
             _validate_hyperparameters(group)
         except (TypeError, ValueError) as err:
             raise type(err)(f"param_groups[{i}]: {err}") from None
+    return seen
 
 
 def _validate_hyperparameters(group: Dict[str, Any]) -> None:

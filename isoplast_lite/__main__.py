@@ -1,15 +1,26 @@
-"""Command line: ``python -m isoplast_lite run|plot|sweep ...`` (see ``--help``)."""
+"""Command line: ``python -m isoplast_lite run|plot|sweep ...`` (see ``--help``).
+
+Every command checks all its inputs before any work (output paths, cache folder, device, sizes,
+data) and reports a bad input as one line on stderr, ``python -m isoplast_lite CMD: error:
+--flag VALUE: what is wrong; allowed: ...``, with exit status 2 (``--debug`` shows the
+traceback instead). Output files are written atomically, through symlinks, and never in place
+of something that is not a regular file.
+"""
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import re
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
+from . import _files
+from ._validation import ConfigError
 from .methods import ISO_METHODS, METHODS
-from .tasks import BENCHMARKS
+from .tasks import BENCHMARKS, OFFLINE_SOURCES
 
 _EPILOG = f"""\
 benchmarks: {", ".join(BENCHMARKS)}
@@ -20,7 +31,9 @@ The MNIST / Fashion-MNIST / CIFAR-10 benchmarks download their data once (SHA-25
 CIFAR-10 is a 170 MB archive) into $ISOPLAST_DATA or ~/.cache/isoplast/data; the digits and
 mnist1d ones need no network.
 Results are cached in $ISOPLAST_CACHE or ~/.cache/isoplast (--no-cache to bypass); an
-interrupted run resumes at the task where it stopped.
+interrupted run resumes at the task where it stopped. A configuration whose loss or weights
+become NaN/inf is recorded as diverged (column "diverged", metrics NaN) and a sweep goes on.
+Bad input: one line on stderr and exit status 2 (--debug shows the traceback).
 
 Full-scale GPU examples (the paper's setup: depth 4, width 512, lr 1e-4, lambda 1e-3, 8 seeds):
   python -m isoplast_lite run --benchmark permuted-mnist --method adamo --iso-strength 1e-3 \\
@@ -33,6 +46,30 @@ Full-scale GPU examples (the paper's setup: depth 4, width 512, lr 1e-4, lambda 
       --lr 1e-4 --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 \\
       --batch-size 128 --n-train 10000 --device cuda --out random-label-cifar10-adamo.csv
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line on stderr (no usage block), exit 2."""
+
+    def error(self, message: str):  # argparse's hook
+        _fail(self.prog, message)
+
+
+def _one_line(text) -> str:
+    """``text`` on one line: line breaks become "; ", other control characters are escaped."""
+    text = re.sub(r":\s*[\r\n]+\s*", ": ", str(text).strip())
+    text = re.sub(r"\s*[\r\n]+\s*", "; ", text)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _fail(prog: str, message: str):
+    sys.stderr.write(f"{prog}: error: {_one_line(message)}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
+class _InputError(Exception):
+    """A bad command-line input, its message naming the flag, the value and what is allowed."""
 
 
 def _choice(valid: Sequence[str], what: str):
@@ -62,44 +99,65 @@ def _pos_float(value: str) -> float:
     return f
 
 
-def _pos_int(value: str) -> int:
-    try:
-        i = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
-    if i < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}")
-    return i
+def _lr(value: str) -> float:
+    from .run import MAX_LR
+
+    f = _pos_float(value)
+    if f > MAX_LR:
+        raise argparse.ArgumentTypeError(f"expected a learning rate in (0, {MAX_LR:g}] (Adam moves every weight by about lr per step), got {value!r}")
+    return f
+
+
+def _size(field: str):
+    """An argparse type: an integer from 1 to ``run.LIMITS[field]``."""
+    from .run import LIMITS
+
+    def parse(value: str) -> int:
+        try:
+            i = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if not 1 <= i <= LIMITS[field]:
+            raise argparse.ArgumentTypeError(f"expected an integer from 1 to {LIMITS[field]}, got {value!r}")
+        return i
+
+    parse.__name__ = field
+    return parse
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seeds", type=_pos_int, default=4, help="number of seeds (default 4)")
-    p.add_argument("--tasks", type=_pos_int, default=20, help="number of tasks (default 20)")
-    p.add_argument("--steps-per-task", type=_pos_int, default=800, help="optimizer steps per task (default 800)")
-    p.add_argument("--batch-size", type=_pos_int, default=32, help="minibatch size (default 32)")
-    p.add_argument("--width", type=_pos_int, default=256, help="hidden width (default 256)")
-    p.add_argument("--depth", type=_pos_int, default=3, help="hidden layers (default 3)")
-    p.add_argument("--n-train", type=_pos_int, default=512, help="training images per task (default 512)")
+    p.add_argument("--seeds", type=_size("seeds"), default=4, help="number of seeds (default 4)")
+    p.add_argument("--tasks", type=_size("n_tasks"), default=20, help="number of tasks (default 20)")
+    p.add_argument("--steps-per-task", type=_size("steps_per_task"), default=800, help="optimizer steps per task (default 800)")
+    p.add_argument("--batch-size", type=_size("batch_size"), default=32, help="minibatch size (default 32)")
+    p.add_argument("--width", type=_size("width"), default=256, help="hidden width (default 256)")
+    p.add_argument("--depth", type=_size("depth"), default=3, help="hidden layers (default 3)")
+    p.add_argument("--n-train", type=_size("n_train"), default=512, help="training images per task (default 512)")
     p.add_argument("--init", choices=("orthogonal", "kaiming", "default"), default="orthogonal")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--seed-batch", type=_pos_int, default=None, help="seeds stacked per batch (default all)")
+    p.add_argument("--seed-batch", type=_size("seeds"), default=None, help="seeds stacked per batch (default all)")
     p.add_argument("--cache-dir", default=None, help="cache folder (default $ISOPLAST_CACHE or ~/.cache/isoplast)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_debug(p)
+
+
+def _add_debug(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="on an error, show the full traceback instead of one line")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``argparse`` parser of the CLI (exposed for tests and docs)."""
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="python -m isoplast_lite", description="Continual-learning experiments of the isoplast companion.", epilog=_EPILOG, formatter_class=fmt)
+    parser = _Parser(prog="python -m isoplast_lite", description="Continual-learning experiments of the isoplast companion.", epilog=_EPILOG, formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_run = sub.add_parser("run", help="run one benchmark x method (all seeds) and write a tidy CSV", epilog=_EPILOG, formatter_class=fmt)
     p_run.add_argument("--benchmark", required=True, type=_choice(BENCHMARKS, "benchmark"), metavar="BENCH", help="one of: " + ", ".join(BENCHMARKS))
     p_run.add_argument("--method", required=True, type=_choice(tuple(METHODS), "method"), metavar="METHOD", help="one of: " + ", ".join(METHODS))
     p_run.add_argument("--iso-strength", type=_nonneg_float, default=None, help="lambda (iso methods only; default 0.1)")
-    p_run.add_argument("--lr", type=_pos_float, default=1e-3, help="learning rate (default 1e-3)")
+    p_run.add_argument("--lr", type=_lr, default=1e-3, help="learning rate (default 1e-3)")
     p_run.add_argument("--out", default=None, help="CSV file to write (default: print a per-task summary only)")
     _add_common(p_run)
 
@@ -107,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_sweep.add_argument("--benchmark", required=True, nargs="+", type=_choice(BENCHMARKS, "benchmark"), metavar="BENCH")
     p_sweep.add_argument("--method", required=True, nargs="+", type=_choice(tuple(METHODS), "method"), metavar="METHOD")
     p_sweep.add_argument("--iso-strength", nargs="+", type=_nonneg_float, default=[None], help="lambdas for the iso methods (others ignore the grid)")
-    p_sweep.add_argument("--lr", nargs="+", type=_pos_float, default=[1e-3])
+    p_sweep.add_argument("--lr", nargs="+", type=_lr, default=[1e-3])
     p_sweep.add_argument("--out", required=True, help="CSV file to write (rewritten after every config)")
     _add_common(p_sweep)
 
@@ -115,7 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_plot.add_argument("csv", help="a CSV written by run or sweep")
     p_plot.add_argument("-o", "--output", required=True, help="figure file (png, pdf, svg)")
     p_plot.add_argument("--measures", nargs="+", default=None, help="metric columns to plot (default: a standard set)")
+    _add_debug(p_plot)
     return parser
+
+
+# Config field -> flag, where the flag is not "--" + the field with dashes
+_FLAGS = {"n_tasks": "--tasks", "probe_size": "--probe-size"}
+
+
+def _flag(field: str) -> str:
+    return _FLAGS.get(field, "--" + field.replace("_", "-"))
 
 
 def _config(args, benchmark: str, method: str, iso: Optional[float], lr: float):
@@ -135,58 +202,233 @@ def _run_one(args, cfg):
     return run(cfg, cache_dir=cache, progress=False if args.no_progress else None, seed_batch=args.seed_batch)
 
 
-def _write_csv(df, path: str) -> None:
-    import os
-    import tempfile
+# ---------------------------------------------------------------- checks made before any work
 
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        df.to_csv(handle, index=False)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the CSV the usual permissions
-    os.replace(tmp, out)
+
+def _check_output(flag: str, path: str) -> Path:
+    """The file ``path`` will be written to (a symlink's target); leftovers of its earlier
+    interrupted writes are removed."""
+    try:
+        target = _files.check_output_file(flag, path)
+    except ValueError as err:
+        raise _InputError(str(err)) from None
+    _files.clean_stale_temps(target.parent, target=target.name)
+    return target
+
+
+def _check_cache(args) -> None:
+    if args.no_cache:
+        return
+    from .run import default_cache_dir
+
+    if args.cache_dir is not None:
+        name, folder = "--cache-dir", args.cache_dir
+    else:
+        name = "$ISOPLAST_CACHE" if "ISOPLAST_CACHE" in os.environ else "the default cache folder"
+        folder = default_cache_dir()
+    if str(folder) == "":
+        raise _InputError(f"{name} '': allowed: a folder path (or --no-cache)")
+    try:
+        _files.check_writable_folder(name, folder)
+    except ValueError as err:
+        raise _InputError(f"{err} (or --no-cache)") from None
+
+
+def _check_configs(args, configs) -> None:
+    """Device, n_train, method constraints and memory of every config; data available."""
+    from .run import check_config
+    from .tasks import fetch_source, parse_benchmark
+
+    for cfg in configs:
+        try:
+            check_config(cfg, seed_batch=args.seed_batch)
+        except ConfigError as err:
+            named = " ".join(f"{_flag(k)} {v!r}" if isinstance(v, str) else f"{_flag(k)} {v}" for k, v in err.fields.items())
+            raise _InputError(f"{named}: {err.reason}") from err
+    for benchmark in dict.fromkeys(cfg.benchmark for cfg in configs):
+        source = parse_benchmark(benchmark)[1]
+        if source not in OFFLINE_SOURCES:
+            try:
+                fetch_source(source)  # downloads once, before any training
+            except RuntimeError as err:
+                raise _InputError(f"--benchmark {benchmark!r}: {err}") from err
+
+
+def _write_csv(df, path: str) -> None:
+    """Write atomically, through a symlink, never in place of a non-regular file."""
+    data = df.to_csv(index=False).encode()
+    _files.atomic_write(path, lambda h: h.write(data))
+
+
+def _divergence_note(df) -> str:
+    """One line naming the runs that diverged and from which task ("" if none)."""
+    if not df["diverged"].any():
+        return ""
+    first = df[df["diverged"]].groupby(["method", "iso_strength", "lr", "seed"])["task"].min()
+    runs = ", ".join(f"{m} iso={i:g} lr={lr:g} seed {s} from task {t}" for (m, i, lr, s), t in first.items())
+    return f"diverged (loss or weights non-finite; metrics NaN from that task on): {runs}"
 
 
 def _summary(df) -> str:
     cols = ["train_acc", "test_acc", "dead", "dormant_0.025", "ntk_cond"]
-    return df.groupby("task")[cols].mean().round(4).to_string()
+    text = df.groupby("task")[cols].mean().round(4).to_string()
+    note = _divergence_note(df)
+    return text + ("\n" + note + " (the means above leave them out)" if note else "")
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "plot":
-        import pandas as pd
+# ---------------------------------------------------------------- commands: prepare, then execute
 
-        from .plots import plot_results
 
-        fig = plot_results(pd.read_csv(args.csv), measures=args.measures)
-        fig.savefig(args.output, dpi=120, bbox_inches="tight")
-        return 0
-    if args.command == "run":
-        if args.iso_strength not in (None, 0.0) and args.method not in ISO_METHODS:
-            parser.error(f"--iso-strength is only used by {', '.join(ISO_METHODS)}, not by {args.method!r}")
-        df = _run_one(args, _config(args, args.benchmark, args.method, args.iso_strength, args.lr))
+def _prepare_run(args, parser):
+    if args.iso_strength not in (None, 0.0) and args.method not in ISO_METHODS:
+        parser.error(f"--iso-strength is only used by {', '.join(ISO_METHODS)}, not by {args.method!r}")
+    if args.out is not None:
+        _check_output("--out", args.out)
+    _check_cache(args)
+    cfg = _config(args, args.benchmark, args.method, args.iso_strength, args.lr)
+    _check_configs(args, [cfg])
+
+    def execute() -> int:
+        df = _run_one(args, cfg)
         if args.out:
             _write_csv(df, args.out)
         print(_summary(df))
         return 0
-    # sweep
-    import pandas as pd
 
+    return execute
+
+
+def _prepare_sweep(args, parser):
+    _check_output("--out", args.out)
+    _check_cache(args)
     configs = []
     for bench, method, lr in itertools.product(args.benchmark, args.method, args.lr):
         isos = args.iso_strength if method in ISO_METHODS else [None]
         configs.extend(_config(args, bench, method, iso, lr) for iso in dict.fromkeys(isos))
-    frames = []
-    for i, cfg in enumerate(configs):
-        print(f"[{i + 1}/{len(configs)}] {cfg.benchmark} {cfg.method} iso={cfg.iso_strength} lr={cfg.lr}", flush=True)
-        frames.append(_run_one(args, cfg))
-        _write_csv(pd.concat(frames, ignore_index=True), args.out)
-    return 0
+    _check_configs(args, configs)
+
+    def execute() -> int:
+        import pandas as pd
+
+        frames = []
+        for i, cfg in enumerate(configs):
+            print(f"[{i + 1}/{len(configs)}] {cfg.benchmark} {cfg.method} iso={cfg.iso_strength} lr={cfg.lr}", flush=True)
+            frames.append(_run_one(args, cfg))
+            note = _divergence_note(frames[-1])
+            if note:
+                print("    " + note, flush=True)
+            _write_csv(pd.concat(frames, ignore_index=True), args.out)
+        return 0
+
+    return execute
+
+
+def _figure_formats() -> Dict[str, str]:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return FigureCanvasBase.get_supported_filetypes()
+
+
+def _read_results(path: str):
+    """The result CSV at ``path``, or an ``_InputError`` saying what is wrong with it."""
+    import stat
+
+    import pandas as pd
+
+    from .run import with_diverged_column
+
+    shown = f"CSV {path!r}"
+    allowed = "allowed: a CSV file written by run or sweep"
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise _InputError(f"{shown}: no such file; {allowed}") from None
+    except (OSError, ValueError) as err:
+        raise _InputError(f"{shown} cannot be accessed ({err}); {allowed}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _InputError(f"{shown} is {_files._kind(st.st_mode)}; {allowed}")
+    if st.st_size == 0:
+        raise _InputError(f"{shown} is empty; {allowed}")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8192)
+    except OSError as err:
+        raise _InputError(f"{shown} cannot be read ({err.strerror}); {allowed}") from None
+    if b"\x00" in head and not head.startswith(b"\x1f\x8b"):  # binary, and not gzip (pandas reads .csv.gz)
+        raise _InputError(f"{shown} is a binary file, not a text CSV; {allowed}")
+    try:
+        df = pd.read_csv(path)
+    except Exception as err:  # pandas raises many kinds (ParserError, UnicodeDecodeError, BadGzipFile, ...)
+        raise _InputError(f"{shown} cannot be read as a CSV ({type(err).__name__}: {err}); {allowed}") from None
+    if df.empty:
+        raise _InputError(f"{shown} has no rows (a header only?); {allowed}")
+    return with_diverged_column(df)
+
+
+def _prepare_plot(args, parser):
+    import pandas as pd
+
+    df = _read_results(args.csv)
+    ext = Path(args.output).suffix.lower().lstrip(".")
+    formats = _figure_formats()
+    if ext not in formats:
+        shown = f"extension .{ext}" if ext else "no extension"
+        raise _InputError(f"-o/--output {args.output!r}: {shown}, not a figure format; allowed extensions: {', '.join(sorted(formats))}")
+    _check_output("-o/--output", args.output)
+    if args.measures is not None:
+        numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and c not in ("seed", "task", "diverged")]
+        for m in args.measures:
+            if m not in numeric:
+                raise _InputError(f"--measures {m!r}: not a numeric column of {args.csv!r}; allowed: {', '.join(numeric)}")
+
+    from .plots import plot_results
+
+    try:
+        fig = plot_results(df, measures=args.measures)
+    except (ValueError, TypeError) as err:
+        raise _InputError(f"CSV {args.csv!r}: {err}; allowed: a CSV file written by run or sweep") from None
+
+    def execute() -> int:
+        import matplotlib.pyplot as plt
+
+        try:
+            _files.atomic_write(args.output, lambda h: fig.savefig(h, format=ext, dpi=120, bbox_inches="tight"))
+        finally:
+            plt.close(fig)
+        return 0
+
+    return execute
+
+
+_COMMANDS = {"run": _prepare_run, "sweep": _prepare_sweep, "plot": _prepare_plot}
+# errors that stop a command with one line; ConfigError and _InputError are bad input by design
+_EXPECTED = (_InputError, ValueError, TypeError, OSError, RuntimeError)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command line; return 0 on success.
+
+    Bad input (found before any work starts) is reported as one line on stderr and exits with
+    status 2 (``SystemExit(2)``, as argparse does); an error during the work itself is one line
+    too, with status 1. ``--debug`` re-raises instead, with the full traceback.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prog = f"{parser.prog} {args.command}"
+    try:
+        execute = _COMMANDS[args.command](args, parser)
+    except _EXPECTED as err:
+        if args.debug:
+            raise
+        hint = "" if isinstance(err, _InputError) else " (--debug shows the traceback)"
+        _fail(prog, f"{err}{hint}")
+    try:
+        return execute()
+    except _EXPECTED as err:
+        if args.debug:
+            raise
+        sys.stderr.write(f"{prog}: error: {_one_line(err)} (--debug shows the traceback)\n")
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional
 
 import torch
 
@@ -29,7 +29,37 @@ __all__ = [
     "check_tensor",
     "check_generator",
     "check_module",
+    "check_finite_parameters",
+    "ConfigError",
 ]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run, with the settings at fault.
+
+    Attributes:
+        fields: the offending settings, ``{name: value}`` (``Config`` field names, e.g.
+            ``{"n_train": 1438}``), in the order they should be named.
+        reason: what is wrong and what is allowed.
+
+    ``str(err)`` is ``"n_train=1438: <reason>"``; the command line names the flags instead.
+    """
+
+    def __init__(self, fields: Dict[str, Any], reason: str) -> None:
+        self.fields = dict(fields)
+        self.reason = reason
+        named = ", ".join(f"{k}={v!r}" for k, v in self.fields.items())
+        super().__init__(f"{named}: {reason}")
+
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _nonfinite_counts(value: torch.Tensor) -> str:
+    """``"2 NaN, 1 inf of 12 entries"`` for an error message (called only on failure)."""
+    n_nan = int(torch.isnan(value).sum())
+    n_inf = int(torch.isinf(value).sum())
+    return f"{n_nan} NaN and {n_inf} infinite of {value.numel()} entries"
 
 
 def _show(value: Any) -> str:
@@ -84,12 +114,16 @@ def check_unit_interval_open(name: str, value: Any) -> float:
     return value
 
 
-def check_int(name: str, value: Any, *, minimum: Optional[int] = None) -> int:
-    """Return ``value`` as an ``int`` (bools rejected) after checking ``value >= minimum``."""
+def check_int(name: str, value: Any, *, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
+    """Return ``value`` as an ``int`` (bools rejected) after checking ``minimum <= value <= maximum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {_show(value)} of type {type(value).__name__}")
     value = int(value)
-    if minimum is not None and value < minimum:
+    too_small = minimum is not None and value < minimum
+    if maximum is not None and (too_small or value > maximum):
+        lower = "" if minimum is None else f"{minimum} <= "
+        raise ValueError(f"{name} must be an int with {lower}{name} <= {maximum}, got {value}")
+    if too_small:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
     return value
 
@@ -120,6 +154,7 @@ def check_tensor(
     floating: bool = True,
     nonempty: bool = True,
     finite: bool = False,
+    full_precision: bool = False,
 ) -> torch.Tensor:
     """Return ``value`` after checking it is a ``torch.Tensor`` of the requested kind.
 
@@ -130,7 +165,10 @@ def check_tensor(
         min_ndim: minimal number of dimensions required, if given.
         floating: require a floating-point dtype.
         nonempty: require at least one element (and no zero-sized dimension).
-        finite: require every entry to be finite (costs one reduction, so off by default).
+        finite: require every entry to be finite (costs one reduction and a device
+            synchronization, so off by default; never use it inside a ``forward``).
+        full_precision: reject float16 and bfloat16 (torch's linear algebra, e.g. ``svdvals``,
+            has no half-precision kernels).
     """
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {_show(value)} of type {type(value).__name__}")
@@ -142,8 +180,10 @@ def check_tensor(
         raise TypeError(f"{name} must have a floating-point dtype, got {value.dtype}")
     if nonempty and value.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}")
+    if full_precision and value.dtype in _HALF:
+        raise TypeError(f"{name} must be float32 or float64 (no linear algebra in half precision), got {value.dtype}; convert it with .float()")
     if finite and not bool(torch.isfinite(value).all()):
-        raise ValueError(f"{name} must contain only finite values")
+        raise ValueError(f"{name} must contain only finite values, got {_nonfinite_counts(value)}")
     return value
 
 
@@ -159,3 +199,26 @@ def check_module(name: str, value: Any, cls: type = torch.nn.Module) -> torch.nn
     if not isinstance(value, cls):
         raise TypeError(f"{name} must be a {cls.__module__}.{cls.__qualname__}, got {_show(value)} of type {type(value).__name__}")
     return value
+
+
+def check_finite_parameters(name: str, model: torch.nn.Module) -> torch.nn.Module:
+    """Return ``model`` after checking its parameters are finite and not in half precision.
+
+    Raises:
+        TypeError: a float16 / bfloat16 parameter (the diagnostics' linear algebra has no
+            half-precision kernels).
+        ValueError: a parameter holds NaN or infinite entries (a diverged model); the message
+            names the first such parameter.
+    """
+    for pname, p in model.named_parameters():
+        if p.dtype in _HALF:
+            raise TypeError(
+                f"{name} has {p.dtype} parameters ({pname}); the diagnostics need float32 or float64 "
+                f"(no linear algebra in half precision): use a float copy, e.g. copy.deepcopy({name}).float()"
+            )
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            raise ValueError(
+                f"{name} must have finite parameters, got {_nonfinite_counts(p.detach())} in {pname} "
+                "(a diverged model: its diagnostics are undefined)"
+            )
+    return model

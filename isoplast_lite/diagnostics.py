@@ -7,6 +7,14 @@ of hidden blocks followed by a head. The *features* of a model on ``x`` are the 
 hidden blocks (post-activation). The rank measures are pure functions of tensors and use the
 singular values of the matrix as given (no centering).
 
+Non-finite input is an error: every function here raises a ``ValueError`` naming the argument
+when a tensor (or a model's parameter) holds NaN or inf, since no diagnostic of such a network
+is meaningful (a diverged run is recorded as such by the runner), and a ``TypeError`` for
+float16 / bfloat16 tensors or models (torch's linear algebra has no half-precision kernels).
+The scale-invariant measures (:func:`effective_rank`, :func:`srank`, :func:`stable_rank`, the
+condition number and progress of :func:`ntk_summary`) give the same value for ``c * x`` as for
+``x`` at any scale ``c`` that float arithmetic can hold.
+
 References:
     Jacot, Gabriel & Hongler (2018), "Neural tangent kernel", NeurIPS.
     Novak, Sohl-Dickstein & Schoenholz (2022), "Fast finite width neural tangent kernel", ICML
@@ -29,6 +37,7 @@ from torch.func import functional_call, jacrev, jvp, vjp, vmap
 from ._validation import (
     check_bool,
     check_choice,
+    check_finite_parameters,
     check_generator,
     check_int,
     check_module,
@@ -56,9 +65,9 @@ __all__ = [
 
 
 def _check_inputs(x1: torch.Tensor, x2: Optional[torch.Tensor]) -> None:
-    check_tensor("x1", x1, min_ndim=2)
+    check_tensor("x1", x1, min_ndim=2, finite=True, full_precision=True)
     if x2 is not None:
-        check_tensor("x2", x2, min_ndim=2)
+        check_tensor("x2", x2, min_ndim=2, finite=True, full_precision=True)
         if x2.shape[1:] != x1.shape[1:]:
             raise ValueError(
                 f"x2 must have the feature shape of x1 {tuple(x1.shape[1:])}, got x2.shape={tuple(x2.shape)}"
@@ -140,6 +149,7 @@ def empirical_ntk(
         (torch.func).
     """
     check_module("model", model)
+    check_finite_parameters("model", model)
     _check_inputs(x1, x2)
     _check_model_input(model, "x1", x1)
     method = check_choice("method", method, ("jacobian", "ntk_vp", "layerwise"))
@@ -372,7 +382,7 @@ def ntk_summary(
         Kantorovich (1948); Rosseau, Müller & Nowé (2026) for the link between plasticity and
         eNTK conditioning.
     """
-    check_tensor("ntk", ntk)
+    check_tensor("ntk", ntk, finite=True, full_precision=True)
     if ntk.ndim == 4:
         n, n_b, o, o_b = ntk.shape
         if n != n_b or o != o_b:
@@ -390,16 +400,17 @@ def ntk_summary(
     with torch.no_grad():
         theta = 0.5 * (theta + theta.mT)  # (M, M)
         eigenvalues = torch.linalg.eigvalsh(theta).flip(0)  # (M,), descending
-        s = eigenvalues.abs()
+        s = _scale_safe(eigenvalues.abs())
         s_max, s_min = float(s.max()), float(s.min())
         cond = math.inf if s_min == 0.0 else s_max / s_min
         kantorovich = 0.0 if math.isinf(cond) else 4.0 * cond / (1.0 + cond) ** 2
 
         u = torch.randn(n_directions, theta.shape[0], generator=generator, dtype=theta.dtype, device=theta.device)
-        theta_u = u @ theta  # (D, M); theta is symmetric
-        num = (u * theta_u).sum(-1).square()
-        den = u.square().sum(-1) * theta_u.square().sum(-1)
-        rho = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+        # rho is scale-free: bring theta's largest entry into [0.5, 1) by a power of two, which is
+        # exact in floating point (same bits as unscaled) but keeps (u' theta u)^2 from over- or
+        # underflowing for kernels of any scale
+        exponent = math.frexp(float(theta.abs().max()))[1]
+        rho = _progress(theta * 2.0 ** -max(min(exponent, 120), -120), u)
 
     return {
         "eigenvalues": eigenvalues,
@@ -411,6 +422,14 @@ def ntk_summary(
         "lambda_max": float(eigenvalues[0]),
         "lambda_min": float(eigenvalues[-1]),
     }
+
+
+def _progress(theta: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """rho(u) of :func:`ntk_summary` for each direction ``u`` ``(D, M)``, theta symmetric ``(M, M)``."""
+    theta_u = u @ theta  # (D, M); theta is symmetric
+    num = (u * theta_u).sum(-1).square()
+    den = u.square().sum(-1) * theta_u.square().sum(-1)
+    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -479,7 +498,8 @@ def layer_jacobian_svdvals(model: nn.Sequential, x: torch.Tensor) -> Dict[Union[
         True
     """
     _check_block_model(model)
-    check_tensor("x", x, min_ndim=2)
+    check_finite_parameters("model", model)
+    check_tensor("x", x, min_ndim=2, finite=True, full_precision=True)
     _check_model_input(model, "x", x)
 
     def block_jacobians(fn, h):  # (N, d_out, d_in)
@@ -514,7 +534,8 @@ def hidden_features(model: nn.Sequential, x: torch.Tensor) -> List[torch.Tensor]
         [(5, 8), (5, 8)]
     """
     _check_block_model(model, min_blocks=2)
-    check_tensor("x", x, min_ndim=2)
+    check_finite_parameters("model", model)
+    check_tensor("x", x, min_ndim=2, finite=True, full_precision=True)
     _check_model_input(model, "x", x)
     feats = []
     with torch.no_grad():
@@ -617,6 +638,18 @@ def _fractions(masks: List[torch.Tensor], per_layer: bool) -> Union[float, List[
 # ----------------------------------------------------------------------------------------------
 
 
+def _scale_safe(s: torch.Tensor) -> torch.Tensor:
+    """Singular values ``(..., k)``, divided by the largest if their sum overflows.
+
+    For the scale-invariant measures only; below the overflow the values are returned as they
+    are (so results are bitwise unchanged for ordinary inputs).
+    """
+    if bool(torch.isfinite(s.sum(dim=-1)).all()):
+        return s
+    top = s.amax(dim=-1, keepdim=True)
+    return s / torch.where(top > 0, top, torch.ones_like(top))
+
+
 def _effective_rank_from_svals(s: torch.Tensor) -> torch.Tensor:
     total = s.sum(dim=-1, keepdim=True)  # (..., 1)
     p = s / torch.where(total > 0, total, torch.ones_like(total))  # (..., k)
@@ -648,9 +681,9 @@ def effective_rank(features: torch.Tensor) -> torch.Tensor:
         Roy & Vetterli (2007), "The effective rank: a measure of effective dimensionality",
         EUSIPCO.
     """
-    check_tensor("features", features, min_ndim=2)
+    check_tensor("features", features, min_ndim=2, finite=True, full_precision=True)
     with torch.no_grad():
-        return _effective_rank_from_svals(torch.linalg.svdvals(features))
+        return _effective_rank_from_svals(_scale_safe(torch.linalg.svdvals(features)))
 
 
 def srank(features: torch.Tensor, delta: float = 0.01) -> torch.Tensor:
@@ -678,12 +711,12 @@ def srank(features: torch.Tensor, delta: float = 0.01) -> torch.Tensor:
         Kumar, Agarwal, Ghosh & Levine (2021), "Implicit under-parameterization inhibits
         data-efficient deep reinforcement learning", ICLR.
     """
-    check_tensor("features", features, min_ndim=2)
+    check_tensor("features", features, min_ndim=2, finite=True, full_precision=True)
     delta = check_real("delta", delta)
     if not 0.0 <= delta < 1.0:
         raise ValueError(f"delta must lie in [0, 1), got {delta}")
     with torch.no_grad():
-        s = torch.linalg.svdvals(features)  # (..., k), descending
+        s = _scale_safe(torch.linalg.svdvals(features))  # (..., k), descending
         cumulative = s.cumsum(dim=-1)
         total = cumulative[..., -1:]  # (..., 1)
         k = (cumulative < (1.0 - delta) * total).sum(dim=-1) + 1
@@ -710,9 +743,9 @@ def stable_rank(W: torch.Tensor) -> torch.Tensor:
         Rudelson & Vershynin (2007), "Sampling from large matrices: an approach through
         geometric functional analysis", J. ACM.
     """
-    check_tensor("W", W, min_ndim=2)
+    check_tensor("W", W, min_ndim=2, finite=True, full_precision=True)
     with torch.no_grad():
-        s = torch.linalg.svdvals(W)  # (..., k)
-        top = s[..., 0]
-        ratio = s.square().sum(dim=-1) / torch.where(top > 0, top, torch.ones_like(top)).square()
-        return torch.where(top > 0, ratio, torch.zeros_like(ratio))
+        s = torch.linalg.svdvals(W)  # (..., k), descending
+        top = s[..., :1]
+        ratio = (s / torch.where(top > 0, top, torch.ones_like(top))).square().sum(dim=-1)  # scale-safe: sigma_i / sigma_1 <= 1
+        return torch.where(top.squeeze(-1) > 0, ratio, torch.zeros_like(ratio))

@@ -86,11 +86,15 @@ def isometry_penalty(W: torch.Tensor) -> torch.Tensor:
     Differentiable (autograd gives :func:`isometry_grad`).
 
     Args:
-        W: a weight of at least 2 dimensions. Tensors with more dimensions are conv kernels
-            ``(out, in, k, ...)``, reshaped to ``(out, in * k * ...)``.
+        W: a weight of at least 2 dimensions, finite. Tensors with more dimensions are conv
+            kernels ``(out, in, k, ...)``, reshaped to ``(out, in * k * ...)``.
 
     Returns:
         A 0-dim tensor.
+
+    Raises:
+        ValueError: ``W`` holds NaN or inf (checked with one reduction, which synchronizes a
+            GPU; the runner's methods call the unchecked private form every step).
 
     Shape:
         ``W``: ``(out, in)`` or ``(out, in, *kernel)``; output ``()``.
@@ -104,7 +108,7 @@ def isometry_penalty(W: torch.Tensor) -> torch.Tensor:
     References:
         Rosseau, Müller & Nowé (2026), ICML, Eq. 16.
     """
-    check_tensor("W", W, min_ndim=2)
+    check_tensor("W", W, min_ndim=2, finite=True)
     return _isometry_penalty_matrix(_as_matrix(W))
 
 
@@ -115,7 +119,8 @@ def isometry_grad(W: torch.Tensor) -> torch.Tensor:
     the ``(out, in * k * ...)`` matrix and reshaped back.
 
     Args:
-        W: a weight of at least 2 dimensions (see :func:`isometry_penalty`).
+        W: a weight of at least 2 dimensions, finite (see :func:`isometry_penalty`; NaN or inf
+            raise a ``ValueError``).
 
     Returns:
         A tensor of the same shape as ``W``. It is built from differentiable operations, so it
@@ -135,7 +140,7 @@ def isometry_grad(W: torch.Tensor) -> torch.Tensor:
     References:
         Rosseau, Müller & Nowé (2026), ICML, Eq. 16 and its gradient.
     """
-    check_tensor("W", W, min_ndim=2)
+    check_tensor("W", W, min_ndim=2, finite=True)
     return _isometry_grad_matrix(_as_matrix(W)).reshape(W.shape)
 
 
@@ -228,8 +233,8 @@ def partial_isometry_measures(W: torch.Tensor, W0: Optional[torch.Tensor] = None
     This is our reconstruction of the paper's "partial isometry" argument (see ``PAPER.md``).
 
     Args:
-        W: a weight with at least 2 dimensions.
-        W0: optional reference weight (e.g. the initialization), same shape as ``W``.
+        W: a weight with at least 2 dimensions, finite, float32 or float64.
+        W0: optional reference weight (e.g. the initialization), same shape as ``W``, finite.
 
     Returns:
         A dict of Python floats.
@@ -239,9 +244,9 @@ def partial_isometry_measures(W: torch.Tensor, W0: Optional[torch.Tensor] = None
         >>> m["sum_sq"], m["sigma_max"], m["mean_sq"], m["std_sq"], m["iso_penalty"]
         (5.0, 2.0, 2.5, 1.5, 9.0)
     """
-    check_tensor("W", W, min_ndim=2)
+    check_tensor("W", W, min_ndim=2, finite=True, full_precision=True)
     if W0 is not None:
-        check_tensor("W0", W0, min_ndim=2)
+        check_tensor("W0", W0, min_ndim=2, finite=True)
         if W0.shape != W.shape:
             raise ValueError(f"W0 must have the shape of W {tuple(W.shape)}, got {tuple(W0.shape)}")
     with torch.no_grad():

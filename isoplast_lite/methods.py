@@ -1,6 +1,7 @@
 """The compared continual-learning methods, all behind one small interface.
 
-A method decides four things: which network it trains (:meth:`Method.build_model`), its
+A method decides four things (and may refuse a config it cannot run,
+:meth:`Method.check_config`): which network it trains (:meth:`Method.build_model`), its
 optimizer (:meth:`Method.make_optimizer`), an extra loss term (:meth:`Method.penalty`), and
 what it does after each step and at each task boundary (:meth:`Method.after_step`,
 :meth:`Method.at_task_boundary`). Every hook works on a :class:`StackedModel`: the ``S`` seeds
@@ -66,8 +67,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
+from ._validation import ConfigError
 from .diagnostics import _dormant_mask
-from .isometry import isometry_penalty
+from .isometry import _isometry_penalty_matrix
 from .nn import aei_mlp, relu_mlp
 from .optim import AdamO
 
@@ -239,6 +241,10 @@ class Method:
     name = "adam"
     uses_iso = False
     batched = True
+
+    def check_config(self, cfg: "Config") -> None:
+        """Raise a :class:`~isoplast_lite._validation.ConfigError` naming the fields of ``cfg``
+        this method cannot run with (called before any work; the base accepts every config)."""
 
     def build_model(self, in_dim: int, out_dim: int, cfg: "Config", generator: torch.Generator) -> nn.Sequential:
         return relu_mlp(in_dim, cfg.width, cfg.depth, out_dim, init=cfg.init, generator=generator)
@@ -476,7 +482,9 @@ class CoupledIso(Method):
 
     Adam preconditions the regularizer's gradient together with the task gradient; this is the
     ablation AdamO is compared with, and Parseval regularization (Chung et al. 2024) with target
-    ``I`` (orthogonal init has gain 1). ``R_iso`` is :func:`isoplast_lite.isometry.isometry_penalty`.
+    ``I`` (orthogonal init has gain 1). ``R_iso`` is :func:`isoplast_lite.isometry.isometry_penalty`,
+    here without its argument checks (their finiteness check would synchronize every step; a
+    non-finite penalty is what the runner's divergence check then sees).
     """
 
     name = "coupled-iso"
@@ -485,7 +493,7 @@ class CoupledIso(Method):
     def penalty(self, stack, cfg):
         if cfg.iso_strength == 0:
             return None
-        total = sum(isometry_penalty(stack.params[n][k]) for n in stack.hidden_weight_names() for k in range(stack.n_seeds))
+        total = sum(_isometry_penalty_matrix(stack.params[n][k]) for n in stack.hidden_weight_names() for k in range(stack.n_seeds))
         return cfg.iso_strength * total
 
 
@@ -516,9 +524,15 @@ class AEIAdam(Method):
     """Adam on ``aei_mlp`` (orthogonal hidden weights + GroupSort, free linear head)."""
 
     name = "aei-adam"
+    group_size = 2  # MaxMin
+
+    def check_config(self, cfg):
+        if cfg.width % self.group_size:
+            raise ConfigError({"width": cfg.width, "method": cfg.method},
+                              f"GroupSort with group size {self.group_size} needs a width divisible by {self.group_size}; allowed: an even width")  # fmt: skip
 
     def build_model(self, in_dim, out_dim, cfg, generator):
-        return aei_mlp(in_dim, cfg.width, cfg.depth, out_dim, head="free", generator=generator)
+        return aei_mlp(in_dim, cfg.width, cfg.depth, out_dim, head="free", group_size=self.group_size, generator=generator)
 
 
 class AEIAdamO(AEIAdam):

@@ -87,6 +87,11 @@ class GroupSort(nn.Module):
         group_size: number of features per group (>= 1). The feature count of the input must
             be divisible by it; otherwise ``forward`` raises a ``ValueError``.
 
+    Non-finite input: ``forward`` makes no finiteness check (it would synchronize a GPU at every
+    call). NaN and inf entries are sorted like values (NaN as the largest) and come out
+    unchanged, so the output has exactly as many NaN and inf entries as the input: they are
+    never turned into finite numbers. The diagnostics reject a non-finite input or model.
+
     Shape:
         - Input: ``(*, C)`` with ``C % group_size == 0``.
         - Output: ``(*, C)``.
@@ -166,13 +171,20 @@ class OrthogonalLinear(nn.Module):
     ``copy.deepcopy`` and ``state_dict``/``load_state_dict``. Its parameters are named
     ``parametrizations.weight.original`` and ``bias``.
 
+    Non-finite values: ``forward`` makes no finiteness check (it would synchronize a GPU at
+    every call). A NaN or inf input gives non-finite outputs (``W`` mixes every input feature);
+    a non-finite trained parameter makes the whole weight non-finite (the Cayley map solves a
+    linear system), so nothing is silently repaired. The diagnostics reject such a model.
+    float16 / bfloat16 are refused at construction: the orthogonal initialization and the
+    Cayley map need linear algebra that torch does not provide in half precision.
+
     Args:
         in_features: input size ``d_in`` (>= 1).
         out_features: output size ``d_out`` (>= 1).
         bias: whether to add a learnable bias (initialized to zero).
         generator: random source for the initial orthogonal matrix; ``None`` uses torch's
             global RNG.
-        dtype: optional floating dtype of the parameters.
+        dtype: optional dtype of the parameters, float32 or float64.
 
     Shape:
         - Input: ``(*, in_features)``.
@@ -228,8 +240,15 @@ class OrthogonalLinear(nn.Module):
 
 
 def _check_dtype(dtype: Optional[torch.dtype]) -> Optional[torch.dtype]:
+    """``None``, float32 or float64 (the orthogonal initialization's QR has no half-precision kernel)."""
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
         raise TypeError(f"dtype must be None or a floating torch.dtype, got {dtype!r}")
+    if dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(
+            f"dtype must be None, torch.float32 or torch.float64, got {dtype}: the orthogonal initialization "
+            "and parametrization need linear algebra that torch has no half-precision kernels for "
+            "(train in float32, with torch.autocast for mixed precision)"
+        )
     return dtype
 
 
@@ -295,7 +314,7 @@ def relu_mlp(
         init: ``"orthogonal"``, ``"kaiming"`` or ``"default"``.
         layernorm: insert ``nn.LayerNorm(width)`` between each hidden linear map and its ReLU.
         generator: random source for every initial weight; ``None`` uses torch's global RNG.
-        dtype: optional floating dtype of the parameters.
+        dtype: optional dtype of the parameters, float32 or float64 (half precision: TypeError).
 
     Returns:
         ``nn.Sequential`` of ``depth + 1`` blocks.
@@ -363,7 +382,7 @@ def aei_mlp(
         head: ``"free"`` or ``"orthogonal"``.
         group_size: GroupSort group size (2 = MaxMin); must divide ``width``.
         generator: random source for every initial weight; ``None`` uses torch's global RNG.
-        dtype: optional floating dtype of the parameters.
+        dtype: optional dtype of the parameters, float32 or float64 (half precision: TypeError).
 
     Returns:
         ``nn.Sequential`` of ``depth + 1`` blocks.

@@ -12,6 +12,7 @@ References:
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 
 import torch
@@ -28,9 +29,11 @@ def _iso_applies(param: torch.Tensor, seed_dims: int) -> bool:
 
 
 def _as_matrices(param: torch.Tensor, seed_dims: int) -> torch.Tensor:
-    """View ``(*seed, out, in, *kernel)`` as a stack of matrices ``(*seed, out, in * prod(kernel))``."""
-    lead = param.shape[: seed_dims + 1]
-    return param.reshape(*lead, -1)
+    """View ``(*seed, out, in, *kernel)`` as a stack of matrices ``(*seed, out, in * prod(kernel))``.
+
+    ``flatten`` (not ``reshape(..., -1)``) so that empty parameters, e.g. ``(0, 3)``, work too.
+    """
+    return param.flatten(seed_dims + 1)
 
 
 def _decay_and_isometry(theta: torch.Tensor, decay: float, iso_coef: float) -> torch.Tensor:
@@ -221,6 +224,22 @@ class AdamO(Optimizer):
     shape ``(S, out, in)`` is S matrices, each regularized on its own, and a bias ``(S, out)``
     is a vector; the result equals S independent AdamO runs (Adam itself is elementwise).
 
+    Checks: a parameter group may only hold the keys of the arguments below (plus ``params``);
+    a misspelt key such as ``iso_strenght`` is a ``ValueError``, not a silently ignored
+    setting. Every group's hyperparameters are checked again at each :meth:`step` (a few
+    Python comparisons, no tensor operation), so a value assigned after construction, e.g.
+    ``opt.param_groups[0]["lr"] = -1``, is caught before it is used. :meth:`load_state_dict`
+    refuses the state dict of another optimizer (e.g. ``torch.optim.Adam``, whose groups have
+    no ``iso_strength``) with a ``ValueError``.
+
+    Non-finite gradients: AdamO does not inspect the gradients (a check would synchronize a GPU
+    every step). As in ``torch.optim.Adam``, a NaN or infinite gradient entry makes the moments
+    and the parameter entry non-finite from that step on; with the isometry step, the matrix
+    products then spread it to the whole matrix at the next step. Nothing is clipped or
+    skipped silently. To skip such steps, check the gradients before :meth:`step` (e.g.
+    ``torch.nn.utils.clip_grad_norm_(params, max_norm, error_if_nonfinite=True)``); the runner
+    instead records the run as diverged.
+
     Args:
         params: iterable of parameters or of dicts defining parameter groups.
         lr: learning rate :math:`\eta` (>= 0).
@@ -281,9 +300,14 @@ class AdamO(Optimizer):
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
-        """Add a parameter group after checking its hyperparameter overrides."""
+        """Add a parameter group after checking its keys and hyperparameter overrides."""
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        for key in param_group:
+            if key not in self.defaults and key not in _TORCH_GROUP_KEYS:
+                close = difflib.get_close_matches(str(key), list(self.defaults), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"param_group has the unknown key {key!r}{hint}; allowed keys: params, {', '.join(self.defaults)}")
         merged = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
         _validate_hyperparameters(merged)
         super().add_param_group(param_group)
@@ -296,6 +320,28 @@ class AdamO(Optimizer):
                     f"seed_dims={group['seed_dims']} exceeds the number of dimensions of a parameter "
                     f"of shape {tuple(p.shape)}"
                 )
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Load a state dict saved by :meth:`state_dict` of an ``AdamO``; refuse any other.
+
+        Raises:
+            TypeError: ``state_dict`` is not an optimizer state dict.
+            ValueError: its parameter groups are not AdamO's (e.g. ``torch.optim.Adam``'s: no
+                ``iso_strength``), or hold invalid hyperparameters.
+        """
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get("param_groups"), list) or "state" not in state_dict:
+            raise TypeError("state_dict must be an optimizer state dict with the keys 'state' and 'param_groups'")
+        for i, group in enumerate(state_dict["param_groups"]):
+            missing = [k for k in _REQUIRED_GROUP_KEYS if not isinstance(group, dict) or k not in group]
+            if missing:
+                foreign = sorted(set(group) - set(self.defaults) - _TORCH_GROUP_KEYS) if isinstance(group, dict) else []
+                other = f" and has the keys {foreign} of another optimizer (torch.optim.Adam?)" if foreign else ""
+                raise ValueError(
+                    f"state_dict is not an AdamO state dict: param_groups[{i}] lacks {missing}{other}; "
+                    "build a fresh AdamO instead (its moments start at zero)"
+                )
+        super().load_state_dict(state_dict)
+        _validate_groups(self.param_groups)
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -315,6 +361,8 @@ class AdamO(Optimizer):
         Returns:
             The loss returned by ``closure``, or ``None``.
         """
+        # values assigned after construction (by hand or by a scheduler); unchanged groups are skipped
+        self._checked = _validate_groups(self.param_groups, getattr(self, "_checked", None))
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -353,6 +401,34 @@ class AdamO(Optimizer):
                     iso_every=group["iso_every"],
                 )
         return loss
+
+
+# keys torch itself (or its LR schedulers) may put in a param group besides the hyperparameters
+_TORCH_GROUP_KEYS = frozenset({"params", "param_names", "initial_lr"})
+# keys every AdamO group has had since the first version (iso_lr, iso_every, seed_dims came later)
+_REQUIRED_GROUP_KEYS = ("lr", "betas", "eps", "weight_decay", "iso_strength")
+
+
+_HYPER_KEYS = ("lr", "betas", "eps", "weight_decay", "iso_strength", "iso_lr", "iso_every", "seed_dims")
+
+
+def _validate_groups(groups, checked: Optional[list] = None) -> list:
+    """Check every group's hyperparameters; the error names the group index.
+
+    Returns the checked values (with their types) per group; a group whose values equal those
+    in ``checked`` is not checked again (a tuple comparison instead of a dozen checks).
+    """
+    seen = []
+    for i, group in enumerate(groups):
+        values = tuple((type(group.get(k)), group.get(k)) for k in _HYPER_KEYS)
+        seen.append(values)
+        if checked is not None and i < len(checked) and checked[i] == values:
+            continue
+        try:
+            _validate_hyperparameters(group)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"param_groups[{i}]: {err}") from None
+    return seen
 
 
 def _validate_hyperparameters(group: Dict[str, Any]) -> None:

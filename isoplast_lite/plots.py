@@ -28,6 +28,14 @@ def _label(df: pd.DataFrame) -> pd.Series:
     return df["method"].where(iso == 0, df["method"] + " (lambda=" + iso.map("{:g}".format) + ")")
 
 
+def _diverged_from(data: pd.DataFrame) -> dict:
+    """Run label -> the first task (as plotted) in which one of its seeds diverged."""
+    if "diverged" not in data.columns:
+        return {}
+    flags = data["diverged"].astype(str).str.lower().isin(("true", "1", "1.0"))
+    return {run: int(task) for run, task in data[flags].groupby("run")["task"].min().items()}
+
+
 def plot_results(df: pd.DataFrame, *, measures: Optional[Sequence[str]] = None, accuracy: Optional[str] = None, ncols: int = 3):
     """Accuracy per task (mean over seeds with a 95% bootstrap CI) and the measures per task.
 
@@ -41,10 +49,14 @@ def plot_results(df: pd.DataFrame, *, measures: Optional[Sequence[str]] = None, 
 
     Returns:
         A ``matplotlib.figure.Figure`` with one panel per quantity, one line per method
-        (and iso strength), seeds aggregated by seaborn's ``errorbar=("ci", 95)``.
+        (and iso strength), seeds aggregated by seaborn's ``errorbar=("ci", 95)``. A run with
+        diverged seeds (column ``diverged``, see :mod:`isoplast_lite.run`) is labelled
+        "diverged from task k" in the legend and marked by a dotted vertical line at task k in
+        every panel; its metrics are NaN from there on, so its lines stop.
 
     Raises:
-        TypeError: ``df`` is not a DataFrame. ValueError: a needed column is missing.
+        TypeError: ``df`` is not a DataFrame. ValueError: ``df`` has no rows, or a needed
+        column is missing or not numeric.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -54,6 +66,8 @@ def plot_results(df: pd.DataFrame, *, measures: Optional[Sequence[str]] = None, 
     missing = [c for c in _REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"df is missing the columns {missing}; it must come from isoplast_lite.run.run")
+    if df.empty:
+        raise ValueError("df has no rows")
     if accuracy is None:
         accuracy = "test_acc" if "test_acc" in df.columns and df["test_acc"].notna().any() else "train_acc"
     if measures is None:
@@ -62,7 +76,13 @@ def plot_results(df: pd.DataFrame, *, measures: Optional[Sequence[str]] = None, 
     missing = [c for c in wanted if c not in df.columns]
     if missing:
         raise ValueError(f"columns {missing} are not in df (available: {list(df.columns)})")
+    not_numeric = [c for c in ["iso_strength", "seed", "task", *wanted] if not pd.api.types.is_numeric_dtype(df[c])]
+    if not_numeric:
+        raise ValueError(f"columns {not_numeric} must be numeric, got dtypes {[str(df[c].dtype) for c in not_numeric]}")
     data = df.assign(run=_label(df), task=df["task"] + 1)
+    diverged_from = _diverged_from(data)  # run label -> first diverged task (1-based)
+    data["run"] = data["run"].map(lambda r: f"{r} [diverged from task {diverged_from[r]}]" if r in diverged_from else r)
+    diverged_from = {f"{r} [diverged from task {t}]": t for r, t in diverged_from.items()}
     runs = list(dict.fromkeys(data["run"]))
     # distinct colours for many runs: the 10 dark hues of tab20 first, then their light pairs
     tab20 = sns.color_palette("tab20", 20)
@@ -75,6 +95,8 @@ def plot_results(df: pd.DataFrame, *, measures: Optional[Sequence[str]] = None, 
     for ax, col in zip(axes.flat, wanted):
         sns.lineplot(data=data, x="task", y=col, hue="run", hue_order=runs, palette=palette, errorbar=("ci", 95), n_boot=500,
                      seed=0, ax=ax, marker="o", markersize=3, legend=ax is axes.flat[0])
+        for run, task in diverged_from.items():
+            ax.axvline(task, color=palette[run], linestyle=":", linewidth=1.2)
         if col in LOG_MEASURES:
             ax.set_yscale("log")
         ax.set_title(col)

@@ -58,9 +58,9 @@ import os
 import pickle
 import struct
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -68,17 +68,20 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
+from . import _files
 from ._validation import check_choice, check_int
 
 __all__ = [
     "SOURCES",
     "OFFLINE_SOURCES",
+    "SOURCE_SIZES",
     "STREAMS",
     "BENCHMARKS",
     "DataSource",
     "Task",
     "TaskStream",
     "load_source",
+    "fetch_source",
     "load_idx",
     "parse_benchmark",
     "make_stream",
@@ -89,6 +92,10 @@ SOURCES = ("digits", "mnist1d", "mnist", "fashion-mnist", "cifar10")
 OFFLINE_SOURCES = ("digits", "mnist1d")
 STREAMS = ("random-label", "permuted", "label-shuffle")
 BENCHMARKS = tuple(f"{stream}-{source}" for source in SOURCES for stream in STREAMS)
+# (training images, input features, classes) of each source, known without loading it (the
+# runner checks n_train and memory before any work; a test checks them against the loaders).
+SOURCE_SIZES = {"digits": (1437, 64, 10), "mnist1d": (4000, 40, 10), "mnist": (60000, 784, 10),
+                "fashion-mnist": (60000, 784, 10), "cifar10": (50000, 3072, 10)}  # fmt: skip
 
 # Files of the IDX sources: (file name, SHA-256 of the gzip file as published).
 # The hashes are those recorded by TFDS/Keras (MNIST) and Zalando Research (Fashion-MNIST).
@@ -255,27 +262,46 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _keep_aside(path: Path, dest: Path, why: str) -> Path:
+    """Rename a file that failed verification to ``{dest}.failed-sha256`` and warn where and why."""
+    aside = dest.with_name(dest.name + ".failed-sha256")
+    os.replace(path, aside)
+    warnings.warn(f"{why}; kept aside as {aside} (delete it when you no longer need it)", RuntimeWarning, stacklevel=4)
+    return aside
+
+
 def _fetch(name: str, file_name: str, sha256: str, mirrors: Tuple[str, ...], folder: Path, download: bool) -> Path:
-    """Return the verified local copy of one file, downloading it once (atomically) if needed."""
+    """Return the verified local copy of one file, downloading it once (atomically) if needed.
+
+    A local copy or a download that fails its SHA-256 check is never deleted: it is renamed to
+    ``{file_name}.failed-sha256`` (replacing an earlier one) with a warning saying where and why.
+    Partial downloads of interrupted runs (``.{file_name}~...part``) are removed first.
+    """
     dest = folder / file_name
+    _files.clean_stale_temps(folder, target=file_name)
+    aside = None
     if dest.exists():
-        if _sha256(dest) == sha256:
+        got = _sha256(dest)
+        if got == sha256:
             return dest
-        dest.unlink()  # a corrupt or foreign file: fetch again
+        aside = _keep_aside(dest, dest, f"{dest} failed its SHA-256 check (got {got}, expected {sha256}): a partial or damaged copy")
     if not download:
+        if aside is not None:
+            raise RuntimeError(f"{file_name} of {name!r} in {folder} failed its SHA-256 check (kept aside as {aside}) and download=False")
         raise RuntimeError(f"{file_name} of {name!r} is not in {folder} and download=False")
     folder.mkdir(parents=True, exist_ok=True)
     errors = []
     for mirror in mirrors:
         url = mirror + file_name
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{file_name}.", suffix=".part")
+        tmp = _files.new_temp(dest, ".part")
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     out.write(chunk)
-            got = _sha256(Path(tmp))
+            got = _sha256(tmp)
             if got != sha256:
-                errors.append(f"{url}: SHA-256 {got} != expected {sha256}")
+                aside = _keep_aside(tmp, dest, f"the download of {url} failed its SHA-256 check (got {got}, expected {sha256})")
+                errors.append(f"{url}: SHA-256 {got} != expected {sha256} (kept aside as {aside})")
                 continue
             os.replace(tmp, dest)
             return dest
@@ -361,6 +387,26 @@ def _load_idx_source(name: str, root: Optional[Path], download: bool) -> DataSou
     y_train = torch.from_numpy(arrays["train_labels"].astype(np.int64))
     y_test = torch.from_numpy(arrays["test_labels"].astype(np.int64))
     return DataSource(name, x_train, y_train, x_test, y_test, 10)
+
+
+def fetch_source(name: str, *, root: "os.PathLike[str] | str | None" = None, download: bool = True) -> None:
+    """Make sure the files of source ``name`` are on disk and verified, without loading them.
+
+    Downloads what is missing (as :func:`load_source` would); does nothing for the offline
+    sources. The command line calls it for every benchmark of a sweep before training starts.
+
+    Raises:
+        ValueError: unknown ``name``. RuntimeError: a download was needed and failed.
+    """
+    check_choice("name", name, SOURCES)
+    folder = (Path(root) if root is not None else data_dir()) / name
+    if name in _IDX_SOURCES:
+        spec = _IDX_SOURCES[name]
+        for file_name, sha in spec["files"].values():
+            _fetch(name, file_name, sha, tuple(spec["mirrors"]), folder, download)
+    elif name in _ARCHIVE_SOURCES:
+        spec = _ARCHIVE_SOURCES[name]
+        _fetch(name, *spec["file"], tuple(spec["mirrors"]), folder, download)
 
 
 def load_source(name: str, *, root: "os.PathLike[str] | str | None" = None, download: bool = True) -> DataSource:

@@ -75,9 +75,10 @@ def test_mnist_wrong_checksum_is_rejected_and_not_kept(fake_mnist, monkeypatch):
     files["train_images"] = (name, "0" * 64)
     spec["files"] = files
     monkeypatch.setitem(tasks._IDX_SOURCES, "mnist", spec)
-    with pytest.raises(RuntimeError, match="SHA-256"):
+    with pytest.raises(RuntimeError, match="SHA-256"), pytest.warns(RuntimeWarning, match="kept aside as"):
         tasks.load_source("mnist", root=cache)
     assert not (cache / "mnist" / name).exists()
+    assert (cache / "mnist" / f"{name}.failed-sha256").exists()  # kept aside, not deleted
     assert not list((cache / "mnist").glob(".*part"))
 
 
@@ -243,7 +244,7 @@ def test_cifar10_wrong_checksum_is_rejected_and_not_kept(fake_cifar, monkeypatch
     spec = dict(tasks._ARCHIVE_SOURCES["cifar10"])
     spec["file"] = ("cifar-10-python.tar.gz", "0" * 64)
     monkeypatch.setitem(tasks._ARCHIVE_SOURCES, "cifar10", spec)
-    with pytest.raises(RuntimeError, match="SHA-256 [0-9a-f]{64} != expected 0{64}"):
+    with pytest.raises(RuntimeError, match="SHA-256 [0-9a-f]{64} != expected 0{64}"), pytest.warns(RuntimeWarning, match="kept aside as"):
         tasks.load_source("cifar10", root=cache)
     assert not (cache / "cifar10" / "cifar-10-python.tar.gz").exists()
     assert not list((cache / "cifar10").glob(".*part"))

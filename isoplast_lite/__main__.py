@@ -39,12 +39,21 @@ Full-scale GPU examples (the paper's setup: depth 4, width 512, lr 1e-4, lambda 
   python -m isoplast_lite run --benchmark permuted-mnist --method adamo --iso-strength 1e-3 \\
       --lr 1e-4 --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 \\
       --batch-size 128 --n-train 10000 --device cuda --out permuted-mnist-adamo.csv
-  python -m isoplast_lite sweep --benchmark random-label-mnist --method adam adamo \\
-      --iso-strength 1e-3 1e-2 --lr 1e-4 --seeds 8 --width 512 --depth 4 --tasks 50 \\
-      --steps-per-task 2000 --batch-size 128 --n-train 10000 --device cuda --out sweep.csv
   python -m isoplast_lite run --benchmark random-label-cifar10 --method adamo --iso-strength 1e-3 \\
       --lr 1e-4 --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 \\
       --batch-size 128 --n-train 10000 --device cuda --out random-label-cifar10-adamo.csv
+
+A sweep on a SLURM cluster (one GPU job per configuration, at most 16 at once, through
+submitit; the cache must be on a file system the nodes share; re-running the same command
+after a failure or a preemption recomputes nothing that finished):
+  python -m isoplast_lite sweep --benchmark permuted-mnist random-label-cifar10 \\
+      --method adam adamw l2 l2-init shrink-perturb redo spectral layernorm coupled-iso \\
+      adamo aei-adam aei-adamo --iso-strength 1e-4 1e-3 1e-2 --lr 1e-4 --seeds 8 --width 512 \\
+      --depth 4 --tasks 50 --steps-per-task 2000 --batch-size 128 --n-train 10000 \\
+      --device cuda --cache-dir /shared/$USER/isoplast-cache --out sweep.csv \\
+      --executor slurm --slurm-partition gpu --slurm-gpus-per-job 1 --slurm-cpus-per-job 4 \\
+      --slurm-time 720 --workers 16
+The same sweep on this machine, 2 jobs at a time: --executor local --workers 2.
 """
 
 
@@ -143,6 +152,34 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     _add_debug(p)
 
 
+def _add_executor(p: argparse.ArgumentParser) -> None:
+    from .sweep import EXECUTORS
+
+    g = p.add_argument_group("where the configurations run (isoplast_lite.sweep; the cache is the single source of truth)")
+    g.add_argument("--executor", choices=EXECUTORS, default="serial",
+                   help="serial: one after the other in this process (default); local: one submitit job per "
+                        "configuration on this machine; slurm: one submitit job per configuration on a SLURM cluster")  # fmt: skip
+    g.add_argument("--workers", type=_size("seeds"), default=2, help="jobs at once (local processes; SLURM array parallelism; default 2)")
+    g.add_argument("--max-retries", type=_count, default=2, help="times a job that died is submitted again (default 2)")
+    g.add_argument("--jobs-dir", default=None, help="submitit's job files and logs (default: CACHE/jobs)")
+    g.add_argument("--slurm-partition", default=None, help="SLURM partition, e.g. gpu")
+    g.add_argument("--slurm-account", default=None, help="SLURM account to charge")
+    g.add_argument("--slurm-gpus-per-job", type=_count, default=None, help="GPUs per job (default 1 with --device cuda, else 0)")
+    g.add_argument("--slurm-cpus-per-job", type=_size("seeds"), default=None, help="CPUs per job (torch threads of the job)")
+    g.add_argument("--slurm-time", type=_size("seeds"), default=None, metavar="MINUTES", help="time limit of a job in minutes (default 1440; also of local jobs)")
+    g.add_argument("--slurm-mem-gb", type=_pos_float, default=None, help="memory per job in GB")
+
+
+def _count(value: str) -> int:
+    try:
+        i = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+    if not 0 <= i <= 1000:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 1000, got {value!r}")
+    return i
+
+
 def _add_debug(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback instead of one line")
 
@@ -168,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_sweep.add_argument("--lr", nargs="+", type=_lr, default=[1e-3])
     p_sweep.add_argument("--out", required=True, help="CSV file to write (rewritten after every config)")
     _add_common(p_sweep)
+    _add_executor(p_sweep)
 
     p_plot = sub.add_parser("plot", help="plot a result CSV (accuracy per task with seed CIs, plus the measures)")
     p_plot.add_argument("csv", help="a CSV written by run or sweep")
@@ -298,26 +336,72 @@ def _prepare_run(args, parser):
     return execute
 
 
+def _check_executor(args) -> dict:
+    """The executor flags, checked before any work; returns the SLURM settings."""
+    import shutil
+
+    slurm_flags = {k: getattr(args, "slurm_" + k) for k in ("partition", "account", "gpus_per_job", "cpus_per_job", "mem_gb")}
+    slurm_flags["time_min"] = args.slurm_time
+    if args.executor == "serial":
+        return {}
+    if args.no_cache:
+        raise _InputError(f"--no-cache with --executor {args.executor}: the jobs' results travel through the cache; allowed: a cache (--cache-dir) or --executor serial")
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        raise _InputError(f"--executor {args.executor}: needs the submitit package (pip install 'submitit>=1.5'); allowed without it: serial") from None
+    if args.jobs_dir is not None:
+        try:
+            _files.check_writable_folder("--jobs-dir", args.jobs_dir)
+        except ValueError as err:
+            raise _InputError(str(err)) from None
+    if args.executor == "local":
+        return {"time_min": args.slurm_time} if args.slurm_time else {}
+    if shutil.which("sbatch") is None:
+        raise _InputError("--executor slurm: sbatch is not on PATH (run it on a SLURM login node); allowed here: serial or local")
+    if slurm_flags["gpus_per_job"] is None and args.device.startswith("cuda"):
+        slurm_flags["gpus_per_job"] = 1
+    return slurm_flags
+
+
 def _prepare_sweep(args, parser):
+    import dataclasses
+
     _check_output("--out", args.out)
     _check_cache(args)
+    slurm = _check_executor(args)
     configs = []
     for bench, method, lr in itertools.product(args.benchmark, args.method, args.lr):
         isos = args.iso_strength if method in ISO_METHODS else [None]
         configs.extend(_config(args, bench, method, iso, lr) for iso in dict.fromkeys(isos))
-    _check_configs(args, configs)
+    if args.executor == "slurm":  # the device is on the compute nodes: check the rest here
+        from .run import _check_device
+
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", args.device):
+            _check_device(args.device)  # the usual one-line error for a device torch does not know
+        _check_configs(args, [dataclasses.replace(c, device="cpu") for c in configs])
+    else:
+        _check_configs(args, configs)
 
     def execute() -> int:
         import pandas as pd
 
-        frames = []
-        for i, cfg in enumerate(configs):
-            print(f"[{i + 1}/{len(configs)}] {cfg.benchmark} {cfg.method} iso={cfg.iso_strength} lr={cfg.lr}", flush=True)
-            frames.append(_run_one(args, cfg))
-            note = _divergence_note(frames[-1])
+        from .sweep import describe, run_sweep
+
+        done: Dict[int, "pd.DataFrame"] = {}
+
+        def on_result(i, cfg, df) -> None:
+            done[i] = df
+            print(f"[{len(done)}/{len(configs)}] {describe(cfg)}", flush=True)
+            note = _divergence_note(df)
             if note:
                 print("    " + note, flush=True)
-            _write_csv(pd.concat(frames, ignore_index=True), args.out)
+            _write_csv(pd.concat([done[k] for k in sorted(done)], ignore_index=True), args.out)
+
+        run_sweep(configs, executor=args.executor, cache_dir=False if args.no_cache else args.cache_dir,
+                  seed_batch=args.seed_batch, progress=False if args.no_progress else None, workers=args.workers,
+                  threads=args.slurm_cpus_per_job, jobs_dir=args.jobs_dir, max_retries=args.max_retries,
+                  slurm=slurm or None, on_result=on_result)  # fmt: skip
         return 0
 
     return execute

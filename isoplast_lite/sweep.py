@@ -1,0 +1,329 @@
+"""Sweeps: many runner configurations, one job each, run here or on an existing engine.
+
+:func:`run_sweep` runs a list of :class:`isoplast_lite.run.Config` and returns their results
+concatenated in the order given (one tidy ``DataFrame``, the file ``sweep --out`` writes).
+It never grows a scheduler of its own; ``executor`` says who runs the configurations:
+
+=============  ============================================================================
+executor       what runs each configuration
+=============  ============================================================================
+``"serial"``   this process, one after the other (the default; needs no engine)
+``"local"``    one job per configuration through ``submitit``'s ``LocalExecutor``: a
+               separate process on this machine, at most ``workers`` at a time
+``"slurm"``    one job per configuration through ``submitit`` on a SLURM cluster (one job
+               array, at most ``workers`` running at a time; partition, account, GPUs, CPUs,
+               time limit and memory in ``slurm``)
+=============  ============================================================================
+
+Why submitit: the full-scale runs (8 seeds x 12 methods x lambdas on permuted MNIST or
+random-label CIFAR-10) are done by academic groups, and academic clusters run SLURM. submitit
+submits a picklable Python callable as a SLURM job (job arrays, requeue on preemption and
+timeout, logs per job) with no service to start and nothing to install on the cluster but the
+package; its ``LocalExecutor`` runs the very same jobs as processes on one machine, which is
+how the tests exercise the distributed path. Ray would need a cluster started first (``ray
+start``, or its cloud launcher) and adds nothing a per-configuration job needs.
+
+The runner's disk cache is the single source of truth, whichever the executor:
+
+- a configuration whose result is in the cache is served from it and never submitted;
+- a job writes nothing but the cache (the runner checkpoints after every task, atomically),
+  and returns nothing but the cache key; the results are read back from the cache;
+- a job that dies (killed, out of memory, node failure, preempted) leaves no cache entry and
+  is submitted again, up to ``max_retries`` times, resuming at the task where its checkpoint
+  stopped; an exception raised by the configuration itself (a bug, bad data) is not retried;
+- a sweep that is itself interrupted is simply run again: the finished configurations come
+  from the cache, the others resume from their checkpoints.
+
+So the cache folder must be one that every job can write: on a cluster, a shared file system
+(``--cache-dir`` on it, or ``$ISOPLAST_CACHE``). The results do not depend on the executor: a
+job computes exactly what :func:`isoplast_lite.run.run` computes in this process, given the
+same torch build, device and thread count (``threads``).
+
+Example:
+    >>> from isoplast_lite.run import Config
+    >>> cfgs = [Config("random-label-digits", m, seeds=1, n_tasks=1, steps_per_task=2, width=8,
+    ...                depth=1, n_train=16, probe_size=4) for m in ("adam", "adamo")]
+    >>> df = run_sweep(cfgs, cache_dir=False, progress=False)
+    >>> df.method.tolist()
+    ['adam', 'adamo']
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+import pandas as pd
+
+from ._validation import check_choice, check_int, check_positive
+from .run import Config, cache_key, default_cache_dir, run
+
+__all__ = ["EXECUTORS", "SLURM_OPTIONS", "run_sweep", "cached_result", "describe"]
+
+EXECUTORS = ("serial", "local", "slurm")
+# keys of run_sweep(slurm=...) -> submitit's AutoExecutor parameter
+SLURM_OPTIONS = {
+    "partition": "slurm_partition",
+    "account": "slurm_account",
+    "gpus_per_job": "gpus_per_node",
+    "cpus_per_job": "cpus_per_task",
+    "time_min": "timeout_min",
+    "mem_gb": "mem_gb",
+}
+
+
+def describe(cfg: Config) -> str:
+    """One line naming a configuration: ``"random-label-digits adamo iso=0.1 lr=0.001"``."""
+    return f"{cfg.benchmark} {cfg.method} iso={cfg.iso_strength:g} lr={cfg.lr:g}"
+
+
+def cached_result(cfg: Config, cache_dir: Union[str, os.PathLike, None] = None) -> Optional[pd.DataFrame]:
+    """The finished result of ``cfg`` in the cache, or ``None`` (never trains).
+
+    Args:
+        cfg: the configuration.
+        cache_dir: the cache folder (``None``: :func:`isoplast_lite.run.default_cache_dir`).
+
+    Returns:
+        The ``DataFrame`` that :func:`isoplast_lite.run.run` would return from the cache, or
+        ``None`` when the entry is missing, unfinished, or fails its checksum.
+    """
+    from . import run as run_mod
+
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg must be an isoplast_lite.run.Config, got {type(cfg).__name__}")
+    folder = (default_cache_dir() if cache_dir is None else Path(cache_dir)) / cache_key(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a damaged entry is recomputed by its job
+        return run_mod._load_entry(folder / "result.csv", cfg.seeds * cfg.n_tasks)
+
+
+try:  # submitit is needed by the "local" and "slurm" executors only
+    from submitit.helpers import Checkpointable as _Checkpointable
+except ImportError:  # pragma: no cover - submitit is in requirements.txt
+    _Checkpointable = object
+
+
+class _ConfigJob(_Checkpointable):
+    """The callable a job runs: one configuration into the cache, returning its cache key.
+
+    A ``submitit.helpers.Checkpointable``: on a SLURM timeout or preemption submitit requeues
+    it with the same arguments, and the runner resumes from its own checkpoint.
+    """
+
+    def __call__(self, cfg: Config, cache_dir: str, seed_batch: Optional[int], threads: Optional[int]) -> str:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        run(cfg, cache_dir=cache_dir, progress=False, seed_batch=seed_batch)
+        return cache_key(cfg)
+
+
+def _make_executor(executor: str, folder: Path, workers: int, slurm: Mapping[str, object], threads: Optional[int]):
+    try:
+        import submitit
+    except ImportError:
+        raise ValueError(f"executor={executor!r} needs the submitit package (pip install 'submitit>=1.5'); allowed without it: 'serial'") from None
+
+    if executor == "local":
+        ex = submitit.LocalExecutor(folder=str(folder / "%j"))
+        # LocalExecutor kills a job after timeout_min (default 2 minutes): a day instead
+        ex.update_parameters(timeout_min=int(slurm.get("time_min", 24 * 60)))
+        return ex
+    ex = submitit.AutoExecutor(folder=str(folder / "%j"), cluster="slurm")
+    params = {SLURM_OPTIONS[k]: v for k, v in slurm.items() if v is not None}
+    params.setdefault("timeout_min", 24 * 60)
+    if threads is not None:
+        params.setdefault("cpus_per_task", threads)
+    ex.update_parameters(name="isoplast-sweep", slurm_array_parallelism=workers, nodes=1, tasks_per_node=1, **params)
+    return ex
+
+
+def _check_slurm(slurm: Optional[Mapping[str, object]]) -> Dict[str, object]:
+    if slurm is None:
+        return {}
+    if not isinstance(slurm, Mapping):
+        raise TypeError(f"slurm must be a mapping of {', '.join(SLURM_OPTIONS)} or None, got {type(slurm).__name__}")
+    for key, value in slurm.items():
+        check_choice("slurm key", key, tuple(SLURM_OPTIONS))
+        if value is None:
+            continue
+        if key in ("partition", "account"):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"slurm[{key!r}] must be a non-empty str, got {value!r}")
+        elif key == "gpus_per_job":
+            check_int(f"slurm[{key!r}]", value, minimum=0)
+        elif key == "mem_gb":
+            check_positive(f"slurm[{key!r}]", value)
+        else:
+            check_int(f"slurm[{key!r}]", value, minimum=1)
+    return dict(slurm)
+
+
+def _died(job, executor: str) -> Optional[str]:
+    """``None`` if ``job`` (done) raised an exception of its own (re-raised by the caller);
+    otherwise why it died ("killed by signal 9", ...)."""
+    if executor == "local" and not job.paths.result_pickle.exists():
+        code = job._process.returncode if getattr(job, "_process", None) is not None else None
+        return f"its process ended without a result (state {job.state}, exit status {code})"
+    err = job.exception()  # waits a little for a shared file system to show the result
+    from submitit.core.utils import FailedJobError
+
+    if err is None or isinstance(err, FailedJobError):
+        return None
+    return str(err).splitlines()[0]
+
+
+def run_sweep(
+    configs: Sequence[Config],
+    *,
+    executor: str = "serial",
+    cache_dir: Union[str, os.PathLike, None, bool] = None,
+    seed_batch: Optional[int] = None,
+    progress: Optional[bool] = None,
+    workers: int = 2,
+    threads: Optional[int] = None,
+    jobs_dir: Union[str, os.PathLike, None] = None,
+    max_retries: int = 2,
+    slurm: Optional[Mapping[str, object]] = None,
+    poll_seconds: float = 1.0,
+    on_result: Optional[Callable[[int, Config, pd.DataFrame], None]] = None,
+) -> pd.DataFrame:
+    """Run every configuration of ``configs`` (one job each) and return all their results.
+
+    Args:
+        configs: the configurations, in the order of the result.
+        executor: one of :data:`EXECUTORS`: ``"serial"`` (this process), ``"local"``
+            (``submitit`` jobs on this machine) or ``"slurm"`` (``submitit`` jobs on a SLURM
+            cluster; the cache must then be on a file system the nodes share).
+        cache_dir: the cache folder (``None``: :func:`isoplast_lite.run.default_cache_dir`);
+            ``False`` (no cache) only with ``executor="serial"``.
+        seed_batch: seeds stacked per batch, as in :func:`isoplast_lite.run.run`.
+        progress: progress bars of the serial runs (jobs never show one).
+        workers: at most this many jobs at once (local processes; SLURM array parallelism).
+        threads: torch threads of each job (``None``: local jobs get ``cpu_count // workers``,
+            SLURM jobs their ``cpus_per_job``).
+        jobs_dir: where submitit keeps each job's pickles and logs (default
+            ``<cache_dir>/jobs``).
+        max_retries: how many times a job that died is submitted again.
+        slurm: SLURM settings, keys of :data:`SLURM_OPTIONS` (``partition``, ``account``,
+            ``gpus_per_job``, ``cpus_per_job``, ``time_min``, ``mem_gb``); ``time_min`` is also
+            the time limit of local jobs.
+        poll_seconds: how often running jobs are checked.
+        on_result: called as ``on_result(index, cfg, df)`` as soon as a configuration's result
+            is available (from the cache first, then as jobs finish).
+
+    Returns:
+        The results of ``configs`` concatenated in their order (a tidy ``DataFrame`` with
+        :data:`isoplast_lite.run.RESULT_COLUMNS`), equal to running them one by one.
+
+    Raises:
+        ValueError: a bad argument (naming it, its value and what is allowed).
+        TypeError: an argument of the wrong kind.
+        RuntimeError: a job raised an exception, or died ``max_retries + 1`` times (the message
+            names the configuration and its log file).
+    """
+    configs = list(configs)
+    for i, cfg in enumerate(configs):
+        if not isinstance(cfg, Config):
+            raise TypeError(f"configs[{i}] must be an isoplast_lite.run.Config, got {type(cfg).__name__}")
+    check_choice("executor", executor, EXECUTORS)
+    workers = check_int("workers", workers, minimum=1)
+    max_retries = check_int("max_retries", max_retries, minimum=0)
+    poll_seconds = check_positive("poll_seconds", poll_seconds)
+    if threads is not None:
+        threads = check_int("threads", threads, minimum=1)
+    slurm = _check_slurm(slurm)
+    if on_result is not None and not callable(on_result):
+        raise TypeError(f"on_result must be callable or None, got {type(on_result).__name__}")
+
+    results: Dict[int, pd.DataFrame] = {}
+
+    def deliver(i: int, df: pd.DataFrame) -> None:
+        results[i] = df
+        if on_result is not None:
+            on_result(i, configs[i], df)
+
+    if executor == "serial":
+        for i, cfg in enumerate(configs):
+            deliver(i, run(cfg, cache_dir=cache_dir, progress=progress, seed_batch=seed_batch))
+        return _collect(configs, results)
+
+    if cache_dir is False:
+        raise ValueError(f"cache_dir=False with executor={executor!r}: the jobs' results travel through the cache; allowed: a cache folder, or executor='serial'")
+    cache = (default_cache_dir() if cache_dir is None else Path(cache_dir)).resolve()
+    folder = cache / "jobs" if jobs_dir is None else Path(jobs_dir).resolve()
+    if executor == "local" and threads is None:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+
+    # one job per distinct configuration (a repeated one is listed twice in the result)
+    same: Dict[str, List[int]] = collections.defaultdict(list)
+    for i, cfg in enumerate(configs):
+        same[cache_key(cfg)].append(i)
+    todo = collections.deque()
+    for indices in same.values():
+        df = cached_result(configs[indices[0]], cache)
+        if df is None:
+            todo.append(indices)
+        else:  # finished before: never recomputed, never submitted
+            for i in indices:
+                deliver(i, df)
+    if not todo:
+        return _collect(configs, results)
+
+    ex = _make_executor(executor, folder, workers, slurm, threads)
+    cap = workers if executor == "local" else math.inf  # SLURM: one array, the scheduler caps it
+    attempts: Dict[int, int] = collections.Counter()
+    running = {}
+    try:
+        while todo or running:
+            batch = []
+            while todo and len(running) + len(batch) < cap:
+                batch.append(todo.popleft())
+            if batch:
+                if executor == "slurm":
+                    with ex.batch():
+                        jobs = [ex.submit(_ConfigJob(), configs[ix[0]], str(cache), seed_batch, threads) for ix in batch]
+                else:
+                    jobs = [ex.submit(_ConfigJob(), configs[ix[0]], str(cache), seed_batch, threads) for ix in batch]
+                for ix, job in zip(batch, jobs):
+                    running[ix[0]] = (ix, job)
+                    attempts[ix[0]] += 1
+            time.sleep(poll_seconds)
+            for first, (ix, job) in list(running.items()):
+                if not job.done():
+                    continue
+                del running[first]
+                cfg = configs[first]
+                df = cached_result(cfg, cache)
+                if df is not None:
+                    for i in ix:
+                        deliver(i, df)
+                    continue
+                why = _died(job, executor)
+                if why is None:
+                    err = job.exception()
+                    raise RuntimeError(f"the job of {describe(cfg)} failed (log: {job.paths.stderr}): {str(err).strip().splitlines()[-1] if err else 'no result in the cache'}")
+                if attempts[first] > max_retries:
+                    raise RuntimeError(f"the job of {describe(cfg)} died {attempts[first]} times, last: {why} (log: {job.paths.stderr}); allowed: more max_retries")
+                warnings.warn(f"the job of {describe(cfg)} died ({why}); submitting it again (it resumes from its checkpoint)", RuntimeWarning, stacklevel=2)
+                todo.appendleft(ix)
+    finally:
+        if executor == "local":  # jobs on this machine end with the sweep (a re-run resumes them)
+            for _, job in running.values():
+                job.cancel(check=False)
+    return _collect(configs, results)
+
+
+def _collect(configs: Sequence[Config], results: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
+    from .run import RESULT_COLUMNS
+
+    if not configs:
+        return pd.DataFrame(columns=list(RESULT_COLUMNS))
+    return pd.concat([results[i] for i in range(len(configs))], ignore_index=True)

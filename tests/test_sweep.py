@@ -1,0 +1,234 @@
+"""Sweeps on an existing engine (isoplast_lite.sweep; submitit's LocalExecutor, 2 workers).
+
+The distributed sweep runs every configuration as a separate job process, so its numbers equal
+the serial sweep's only under the same process settings: both run in subprocesses with
+``OMP_NUM_THREADS=1`` (the jobs also get ``torch.set_num_threads(1)``). A job that dies and
+resumes from its checkpoint equals an uninterrupted run to float32 rounding (as in
+tests/test_cache.py); finished configurations are compared byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from isoplast_lite.__main__ import main
+from isoplast_lite.run import Config, cache_key
+from isoplast_lite.sweep import SLURM_OPTIONS, cached_result, run_sweep
+
+pytest.importorskip("submitit")
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = ["--benchmark", "random-label-digits", "--method", "adam", "adamo", "l2", "--iso-strength", "0.1"]
+TINY = ["--seeds", "1", "--tasks", "3", "--steps-per-task", "20", "--batch-size", "8", "--width", "16", "--depth", "2", "--n-train", "32", "--no-progress"]
+# long enough per job (a few seconds) for a kill to land while a configuration trains
+SLOW = ["--seeds", "1", "--tasks", "8", "--steps-per-task", "600", "--batch-size", "16", "--width", "32", "--depth", "2", "--n-train", "64", "--no-progress"]
+
+
+def _configs(sizes):
+    args = dict(zip(sizes[0:-1:2], sizes[1::2]))
+    common = dict(seeds=int(args["--seeds"]), n_tasks=int(args["--tasks"]), steps_per_task=int(args["--steps-per-task"]),
+                  batch_size=int(args["--batch-size"]), width=int(args["--width"]), depth=int(args["--depth"]),
+                  n_train=int(args["--n-train"]))  # fmt: skip
+    return [Config("random-label-digits", m, iso_strength=0.1 if m == "adamo" else None, **common) for m in ("adam", "adamo", "l2")]
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
+
+
+def _sweep(out: Path, cache: Path, sizes, *extra, **popen):
+    argv = [sys.executable, "-m", "isoplast_lite", "sweep", *GRID, *sizes, "--cache-dir", str(cache), "--out", str(out), *extra]
+    if popen:
+        return subprocess.Popen(argv, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.run(argv, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def _finished(cache: Path):
+    """{config folder: (inode, mtime_ns, sha256)} of every finished entry."""
+    out = {}
+    for f in cache.glob("*/result.csv"):
+        st = f.stat()
+        out[f.parent.name] = (st.st_ino, st.st_mtime_ns, hashlib.sha256(f.read_bytes()).hexdigest())
+    return out
+
+
+def _workers(session: int):
+    """PIDs of the job processes (submitit tasks) in the process session ``session``."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        sid = int(stat.rsplit(")", 1)[1].split()[3])  # fields after the name: state ppid pgrp session
+        if sid == session and "submitit.core._submit" in cmd:
+            pids.append(int(d.name))
+    return pids
+
+
+def _wait_for(condition, timeout=300.0, what="", proc=None):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def serial_slow(tmp_path_factory):
+    """The serial sweep of the SLOW grid, in a subprocess with one thread: (csv bytes, cache)."""
+    d = tmp_path_factory.mktemp("serial")
+    proc = _sweep(d / "serial.csv", d / "cache", SLOW)
+    assert proc.returncode == 0, proc.stderr
+    return (d / "serial.csv").read_bytes(), d / "cache"
+
+
+def test_distributed_sweep_file_equals_the_serial_one(tmp_path):
+    serial = _sweep(tmp_path / "serial.csv", tmp_path / "c-serial", TINY)
+    assert serial.returncode == 0, serial.stderr
+    dist = _sweep(tmp_path / "dist.csv", tmp_path / "c-dist", TINY, "--executor", "local", "--workers", "2")
+    assert dist.returncode == 0, dist.stderr
+    assert (tmp_path / "dist.csv").read_bytes() == (tmp_path / "serial.csv").read_bytes()
+    df = pd.read_csv(tmp_path / "dist.csv")
+    assert df.method.tolist() == ["adam"] * 3 + ["adamo"] * 3 + ["l2"] * 3  # the serial order, one tidy file
+    # each configuration ran as its own job process (one log folder each), into the same cache
+    assert len([p for p in (tmp_path / "c-dist" / "jobs").iterdir() if p.name.isdigit()]) == 3
+    assert {k: v[2] for k, v in _finished(tmp_path / "c-dist").items()} == {k: v[2] for k, v in _finished(tmp_path / "c-serial").items()}
+    # a second distributed sweep submits nothing: every configuration is served by the cache
+    before = _finished(tmp_path / "c-dist")
+    again = _sweep(tmp_path / "again.csv", tmp_path / "c-dist", TINY, "--executor", "local", "--workers", "2")
+    assert again.returncode == 0, again.stderr
+    assert len([p for p in (tmp_path / "c-dist" / "jobs").iterdir() if p.name.isdigit()]) == 3
+    assert _finished(tmp_path / "c-dist") == before
+    assert (tmp_path / "again.csv").read_bytes() == (tmp_path / "serial.csv").read_bytes()
+
+
+def _assert_equals_serial(out: Path, serial: bytes, exact_keys):
+    got, ref = pd.read_csv(out), pd.read_csv(pd.io.common.BytesIO(serial))
+    pd.testing.assert_frame_equal(got, ref, check_exact=False, rtol=1e-5, atol=1e-8)  # a resumed job: float32 rounding
+    for key in exact_keys:  # the configurations that had finished: byte for byte
+        cfg = next(c for c in _configs(SLOW) if cache_key(c) == key)
+        rows_got = got[(got.method == cfg.method)].to_csv(index=False)
+        rows_ref = ref[(ref.method == cfg.method)].to_csv(index=False)
+        assert rows_got == rows_ref, cfg.method
+
+
+def test_killing_a_worker_loses_no_finished_configuration(tmp_path, serial_slow):
+    serial, _ = serial_slow
+    cache, out = tmp_path / "cache", tmp_path / "dist.csv"
+    proc = _sweep(out, cache, SLOW, "--executor", "local", "--workers", "2", start_new_session=True)
+    try:
+        # one configuration finished, another one started (its folder made, no result yet)
+        def state():
+            done = _finished(cache)
+            started = [d for d in cache.glob("*/config.json") if d.parent.name not in done]
+            workers = _workers(proc.pid)
+            return (done, workers) if done and started and workers else None
+
+        done, victim = _wait_for(state, what="a finished configuration and a worker training another")
+        os.kill(victim[0], signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert "died" in stderr and "submitting it again" in stderr, stderr
+    after = _finished(cache)
+    assert len(after) == 3
+    for key, ident in done.items():  # never recomputed: the same file, never rewritten
+        assert after[key] == ident, key
+    _assert_equals_serial(out, serial, exact_keys=done)
+
+
+def test_a_killed_sweep_is_completed_from_the_cache_by_a_rerun(tmp_path, serial_slow):
+    serial, _ = serial_slow
+    cache, out = tmp_path / "cache", tmp_path / "dist.csv"
+    proc = _sweep(out, cache, SLOW, "--executor", "local", "--workers", "2", start_new_session=True)
+    try:
+        done = _wait_for(lambda: _finished(cache), what="a finished configuration")
+    finally:  # the sweep and all its workers die at once
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = _finished(cache)
+    assert 1 <= len(done) < 3
+    jobs_before = {p.name for p in (cache / "jobs").iterdir() if p.name.isdigit()}
+    rerun = _sweep(out, cache, SLOW, "--executor", "local", "--workers", "2")
+    assert rerun.returncode == 0, rerun.stderr
+    after = _finished(cache)
+    assert len(after) == 3 and all(after[k] == v for k, v in done.items())
+    new_jobs = {p.name for p in (cache / "jobs").iterdir() if p.name.isdigit()} - jobs_before
+    assert len(new_jobs) == 3 - len(done), "the re-run submitted a configuration that had finished"
+    _assert_equals_serial(out, serial, exact_keys=done)
+
+
+def test_cached_result_never_trains(tmp_path):
+    cfg = _configs(TINY)[0]
+    assert cached_result(cfg, tmp_path) is None and not list(tmp_path.iterdir())
+    df = run_sweep([cfg, cfg], cache_dir=tmp_path, progress=False)  # serial, in this process
+    pd.testing.assert_frame_equal(cached_result(cfg, tmp_path), df.iloc[: len(df) // 2].reset_index(drop=True))
+
+
+def test_run_sweep_rejects_bad_arguments(tmp_path):
+    cfg = _configs(TINY)[:1]
+    with pytest.raises(ValueError, match="executor.*serial.*'ray'"):
+        run_sweep(cfg, executor="ray")
+    with pytest.raises(ValueError, match="cache_dir=False.*'local'"):
+        run_sweep(cfg, executor="local", cache_dir=False)
+    with pytest.raises(ValueError, match="workers"):
+        run_sweep(cfg, executor="local", cache_dir=tmp_path, workers=0)
+    with pytest.raises(TypeError, match=r"configs\[0\]"):
+        run_sweep(["adam"])
+    with pytest.raises(ValueError, match="slurm key.*'queue'"):
+        run_sweep(cfg, executor="slurm", cache_dir=tmp_path, slurm={"queue": "gpu"})
+
+
+def test_cli_rejects_what_a_distributed_sweep_cannot_do(tmp_path, capsys):
+    base = ["sweep", *GRID, *TINY, "--out", str(tmp_path / "x.csv")]
+    for extra, needle in ((["--no-cache", "--executor", "local"], "--no-cache with --executor local"),
+                          (["--executor", "slurm", "--cache-dir", str(tmp_path)], "sbatch"),
+                          (["--executor", "ray"], "--executor")):  # fmt: skip
+        if "slurm" in extra and any((Path(p) / "sbatch").exists() for p in os.environ.get("PATH", "").split(os.pathsep)):
+            continue  # pragma: no cover - a SLURM login node
+        with pytest.raises(SystemExit) as info:
+            main(base + extra)
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_slurm_jobs_ask_for_what_the_flags_say(tmp_path, monkeypatch):
+    from isoplast_lite.sweep import _make_executor
+
+    # submitit's SLURM executor only looks for `srun` on PATH when it is made; nothing is submitted
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    ex = _make_executor("slurm", tmp_path, 16, {"partition": "gpu", "gpus_per_job": 1, "cpus_per_job": 4, "time_min": 720}, None)
+    text = ex._executor._make_submission_file_text("python -m job", "uid")
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=4", "#SBATCH --time=720"):
+        assert line in text, text
+    assert ex._executor.parameters.get("array_parallelism", ex._executor.parameters.get("slurm_array_parallelism", 16)) == 16
+    assert set(SLURM_OPTIONS) == {"partition", "account", "gpus_per_job", "cpus_per_job", "time_min", "mem_gb"}
+
+
+def test_help_shows_the_cluster_form(capsys):
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    text = capsys.readouterr().out
+    assert "--executor slurm --slurm-partition gpu" in text and "--device cuda" in text and "--executor local" in text

@@ -62,7 +62,7 @@ def _finished(cache: Path):
 
 
 def _workers(session: int):
-    """PIDs of the job processes (submitit tasks) in the process session ``session``."""
+    """PIDs of the job processes (submitit tasks) in the process session ``session``, newest first."""
     pids = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -74,8 +74,8 @@ def _workers(session: int):
             continue
         sid = int(stat.rsplit(")", 1)[1].split()[3])  # fields after the name: state ppid pgrp session
         if sid == session and "submitit.core._submit" in cmd:
-            pids.append(int(d.name))
-    return pids
+            pids.append((int(stat.rsplit(")", 1)[1].split()[19]), int(d.name)))  # (start time, pid)
+    return [pid for _, pid in sorted(pids, reverse=True)]  # the newest first
 
 
 def _wait_for(condition, timeout=300.0, what="", proc=None):
@@ -132,12 +132,12 @@ def test_killing_a_worker_loses_no_finished_configuration(tmp_path, serial_slow)
     cache, out = tmp_path / "cache", tmp_path / "dist.csv"
     proc = _sweep(out, cache, SLOW, "--executor", "local", "--workers", "2", start_new_session=True)
     try:
-        # one configuration finished, another one started (its folder made, no result yet)
+        # two configurations finished; the third, the only one left, part-way (a checkpoint)
         def state():
             done = _finished(cache)
-            started = [d for d in cache.glob("*/config.json") if d.parent.name not in done]
+            partial = [d for d in cache.glob("*/*.ckpt") if d.parent.name not in done]
             workers = _workers(proc.pid)
-            return (done, workers) if done and started and workers else None
+            return (done, workers) if len(done) == 2 and partial and workers else None
 
         done, victim = _wait_for(state, what="a finished configuration and a worker training another")
         os.kill(victim[0], signal.SIGKILL)

@@ -78,10 +78,12 @@ def empirical_ntk(
     r"""The empirical neural tangent kernel :math:`\Theta(x_1, x_2) = J(x_1) J(x_2)^\top`.
 
     :math:`J(x) = \partial f_\theta(x) / \partial\theta` is the Jacobian of the outputs with
-    respect to every parameter with ``requires_grad=True`` (for an
-    :class:`~isoplast_lite.nn.OrthogonalLinear` layer that is its trained parameter
-    ``parametrizations.weight.original``, so the kernel describes the actual training
-    dynamics). Entry ``[n, m, a, b]`` is
+    respect to every parameter with ``requires_grad=True``. For an
+    :class:`~isoplast_lite.nn.OrthogonalLinear` layer that is its trained parameter: with
+    ``method="cayley"`` ``parametrizations.weight.original``, so the kernel describes the
+    actual training dynamics; with ``method="newton-schulz"`` the weight itself, so the kernel
+    is that of the unconstrained step *before* the retraction (which then removes, to first
+    order, the part of the step that leaves the orthogonal set). Entry ``[n, m, a, b]`` is
     :math:`\sum_p \partial f_a(x_1^{(n)})/\partial\theta_p \; \partial f_b(x_2^{(m)})/\partial\theta_p`.
     The model is called as it is (use ``model.eval()`` for dropout or batch norm); it must
     treat examples independently. Built with ``torch.func``; no autograd graph is kept.
@@ -248,10 +250,13 @@ def _ntk_layerwise(model, params, buffers, x1, x2, symmetric, chunk_size):
     """Layered eNTK: structured products for plain linear layers (see :func:`empirical_ntk`)."""
     from torch.nn.utils import parametrize
 
+    from .nn import OrthogonalLinear
+
+    # plain linear maps x W^T + b of their trained (weight, bias); a Newton-Schulz OrthogonalLinear is one
     candidates = {
         name: module
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and not parametrize.is_parametrized(module)
+        if isinstance(module, (nn.Linear, OrthogonalLinear)) and not parametrize.is_parametrized(module)
     }
     inputs: Dict[str, List[torch.Tensor]] = {name: [] for name in candidates}
 

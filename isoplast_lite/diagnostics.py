@@ -486,6 +486,11 @@ def layer_jacobian_svdvals(model: nn.Sequential, x: torch.Tensor) -> Dict[Union[
     _check_block_model(model)
     check_tensor("x", x, min_ndim=2)
     _check_model_input(model, "x", x)
+    return _layer_jacobian_svdvals(model, x, end_to_end=True)
+
+
+def _layer_jacobian_svdvals(model: nn.Sequential, x: torch.Tensor, *, end_to_end: bool) -> Dict[Union[int, str], torch.Tensor]:
+    """Unchecked :func:`layer_jacobian_svdvals`; ``end_to_end=False`` skips that key (the runner)."""
 
     def block_jacobians(fn, h):  # (N, d_out, d_in)
         jac = vmap(jacrev(lambda hi: fn(hi.unsqueeze(0)).reshape(-1)))(h)
@@ -497,7 +502,8 @@ def layer_jacobian_svdvals(model: nn.Sequential, x: torch.Tensor) -> Dict[Union[
         for index, block in enumerate(model):
             result[index] = torch.linalg.svdvals(block_jacobians(block, h))  # (N, k)
             h = block(h)
-        result["end_to_end"] = torch.linalg.svdvals(block_jacobians(model, x.detach()))
+        if end_to_end:
+            result["end_to_end"] = torch.linalg.svdvals(block_jacobians(model, x.detach()))
     return result
 
 

@@ -92,8 +92,8 @@ from .diagnostics import (
     dormant_fraction,
     effective_rank,
     empirical_ntk,
+    _layer_jacobian_svdvals,
     hidden_features,
-    layer_jacobian_svdvals,
     ntk_summary,
 )
 from .methods import AEI_METHODS, ISO_METHODS, METHODS, HookContext, StackedModel, make_method
@@ -287,8 +287,8 @@ def _to_device(obj, device):
 
 
 def _jacobian_spread(model: torch.nn.Module, x: torch.Tensor):
-    out = layer_jacobian_svdvals(model, x)  # {block index: (N, k), ..., "end_to_end": (N, k)}
-    sv = torch.cat([s.detach().flatten() for key, s in out.items() if key != "end_to_end"]).double()
+    out = _layer_jacobian_svdvals(model, x, end_to_end=False)  # {block index: (N, k)}: the end-to-end map is not logged
+    sv = torch.cat([s.detach().flatten() for s in out.values()]).double()
     sv_max = float(sv.max())
     active = sv[sv > 1e-6 * sv_max]  # exactly-zero directions (inactive ReLUs) would make it inf
     return float(sv.mean()), float(sv.std()), (sv_max / float(active.min()) if active.numel() else math.nan)

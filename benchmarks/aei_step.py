@@ -45,6 +45,8 @@ from torch.nn.utils import parametrizations
 import isoplast_lite
 from isoplast_lite import aei_mlp, relu_mlp
 
+from _timing import load, matmul_peak  # noqa: E402  (benchmarks/ is on sys.path)
+
 try:  # the retraction API exists from issue 13 on; before, aei_mlp was Cayley-only
     from isoplast_lite.nn import retract_
 except ImportError:  # pragma: no cover - only when timing an older checkout
@@ -52,6 +54,7 @@ except ImportError:  # pragma: no cover - only when timing an older checkout
 
 IN, DEPTH, OUT = 64, 3, 10
 ALL = ("relu", "aei", "cayley", "ns1", "ns3", "ns1/2", "ns1/4", "matrix_exp", "qr")
+
 TARGET = 1.3
 
 
@@ -106,26 +109,11 @@ def make_step(model, after_step, x, y):
     return step
 
 
-def matmul_peak(n=1024, repeats=5):
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
-
-
 def flops(width, batch):
     dims = [(width, IN)] + [(width, width)] * (DEPTH - 1)
     train = sum(6 * batch * o * i for o, i in dims + [(OUT, width)])
     ns = sum(4 * o * i * min(o, i) for o, i in dims)
     return train, ns
-
-
-def load() -> str:
-    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def main() -> None:
@@ -139,7 +127,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, isoplast_lite from {os.path.dirname(isoplast_lite.__file__)}")
     print(f"start: {load()}", flush=True)
     peak = matmul_peak()
-    print(f"matmul peak (1024^3 torch.mm, best of 5): {peak / 1e9:.1f} GFLOP/s")
+    print(f"matmul peak (1024^3 torch.mm, best of 20): {peak / 1e9:.1f} GFLOP/s")
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(args.batch, IN, generator=gen)
     y = torch.randint(0, OUT, (args.batch,), generator=gen)

@@ -39,7 +39,9 @@ from pathlib import Path
 import torch
 
 import isoplast_lite
-from isoplast_lite.run import Config, run
+import isoplast_lite.run  # noqa: F401  (the "current" version timed below)
+
+from _timing import load, matmul_peak  # noqa: E402  (benchmarks/ is on sys.path)
 
 SCALES = {
     "book": dict(width=64, depth=3, n_train=256, batch_size=32, seeds=8),
@@ -64,17 +66,6 @@ def flops_per_step(method: str, scale: dict) -> float:
     train = sum(6 * b * o * i for o, i in dims + [(OUT, w)])
     extra = sum(4 * o * i * min(o, i) for o, i in dims) if method in ("aei-adam", "aei-adamo", "adamo", "coupled-iso") else 0
     return s * (train + extra)
-
-
-def matmul_peak(n=1024, repeats=5):
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
 
 
 def timed_run(mod, method, scale, steps, benchmark="random-label-digits"):
@@ -140,7 +131,7 @@ def main():
         versions["baseline"] = load_baseline(args.baseline)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, current = {os.path.dirname(isoplast_lite.__file__)}"
           + (f", baseline = {args.baseline}" if args.baseline else ""))
-    print("load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    print(load())
     peak = matmul_peak()
     print(f"matmul peak (1024^3 torch.mm): {peak / 1e9:.1f} GFLOP/s")
     print(f"{'scale':<5} {'method':<9} {'version':<9} {'ms/step':>8} {'steps/s':>8} {'bound/s':>8} {'% bound':>7} {'s/task':>7}")
@@ -160,7 +151,7 @@ def main():
               + ", ".join(f"{v} {t:.0f} s" for v, t in totals.items()))
         if "baseline" in totals:
             print(f"speed-up x{totals['baseline'] / totals['current']:.2f}")
-    print("load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    print(load())
 
 
 if __name__ == "__main__":

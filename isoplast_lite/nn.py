@@ -166,9 +166,9 @@ class OrthogonalLinear(nn.Module):
       every retracted weight has :math:`\max|\sigma - 1| \le 10^{-3}` and
       :math:`\lVert W^\top W - I\rVert_F \le 10^{-3}` (``tests/test_nn.py``; we measure
       about :math:`5\cdot 10^{-5}` at width 64 and :math:`5\cdot 10^{-4}` at width 256 in
-      float32, while one Adam step alone moves them by about :math:`2\cdot 10^{-2}`). Cost: two matrix products per
-      layer and step (:math:`4\,d_{out} d_{in} \min(d_{out}, d_{in})` FLOPs), no work in the
-      forward or backward pass. **Without a retraction the weight drifts** like any ``Linear``
+      float32, while one Adam step alone moves them by about :math:`2\cdot 10^{-2}`). Cost:
+      two matrix products per layer and step (:math:`4\,d_{out} d_{in} \min(d_{out}, d_{in})`
+      FLOPs, independent of the batch), no work in the forward or backward pass. **Without a retraction the weight drifts** like any ``Linear``
       weight: the training loop must call it.
     - ``"cayley"`` (exact reference): ``torch.nn.utils.parametrizations.orthogonal`` with the
       Cayley map and its default *trivialization*: the trained parameter is
@@ -508,9 +508,10 @@ def aei_mlp(
         group_size: GroupSort group size (2 = MaxMin); must divide ``width``.
         orthogonal: ``method`` of every :class:`OrthogonalLinear`: ``"newton-schulz"`` (default;
             train with :func:`retract_` after each optimizer step, or :func:`retract_after_step`)
-            or ``"cayley"`` (exact parametrization, slower). Measured on a 2-core CPU (width
-            256, batch 32, Adam, ``benchmarks/aei_step.py``), a step with one Newton–Schulz
-            retraction costs about 2x a ReLU step against about 10x with Cayley.
+            or ``"cayley"`` (exact parametrization, slower). Measured on a shared 2-core CPU
+            (one thread, width 256, batch 32, Adam, ``benchmarks/aei_step.py``), a step with one
+            Newton–Schulz retraction costs about 2.7x a ReLU step, against about 15x with
+            Cayley.
         generator: random source for every initial weight; ``None`` uses torch's global RNG.
         dtype: optional floating dtype of the parameters.
 

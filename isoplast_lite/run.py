@@ -192,7 +192,8 @@ class Config:
             raise TypeError(f"device must be a str such as 'cpu' or 'cuda', got {type(self.device).__name__}")
         check_choice("dtype", self.dtype, tuple(_DTYPES))
         if self.method in AEI_METHODS:
-            object.__setattr__(self, "orthogonal", check_choice("orthogonal", self.orthogonal or "newton-schulz", ORTHOGONAL_METHODS))
+            choice = "newton-schulz" if self.orthogonal is None else self.orthogonal
+            object.__setattr__(self, "orthogonal", check_choice("orthogonal", choice, ORTHOGONAL_METHODS))
         elif self.orthogonal is not None:
             raise ValueError(f"orthogonal must be None for method {self.method!r} (it is used by {AEI_METHODS}), got {self.orthogonal!r}")
 

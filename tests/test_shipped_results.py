@@ -102,3 +102,28 @@ def test_one_shipped_entry_reproduces_through_the_runner():
         a, b = live[col].to_numpy(float), ref[col].to_numpy(float)
         both_nan = np.isnan(a) & np.isnan(b)
         assert np.allclose(a[~both_nan], b[~both_nan], rtol=1e-5, atol=1e-5), (col, a, b)
+
+
+def test_shipped_aei_rows_reproduce_with_the_cayley_path():
+    """The AEI rows were made with the exact Cayley parametrization (before issue 13 made the
+    Newton-Schulz retraction the default): ``Config(orthogonal="cayley")`` still gives them."""
+    name, method, seed = "permuted-digits", "aei-adam", 3
+    args = _sweep_args(name)
+    shipped = pd.read_csv(RESULTS / f"{name}.csv.gz")
+    ref = shipped[(shipped.method == method) & (shipped.seed == seed) & (shipped.task < 2)].reset_index(drop=True)
+    cfg = Config(
+        benchmark=name, method=method, lr=float(ref.lr[0]), seeds=args.seeds, n_tasks=2,
+        steps_per_task=args.steps_per_task, batch_size=args.batch_size, width=args.width, depth=args.depth,
+        n_train=args.n_train, init=args.init, dtype=args.dtype, orthogonal="cayley",
+    )  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        live = run(cfg, cache_dir=False, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    live = live[live.seed == seed].reset_index(drop=True)
+    for col in METRIC_COLUMNS:
+        a, b = live[col].to_numpy(float), ref[col].to_numpy(float)
+        both_nan = np.isnan(a) & np.isnan(b)
+        assert np.allclose(a[~both_nan], b[~both_nan], rtol=1e-5, atol=1e-5), (col, a, b)

@@ -20,7 +20,9 @@ Two measurements, both against Adam in the same process:
 
 The arithmetic estimate printed next to each ratio counts matmul multiply-adds only: forward +
 backward is ``3 * batch * d_out * d_in`` per layer, the isometry gradient
-``2 * d_out * d_in * min(d_out, d_in)`` per hidden matrix, divided by k.
+``2 * d_out * d_in * min(d_out, d_in)`` per hidden matrix, divided by k. The exact AdamO step
+is also compared with its FLOP-count bound: those FLOPs (x 2) at the peak of a ``1024^3``
+``torch.mm`` measured in the same process.
 
 Usage:
     .venv/bin/python benchmarks/adamo_overhead.py [--repeats 60] [--block-repeats 15]
@@ -40,6 +42,8 @@ import torch
 from torch import nn
 
 from isoplast_lite import AdamO, isometry_grad, relu_mlp
+
+from _timing import load, matmul_peak  # noqa: E402  (benchmarks/ is on sys.path)
 
 TARGET = 1.15
 
@@ -62,10 +66,6 @@ def make_adamo(model, iso_every):
         iso_strength=1e-3,
         iso_every=iso_every,
     )
-
-
-def load() -> str:
-    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def main() -> None:
@@ -140,6 +140,11 @@ def main() -> None:
     # does not depend on the batch, while forward + backward costs 3 matmuls of (batch x d x d').
     print(f"FLOPs: forward+backward {train_flops / 1e9:.2f} G, isometry gradients {iso_flops / 1e9:.2f} G "
           f"-> matmul-bound ratio about {estimate(1):.2f}")
+    peak = matmul_peak()
+    bound = (train_flops + iso_flops) / peak
+    print(f"exact AdamO step against its FLOP-count bound at the measured matmul peak ({peak / 1e9:.1f} GFLOP/s): "
+          f"bound {1e3 * bound:.2f} ms, measured {1e3 * med['AdamO']:.2f} ms = {100 * bound / med['AdamO']:.0f}% of the bound "
+          f"(Adam: {100 * (train_flops / peak) / med['Adam']:.0f}%)")
     print(f"({load()})", flush=True)
 
     # ---------------------------------------------------------------- 2. iso_every, blocks of steps

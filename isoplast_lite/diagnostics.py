@@ -87,10 +87,12 @@ def empirical_ntk(
     r"""The empirical neural tangent kernel :math:`\Theta(x_1, x_2) = J(x_1) J(x_2)^\top`.
 
     :math:`J(x) = \partial f_\theta(x) / \partial\theta` is the Jacobian of the outputs with
-    respect to every parameter with ``requires_grad=True`` (for an
-    :class:`~isoplast_lite.nn.OrthogonalLinear` layer that is its trained parameter
-    ``parametrizations.weight.original``, so the kernel describes the actual training
-    dynamics). Entry ``[n, m, a, b]`` is
+    respect to every parameter with ``requires_grad=True``. For an
+    :class:`~isoplast_lite.nn.OrthogonalLinear` layer that is its trained parameter: with
+    ``method="cayley"`` ``parametrizations.weight.original``, so the kernel describes the
+    actual training dynamics; with ``method="newton-schulz"`` the weight itself, so the kernel
+    is that of the unconstrained step *before* the retraction (which then removes, to first
+    order, the part of the step that leaves the orthogonal set). Entry ``[n, m, a, b]`` is
     :math:`\sum_p \partial f_a(x_1^{(n)})/\partial\theta_p \; \partial f_b(x_2^{(m)})/\partial\theta_p`.
     The model is called as it is (use ``model.eval()`` for dropout or batch norm); it must
     treat examples independently. Built with ``torch.func``; no autograd graph is kept.
@@ -258,10 +260,13 @@ def _ntk_layerwise(model, params, buffers, x1, x2, symmetric, chunk_size):
     """Layered eNTK: structured products for plain linear layers (see :func:`empirical_ntk`)."""
     from torch.nn.utils import parametrize
 
+    from .nn import OrthogonalLinear
+
+    # plain linear maps x W^T + b of their trained (weight, bias); a Newton-Schulz OrthogonalLinear is one
     candidates = {
         name: module
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and not parametrize.is_parametrized(module)
+        if isinstance(module, (nn.Linear, OrthogonalLinear)) and not parametrize.is_parametrized(module)
     }
     inputs: Dict[str, List[torch.Tensor]] = {name: [] for name in candidates}
 
@@ -501,6 +506,11 @@ def layer_jacobian_svdvals(model: nn.Sequential, x: torch.Tensor) -> Dict[Union[
     check_finite_parameters("model", model)
     check_tensor("x", x, min_ndim=2, finite=True, full_precision=True)
     _check_model_input(model, "x", x)
+    return _layer_jacobian_svdvals(model, x, end_to_end=True)
+
+
+def _layer_jacobian_svdvals(model: nn.Sequential, x: torch.Tensor, *, end_to_end: bool) -> Dict[Union[int, str], torch.Tensor]:
+    """Unchecked :func:`layer_jacobian_svdvals`; ``end_to_end=False`` skips that key (the runner)."""
 
     def block_jacobians(fn, h):  # (N, d_out, d_in)
         jac = vmap(jacrev(lambda hi: fn(hi.unsqueeze(0)).reshape(-1)))(h)
@@ -512,7 +522,8 @@ def layer_jacobian_svdvals(model: nn.Sequential, x: torch.Tensor) -> Dict[Union[
         for index, block in enumerate(model):
             result[index] = torch.linalg.svdvals(block_jacobians(block, h))  # (N, k)
             h = block(h)
-        result["end_to_end"] = torch.linalg.svdvals(block_jacobians(model, x.detach()))
+        if end_to_end:
+            result["end_to_end"] = torch.linalg.svdvals(block_jacobians(model, x.detach()))
     return result
 
 

@@ -25,16 +25,17 @@ References:
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 
-from ._validation import check_bool, check_int, check_real, check_tensor
+from ._validation import check_bool, check_choice, check_int, check_positive, check_real, check_tensor
 
 __all__ = [
     "isometry_penalty",
     "isometry_grad",
     "newton_schulz",
+    "chebyshev_cubic",
     "partial_isometry_measures",
 ]
 
@@ -144,32 +145,130 @@ def isometry_grad(W: torch.Tensor) -> torch.Tensor:
     return _isometry_grad_matrix(_as_matrix(W)).reshape(W.shape)
 
 
+COEFFICIENTS = ("bjorck", "chebyshev")
+
+
+def chebyshev_cubic(lo: float, hi: float) -> Tuple[float, float, float]:
+    r"""The odd cubic :math:`p(s) = c_1 s + c_3 s^3` closest to 1 on :math:`[lo, hi]` (minimax).
+
+    By Chebyshev's alternance theorem the best approximation equioscillates at three points,
+    :math:`lo`, the interior maximum :math:`e` and :math:`hi`:
+    :math:`1 - p(lo) = p(e) - 1 = 1 - p(hi) = E`. Solving these with :math:`p'(e) = 0` gives
+
+    .. math::
+        e = \sqrt{(lo^2 + lo\,hi + hi^2)/3}, \quad
+        c_3 = \frac{-2}{2e^3 + lo\,hi\,(lo + hi)}, \quad
+        c_1 = -c_3\,(lo^2 + lo\,hi + hi^2), \quad
+        E = \frac{2e^3 - lo\,hi\,(lo + hi)}{2e^3 + lo\,hi\,(lo + hi)},
+
+    and :math:`p` maps :math:`[lo, hi]` onto :math:`[1 - E, 1 + E]`. On the degenerate interval
+    :math:`[1, 1]` it is the classic Björck step :math:`(c_1, c_3) = (3/2, -1/2)`.
+
+    Args:
+        lo: lower end of the interval holding the singular values (> 0).
+        hi: upper end (>= ``lo``).
+
+    Returns:
+        ``(c1, c3, E)`` as Python floats.
+
+    Example:
+        >>> chebyshev_cubic(1.0, 1.0)
+        (1.5, -0.5, 0.0)
+        >>> c1, c3, err = chebyshev_cubic(0.5, 1.0)
+        >>> round(err, 4), round(1 - (c1 * 0.5 + c3 * 0.5**3), 4), round(1 - (c1 + c3), 4)
+        (0.086, 0.086, 0.086)
+
+    References:
+        Grishina, Smirnov & Rakhuba (2025), "Accelerating Newton-Schulz iteration for
+        orthogonalization via Chebyshev-type polynomials", arXiv:2506.10935 (the abstract states
+        that they derive the optimal third-order coefficients from the alternance theorem; we
+        did not have their full text: the formula above is our derivation, and it agrees with a
+        public third-party reimplementation of their method).
+    """
+    lo, hi = check_positive("lo", lo), check_positive("hi", hi)
+    if hi < lo:
+        raise ValueError(f"hi must be >= lo, got lo={lo} and hi={hi}")
+    s2 = lo * lo + lo * hi + hi * hi
+    e3 = 2.0 * (s2 / 3.0) ** 1.5
+    mixed = lo * hi * (lo + hi)
+    c3 = -2.0 / (e3 + mixed)
+    return -c3 * s2, c3, (e3 - mixed) / (e3 + mixed)
+
+
+def _cubic_step(X: torch.Tensor, c1: float, c3: float) -> torch.Tensor:
+    r"""One odd cubic step :math:`c_1 X + c_3 X X^\top X` on a stack ``(..., m, n)``, unchecked.
+
+    Written as :math:`(c_1 + c_3) X + c_3 X E` with :math:`E = X^\top X - I` (tall) or
+    :math:`E X` with :math:`E = X X^\top - I` (wide, the smaller Gram matrix), so that a nearly
+    orthogonal :math:`X` only receives a small correction (less float32 rounding). Two matrix
+    products; for ``(S, m, n)`` stacks they are batched (``baddbmm``).
+    """
+    tall = X.shape[-2] >= X.shape[-1]
+    E = X.mT @ X if tall else X @ X.mT  # (..., k, k), k = min(m, n)
+    E.diagonal(dim1=-2, dim2=-1).sub_(1.0)
+    a, b = (X, E) if tall else (E, X)
+    if X.ndim == 2:
+        return torch.addmm(X, a, b, beta=c1 + c3, alpha=c3)
+    if X.ndim == 3:
+        return torch.baddbmm(X, a, b, beta=c1 + c3, alpha=c3)
+    return (a @ b).mul_(c3).add_(X, alpha=c1 + c3)
+
+
+def _newton_schulz(X: torch.Tensor, steps: int, coefficients: str = "bjorck", interval: Optional[Tuple[float, float]] = None) -> torch.Tensor:
+    """Unchecked iteration of :func:`newton_schulz` without the normalization (runner, layers)."""
+    lo, hi = interval if interval is not None else (1.0, 1.0)
+    for _ in range(steps):
+        if coefficients == "bjorck":
+            c1, c3 = 1.5, -0.5
+        else:
+            c1, c3, err = chebyshev_cubic(lo, hi)
+            lo, hi = 1.0 - err, 1.0 + err
+        X = _cubic_step(X, c1, c3)
+    return X
+
+
 def newton_schulz(
     W: torch.Tensor,
     steps: int = 30,
     *,
     normalize: bool = True,
     eps: float = 1e-12,
+    coefficients: str = "bjorck",
+    interval: Optional[Tuple[float, float]] = None,
 ) -> torch.Tensor:
     r"""Orthogonalize a (stack of) matrix by the Björck–Bowie / Newton–Schulz iteration.
 
-    Iterates the cubic Newton–Schulz map
+    Iterates an odd cubic map on the singular values,
 
     .. math::
-        X_0 = W / \lVert W \rVert_F, \qquad X_{k+1} = \tfrac{3}{2} X_k - \tfrac{1}{2} X_k X_k^\top X_k ,
+        X_0 = W / \lVert W \rVert_F, \qquad X_{k+1} = c_1 X_k + c_3 X_k X_k^\top X_k ,
 
-    which maps every singular value :math:`s \mapsto \tfrac32 s - \tfrac12 s^3` and leaves the
-    singular vectors alone. For :math:`0 < s < \sqrt{3}` the singular values converge to 1
-    (quadratically once close), so :math:`X_k \to U V^\top`, the orthogonal polar factor of
+    which maps every singular value :math:`s \mapsto c_1 s + c_3 s^3` and leaves the singular
+    vectors alone, so :math:`X_k \to U V^\top`, the orthogonal polar factor of
     :math:`W = U \Sigma V^\top` (the closest (semi-)orthogonal matrix in Frobenius norm).
-    Dividing by the Frobenius norm puts every singular value in :math:`(0, 1]`. Small singular
-    values grow by a factor 1.5 per step, so ``steps`` should exceed about
-    :math:`\log(1/s_{min}) / \log 1.5 + 5` for the normalized :math:`s_{min}`. Singular values
-    that are exactly 0 stay 0. For tall matrices the product is formed as
-    :math:`X (X^\top X)`, for wide ones as :math:`(X X^\top) X` (the smaller Gram matrix).
+
+    - ``coefficients="bjorck"`` (default): the classic cubic :math:`(c_1, c_3) = (3/2, -1/2)`
+      (Björck & Bowie 1971), the Taylor expansion of :math:`s (s^2)^{-1/2}` at :math:`s = 1`. For
+      :math:`0 < s < \sqrt{3}` the singular values converge to 1, quadratically once close:
+      :math:`s = 1 + \delta \mapsto 1 - \tfrac32 \delta^2 + O(\delta^3)`. Dividing by the
+      Frobenius norm puts every singular value in :math:`(0, 1]`; small ones grow by a factor
+      1.5 per step, so ``steps`` should exceed about :math:`\log(1/s_{min}) / \log 1.5 + 5`.
+    - ``coefficients="chebyshev"``: at step :math:`k` the minimax cubic on an interval
+      :math:`[lo_k, hi_k]` known to hold the singular values (:func:`chebyshev_cubic`, Grishina
+      et al. 2025); ``interval`` gives :math:`[lo_0, hi_0]` (after the normalization, if any) and
+      each step maps it to :math:`[1 - E_k, 1 + E_k]`. It needs fewer steps than Björck's when
+      the interval is wide and tight (e.g. a known lower bound on the smallest singular value);
+      singular values outside ``interval`` are not guaranteed to converge.
+
+    A single Björck step without normalization is the *retraction* the AEI nets use after each
+    optimizer step (:func:`isoplast_lite.nn.retract_`): for :math:`W = Q(I + S)` with
+    :math:`Q` orthogonal and :math:`S` small and symmetric it returns
+    :math:`Q(I + O(S^2))`, the polar factor to first order. Singular values that are exactly 0
+    stay 0. For tall matrices the Gram matrix is :math:`X^\top X`, for wide ones :math:`X X^\top`
+    (the smaller one).
 
     Pure function: differentiable and ``vmap``-friendly; leading dimensions are batch
-    dimensions.
+    dimensions (e.g. seeds stacked as ``(S, m, n)``, each orthogonalized on its own).
 
     Args:
         W: matrix or stack of matrices ``(..., m, n)``, floating point.
@@ -177,9 +276,16 @@ def newton_schulz(
         normalize: divide each matrix by its Frobenius norm first (needed for convergence
             unless every singular value of ``W`` is already below ``sqrt(3)``).
         eps: added to the Frobenius norm to avoid dividing by zero (>= 0).
+        coefficients: ``"bjorck"`` or ``"chebyshev"``.
+        interval: ``(lo, hi)`` with ``0 < lo <= hi``, bounds on the singular values of the
+            (normalized) input; required by ``"chebyshev"``, not used by ``"bjorck"``.
 
     Returns:
         The iterate :math:`X_{steps}`, same shape as ``W``.
+
+    Raises:
+        ValueError: for an unknown ``coefficients``, or ``"chebyshev"`` without a valid
+            ``interval``.
 
     Shape:
         ``W``: ``(..., m, n)``; output ``(..., m, n)``.
@@ -190,13 +296,18 @@ def newton_schulz(
         >>> Q = newton_schulz(W, steps=40)
         >>> torch.allclose(Q.T @ Q, torch.eye(4, dtype=torch.float64))
         True
-        >>> U, _, Vh = torch.linalg.svd(W, full_matrices=False)
+        >>> U, s, Vh = torch.linalg.svd(W, full_matrices=False)
         >>> torch.allclose(Q, U @ Vh)
         True
+        >>> lo = float(s.min() / torch.linalg.matrix_norm(W))  # known here from the SVD
+        >>> Qc = newton_schulz(W, steps=5, coefficients="chebyshev", interval=(0.9 * lo, 1.0))
+        >>> torch.allclose(Qc, U @ Vh), torch.allclose(newton_schulz(W, steps=5), U @ Vh)
+        (True, False)
 
     References:
         Björck & Bowie (1971), SIAM J. Numer. Anal. 8(2); Higham (2008), "Functions of
-        Matrices", ch. 8; Grishina et al. (2025) for a Chebyshev-accelerated variant.
+        Matrices", ch. 8; Grishina, Smirnov & Rakhuba (2025), arXiv:2506.10935 (Chebyshev
+        coefficients, see :func:`chebyshev_cubic`).
     """
     check_tensor("W", W, min_ndim=2)
     steps = check_int("steps", steps, minimum=0)
@@ -204,14 +315,24 @@ def newton_schulz(
     eps = check_real("eps", eps)
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
+    coefficients = check_choice("coefficients", coefficients, COEFFICIENTS)
+    interval = _check_interval(coefficients, interval)
     X = W
     if normalize:
         X = X / (torch.linalg.matrix_norm(X, keepdim=True) + eps)  # (..., m, n), sigma in (0, 1]
-    tall = X.shape[-2] >= X.shape[-1]
-    for _ in range(steps):
-        XXX = X @ (X.mT @ X) if tall else (X @ X.mT) @ X
-        X = 1.5 * X - 0.5 * XXX
-    return X
+    return _newton_schulz(X, steps, coefficients, interval)
+
+
+def _check_interval(coefficients: str, interval) -> Optional[Tuple[float, float]]:
+    """``interval`` as a pair of floats ``0 < lo <= hi`` (required iff ``coefficients="chebyshev"``)."""
+    if coefficients != "chebyshev":
+        return None
+    if not isinstance(interval, (tuple, list)) or len(interval) != 2:
+        raise ValueError(f"interval must be a pair (lo, hi) with 0 < lo <= hi for coefficients='chebyshev', got {interval!r}")
+    lo, hi = check_positive("interval[0]", interval[0]), check_positive("interval[1]", interval[1])
+    if hi < lo:
+        raise ValueError(f"interval must be a pair (lo, hi) with 0 < lo <= hi, got {interval!r}")
+    return lo, hi
 
 
 def partial_isometry_measures(W: torch.Tensor, W0: Optional[torch.Tensor] = None) -> Dict[str, float]:

@@ -33,16 +33,20 @@ name               what it is
                    (Chung et al. 2024).
 ``adamo``          AdamO: decoupled isometry step on hidden weights (the paper's method).
 ``aei-adam``       almost-everywhere isometric net: orthogonal hidden weights + GroupSort
-                   (Anil et al. 2019), free linear head, Adam.
-``aei-adamo``      the same net trained with AdamO; the hidden weights are exactly orthogonal by
-                   construction, so the isometry step acts on the free head (its "soft
+                   (Anil et al. 2019), free linear head, Adam; the hidden weights are kept
+                   orthogonal by a Newton–Schulz retraction after each step (``orthogonal``,
+                   default ``"newton-schulz"``; ``"cayley"`` is the exact parametrization).
+``aei-adamo``      the same net trained with AdamO; the hidden weights are kept orthogonal as
+                   above, so the isometry step acts on the free head (its "soft
                    regularization", PAPER.md claim 3).
 =================  ==========================================================================
 
-Cost note: the AEI nets go through ``vmap`` like the others, but every step differentiates the
-matrix exponential of ``OrthogonalLinear``'s parametrization; on a CPU an ``aei-*`` step at width
-256 costs tens of Adam steps (measured ~0.15 s per seed-step on a shared 2-core machine), so
-the full 20 x 800 random-label budget is a GPU job for them.
+Cost note: with the default Newton–Schulz retraction the AEI nets take the same batched-matmul
+path as the ReLU nets, plus one retraction per step (two ``(S, d, d) x (S, d, d)`` products per
+hidden layer, ``4 d^3`` FLOPs per seed, against ``6 B d^2`` for the layer's forward + backward
+at batch ``B``: about 2x a ReLU step at width 256 and batch 32 on a CPU, see
+``benchmarks/aei_step.py``). The exact Cayley parametrization (``orthogonal="cayley"``) goes
+through ``vmap`` and differentiates a linear solve per layer at every step: about 10x.
 
 Example:
     >>> import torch
@@ -69,14 +73,14 @@ from torch.func import functional_call, vmap
 
 from ._validation import ConfigError
 from .diagnostics import _dormant_mask
-from .isometry import _isometry_penalty_matrix
-from .nn import aei_mlp, relu_mlp
+from .isometry import _isometry_penalty_matrix, _newton_schulz
+from .nn import GroupSort, OrthogonalLinear, _group_sort, aei_mlp, relu_mlp
 from .optim import AdamO
 
 if TYPE_CHECKING:  # pragma: no cover
     from .run import Config
 
-__all__ = ["METHODS", "ISO_METHODS", "Method", "StackedModel", "HookContext", "make_method", "fresh_generator"]
+__all__ = ["METHODS", "ISO_METHODS", "AEI_METHODS", "Method", "StackedModel", "HookContext", "make_method", "fresh_generator"]
 
 
 def fresh_generator(seed: int, task: int, salt: int) -> torch.Generator:
@@ -105,6 +109,10 @@ class StackedModel:
         self._blocks = [template[i] for i in range(self.n_blocks)]
         self._batched = vmap(self._forward_one, in_dims=(0, 0, 0))
         self._plan = self._fast_plan()
+        #: names of the stacked weights of every Newton–Schulz ``OrthogonalLinear`` (retracted)
+        self.orthogonal_names = [
+            f"{name}.weight" for name, m in template.named_modules() if isinstance(m, OrthogonalLinear) and m.method == "newton-schulz"
+        ]
 
     @classmethod
     def build(cls, builder: Callable[[torch.Generator], nn.Sequential], seeds: Sequence[int], *, device="cpu", dtype=torch.float32) -> "StackedModel":
@@ -152,12 +160,14 @@ class StackedModel:
         return tuple(hs)
 
     def _fast_plan(self) -> Optional[List[List[Tuple[str, object]]]]:
-        """Per block, a list of ``("linear" | "layernorm" | "relu", module)`` when every block is
-        made of plain ``nn.Linear``, ``nn.LayerNorm`` (affine) and ``nn.ReLU`` only; else ``None``.
+        """Per block, a list of ``("linear" | "layernorm" | "relu" | "groupsort", module)`` when
+        every block is made of plain ``nn.Linear``, Newton–Schulz ``OrthogonalLinear`` (both with
+        a bias), ``nn.LayerNorm`` (affine), ``nn.ReLU`` and ``GroupSort`` only; else ``None``.
 
-        Such nets (``relu_mlp``) take the batched-matmul path (``torch.baddbmm``), which computes
-        the same function as ``vmap(functional_call)`` with less per-step overhead; any other
-        module (``OrthogonalLinear``, ``GroupSort``, ...) uses ``vmap``.
+        Such nets (``relu_mlp``, ``aei_mlp(orthogonal="newton-schulz")``) take the batched-matmul
+        path (``torch.baddbmm``), which computes the same function as ``vmap(functional_call)``
+        with less per-step overhead; any other module (a Cayley ``OrthogonalLinear``, ...) uses
+        ``vmap``.
         """
         plan = []
         for block in self._blocks:
@@ -166,6 +176,10 @@ class StackedModel:
             for layer in layers:
                 if type(layer) is nn.Linear and layer.bias is not None:
                     steps.append(("linear", layer))
+                elif type(layer) is OrthogonalLinear and layer.method == "newton-schulz" and layer.bias is not None:
+                    steps.append(("linear", layer))  # a plain linear map between retractions
+                elif type(layer) is GroupSort:
+                    steps.append(("groupsort", layer))
                 elif type(layer) is nn.LayerNorm and layer.elementwise_affine and layer.bias is not None:
                     steps.append(("layernorm", layer))
                 elif type(layer) is nn.ReLU:
@@ -184,6 +198,8 @@ class StackedModel:
                 if kind == "linear":
                     w, b = self.params[name + "weight"], self.params[name + "bias"]  # (S, out, in), (S, out)
                     h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+                elif kind == "groupsort":
+                    h = _group_sort(h, layer.group_size)
                 elif kind == "layernorm":
                     w, b = self.params[name + "weight"], self.params[name + "bias"]  # (S, d)
                     h = F.layer_norm(h, layer.normalized_shape, eps=layer.eps) * w.unsqueeze(1) + b.unsqueeze(1)
@@ -235,11 +251,14 @@ class Method:
     Attributes:
         name: registry name.
         uses_iso: whether ``iso_strength`` means something for this method.
+        uses_orthogonal: whether ``orthogonal`` (how orthogonal layers are kept orthogonal)
+            means something for this method.
         batched: whether seeds can be stacked (all registered methods can).
     """
 
     name = "adam"
     uses_iso = False
+    uses_orthogonal = False
     batched = True
 
     def check_config(self, cfg: "Config") -> None:
@@ -521,10 +540,21 @@ class AdamOMethod(Method):
 
 
 class AEIAdam(Method):
-    """Adam on ``aei_mlp`` (orthogonal hidden weights + GroupSort, free linear head)."""
+    """Adam on ``aei_mlp`` (orthogonal hidden weights + GroupSort, free linear head).
+
+    With ``cfg.orthogonal == "newton-schulz"`` (the default) the hidden weights are plain
+    stacked matrices ``(S, out, in)`` that Adam updates freely; after every optimizer step
+    :meth:`after_step` applies one Björck / Newton–Schulz retraction
+    (:func:`isoplast_lite.isometry.newton_schulz`, ``steps=1``, no normalization) to all of them
+    at once, batched over seeds: exactly what :func:`isoplast_lite.nn.retract_` does to each
+    seed's model. With ``"cayley"`` the exact parametrization of the shipped results is used
+    instead (``vmap`` path, several times slower) and there is nothing to retract.
+    """
 
     name = "aei-adam"
     group_size = 2  # MaxMin
+    uses_orthogonal = True
+    retraction_steps = 1
 
     def check_config(self, cfg):
         if cfg.width % self.group_size:
@@ -532,14 +562,33 @@ class AEIAdam(Method):
                               f"GroupSort with group size {self.group_size} needs a width divisible by {self.group_size}; allowed: an even width")  # fmt: skip
 
     def build_model(self, in_dim, out_dim, cfg, generator):
-        return aei_mlp(in_dim, cfg.width, cfg.depth, out_dim, head="free", group_size=self.group_size, generator=generator)
+        return aei_mlp(in_dim, cfg.width, cfg.depth, out_dim, head="free", group_size=self.group_size,
+                       orthogonal=cfg.orthogonal, generator=generator)  # fmt: skip
+
+    def after_step(self, stack, opt, cfg, ctx):
+        if cfg.orthogonal == "newton-schulz":
+            retract_stacked_(stack, self.retraction_steps)
+
+
+def retract_stacked_(stack: StackedModel, steps: int = 1) -> None:
+    """One Newton–Schulz retraction of every stacked hidden ``OrthogonalLinear`` weight, in place.
+
+    The weights ``(S, out, in)`` of all seeds are retracted by one batched call per layer
+    (``baddbmm``); seed ``k``'s slice gets exactly what :func:`isoplast_lite.nn.retract_` would
+    give its own model (up to float rounding of the batched products).
+    """
+    with torch.no_grad():
+        for name in stack.orthogonal_names:
+            W = stack.params[name]  # (S, out, in)
+            W.copy_(_newton_schulz(W, steps))
 
 
 class AEIAdamO(AEIAdam):
-    """AdamO on ``aei_mlp``: hidden weights are exactly orthogonal by construction (their trained
-    parameters are the ``parametrizations.weight.original`` of the matrix-exponential map, on
-    which an isometry step would be meaningless), so the isometry step (``iso_strength``) acts on
-    the free head only, softly regularizing it towards a partial isometry.
+    """AdamO on ``aei_mlp``: the hidden weights are kept orthogonal by the retraction (or by the
+    Cayley parametrization, whose trained parameters ``parametrizations.weight.original`` an
+    isometry step would not make sense on), so the isometry step (``iso_strength``) acts on the
+    free head only, softly regularizing it towards a partial isometry; the hidden group has
+    ``iso_strength = 0`` (its retraction already makes ``R_iso`` of those weights ~0).
     """
 
     name = "aei-adamo"
@@ -562,6 +611,7 @@ METHODS: Dict[str, type] = {
     for cls in (Adam, AdamWMethod, L2, L2Init, ShrinkPerturb, ReDo, Spectral, LayerNormMLP, CoupledIso, AdamOMethod, AEIAdam, AEIAdamO)
 }
 ISO_METHODS = tuple(n for n, c in METHODS.items() if c.uses_iso)
+AEI_METHODS = tuple(n for n, c in METHODS.items() if c.uses_orthogonal)
 
 
 def make_method(name: str) -> Method:

@@ -109,11 +109,12 @@ from .diagnostics import (
     dormant_fraction,
     effective_rank,
     empirical_ntk,
+    _layer_jacobian_svdvals,
     hidden_features,
-    layer_jacobian_svdvals,
     ntk_summary,
 )
-from .methods import ISO_METHODS, METHODS, HookContext, StackedModel, make_method
+from .methods import AEI_METHODS, ISO_METHODS, METHODS, HookContext, StackedModel, make_method
+from .nn import ORTHOGONAL_METHODS
 from .tasks import BENCHMARKS, SOURCE_SIZES, load_source, make_stream, parse_benchmark
 
 __all__ = [
@@ -163,6 +164,10 @@ class Config:
         redo_tau: ReDo's dormancy threshold, default 0.1.
         spectral_strength: spectral regularization coefficient, default 1e-4.
         device: torch device string. dtype: ``"float32"`` or ``"float64"``.
+        orthogonal: how the AEI methods (``aei-adam``, ``aei-adamo``) keep their hidden weights
+            orthogonal: ``"newton-schulz"`` (one retraction after each step; ``None`` means this
+            for them) or ``"cayley"`` (the exact parametrization that made the shipped AEI
+            results before issue 13). Other methods reject a value other than ``None``.
     """
 
     benchmark: str
@@ -188,6 +193,7 @@ class Config:
     spectral_strength: float = 1e-4
     device: str = "cpu"
     dtype: str = "float32"
+    orthogonal: Optional[str] = None
 
     def __post_init__(self):
         check_choice("benchmark", self.benchmark, BENCHMARKS)
@@ -213,14 +219,28 @@ class Config:
         if not isinstance(self.device, str):
             raise TypeError(f"device must be a str such as 'cpu' or 'cuda', got {type(self.device).__name__}")
         check_choice("dtype", self.dtype, tuple(_DTYPES))
+        if self.method in AEI_METHODS:
+            choice = "newton-schulz" if self.orthogonal is None else self.orthogonal
+            object.__setattr__(self, "orthogonal", check_choice("orthogonal", choice, ORTHOGONAL_METHODS))
+        elif self.orthogonal is not None:
+            raise ValueError(f"orthogonal must be None for method {self.method!r} (it is used by {AEI_METHODS}), got {self.orthogonal!r}")
 
     @property
     def seed_list(self) -> List[int]:
         return list(range(self.first_seed, self.first_seed + self.seeds))
 
     def to_json(self) -> str:
-        """Canonical JSON (sorted keys, floats in repr) of every field."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        """Canonical JSON (sorted keys, floats in repr) of every field.
+
+        Note (cache keys across issue 13): ``orthogonal`` is left out when it is ``None`` (the
+        non-AEI methods) or ``"cayley"``, so those configs keep the keys, and the cached results,
+        they had before the field existed (the AEI methods were Cayley then); a Newton–Schulz AEI
+        config gets a new key.
+        """
+        fields = dataclasses.asdict(self)
+        if fields["orthogonal"] in (None, "cayley"):
+            del fields["orthogonal"]
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
 
 def cache_key(cfg: Config) -> str:
@@ -401,8 +421,8 @@ def _to_device(obj, device):
 
 
 def _jacobian_spread(model: torch.nn.Module, x: torch.Tensor):
-    out = layer_jacobian_svdvals(model, x)  # {block index: (N, k), ..., "end_to_end": (N, k)}
-    sv = torch.cat([s.detach().flatten() for key, s in out.items() if key != "end_to_end"]).double()
+    out = _layer_jacobian_svdvals(model, x, end_to_end=False)  # {block index: (N, k)}: the end-to-end map is not logged
+    sv = torch.cat([s.detach().flatten() for s in out.values()]).double()
     sv_max = float(sv.max())
     active = sv[sv > 1e-6 * sv_max]  # exactly-zero directions (inactive ReLUs) would make it inf
     return float(sv.mean()), float(sv.std()), (sv_max / float(active.min()) if active.numel() else math.nan)

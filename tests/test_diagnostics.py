@@ -36,6 +36,7 @@ MODELS = {
     "relu": lambda g: relu_mlp(4, 8, 2, 3, generator=g, dtype=torch.float64),
     "relu_layernorm": lambda g: relu_mlp(4, 8, 2, 3, layernorm=True, init="kaiming", generator=g, dtype=torch.float64),
     "aei": lambda g: aei_mlp(4, 8, 2, 3, generator=g, dtype=torch.float64),
+    "aei_cayley": lambda g: aei_mlp(4, 8, 2, 3, orthogonal="cayley", generator=g, dtype=torch.float64),
 }
 
 

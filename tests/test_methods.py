@@ -198,7 +198,7 @@ def test_architectures():
     assert isinstance(aei.template[-1], nn.Linear)  # free head
 
 
-@pytest.mark.parametrize("name", ["adam", "layernorm"])
+@pytest.mark.parametrize("name", ["adam", "layernorm", "aei-adam"])
 def test_batched_matmul_path_equals_vmap_path(name):
     cfg, method, stack = _setup(name)
     with torch.no_grad():  # non-trivial LayerNorm affine parameters
@@ -211,5 +211,27 @@ def test_batched_matmul_path_equals_vmap_path(name):
     slow = stack.forward_all(x)
     for a, b in zip(fast, slow):
         torch.testing.assert_close(a, b)
-    _, _, aei = _setup("aei-adam")
-    assert aei._plan is None  # OrthogonalLinear / GroupSort go through vmap
+    _, _, cayley = _setup("aei-adam", orthogonal="cayley")
+    assert cayley._plan is None  # the parametrized OrthogonalLinear goes through vmap
+
+
+def test_aei_retraction_is_per_seed_retract_and_cayley_has_none():
+    """The runner's batched retraction of stacked weights equals nn.retract_ on each seed's model."""
+    from isoplast_lite.nn import retract_
+
+    cfg, method, stack = _setup("aei-adam", width=8)
+    assert stack.orthogonal_names == ["0.0.weight", "1.0.weight"]
+    with torch.no_grad():
+        for p in stack.params.values():
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(4), dtype=p.dtype))
+    eye = torch.eye(8, dtype=torch.float64)
+    gap = lambda w: float((w.mT @ w - eye).abs().max())  # noqa: E731
+    before = gap(stack.params["1.0.weight"].detach())
+    models = [retract_(stack.model_for_seed(k)) for k in range(len(SEEDS))]
+    method.after_step(stack, None, cfg, _ctx())
+    for k, model in enumerate(models):
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(stack.params[name][k], p.detach(), rtol=0, atol=1e-14)
+    assert gap(stack.params["1.0.weight"].detach()) < 0.1 * before  # quadratic: ~0.05 -> ~0.003
+    cfg, method, cayley = _setup("aei-adam", orthogonal="cayley")
+    assert cayley.orthogonal_names == [] and not any(n.endswith(".0.weight") for n in cayley.params)

@@ -8,8 +8,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from isoplast_lite import GroupSort, OrthogonalLinear, aei_mlp, relu_mlp
-from isoplast_lite.nn import group_sort, orthogonal_
+from isoplast_lite import GroupSort, OrthogonalLinear, aei_mlp, layer_jacobian_svdvals, relu_mlp
+from isoplast_lite.isometry import chebyshev_cubic, newton_schulz
+from isoplast_lite.nn import group_sort, orthogonal_, retract_, retract_after_step
+from isoplast_lite.tasks import load_source, make_stream
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread is faster
 
@@ -60,22 +62,151 @@ def _orthogonality_error(w):
     return (gram - torch.eye(gram.shape[0], dtype=w.dtype)).abs().max().item()
 
 
+@pytest.mark.parametrize("method", ["cayley", "newton-schulz"])
 @pytest.mark.parametrize("shape", [(6, 6), (9, 4), (3, 7)])
-def test_orthogonal_linear_stays_orthogonal_during_training(gen, shape):
+def test_orthogonal_linear_stays_orthogonal_during_training(gen, shape, method):
+    """Cayley: exact with no help; Newton-Schulz: with the retraction hook after every step."""
     d_out, d_in = shape
-    layer = OrthogonalLinear(d_in, d_out, generator=gen, dtype=torch.float64)
+    layer = OrthogonalLinear(d_in, d_out, method=method, generator=gen, dtype=torch.float64)
     assert _orthogonality_error(layer.weight) < 1e-12
     x = torch.randn(32, d_in, generator=gen, dtype=torch.float64)
     target = torch.randn(32, d_out, generator=gen, dtype=torch.float64)
     before = layer.weight.detach().clone()
-    opt = torch.optim.Adam(layer.parameters(), lr=0.05)
-    for _ in range(30):
+    opt = torch.optim.Adam(layer.parameters(), lr=0.01)
+    if method == "newton-schulz":
+        retract_after_step(opt, layer, steps=2)
+    for _ in range(100):
         opt.zero_grad()
         nn.functional.mse_loss(layer(x), target).backward()
         opt.step()
     assert (layer.weight.detach() - before).abs().max() > 1e-2  # it did train
-    assert _orthogonality_error(layer.weight) < 1e-10
+    # exact to float64 rounding; two Newton-Schulz steps leave ~(1.5 * (1.5 d^2)^2) for a drift d ~ 1e-2
+    assert _orthogonality_error(layer.weight) < (1e-10 if method == "cayley" else 1e-5)
     torch.testing.assert_close(layer(x), x @ layer.weight.T + layer.bias)
+
+
+# Documented bound (OrthogonalLinear's docstring): with one Newton-Schulz retraction after each
+# Adam step at lr 1e-3, after 1000 steps every hidden weight has max |sigma - 1| <= 1e-3 and
+# ||W^T W - I||_F <= 1e-3 (measured: ~5e-5 and ~1.5e-4 at width 64, float32).
+BOUND = 1e-3
+
+
+@pytest.fixture(scope="module")
+def trained_aei():
+    """aei_mlp(64, 64, 3, 10) after 1000 Adam steps (lr 1e-3, batch 32) on random-label Digits."""
+    torch.set_num_threads(1)
+    task = make_stream("random-label-digits", seed=0, n_tasks=1, n_train=256, source=load_source("digits")).task(0)
+    model = aei_mlp(64, 64, 3, 10, generator=torch.Generator().manual_seed(0))
+    start = copy.deepcopy(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for idx in task.batch_indices(1000, 32):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(task.x_train[idx]), task.y_train[idx]).backward()
+        opt.step()
+        retract_(model)
+    return model, start, opt, task
+
+
+def test_orthogonality_error_after_1000_steps_below_documented_bound(trained_aei):
+    model, start, opt, task = trained_aei
+    for block, block0 in zip(model[:-1], start[:-1]):
+        w = block[0].weight.detach()
+        assert (w - block0[0].weight.detach()).abs().max() > 0.05  # the weights did move
+        sv = torch.linalg.svdvals(w)
+        assert (sv - 1).abs().max() < BOUND
+        gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+        assert torch.linalg.matrix_norm(gram - torch.eye(gram.shape[0])) < BOUND
+    # the bound is not vacuous: one more Adam step without a retraction breaks it
+    drifted = copy.deepcopy(model)
+    opt2 = torch.optim.Adam(drifted.parameters(), lr=1e-3)
+    opt2.load_state_dict(opt.state_dict())
+    nn.functional.cross_entropy(drifted(task.x_train[:32]), task.y_train[:32]).backward()
+    opt2.step()
+    assert max(float((torch.linalg.svdvals(b[0].weight.detach()) - 1).abs().max()) for b in drifted[:-1]) > BOUND
+
+
+def test_trained_aei_net_hidden_jacobians_stay_isometric(trained_aei):
+    model, _, _, task = trained_aei
+    sv = layer_jacobian_svdvals(model, task.x_train[:32])
+    for l in range(len(model) - 1):  # every hidden block: P W with P a permutation
+        assert (sv[l] - 1).abs().max() < 1e-3, l
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (24, 9), (9, 24)])
+def test_retraction_is_the_polar_factor_to_first_order(gen, shape):
+    """Against torch.linalg.svd: one step maps sigma -> 1.5 sigma - 0.5 sigma^3 on the singular
+    values, so its distance to the polar factor U V^T is O(|W - U V^T|^2)."""
+    Q = orthogonal_(torch.empty(*shape, dtype=torch.float64), generator=gen)
+    for eps in (1e-2, 1e-3, 1e-4):
+        W = Q + eps * torch.randn(*shape, generator=gen, dtype=torch.float64)
+        U, sigma, Vh = torch.linalg.svd(W, full_matrices=False)
+        polar = U @ Vh
+        R = newton_schulz(W, steps=1, normalize=False)
+        torch.testing.assert_close(R, U @ torch.diag(1.5 * sigma - 0.5 * sigma**3) @ Vh, atol=1e-13, rtol=0)
+        first = torch.linalg.matrix_norm(W - polar)  # O(eps)
+        assert torch.linalg.matrix_norm(R - polar) <= 2 * first**2
+        layer = OrthogonalLinear(shape[1], shape[0], generator=gen, dtype=torch.float64)
+        with torch.no_grad():
+            layer.weight.copy_(W)
+        torch.testing.assert_close(layer.retract_().weight.detach(), R, atol=1e-14, rtol=0)
+
+
+@pytest.mark.parametrize("coefficients", ["bjorck", "chebyshev"])
+def test_seed_batched_newton_schulz_equals_per_seed(gen, coefficients):
+    W = torch.randn(4, 12, 7, generator=gen) * 0.1 + orthogonal_(torch.empty(4, 12, 7), generator=gen)
+    kw = dict(steps=2, normalize=False, coefficients=coefficients, interval=(0.7, 1.3) if coefficients == "chebyshev" else None)
+    batched = newton_schulz(W, **kw)
+    for k in range(4):
+        torch.testing.assert_close(batched[k], newton_schulz(W[k], **kw), atol=1e-6, rtol=0)
+
+
+def test_chebyshev_cubic_equioscillates_and_beats_bjorck():
+    for lo, hi in [(0.1, 1.0), (0.5, 1.0), (0.9, 1.1), (0.99, 1.02)]:
+        c1, c3, err = chebyshev_cubic(lo, hi)
+        p = lambda s: c1 * s + c3 * s**3  # noqa: E731
+        e = ((lo**2 + lo * hi + hi**2) / 3) ** 0.5
+        assert 1 - p(lo) == pytest.approx(err) and p(e) - 1 == pytest.approx(err) and 1 - p(hi) == pytest.approx(err)
+        grid = torch.linspace(lo, hi, 2001, dtype=torch.float64)
+        cheb = float((p(grid) - 1).abs().max())
+        bjorck = float((1.5 * grid - 0.5 * grid**3 - 1).abs().max())
+        assert cheb == pytest.approx(err, rel=1e-6) and cheb < bjorck
+    assert chebyshev_cubic(1.0, 1.0) == (1.5, -0.5, 0.0)
+
+
+def test_cayley_and_newton_schulz_nets_start_from_the_same_weights():
+    nets = {m: aei_mlp(5, 8, 2, 3, head="orthogonal", orthogonal=m, generator=torch.Generator().manual_seed(2)) for m in ("cayley", "newton-schulz")}
+    for a, b in zip(nets["cayley"], nets["newton-schulz"]):
+        la, lb = (a[0], b[0]) if isinstance(a, nn.Sequential) else (a, b)
+        torch.testing.assert_close(la.weight.detach(), lb.weight.detach(), atol=1e-6, rtol=0)
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(nets["cayley"](x), nets["newton-schulz"](x), atol=1e-5, rtol=0)
+
+
+def test_retract_touches_only_newton_schulz_layers(gen):
+    model = nn.Sequential(OrthogonalLinear(4, 4, method="cayley", generator=gen), nn.Linear(4, 4), OrthogonalLinear(4, 4, generator=gen))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    retract_(model)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"2.weight"}
+
+
+def test_orthogonal_options_reject_bad_values():
+    with pytest.raises(ValueError, match="method"):
+        OrthogonalLinear(3, 3, method="qr")
+    with pytest.raises(ValueError, match="orthogonal"):
+        aei_mlp(3, 4, 1, 2, orthogonal="exp")
+    with pytest.raises(ValueError, match="coefficients"):
+        retract_(aei_mlp(3, 4, 1, 2), coefficients="quintic")
+    with pytest.raises(ValueError, match="interval"):
+        retract_(aei_mlp(3, 4, 1, 2), coefficients="chebyshev")
+    with pytest.raises(ValueError, match="steps"):
+        OrthogonalLinear(3, 3).retract_(steps=0)
+    with pytest.raises(TypeError, match="optimizer"):
+        retract_after_step("adam", aei_mlp(3, 4, 1, 2))
 
 
 def test_orthogonal_linear_bias_flag_and_zero_bias(gen):

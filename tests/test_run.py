@@ -52,7 +52,7 @@ def test_batched_run_equals_plain_per_seed_loop():
             assert row[key] == pytest.approx(r[key], rel=1e-5, abs=1e-5), key
 
 
-@pytest.mark.parametrize("method", ["redo", "shrink-perturb", "spectral", "aei-adamo"])
+@pytest.mark.parametrize("method", ["redo", "shrink-perturb", "spectral", "aei-adam", "aei-adamo"])
 def test_seeds_do_not_interact(method):
     """Stacking 2 seeds gives the same numbers as running each seed alone (seed_batch=1)."""
     cfg = Config("permuted-digits", method, dtype="float64", **TINY)
@@ -78,6 +78,46 @@ def test_columns_and_values_are_sane():
 def test_aei_net_is_isometric_in_hidden_layers():
     df = run(Config("random-label-digits", "aei-adam", **TINY), cache_dir=False, progress=False)
     assert (df["dead"] == 0).all()  # GroupSort has no dead units
+
+
+def test_batched_aei_run_equals_plain_per_seed_loop_with_retract():
+    """aei-adam in the runner == aei_mlp + Adam + nn.retract_ after each step, seed by seed."""
+    from isoplast_lite import aei_mlp
+    from isoplast_lite.nn import retract_
+
+    cfg = Config("random-label-digits", "aei-adam", lr=3e-3, dtype="float64", **TINY)
+    df = run(cfg, cache_dir=False, progress=False)
+    source = load_source("digits")
+    for seed in cfg.seed_list:
+        stream = make_stream(cfg.benchmark, seed=seed, n_tasks=cfg.n_tasks, n_train=cfg.n_train, source=source)
+        model = aei_mlp(64, cfg.width, cfg.depth, 10, generator=torch.Generator().manual_seed(seed)).double()
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        for t in range(cfg.n_tasks):
+            task = stream.task(t)
+            x, y = task.x_train.double(), task.y_train
+            for idx in task.batch_indices(cfg.steps_per_task, cfg.batch_size):
+                opt.zero_grad()
+                F.cross_entropy(model(x[idx]), y[idx]).backward()
+                opt.step()
+                retract_(model)
+            with torch.no_grad():
+                loss = float(F.cross_entropy(model(x), y))
+            row = df[(df.seed == seed) & (df.task == t)].iloc[0]
+            assert row["loss"] == pytest.approx(loss, rel=1e-6, abs=1e-8)
+
+
+def test_aei_cayley_config_keeps_its_cache_key_and_newton_schulz_gets_a_new_one():
+    from isoplast_lite.run import cache_key
+
+    cayley = Config("random-label-digits", "aei-adam", orthogonal="cayley", **TINY)
+    ns = Config("random-label-digits", "aei-adam", **TINY)
+    assert ns.orthogonal == "newton-schulz" and Config("random-label-digits", "adam").orthogonal is None
+    assert '"orthogonal":' not in cayley.to_json() and '"orthogonal":"newton-schulz"' in ns.to_json()
+    assert cache_key(cayley) != cache_key(ns)
+    with pytest.raises(ValueError, match="orthogonal"):
+        Config("random-label-digits", "adam", orthogonal="cayley")
+    with pytest.raises(ValueError, match="orthogonal"):
+        Config("random-label-digits", "aei-adam", orthogonal="qr")
 
 
 def test_config_validation():

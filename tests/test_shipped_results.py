@@ -110,7 +110,7 @@ def test_shipped_entry_reruns_consistently(name):
     """A re-run on this machine agrees with the shipped seeds within the statistical bound."""
     live, shipped = load_tool("measure_portability").rerun(name)
     agree = rerun_agreement(live, shipped, METRIC_COLUMNS)
-    methods, n_tasks = load_tool("measure_portability").ENTRIES[name]
+    _, methods, n_tasks, _ = load_tool("measure_portability").ENTRIES[name]
     measured = [c for c in METRIC_COLUMNS if shipped[c].notna().any()]  # no test split: test_acc is NaN
     assert len(agree) == len(methods) * n_tasks * len(measured)
     bad = agree[~agree.consistent]

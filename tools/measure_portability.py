@@ -28,19 +28,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "portability.json"
 
-#: The re-run entries: (shipped file, methods, tasks re-run). All seeds of the shipped config run
-#: batched, as shipped. permuted-digits: the whole short stream (chaos shows from task 4 on with
-#: portable kernels); random-label-digits: chapter 7's live slice (memorization is the most
-#: chaotic stream of the book).
+#: The re-run entries: name -> (shipped file, methods, tasks re-run, Config overrides). All seeds
+#: of the shipped config run batched, as shipped. permuted-digits/adamo: the whole short stream;
+#: random-label-digits: chapter 7's live slice (memorization is the most chaotic stream of the
+#: book); permuted-digits/aei-adam: the shipped AEI rows, made with the exact Cayley
+#: parametrization before the Newton-Schulz retraction became the default.
 ENTRIES = {
-    "permuted-digits": (["adamo"], 6),
-    "random-label-digits": (["adam", "adamo"], 4),
+    "permuted-digits/adamo": ("permuted-digits", ["adamo"], 6, {}),
+    "random-label-digits/adam+adamo": ("random-label-digits", ["adam", "adamo"], 4, {}),
+    "permuted-digits/aei-adam-cayley": ("permuted-digits", ["aei-adam"], 2, {"orthogonal": "cayley"}),
 }
 SETTINGS = [(cap, threads) for cap in ("native", "default") for threads in (1, 2)]
 
 
-def entry_config(name: str, method: str, n_tasks: int):
-    """The runner Config of a shipped entry, read from its manifest command (first ``n_tasks``)."""
+def entry_config(name: str, method: str, n_tasks: int, **overrides):
+    """The runner Config of shipped file ``name``'s ``method``, read from its manifest command
+    (first ``n_tasks``; ``overrides`` are further Config fields)."""
     from isoplast_lite import results
     from isoplast_lite.__main__ import build_parser
     from isoplast_lite.run import Config
@@ -52,7 +55,7 @@ def entry_config(name: str, method: str, n_tasks: int):
         benchmark=args.benchmark[0], method=method, iso_strength=float(rows.iso_strength.iloc[0]),
         lr=float(rows.lr.iloc[0]), seeds=args.seeds, first_seed=0, n_tasks=n_tasks,
         steps_per_task=args.steps_per_task, batch_size=args.batch_size, width=args.width,
-        depth=args.depth, n_train=args.n_train, init=args.init, dtype=args.dtype,
+        depth=args.depth, n_train=args.n_train, init=args.init, dtype=args.dtype, **overrides,
     )  # fmt: skip
 
 
@@ -63,9 +66,9 @@ def rerun(name: str):
     from isoplast_lite import results
     from isoplast_lite.run import run
 
-    methods, n_tasks = ENTRIES[name]
-    shipped = results.load(name)
-    live = pd.concat([run(entry_config(name, m, n_tasks), cache_dir=False, progress=False) for m in methods])
+    file, methods, n_tasks, overrides = ENTRIES[name]
+    shipped = results.load(file)
+    live = pd.concat([run(entry_config(file, m, n_tasks, **overrides), cache_dir=False, progress=False) for m in methods])
     shipped = shipped[shipped.method.isin(methods) & (shipped.task < n_tasks)]
     return live.reset_index(drop=True), shipped.reset_index(drop=True)
 
@@ -97,7 +100,8 @@ def main(argv=None) -> int:
     from isoplast_lite.run import METRIC_COLUMNS
     from isoplast_lite.stats import rerun_agreement
 
-    report = {"entries": {k: {"methods": v[0], "tasks": v[1]} for k, v in ENTRIES.items()}, "settings": {}}
+    report = {"entries": {k: {"file": v[0], "methods": v[1], "tasks": v[2], "config": v[3]} for k, v in ENTRIES.items()},
+              "settings": {}}  # fmt: skip
     for cap, threads in SETTINGS:
         env = dict(os.environ)
         env.pop("ATEN_CPU_CAPABILITY", None)
@@ -109,8 +113,8 @@ def main(argv=None) -> int:
         seconds = time.perf_counter() - start
         live_all = pd.read_csv(io.StringIO(out.stdout))
         setting = {"seconds": round(seconds, 1), "entries": {}}
-        for name, (methods, n_tasks) in ENTRIES.items():
-            shipped = results.load(name)
+        for name, (file, methods, n_tasks, _) in ENTRIES.items():
+            shipped = results.load(file)
             shipped = shipped[shipped.method.isin(methods) & (shipped.task < n_tasks)]
             live = live_all[live_all.entry == name]
             agree = rerun_agreement(live, shipped, METRIC_COLUMNS)

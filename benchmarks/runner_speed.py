@@ -1,0 +1,158 @@
+"""How far the runner is from the machine's limit, and how much faster than a baseline checkout.
+
+For each method and scale, ``isoplast_lite.run.run`` (no cache, no progress bar) is timed on
+2 tasks x ``--short`` steps and on 2 tasks x ``--long`` steps; the difference gives the time per
+training step (all seeds at once) and the remainder the time per task spent outside training
+(the per-task measurements: accuracies, dormant/dead units, ranks, layer Jacobians, eNTK).
+
+* steps/s against the **FLOP-count bound**: the matmul FLOPs of one step (forward + backward
+  ``6 * batch * d_out * d_in`` per layer and seed, plus ``4 * d_out * d_in * min(d_out, d_in)``
+  per hidden matrix for a Newton-Schulz retraction (``aei-*``) or AdamO's isometry gradient)
+  divided by the peak of a large ``torch.mm`` measured in the same process;
+* with ``--baseline DIR`` (a checkout of an older ``isoplast_lite``, e.g.
+  ``git archive 881f2e2 isoplast_lite | tar -x -C /tmp/before``), the same runs of that version,
+  imported in the same process under another name and interleaved with the current one
+  (order alternated every repeat), and the estimated time of chapter 7's book-scale
+  precomputation (``tools/precompute_book_results.py``: every sweep's configs, per-step and
+  per-task costs measured here, summed) for both versions.
+
+Scales: ``book`` = width 64, depth 3, 256 images, batch 32, 8 seeds (chapter 7's random-label
+budget; its shift budget has 512 images) and ``w256`` = width 256, depth 3, 512 images,
+batch 32, 4 seeds (the issue budget). Run with ``OMP_NUM_THREADS=1`` (the precomputation's
+setting) and compare ratios, not absolute times: the machine is shared.
+
+Usage:
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/runner_speed.py [--baseline /tmp/before]
+        [--methods adam adamo aei-adam] [--scales book w256] [--repeats 2] [--book-estimate]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import isoplast_lite
+import isoplast_lite.run  # noqa: F401  (the "current" version timed below)
+
+from _timing import load, matmul_peak  # noqa: E402  (benchmarks/ is on sys.path)
+
+SCALES = {
+    "book": dict(width=64, depth=3, n_train=256, batch_size=32, seeds=8),
+    "w256": dict(width=256, depth=3, n_train=512, batch_size=32, seeds=4),
+}
+IN_DIM, OUT = 64, 10  # Digits
+
+
+def load_baseline(path: str):
+    """Import the package at ``path`` (a folder holding ``isoplast_lite/``) as ``isoplast_baseline``."""
+    pkg = Path(path) / "isoplast_lite"
+    spec = importlib.util.spec_from_file_location("isoplast_baseline", pkg / "__init__.py", submodule_search_locations=[str(pkg)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["isoplast_baseline"] = module
+    spec.loader.exec_module(module)
+    return importlib.import_module("isoplast_baseline.run")
+
+
+def flops_per_step(method: str, scale: dict) -> float:
+    w, d, b, s = scale["width"], scale["depth"], scale["batch_size"], scale["seeds"]
+    dims = [(w, IN_DIM)] + [(w, w)] * (d - 1)
+    train = sum(6 * b * o * i for o, i in dims + [(OUT, w)])
+    extra = sum(4 * o * i * min(o, i) for o, i in dims) if method in ("aei-adam", "aei-adamo", "adamo", "coupled-iso") else 0
+    return s * (train + extra)
+
+
+def timed_run(mod, method, scale, steps, benchmark="random-label-digits"):
+    cfg = mod.Config(benchmark, method, n_tasks=2, steps_per_task=steps, **scale)
+    t = time.perf_counter()
+    mod.run(cfg, cache_dir=False, progress=False)
+    return time.perf_counter() - t
+
+
+def measure(versions, method, scale, args, benchmark="random-label-digits"):
+    """{version: (seconds per step, seconds per task outside training)}, medians over repeats."""
+    for mod in versions.values():  # warm-up (imports, first-call overheads)
+        timed_run(mod, method, scale, 5, benchmark)
+    samples = {name: [] for name in versions}
+    names = list(versions)
+    for r in range(args.repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            short = timed_run(versions[name], method, scale, args.short, benchmark)
+            long = timed_run(versions[name], method, scale, args.long, benchmark)
+            per_step = (long - short) / (2 * (args.long - args.short))
+            samples[name].append((per_step, (short - 2 * args.short * per_step) / 2))
+    return {n: (statistics.median(p for p, _ in v), statistics.median(q for _, q in v)) for n, v in samples.items()}
+
+
+def book_estimate(versions, args):
+    """Estimated seconds of tools/precompute_book_results.py for each version."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import precompute_book_results as tool
+
+    from isoplast_lite.__main__ import build_parser
+
+    totals = {n: 0.0 for n in versions}
+    cache = {}
+    for name, sweep in tool.SWEEPS.items():
+        a = build_parser().parse_args(["sweep", *sweep, "--out", "x.csv"])
+        scale = dict(width=a.width, depth=a.depth, n_train=a.n_train, batch_size=a.batch_size, seeds=a.seeds)
+        bench = a.benchmark[0]
+        kind = "shift" if not bench.startswith("random-label") else "random"
+        for method in a.method:
+            n_lambdas = len(a.iso_strength) if method in ("adamo", "coupled-iso", "aei-adamo") else 1
+            if name == "lambda-sweep":  # adam and adamo at 0.1 are shared with random-label-digits (cached)
+                n_lambdas = 0 if method == "adam" else n_lambdas - 1
+            key = (method, kind, a.n_train)
+            if key not in cache:
+                cache[key] = measure(versions, method, scale, args, benchmark=bench)
+            for v, (per_step, per_task) in cache[key].items():
+                totals[v] += n_lambdas * a.tasks * (a.steps_per_task * per_step + per_task)
+    return totals
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", default=None, help="folder holding an older isoplast_lite/ to compare with")
+    parser.add_argument("--methods", nargs="+", default=["adam", "adamo", "aei-adam"])
+    parser.add_argument("--scales", nargs="+", default=list(SCALES), choices=list(SCALES))
+    parser.add_argument("--short", type=int, default=20)
+    parser.add_argument("--long", type=int, default=120)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--book-estimate", action="store_true", help="estimate chapter 7's precomputation (slow)")
+    args = parser.parse_args()
+    versions = {"current": sys.modules["isoplast_lite.run"]}
+    if args.baseline:
+        versions["baseline"] = load_baseline(args.baseline)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, current = {os.path.dirname(isoplast_lite.__file__)}"
+          + (f", baseline = {args.baseline}" if args.baseline else ""))
+    print(load())
+    peak = matmul_peak()
+    print(f"matmul peak (1024^3 torch.mm): {peak / 1e9:.1f} GFLOP/s")
+    print(f"{'scale':<5} {'method':<9} {'version':<9} {'ms/step':>8} {'steps/s':>8} {'bound/s':>8} {'% bound':>7} {'s/task':>7}")
+    for scale_name in args.scales:
+        scale = SCALES[scale_name]
+        for method in args.methods:
+            res = measure(versions, method, scale, args)
+            bound = peak / flops_per_step(method, scale)
+            for v, (per_step, per_task) in res.items():
+                print(f"{scale_name:<5} {method:<9} {v:<9} {1e3 * per_step:8.2f} {1 / per_step:8.0f} {bound:8.0f} "
+                      f"{100 / per_step / bound:6.1f}% {per_task:7.2f}", flush=True)
+            if "baseline" in res:
+                print(f"{'':<15} speed-up per step x{res['baseline'][0] / res['current'][0]:.2f}, per task x{res['baseline'][1] / res['current'][1]:.2f}")
+    if args.book_estimate:
+        totals = book_estimate(versions, args)
+        print("chapter 7 precomputation, estimated single-process seconds: "
+              + ", ".join(f"{v} {t:.0f} s" for v, t in totals.items()))
+        if "baseline" in totals:
+            print(f"speed-up x{totals['baseline'] / totals['current']:.2f}")
+    print(load())
+
+
+if __name__ == "__main__":
+    main()

@@ -15,24 +15,13 @@ When the book is not built the tests are skipped with the reason, unless
 
 from __future__ import annotations
 
-import functools
-import http.server
-import os
 import re
-import shutil
-import threading
-from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
+from book_browser import HTML, chromium, open_offline, require, serve
 
 bs4 = pytest.importorskip("bs4")
 
-ROOT = Path(__file__).resolve().parents[1]
-HTML = Path(os.environ.get("ISOPLAST_HTML_DIR", ROOT / "_build" / "html"))
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]  # fmt: skip
 BLOCKING = ("serious", "critical")
 # (rule id, CSS selector of the only nodes excluded, why it cannot be fixed here). Empty: every
 # serious or critical finding of the theme had a fix (book/_ext/isoplast_sphinx.py and
@@ -42,14 +31,6 @@ BLOCKING = ("serious", "critical")
 KNOWN_THEME_ISSUES: list[tuple[str, str, str]] = []
 # file names of generated figures, the default alt text of myst-nb: not a description
 _FILE_ALT = re.compile(r"(^|/)[0-9a-f]{16,}\.(png|jpe?g|svg)$|\.(png|jpe?g|svg)$", re.I)
-
-
-def _require(condition: bool, reason: str) -> None:
-    if condition:
-        return
-    if os.environ.get("ISOPLAST_REQUIRE_HTML") == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def _pages():
@@ -63,34 +44,21 @@ PAGES = _pages() or ["index.html"]
 
 @pytest.fixture(scope="module")
 def built():
-    _require((HTML / "index.html").exists(), f"{HTML} has no built book: run `.venv/bin/jupyter-book build . -W` first "
+    require((HTML / "index.html").exists(), f"{HTML} has no built book: run `.venv/bin/jupyter-book build . -W` first "
              "(set ISOPLAST_REQUIRE_HTML=1 to make this a failure)")  # fmt: skip
     return HTML
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def server(built):
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(built)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    thread.join(timeout=5)
+    with serve(built) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser(built):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    _require(Path(CHROMIUM).exists() or shutil.which("chromium") is not None, f"{CHROMIUM} is missing: apt-get install -y chromium")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -100,17 +68,7 @@ def axe():
 
 
 def _open(browser, url):
-    page = browser.new_page()
-
-    def route(r):
-        host = urlparse(r.request.url).hostname
-        if host in ("127.0.0.1", "localhost") or r.request.url.startswith("data:"):
-            r.continue_()
-        else:
-            r.fulfill(status=200, body="", content_type="text/plain")
-
-    page.route("**/*", route)
-    page.goto(url, wait_until="load")
+    page, _, _ = open_offline(browser, url)
     if page.locator(".isoplast-vega").count():  # audit the rendered chart and its slider
         page.locator(".isoplast-vega svg").first.wait_for(timeout=30_000)
     page.wait_for_timeout(300)
@@ -156,7 +114,7 @@ SLIDER_PAGES = ["notebooks/04-isometry-regularizer.html", "notebooks/07-reproduc
 
 @pytest.mark.parametrize("rel", SLIDER_PAGES)
 def test_every_slider_has_an_announced_label(server, browser, rel):
-    _require((HTML / rel).exists(), f"{HTML / rel} is not built")
+    require((HTML / rel).exists(), f"{HTML / rel} is not built")
     page = _open(browser, f"{server}/{rel}")
     try:
         sliders = page.locator("input[type=range]")

@@ -14,18 +14,9 @@ When ``_build/html`` is missing the test is skipped with the reason, unless
 
 from __future__ import annotations
 
-import functools
-import http.server
-import os
-import shutil
-import threading
-from pathlib import Path
-from urllib.parse import urlparse
-
 import pytest
+from book_browser import HTML, chromium, open_offline, require, serve
 
-ROOT = Path(__file__).resolve().parents[1]
-HTML = Path(os.environ.get("ISOPLAST_HTML_DIR", ROOT / "_build" / "html"))  # override: another build
 PAGE = "notebooks/07-reproducing-benchmarks.html"
 # every page with a static slider: (page, number of panels the slider drives)
 SLIDER_PAGES = [(PAGE, 2), ("notebooks/04-isometry-regularizer.html", 3)]
@@ -33,77 +24,27 @@ SLIDER_PAGES = [(PAGE, 2), ("notebooks/04-isometry-regularizer.html", 3)]
 # Jupyter Book 1 logs by default, a duplicated sphinx-thebe script and an empty theme mode, are
 # fixed by book/_ext/isoplast_sphinx.py and `default_mode` in _config.yml)
 BASELINE_PAGE = "notebooks/05-adamo-step-by-step.html"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]  # fmt: skip
-
-
-def _require(condition: bool, reason: str) -> None:
-    if condition:
-        return
-    if os.environ.get("ISOPLAST_REQUIRE_HTML") == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-    def do_GET(self):
-        if self.path.split("?")[0] == "/favicon.ico":  # Chromium asks for it on its own
-            self.send_response(204)
-            self.end_headers()
-            return
-        super().do_GET()
 
 
 @pytest.fixture(scope="module")
 def server():
-    _require((HTML / PAGE).exists(), f"{HTML / PAGE} is not built: run `.venv/bin/jupyter-book build . -W` first "
-             "(set ISOPLAST_REQUIRE_HTML=1 to make this a failure)")  # fmt: skip
-    handler = functools.partial(_Quiet, directory=str(HTML))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    thread.join(timeout=5)
+    require((HTML / PAGE).exists(), f"{HTML / PAGE} is not built: run `.venv/bin/jupyter-book build . -W` first "
+            "(set ISOPLAST_REQUIRE_HTML=1 to make this a failure)")  # fmt: skip
+    with serve(HTML) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    _require(Path(CHROMIUM).exists() or shutil.which("chromium") is not None,
-             f"{CHROMIUM} is missing: apt-get install -y chromium")  # fmt: skip
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
-def _open(browser, url):
-    """A page whose console errors and outside requests are recorded (outside ones get "")."""
-    page = browser.new_page()
-    errors, external = [], []
-    page.on("console", lambda msg: errors.append(f"console.{msg.type}: {msg.text}") if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-
-    def route(r):
-        host = urlparse(r.request.url).hostname
-        if host in ("127.0.0.1", "localhost") or r.request.url.startswith("data:"):
-            r.continue_()
-        else:
-            external.append(r.request.url)
-            r.fulfill(status=200, body="", content_type="text/plain")
-
-    page.route("**/*", route)
-    page.goto(url, wait_until="load")
-    return page, errors, external
+_open = open_offline
 
 
 def test_a_chapter_page_renders_math_offline_without_console_errors(server, browser):
-    _require((HTML / BASELINE_PAGE).exists(), f"{HTML / BASELINE_PAGE} is not built")
+    require((HTML / BASELINE_PAGE).exists(), f"{HTML / BASELINE_PAGE} is not built")
     page, errors, external = _open(browser, f"{server}/{BASELINE_PAGE}")
     # MathJax is served from the book's own _static (every outside request gets an empty body)
     page.wait_for_function("document.querySelectorAll('mjx-container').length > 0", timeout=30_000)
@@ -117,7 +58,7 @@ def test_a_chapter_page_renders_math_offline_without_console_errors(server, brow
 
 @pytest.mark.parametrize("page_path, n_panels", SLIDER_PAGES, ids=[p.split("/")[-1][:2] for p, _ in SLIDER_PAGES])
 def test_static_slider_changes_the_chart(server, browser, page_path, n_panels):
-    _require((HTML / page_path).exists(), f"{HTML / page_path} is not built")
+    require((HTML / page_path).exists(), f"{HTML / page_path} is not built")
     page, errors, external = _open(browser, f"{server}/{page_path}")
     page.wait_for_function("window.isoplastVegaViews && window.isoplastVegaViews.length > 0", timeout=30_000)
     chart = page.locator(".isoplast-vega").first

@@ -115,9 +115,12 @@ def write_manifest(out_dir: Path = OUT, made: "dict | None" = None) -> Path:
         if not (out_dir / f"{name}.csv.gz").exists():
             continue
         entry = {"file": f"{name}.csv.gz", "command": " ".join(command(name))}
-        prov = made.get(name, before.get(name, {}).get("provenance"))
-        if prov is not None:
-            entry["provenance"] = prov
+        if name in made:
+            entry["provenance"] = made[name]
+            if "aei-adam" in SWEEPS[name]:
+                entry["aei_orthogonal"] = "newton-schulz"  # the runner's default (Config.orthogonal)
+        else:  # not regenerated: keep what was recorded with the file
+            entry.update({k: v for k, v in before.get(name, {}).items() if k in ("provenance", "aei_orthogonal")})
         manifest[name] = entry
     tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")

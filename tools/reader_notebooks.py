@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import codecs
-import copy
 import hashlib
 import os
 import re

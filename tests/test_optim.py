@@ -250,15 +250,22 @@ def test_iso_every_one_is_bitwise_the_exact_update(gen, shape, seed_dims, weight
     assert not torch.equal(p_ref, p0)
 
 
-def _reference_adamo_every(params, grads_fn, steps, lr_at, lr, betas, eps, wd, lam, iso_lr, k, seed_dims=0):
-    """Hand-written amortized rule: on steps t % k == 0 subtract k * eta_iso * lam * grad R(theta_t)."""
+def _reference_adamo_every(params, grads_fn, steps, lr_at, lr, betas, eps, wd, lam, iso_lr, k, seed_dims=0, iso_scaling="lr"):
+    """Hand-written amortized rule: on steps t % k == 0 subtract k * eta_iso * lam * grad R(theta_t).
+
+    eta_iso: iso_lr, or the current lr (iso_scaling "lr", PyTorch's AdamW reading); or
+    (iso_lr or 1) times the schedule multiplier lr_t / lr_0 (iso_scaling "schedule",
+    Loshchilov & Hutter's reading)."""
     b1, b2 = betas
     m = [torch.zeros_like(p) for p in params]
     v = [torch.zeros_like(p) for p in params]
     for t in range(1, steps + 1):
         grads = grads_fn(params, t - 1)
         eta = lr * lr_at(t - 1)
-        eta_iso = eta if iso_lr is None else iso_lr
+        if iso_scaling == "schedule":
+            eta_iso = (1.0 if iso_lr is None else iso_lr) * lr_at(t - 1)
+        else:
+            eta_iso = eta if iso_lr is None else iso_lr
         new = []
         for i, (p, g) in enumerate(zip(params, grads)):
             m[i] = b1 * m[i] + (1 - b1) * g
@@ -441,3 +448,64 @@ def test_iso_every_tracks_the_exact_isometry_flow_when_lr_lambda_is_small(gen):
     far = penalties(1e-2, 0.1, 64)
     exact = penalties(1e-2, 0.1, 1)[63::64]
     assert ((far - exact).abs() / exact).max() > rel
+
+
+@pytest.mark.parametrize("iso_lr", [None, 0.3])
+@pytest.mark.parametrize("scheduled", [False, True])
+def test_schedule_multiplier_reading_equals_hand_written_update(gen, iso_lr, scheduled):
+    """iso_scaling="schedule" (Loshchilov & Hutter): the isometry step is (iso_lr or 1) times the
+    schedule multiplier lr_t / lr_0, never times lr itself; on tall, wide, square, conv and vector
+    parameters, with weight decay and a StepLR schedule."""
+    init = [torch.randn(s, generator=gen, dtype=torch.float64) * 0.5 for s in SHAPES]
+    targets = [torch.randn(STEPS, *s, generator=gen, dtype=torch.float64) for s in SHAPES]
+    factor = (lambda t: 0.5 ** (t // 5)) if scheduled else (lambda t: 1.0)
+    kw = dict(lr=0.02, betas=(0.9, 0.99), eps=1e-8, wd=0.1, lam=0.05, iso_lr=iso_lr)
+    expected = _reference_adamo_every(init, _quadratic_grads(targets), STEPS, factor, k=1, iso_scaling="schedule", **kw)
+    got = _run_adamo(init, _quadratic_grads(targets), STEPS,
+                     (lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=5, gamma=0.5)) if scheduled else None,
+                     lr=0.02, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1, iso_strength=0.05, iso_lr=iso_lr,
+                     iso_scaling="schedule")  # fmt: skip
+    for p, e in zip(got, expected):
+        torch.testing.assert_close(p, e, atol=1e-10, rtol=0)
+    # the readings differ (by the factor lr when iso_lr is None; by the schedule otherwise) and
+    # coincide only for a fixed iso_lr under a constant lr
+    lr_reading = _reference_adamo_every(init, _quadratic_grads(targets), STEPS, factor, k=1, **kw)
+    gap = (lr_reading[0] - expected[0]).abs().max()
+    assert gap > 1e-3 if (iso_lr is None or scheduled) else gap == 0
+
+
+def test_default_reading_is_unchanged_and_bad_scaling_is_refused(gen):
+    init = [torch.randn(s, generator=gen, dtype=torch.float64) * 0.5 for s in SHAPES]
+    targets = [torch.randn(STEPS, *s, generator=gen, dtype=torch.float64) for s in SHAPES]
+    base = _run_adamo(init, _quadratic_grads(targets), STEPS, lr=0.01, iso_strength=0.5)
+    explicit = _run_adamo(init, _quadratic_grads(targets), STEPS, lr=0.01, iso_strength=0.5, iso_scaling="lr")
+    for a, b in zip(base, explicit):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="iso_scaling must be one of"):
+        AdamO([torch.zeros(2, 2, requires_grad=True)], iso_scaling="loshchilov")
+
+
+def test_paper_setting_half_life_under_both_readings():
+    """PAPER.md: at lr 1e-4 and lambda 1e-3, R_iso halves in ln2 / (16 lambda) ~ 43 steps under
+    Loshchilov & Hutter's reading, and barely moves under PyTorch's (half-life ~430 000 steps)."""
+    import math
+
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(32, 32, generator=g, dtype=torch.float64))
+    s = 1 + 0.05 * (2 * torch.rand(32, generator=g, dtype=torch.float64) - 1)
+    halves = {}
+    for scaling in ("schedule", "lr"):
+        W = (q * s).clone().requires_grad_(True)
+        W.grad = torch.zeros_like(W)  # no task gradient: only the isometry step
+        opt = AdamO([W], lr=1e-4, iso_strength=1e-3, iso_scaling=scaling)
+        r0 = isometry_penalty(W.detach()).item()
+        for t in range(1, 201):
+            opt.step()
+            if isometry_penalty(W.detach()).item() <= r0 / 2:
+                halves[scaling] = t
+                break
+        else:
+            halves[scaling] = isometry_penalty(W.detach()).item() / r0  # fraction left after 200 steps
+    predicted = math.log(2) / (16 * 1e-3)  # 43.3
+    assert abs(halves["schedule"] - predicted) <= 0.1 * predicted, halves
+    assert halves["lr"] > 0.99, halves  # not halved: > 99% of R_iso left after 200 steps

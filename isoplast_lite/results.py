@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["GROUPS", "MissingResultsError", "results_dir", "manifest", "load", "provenance"]
+__all__ = ["GROUPS", "MissingResultsError", "results_dir", "manifest", "load", "provenance", "portability"]
 
 #: the groups of shipped results (sub-folders of ``isoplast_lite/data``).
 GROUPS = ("book", "long")
@@ -111,6 +111,20 @@ def load(name: str, group: str = "book") -> pd.DataFrame:
     if not path.is_file():
         raise MissingResultsError(f"{path} is missing: reinstall isoplast_lite")
     return pd.read_csv(path)
+
+
+def portability() -> dict:
+    """How far re-runs of shipped entries moved on other CPU kernels and thread counts (measured).
+
+    Written by ``tools/measure_portability.py``: per setting (native or portable kernels,
+    1 or 2 threads) and re-run entry, whether every comparison was consistent
+    (:func:`isoplast_lite.stats.rerun_agreement`), whether it was bit-identical, and per metric
+    the largest per-seed difference and the largest share of the statistical bound used.
+    """
+    path = _DATA / "portability.json"
+    if not path.is_file():
+        raise MissingResultsError(f"{path} is missing: reinstall isoplast_lite")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def provenance(threads: "int | None" = None) -> dict:

@@ -29,7 +29,7 @@ LOG_METRICS = frozenset({"ntk_cond", "jac_sv_ratio"})
 #: absolute tolerances added to the statistical bound (in the metric's units, log10 for
 #: :data:`LOG_METRICS`). They cover metrics with (almost) no spread over seeds, where a re-run
 #: on another CPU can still move by one quantum (e.g. one probe image flipping: 1/256 of
-#: accuracy). Measured by ``tools/measure_portability.py`` (``tests/portability.json``).
+#: accuracy). Measured by ``tools/measure_portability.py`` (``isoplast_lite/data/portability.json``).
 DEFAULT_ATOL = {
     "train_acc": 0.02, "train_acc_online": 0.02, "test_acc": 0.02,
     "loss": 0.05, "loss_online": 0.05,

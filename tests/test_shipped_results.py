@@ -7,7 +7,7 @@
 * the reproduction entries of ``tools/measure_portability.py`` re-run through the runner on this
   machine agree with the shipped seeds **statistically** (``isoplast_lite.stats.rerun_agreement``):
   float32 training is chaotic, so on another CPU kernel or thread count the same seeds follow
-  other trajectories (measured: ``tests/portability.json``) and a bit-for-bit comparison would
+  other trajectories (measured: ``isoplast_lite/data/portability.json``) and a bit-for-bit comparison would
   only hold on the machine kind that made the files. CI runs this test again under
   ``ATEN_CPU_CAPABILITY=default`` with 1 and 2 threads.
 """
@@ -130,8 +130,8 @@ def test_rerun_agreement_detects_a_real_difference():
 
 
 def test_portability_measurements_back_the_tolerances():
-    """tests/portability.json (tools/measure_portability.py) holds the 4 settings, all consistent."""
-    report = json.loads((ROOT / "tests" / "portability.json").read_text())
+    """isoplast_lite/data/portability.json (tools/measure_portability.py) holds the 4 settings, all consistent."""
+    report = results.portability()
     assert set(report["entries"]) == set(load_tool("measure_portability").ENTRIES)
     assert len(report["settings"]) == 4
     for label, setting in report["settings"].items():

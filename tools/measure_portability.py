@@ -5,7 +5,7 @@ The shipped results (``isoplast_lite/data``) were made with one torch, one CPU c
 trajectory. This tool re-runs the reproduction entries below under PyTorch's native kernels and
 its portable ones (``ATEN_CPU_CAPABILITY=default``, a stand-in for another CPU), with 1 and 2
 torch threads, each in a fresh process, and compares every re-run with the shipped seeds
-(:func:`isoplast_lite.stats.rerun_agreement`). It writes ``tests/portability.json``: per entry and
+(:func:`isoplast_lite.stats.rerun_agreement`). It writes ``isoplast_lite/data/portability.json``: per entry and
 setting, the largest bit-level difference (``max_seed_diff``) and how much of the statistical
 bound each metric used. The tolerances of ``tests/test_shipped_results.py`` and of chapter 7
 rest on these measurements. Usage (from the repository root)::
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "tests" / "portability.json"
+OUT = ROOT / "isoplast_lite" / "data" / "portability.json"
 
 #: The re-run entries: name -> (shipped file, methods, tasks re-run, Config overrides). All seeds
 #: of the shipped config run batched, as shipped. permuted-digits/adamo: the whole short stream;

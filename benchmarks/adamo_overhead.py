@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from isoplast_lite import AdamO, isometry_grad, relu_mlp
+from isoplast_lite.optim import hidden_head_groups
 
 from _timing import load, matmul_peak  # noqa: E402  (benchmarks/ is on sys.path)
 
@@ -61,7 +62,7 @@ def make_step(model, opt, x, y):
 def make_adamo(model, iso_every):
     hidden = [p for block in model[:-1] for p in block.parameters()]
     return AdamO(
-        [{"params": hidden}, {"params": model[-1].parameters(), "iso_strength": 0.0}],
+        hidden_head_groups(hidden, model[-1].parameters(), hidden_iso=1e-3),
         lr=1e-4,
         iso_strength=1e-3,
         iso_every=iso_every,

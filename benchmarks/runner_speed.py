@@ -95,7 +95,7 @@ def book_estimate(versions, args):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     import precompute_book_results as tool
 
-    from isoplast_lite.__main__ import build_parser
+    from isoplast_lite.__main__ import _settings_grid, _split_setting, build_parser
 
     totals = {n: 0.0 for n in versions}
     cache = {}
@@ -105,7 +105,7 @@ def book_estimate(versions, args):
         bench = a.benchmark[0]
         kind = "shift" if not bench.startswith("random-label") else "random"
         for method in a.method:
-            n_lambdas = len(a.iso_strength) if method in ("adamo", "coupled-iso", "aei-adamo") else 1
+            n_lambdas = len(_settings_grid("--set", list(dict.fromkeys(a.method)), [_split_setting("--set", t) for t in a.settings])[method])
             if name == "lambda-sweep":  # adam and adamo at 0.1 are shared with random-label-digits (cached)
                 n_lambdas = 0 if method == "adam" else n_lambdas - 1
             key = (method, kind, a.n_train)

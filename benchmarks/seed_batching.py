@@ -6,7 +6,7 @@ Workloads (each 8 seeds x ``--steps`` steps, batch 32, orthogonal init, head opt
 2. the same net with Adam (AdamO with lambda = 0: no isometry FLOPs);
 3. the book's precomputed-results net, MLP 64-64-64-64-10, AdamO lambda = 0.1.
 
-* batched: :class:`isoplast_lite.methods.StackedModel` (``vmap`` over stacked ``(8, out, in)``
+* batched: :class:`isoplast_lite.engine.StackedModel` (``vmap`` over stacked ``(8, out, in)``
   weights) and one AdamO with ``seed_dims=1``;
 * sequential: for each seed, ``relu_mlp`` + AdamO, a plain training loop.
 
@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 
 from isoplast_lite import AdamO, relu_mlp
-from isoplast_lite.methods import StackedModel
+from isoplast_lite.engine import StackedModel
+from isoplast_lite.optim import hidden_head_groups
 
 IN, DEPTH, OUT, BATCH, SEEDS, LR = 64, 3, 10, 32, 8, 1e-3
 WORKLOADS = ((256, 0.1), (256, 0.0), (64, 0.1))  # (width, lambda)
@@ -58,14 +59,8 @@ def _build(seed):
 def run_batched(x, y):
     stack = StackedModel.build(lambda g: relu_mlp(IN, WIDTH, DEPTH, OUT, generator=g), range(SEEDS))
     head = set(stack.head_names())
-    opt = AdamO(
-        [
-            {"params": [p for n, p in stack.params.items() if n not in head], "seed_dims": 1},
-            {"params": [stack.params[n] for n in head], "iso_strength": 0.0, "seed_dims": 1},
-        ],
-        lr=LR,
-        iso_strength=LAM,
-    )
+    hidden = [p for n, p in stack.params.items() if n not in head]
+    opt = AdamO(hidden_head_groups(hidden, [stack.params[n] for n in stack.head_names()], hidden_iso=LAM, seed_dims=1), lr=LR, iso_strength=LAM)
     t, t_opt = time.perf_counter(), 0.0
     for i in range(x.shape[1]):
         logits = stack(x[:, i])  # (S, B, O)
@@ -83,7 +78,7 @@ def run_sequential(x, y):
     for s in range(SEEDS):
         model = _build(s)
         hidden = [p for block in list(model)[:-1] for p in block.parameters()]
-        opt = AdamO([{"params": hidden}, {"params": list(model[-1].parameters()), "iso_strength": 0.0}], lr=LR, iso_strength=LAM)
+        opt = AdamO(hidden_head_groups(hidden, model[-1].parameters(), hidden_iso=LAM), lr=LR, iso_strength=LAM)
         t = time.perf_counter()
         for i in range(x.shape[1]):
             loss = F.cross_entropy(model(x[s, i]), y[s, i])

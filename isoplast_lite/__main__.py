@@ -15,17 +15,27 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import _files
 from ._validation import ConfigError
-from .methods import ISO_METHODS, METHODS
+from .methods import METHODS, describe_methods, method_class
+from .settings import SettingError, parse_setting, setting_specs
 from .tasks import BENCHMARKS, OFFLINE_SOURCES
 
-_EPILOG = f"""\
-benchmarks: {", ".join(BENCHMARKS)}
-methods:    {", ".join(METHODS)}
-            (--iso-strength is lambda of {", ".join(ISO_METHODS)}; default 0.1)
+_EPILOG_HEAD = """\
+Method settings: --set NAME=VALUE sets a setting of the chosen method (repeat for several;
+METHOD.NAME=VALUE names the method; in a sweep NAME=V1,V2,... is a grid, applied to every
+chosen method that has the setting). A method defined in your own module is available after
+--import MODULE (the module registers it with isoplast_lite.methods.register_method).
+
+methods and their settings (name=default (allowed): meaning):
+{methods}
+
+benchmarks: {benchmarks}
+"""
+
+_EPILOG = """
 
 The MNIST / Fashion-MNIST / CIFAR-10 benchmarks download their data once (SHA-256 verified;
 CIFAR-10 is a 170 MB archive) into $ISOPLAST_DATA or ~/.cache/isoplast/data; the digits and
@@ -36,10 +46,10 @@ become NaN/inf is recorded as diverged (column "diverged", metrics NaN) and a sw
 Bad input: one line on stderr and exit status 2 (--debug shows the traceback).
 
 Full-scale GPU examples (the paper's setup: depth 4, width 512, lr 1e-4, lambda 1e-3, 8 seeds):
-  python -m isoplast_lite run --benchmark permuted-mnist --method adamo --iso-strength 1e-3 \\
+  python -m isoplast_lite run --benchmark permuted-mnist --method adamo --set iso_strength=1e-3 \\
       --lr 1e-4 --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 \\
       --batch-size 128 --n-train 10000 --device cuda --out permuted-mnist-adamo.csv
-  python -m isoplast_lite run --benchmark random-label-cifar10 --method adamo --iso-strength 1e-3 \\
+  python -m isoplast_lite run --benchmark random-label-cifar10 --method adamo --set iso_strength=1e-3 \\
       --lr 1e-4 --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 \\
       --batch-size 128 --n-train 10000 --device cuda --out random-label-cifar10-adamo.csv
 
@@ -48,7 +58,7 @@ submitit; the cache must be on a file system the nodes share; re-running the sam
 after a failure or a preemption recomputes nothing that finished):
   python -m isoplast_lite sweep --benchmark permuted-mnist random-label-cifar10 \\
       --method adam adamw l2 l2-init shrink-perturb redo spectral layernorm coupled-iso \\
-      adamo aei-adam aei-adamo --iso-strength 1e-4 1e-3 1e-2 --lr 1e-4 --seeds 8 --width 512 \\
+      adamo aei-adam aei-adamo --set iso_strength=1e-4,1e-3,1e-2 --lr 1e-4 --seeds 8 --width 512 \\
       --depth 4 --tasks 50 --steps-per-task 2000 --batch-size 128 --n-train 10000 \\
       --device cuda --cache-dir /shared/$USER/isoplast-cache --out sweep.csv \\
       --executor slurm --slurm-partition gpu --slurm-gpus-per-job 1 --slurm-cpus-per-job 4 \\
@@ -182,26 +192,30 @@ def _count(value: str) -> int:
 
 def _add_debug(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback instead of one line")
+    _add_import(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``argparse`` parser of the CLI (exposed for tests and docs)."""
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = _Parser(prog="python -m isoplast_lite", description="Continual-learning experiments of the isoplast companion.", epilog=_EPILOG, formatter_class=fmt)
+    epilog = _EPILOG_HEAD.format(methods=describe_methods(), benchmarks=", ".join(BENCHMARKS)) + _EPILOG
+    parser = _Parser(prog="python -m isoplast_lite", description="Continual-learning experiments of the isoplast companion.", epilog=epilog, formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p_run = sub.add_parser("run", help="run one benchmark x method (all seeds) and write a tidy CSV", epilog=_EPILOG, formatter_class=fmt)
+    p_run = sub.add_parser("run", help="run one benchmark x method (all seeds) and write a tidy CSV", epilog=epilog, formatter_class=fmt)
     p_run.add_argument("--benchmark", required=True, type=_choice(BENCHMARKS, "benchmark"), metavar="BENCH", help="one of: " + ", ".join(BENCHMARKS))
     p_run.add_argument("--method", required=True, type=_choice(tuple(METHODS), "method"), metavar="METHOD", help="one of: " + ", ".join(METHODS))
-    p_run.add_argument("--iso-strength", type=_nonneg_float, default=None, help="lambda (iso methods only; default 0.1)")
+    p_run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="settings",
+                       help="a setting of the method, e.g. --set iso_strength=1e-3 (repeat for several; see the list below)")
     p_run.add_argument("--lr", type=_lr, default=1e-3, help="learning rate (default 1e-3)")
     p_run.add_argument("--out", default=None, help="CSV file to write (default: print a per-task summary only)")
     _add_common(p_run)
 
-    p_sweep = sub.add_parser("sweep", help="run a grid of benchmarks x methods x iso strengths x lrs into one CSV", epilog=_EPILOG, formatter_class=fmt)
+    p_sweep = sub.add_parser("sweep", help="run a grid of benchmarks x methods x settings x lrs into one CSV", epilog=epilog, formatter_class=fmt)
     p_sweep.add_argument("--benchmark", required=True, nargs="+", type=_choice(BENCHMARKS, "benchmark"), metavar="BENCH")
     p_sweep.add_argument("--method", required=True, nargs="+", type=_choice(tuple(METHODS), "method"), metavar="METHOD")
-    p_sweep.add_argument("--iso-strength", nargs="+", type=_nonneg_float, default=[None], help="lambdas for the iso methods (others ignore the grid)")
+    p_sweep.add_argument("--set", action="append", default=[], metavar="NAME=V1,V2,...", dest="settings",
+                         help="a grid of a setting, applied to every chosen method that has it (METHOD.NAME=... for one method)")
     p_sweep.add_argument("--lr", nargs="+", type=_lr, default=[1e-3])
     p_sweep.add_argument("--out", required=True, help="CSV file to write (rewritten after every config)")
     _add_common(p_sweep)
@@ -223,11 +237,85 @@ def _flag(field: str) -> str:
     return _FLAGS.get(field, "--" + field.replace("_", "-"))
 
 
-def _config(args, benchmark: str, method: str, iso: Optional[float], lr: float):
+def _add_import(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--import", action="append", default=[], metavar="MODULE", dest="imports",
+                   help="import MODULE first (a module that registers methods of its own; repeat for several)")
+
+
+def _import_modules(argv: Sequence[str]) -> List[str]:
+    """Import the modules named by ``--import`` in ``argv`` (before the parser lists the methods)."""
+    import importlib
+
+    names = []
+    for i, arg in enumerate(argv):
+        if arg == "--import" and i + 1 < len(argv):
+            names.append(argv[i + 1])
+        elif arg.startswith("--import="):
+            names.append(arg.split("=", 1)[1])
+    for name in names:
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())  # as `python -m` does: modules beside the user are importable
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # an ImportError, or any error the module raises while importing
+            raise _InputError(f"--import {name!r}: cannot import it ({type(err).__name__}: {err}); allowed: an importable module that registers methods") from None
+    return names
+
+
+def _split_setting(flag: str, text: str) -> Tuple[Optional[str], str, str]:
+    """``"[METHOD.]NAME=VALUE"`` -> (method or None, name, value)."""
+    if "=" not in text:
+        raise _InputError(f"{flag} {text!r}: expected NAME=VALUE (e.g. iso_strength=1e-3)")
+    key, value = text.split("=", 1)
+    method, _, name = key.strip().rpartition(".")
+    if not name:
+        raise _InputError(f"{flag} {text!r}: expected NAME=VALUE (e.g. iso_strength=1e-3)")
+    return (method or None), name, value.strip()
+
+
+def _method_settings(flag: str, method: str, pairs: Sequence[Tuple[Optional[str], str, str]]) -> Dict[str, object]:
+    """The settings of ``method`` from parsed ``--set`` pairs (all of which must apply to it)."""
+    cls = method_class(method)
+    out = {}
+    for target, name, value in pairs:
+        if target is not None and target != method:
+            raise _InputError(f"{flag} {target}.{name}={value}: method {target!r} is not the chosen method {method!r}")
+        try:
+            out[name] = parse_setting(method, cls.Settings, name, value)
+        except SettingError as err:
+            raise _InputError(f"{flag} {name}={value}: method {method!r}, setting {name!r}: {err.problem}; allowed: {err.allowed}") from None
+    return out
+
+
+def _settings_grid(flag: str, methods: Sequence[str], pairs: Sequence[Tuple[Optional[str], str, str]]) -> Dict[str, List[Dict[str, object]]]:
+    """Per method, the list of settings dicts of a sweep's ``--set`` grid (``[{}]``: defaults).
+
+    An unqualified ``NAME=V1,V2`` applies to every chosen method that declares ``NAME`` and must
+    be declared by at least one; ``METHOD.NAME=...`` applies to that method only.
+    """
+    grids: Dict[str, Dict[str, list]] = {m: {} for m in methods}
+    for target, name, values in pairs:
+        if target is not None and target not in grids:
+            raise _InputError(f"{flag} {target}.{name}={values}: {target!r} is not one of the chosen methods ({', '.join(methods)})")
+        applies = [m for m in ([target] if target else methods) if any(s.name == name for s in setting_specs(method_class(m).Settings))]
+        if not applies:
+            owners = [m for m in METHODS if any(s.name == name for s in setting_specs(method_class(m).Settings))]
+            where = f"it is a setting of {', '.join(owners)}" if owners else "no registered method has it"
+            chosen = f"method {target!r}" if target else f"none of the chosen methods ({', '.join(methods)})"
+            raise _InputError(f"{flag} {name}={values}: {chosen} has the setting {name!r}; {where}")
+        texts = [v for v in values.split(",") if v.strip()]
+        if not texts:
+            raise _InputError(f"{flag} {name}={values}: no value; allowed: NAME=V1,V2,...")
+        for m in applies:
+            grids[m][name] = [_method_settings(flag, m, [(None, name, v)])[name] for v in texts]
+    return {m: [dict(zip(g, combo)) for combo in itertools.product(*g.values())] for m, g in grids.items()}
+
+
+def _config(args, benchmark: str, method: str, settings: Dict[str, object], lr: float):
     from .run import Config
 
     return Config(
-        benchmark=benchmark, method=method, iso_strength=iso, lr=lr, seeds=args.seeds, n_tasks=args.tasks,
+        benchmark=benchmark, method=method, settings=settings, lr=lr, seeds=args.seeds, n_tasks=args.tasks,
         steps_per_task=args.steps_per_task, batch_size=args.batch_size, width=args.width, depth=args.depth,
         n_train=args.n_train, init=args.init, device=args.device, dtype=args.dtype,
     )  # fmt: skip
@@ -302,8 +390,8 @@ def _divergence_note(df) -> str:
     """One line naming the runs that diverged and from which task ("" if none)."""
     if not df["diverged"].any():
         return ""
-    first = df[df["diverged"]].groupby(["method", "iso_strength", "lr", "seed"])["task"].min()
-    runs = ", ".join(f"{m} iso={i:g} lr={lr:g} seed {s} from task {t}" for (m, i, lr, s), t in first.items())
+    first = df[df["diverged"]].groupby(["method", "settings", "lr", "seed"])["task"].min()
+    runs = ", ".join(f"{m} {st} lr={lr:g} seed {s} from task {t}" for (m, st, lr, s), t in first.items())
     return f"diverged (loss or weights non-finite; metrics NaN from that task on): {runs}"
 
 
@@ -318,12 +406,11 @@ def _summary(df) -> str:
 
 
 def _prepare_run(args, parser):
-    if args.iso_strength not in (None, 0.0) and args.method not in ISO_METHODS:
-        parser.error(f"--iso-strength is only used by {', '.join(ISO_METHODS)}, not by {args.method!r}")
+    settings = _method_settings("--set", args.method, [_split_setting("--set", t) for t in args.settings])
     if args.out is not None:
         _check_output("--out", args.out)
     _check_cache(args)
-    cfg = _config(args, args.benchmark, args.method, args.iso_strength, args.lr)
+    cfg = _config(args, args.benchmark, args.method, settings, args.lr)
     _check_configs(args, [cfg])
 
     def execute() -> int:
@@ -370,10 +457,10 @@ def _prepare_sweep(args, parser):
     _check_output("--out", args.out)
     _check_cache(args)
     slurm = _check_executor(args)
+    grids = _settings_grid("--set", list(dict.fromkeys(args.method)), [_split_setting("--set", t) for t in args.settings])
     configs = []
-    for bench, method, lr in itertools.product(args.benchmark, args.method, args.lr):
-        isos = args.iso_strength if method in ISO_METHODS else [None]
-        configs.extend(_config(args, bench, method, iso, lr) for iso in dict.fromkeys(isos))
+    for bench, method, lr in itertools.product(args.benchmark, dict.fromkeys(args.method), args.lr):
+        configs.extend(_config(args, bench, method, settings, lr) for settings in grids[method])
     if args.executor == "slurm":  # the device is on the compute nodes: check the rest here
         from .run import _check_device
 
@@ -496,6 +583,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     status 2 (``SystemExit(2)``, as argparse does); an error during the work itself is one line
     too, with status 1. ``--debug`` re-raises instead, with the full traceback.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        _import_modules(argv)  # methods of the user's own modules, before the parser lists them
+    except _InputError as err:
+        if "--debug" in argv:
+            raise
+        _fail("python -m isoplast_lite", str(err))
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"{parser.prog} {args.command}"

@@ -1,346 +1,417 @@
-"""The compared continual-learning methods, all behind one small interface.
+"""The compared continual-learning methods: one small interface, declared settings, a registry.
 
-A method decides four things (and may refuse a config it cannot run,
-:meth:`Method.check_config`): which network it trains (:meth:`Method.build_model`), its
-optimizer (:meth:`Method.make_optimizer`), an extra loss term (:meth:`Method.penalty`), and
-what it does after each step and at each task boundary (:meth:`Method.after_step`,
-:meth:`Method.at_task_boundary`). Every hook works on a :class:`StackedModel`: the ``S`` seeds
-of one configuration stacked along a leading dimension (``(S, out, in)`` weights), so one
-optimizer step trains all seeds at once. The stacked loss is the *sum* over seeds of each seed's
-mean loss, so each seed's gradient is exactly the gradient of its own loss; every method is
-written so that seeds never interact (element-wise optimizers, per-seed penalties, per-seed
-resets), which the tests check against a plain per-seed loop.
+A method is a subclass of :class:`Method` registered with :func:`register_method`. It declares
+its hyperparameters in a nested ``Settings`` dataclass (:func:`isoplast_lite.settings.setting`:
+default, type, range, one-line meaning) and reads them as ``self.settings.<name>``; the runner's
+:class:`~isoplast_lite.run.Config` holds the benchmark, the budget and the chosen method with
+*its* settings only, and no method reads another's. A method decides:
 
-Registry (``METHODS``; defaults in :class:`isoplast_lite.run.Config`):
+- which network it trains (:meth:`Method.build_model`), and may refuse a run it cannot do
+  (:meth:`Method.check`);
+- its optimizer (:meth:`Method.make_optimizer`);
+- an extra loss term (:meth:`Method.penalty`), given a :class:`StepContext`: the current batch,
+  the model's outputs on it and :meth:`StepContext.forward` to evaluate the stacked model at
+  other parameters (e.g. the parameters before the step, for a churn penalty);
+- what it does after each step (:meth:`Method.after_step`, same context) and at each task
+  boundary (:meth:`Method.at_task_boundary`, given a :class:`TaskContext`: the task, its
+  training data per seed and the :class:`~isoplast_lite.tasks.Task` objects).
+
+Every hook works on a :class:`~isoplast_lite.engine.StackedModel`: the ``S`` seeds of one
+configuration stacked along a leading dimension. The loss is the *sum* over seeds of each seed's
+mean loss, so each seed's gradient is exactly its own; a method must keep seeds apart
+(element-wise or per-seed optimizer statistics, per-seed penalties and resets). A test runs
+every registered method, user-registered ones included, with 2 stacked seeds and compares each
+seed with a 1-seed run, so a method that couples seeds fails it.
+
+Adding a method (outside the package; see ``DEVELOPING.md``)::
+
+    from dataclasses import dataclass
+    from isoplast_lite.methods import Method, register_method
+    from isoplast_lite.settings import setting
+
+    @register_method
+    class L1(Method):
+        name = "l1"
+        summary = "Adam + strength * sum |theta| in the loss"
+
+        @dataclass(frozen=True)
+        class Settings:
+            strength: float = setting(1e-5, low=0, help="coefficient of the L1 penalty")
+
+        def penalty(self, stack, ctx):
+            return self.settings.strength * sum(p.abs().sum() for p in stack.params.values())
+
+Then ``run(Config("random-label-digits", "l1", settings={"strength": 1e-4}))``, the cache, the
+plots and, after ``--import mymodule``, the command line treat it as a built-in method.
+
+Built-in methods (``python -m isoplast_lite run --help`` lists their settings and defaults):
 
 =================  ==========================================================================
 name               what it is
 =================  ==========================================================================
 ``adam``           Adam (Kingma & Ba 2015) on a ReLU MLP.
-``adamw``          AdamW, decoupled weight decay (Loshchilov & Hutter 2019), ``weight_decay``.
-``l2``             Adam + ``l2_strength * sum ||theta||^2`` in the loss (all parameters).
-``l2-init``        Adam + ``l2_init_strength * sum ||theta - theta_0||^2`` (Kumar et al. 2023).
-``shrink-perturb`` at each task boundary ``theta <- sp_shrink * theta + sp_perturb * theta_fresh``
+``adamw``          AdamW, decoupled weight decay (Loshchilov & Hutter 2019).
+``l2``             Adam + ``strength * sum ||theta||^2`` in the loss (all parameters).
+``l2-init``        Adam + ``strength * sum ||theta - theta_0||^2`` (Kumar et al. 2023).
+``shrink-perturb`` at each task boundary ``theta <- shrink * theta + perturb * theta_fresh``
                    with ``theta_fresh`` a fresh initialization (Ash & Adams 2020).
-``redo``           at each task boundary, tau-dormant units (``redo_tau``) get re-initialized
-                   incoming weights, zeroed outgoing weights and reset Adam moments
-                   (Sokar et al. 2023).
-``spectral``       Adam + ``spectral_strength * sum (sigma_max(W)^2 - 1)^2``, sigma_max by
-                   power iteration (Lewandowski et al. 2025).
+``redo``           at each task boundary, tau-dormant units get re-initialized incoming
+                   weights, zeroed outgoing weights and reset Adam moments (Sokar et al. 2023).
+``spectral``       Adam + ``strength * sum (sigma_max(W)^2 - 1)^2``, sigma_max by power
+                   iteration (Lewandowski et al. 2025).
 ``layernorm``      Adam on a ReLU MLP with LayerNorm before each activation (Lyle et al. 2023).
 ``coupled-iso``    Adam + ``iso_strength * sum R_iso(W)`` in the loss over hidden weights: the
-                   "coupled" ablation of AdamO, i.e. Parseval regularization with target I
-                   (Chung et al. 2024).
+                   "coupled" ablation of AdamO (target I, no width scaling: not Parseval).
+``parseval``       Parseval regularization as in Chung et al. 2024: Adam +
+                   ``strength (64/width)^2 sum ||W W^T - s I||_F^2`` over hidden weights, with
+                   per-unit diagonal scale layers.
 ``adamo``          AdamO: decoupled isometry step on hidden weights (the paper's method).
 ``aei-adam``       almost-everywhere isometric net: orthogonal hidden weights + GroupSort
                    (Anil et al. 2019), free linear head, Adam; the hidden weights are kept
-                   orthogonal by a Newton–Schulz retraction after each step (``orthogonal``,
-                   default ``"newton-schulz"``; ``"cayley"`` is the exact parametrization).
-``aei-adamo``      the same net trained with AdamO; the hidden weights are kept orthogonal as
-                   above, so the isometry step acts on the free head (its "soft
-                   regularization", PAPER.md claim 3).
+                   orthogonal by a Newton–Schulz retraction after each step (setting
+                   ``orthogonal``; ``"cayley"`` is the exact parametrization).
+``aei-adamo``      the same net trained with AdamO; the isometry step acts on the free head
+                   (its "soft regularization", PAPER.md claim 3).
+``fresh``          the reference of every plasticity measure: Adam on a network freshly
+                   initialized (weights and optimizer state) at every task.
 =================  ==========================================================================
 
-Cost note: with the default Newton–Schulz retraction the AEI nets take the same batched-matmul
-path as the ReLU nets, plus one retraction per step (two ``(S, d, d) x (S, d, d)`` products per
-hidden layer, ``4 d^3`` FLOPs per seed, against ``6 B d^2`` for the layer's forward + backward
-at batch ``B``: about 2x a ReLU step at width 256 and batch 32 on a CPU, see
-``benchmarks/aei_step.py``). The exact Cayley parametrization (``orthogonal="cayley"``) goes
-through ``vmap`` and differentiates a linear solve per layer at every step: about 10x.
-
 Example:
-    >>> import torch
     >>> from isoplast_lite.run import Config
-    >>> cfg = Config("random-label-digits", "adamo", seeds=2, width=8, depth=2)
-    >>> method = make_method(cfg.method)
+    >>> cfg = Config("random-label-digits", "adamo", seeds=2, width=8, depth=2, settings={"iso_strength": 0.01})
+    >>> method = make_method(cfg.method, cfg.settings)
+    >>> method.settings
+    AdamOSettings(iso_strength=0.01, iso_scaling='lr')
     >>> stack = StackedModel.build(lambda g: method.build_model(64, 10, cfg, g), seeds=(0, 1))
-    >>> stack.params["0.0.weight"].shape
-    torch.Size([2, 8, 64])
     >>> stack(torch.randn(2, 5, 64)).shape
     torch.Size([2, 5, 10])
 """
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import functional_call, vmap
 
+from ._seeding import seeded_generator
 from ._validation import ConfigError
 from .diagnostics import _dormant_mask
-from .isometry import _isometry_penalty_matrix, _newton_schulz
-from .nn import GroupSort, OrthogonalLinear, _group_sort, aei_mlp, relu_mlp
-from .optim import AdamO
+from .engine import StackedModel, retract_stacked_
+from .isometry import _isometry_penalty_matrix
+from .nn import ORTHOGONAL_METHODS, aei_mlp, relu_mlp
+from .optim import ISO_SCALINGS, AdamO, hidden_head_groups
+from .settings import NoSettings, describe_settings, make_settings, setting, setting_specs, settings_dict
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .run import Config
+    from .tasks import Task
 
-__all__ = ["METHODS", "ISO_METHODS", "AEI_METHODS", "Method", "StackedModel", "HookContext", "make_method", "fresh_generator"]
+__all__ = ["METHODS", "BUILTIN_METHODS", "Method", "StepContext", "TaskContext", "StackedModel", "register_method",
+           "unregister_method", "make_method", "method_class", "methods_with_setting", "describe_methods",
+           "fresh_parameters", "DEFAULT_ISO_STRENGTH"]  # fmt: skip
 
-
-def fresh_generator(seed: int, task: int, salt: int) -> torch.Generator:
-    """A generator for the random draws of ``seed`` at task ``task`` (no global RNG, resumable)."""
-    mixed = (int(seed) * 2_147_483_629 + int(task) * 65_537 + int(salt) * 8_191 + 17) % (2**63 - 1)
-    return torch.Generator().manual_seed(mixed)
+DEFAULT_ISO_STRENGTH = 0.1  # our probes at lr 1e-3 (PAPER.md; the paper's 1e-3 pairs with its lr 1e-4)
 
 
-class StackedModel:
-    """``S`` copies of one architecture, their parameters stacked along a leading seed dimension.
-
-    Attributes:
-        template: the module of the first seed; gives the structure for ``functional_call``.
-        params: name -> leaf tensor of shape ``(S, *shape)`` (what the optimizer trains).
-        buffers: name -> tensor of shape ``(S, *shape)``.
-        seeds: the seeds, in stacking order.
-        n_blocks: number of children of the ``nn.Sequential`` (hidden blocks + head).
-    """
-
-    def __init__(self, template: nn.Sequential, params: Dict[str, torch.Tensor], buffers: Dict[str, torch.Tensor], seeds: Tuple[int, ...]):
-        self.template = template
-        self.params = params
-        self.buffers = buffers
-        self.seeds = tuple(seeds)
-        self.n_blocks = len(template)
-        self._blocks = [template[i] for i in range(self.n_blocks)]
-        self._batched = vmap(self._forward_one, in_dims=(0, 0, 0))
-        self._plan = self._fast_plan()
-        #: names of the stacked weights of every Newton–Schulz ``OrthogonalLinear`` (retracted)
-        self.orthogonal_names = [
-            f"{name}.weight" for name, m in template.named_modules() if isinstance(m, OrthogonalLinear) and m.method == "newton-schulz"
-        ]
-
-    @classmethod
-    def build(cls, builder: Callable[[torch.Generator], nn.Sequential], seeds: Sequence[int], *, device="cpu", dtype=torch.float32) -> "StackedModel":
-        """Build one model per seed with ``builder(torch.Generator().manual_seed(seed))`` and stack them."""
-        models = [builder(torch.Generator().manual_seed(int(s))).to(device=device, dtype=dtype) for s in seeds]
-        template = models[0]
-        params = {
-            name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]).clone().requires_grad_(True)
-            for name, _ in template.named_parameters()
-        }
-        buffers = {name: torch.stack([dict(m.named_buffers())[name] for m in models]).clone() for name, _ in template.named_buffers()}
-        return cls(template, params, buffers, tuple(int(s) for s in seeds))
-
-    @property
-    def n_seeds(self) -> int:
-        return len(self.seeds)
-
-    def block_names(self, i: int) -> List[str]:
-        """Parameter names of block ``i``."""
-        return [n for n in self.params if n.split(".", 1)[0] == str(i)]
-
-    def hidden_weight_names(self) -> List[str]:
-        """Names of the weight matrices (``ndim >= 2`` per seed) of the hidden blocks."""
-        return [n for i in range(self.n_blocks - 1) for n in self.block_names(i) if self.params[n].ndim >= 3]
-
-    def head_names(self) -> List[str]:
-        return self.block_names(self.n_blocks - 1)
-
-    def linear_names(self, i: int) -> Tuple[str, Optional[str]]:
-        """(weight, bias) names of the first linear layer of block ``i`` (plain ``nn.Linear`` nets)."""
-        prefix = f"{i}." if i == self.n_blocks - 1 else f"{i}.0."
-        bias = prefix + "bias"
-        return prefix + "weight", (bias if bias in self.params else None)
-
-    def _sub(self, i: int, tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        p = f"{i}."
-        return {k[len(p) :]: v for k, v in tensors.items() if k.startswith(p)}
-
-    def _forward_one(self, params, buffers, x):
-        hs = []
-        h = x
-        for i, block in enumerate(self._blocks):
-            h = functional_call(block, (self._sub(i, params), self._sub(i, buffers)), (h,))
-            hs.append(h)
-        return tuple(hs)
-
-    def _fast_plan(self) -> Optional[List[List[Tuple[str, object]]]]:
-        """Per block, a list of ``("linear" | "layernorm" | "relu" | "groupsort", module)`` when
-        every block is made of plain ``nn.Linear``, Newton–Schulz ``OrthogonalLinear`` (both with
-        a bias), ``nn.LayerNorm`` (affine), ``nn.ReLU`` and ``GroupSort`` only; else ``None``.
-
-        Such nets (``relu_mlp``, ``aei_mlp(orthogonal="newton-schulz")``) take the batched-matmul
-        path (``torch.baddbmm``), which computes the same function as ``vmap(functional_call)``
-        with less per-step overhead; any other module (a Cayley ``OrthogonalLinear``, ...) uses
-        ``vmap``.
-        """
-        plan = []
-        for block in self._blocks:
-            layers = list(block) if isinstance(block, nn.Sequential) else [block]
-            steps = []
-            for layer in layers:
-                if type(layer) is nn.Linear and layer.bias is not None:
-                    steps.append(("linear", layer))
-                elif type(layer) is OrthogonalLinear and layer.method == "newton-schulz" and layer.bias is not None:
-                    steps.append(("linear", layer))  # a plain linear map between retractions
-                elif type(layer) is GroupSort:
-                    steps.append(("groupsort", layer))
-                elif type(layer) is nn.LayerNorm and layer.elementwise_affine and layer.bias is not None:
-                    steps.append(("layernorm", layer))
-                elif type(layer) is nn.ReLU:
-                    steps.append(("relu", layer))
-                else:
-                    return None
-            plan.append(steps)
-        return plan
-
-    def _forward_fast(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        hs, h = [], x  # (S, B, D)
-        for i, steps in enumerate(self._plan):
-            prefix = f"{i}." if len(self._blocks[i]._modules) == 0 or not isinstance(self._blocks[i], nn.Sequential) else None
-            for j, (kind, layer) in enumerate(steps):
-                name = prefix if prefix is not None else f"{i}.{j}."
-                if kind == "linear":
-                    w, b = self.params[name + "weight"], self.params[name + "bias"]  # (S, out, in), (S, out)
-                    h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-                elif kind == "groupsort":
-                    h = _group_sort(h, layer.group_size)
-                elif kind == "layernorm":
-                    w, b = self.params[name + "weight"], self.params[name + "bias"]  # (S, d)
-                    h = F.layer_norm(h, layer.normalized_shape, eps=layer.eps) * w.unsqueeze(1) + b.unsqueeze(1)
-                else:
-                    h = torch.relu(h)
-            hs.append(h)
-        return tuple(hs)
-
-    def forward_all(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """Outputs of every block: ``depth`` feature tensors ``(S, B, width)`` then logits ``(S, B, O)``."""
-        if self._plan is not None:
-            return self._forward_fast(x)
-        return self._batched(self.params, self.buffers, x)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of every seed, ``x`` of shape ``(S, B, D)`` -> ``(S, B, O)``."""
-        return self.forward_all(x)[-1]
-
-    def model_for_seed(self, k: int) -> nn.Sequential:
-        """A standalone ``nn.Sequential`` holding seed number ``k``'s current weights (a copy)."""
-        model = copy.deepcopy(self.template)
-        state = {n: t[k].detach().clone() for n, t in {**self.params, **self.buffers}.items()}
-        model.load_state_dict(state, strict=True)
-        return model
-
-    def state(self) -> Dict[str, Dict[str, torch.Tensor]]:
-        return {"params": {n: t.detach().clone() for n, t in self.params.items()}, "buffers": {n: t.clone() for n, t in self.buffers.items()}}
-
-    def load_state(self, state) -> None:
-        with torch.no_grad():
-            for n, t in state["params"].items():
-                self.params[n].copy_(t)
-            for n, t in state["buffers"].items():
-                self.buffers[n].copy_(t)
+# ----------------------------------------------------------------------------------------------
+# What hooks see
+# ----------------------------------------------------------------------------------------------
 
 
 @dataclass
-class HookContext:
-    """What a hook may look at: the task index, the step within it, each seed's task inputs."""
+class StepContext:
+    """What :meth:`Method.penalty` and :meth:`Method.after_step` see at one training step.
 
+    Attributes:
+        cfg: the run's :class:`~isoplast_lite.run.Config` (benchmark, budget, architecture).
+        task: the task index (from 0). step: the step within the task (from 0).
+        stack: the stacked model being trained.
+        x: the batch's inputs ``(S, B, D)``, one batch per seed. y: its labels ``(S, B)``.
+        logits: the model's outputs on ``x`` at the current parameters ``(S, B, O)``; in
+            :meth:`Method.penalty` they carry the graph (a penalty on them is differentiated),
+            in :meth:`Method.after_step` they are the outputs *before* the step, detached.
+    """
+
+    cfg: Any
     task: int
     step: int
-    x_task: torch.Tensor  # (S, N, D): the current task's training inputs, per seed
+    stack: StackedModel
+    x: torch.Tensor
+    y: torch.Tensor
+    logits: torch.Tensor
+
+    def forward(self, x: Optional[torch.Tensor] = None, params: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+        """The stacked model's logits on ``x`` (default: this step's batch) at ``params``
+        (default: the current parameters; a dict of some names evaluates the others at their
+        current values). See :meth:`~isoplast_lite.engine.StackedModel.forward_all`."""
+        return self.stack(self.x if x is None else x, params)
+
+
+@dataclass
+class TaskContext:
+    """What :meth:`Method.at_task_boundary` sees before training on task ``task >= 1`` starts.
+
+    Attributes:
+        cfg: the run's config. task: the index of the task about to start.
+        x: its training inputs per seed ``(S, N, D)``. y: their labels ``(S, N)``.
+        tasks: the :class:`~isoplast_lite.tasks.Task` of each seed (test split, metadata).
+    """
+
+    cfg: Any
+    task: int
+    x: torch.Tensor
+    y: torch.Tensor
+    tasks: Sequence["Task"] = field(default_factory=tuple)
+
+
+# ----------------------------------------------------------------------------------------------
+# The interface and the registry
+# ----------------------------------------------------------------------------------------------
 
 
 class Method:
-    """Base class: Adam on a ReLU MLP. Subclasses override the hooks they need.
+    """Base class: Adam on a ReLU MLP; subclasses override the hooks they need.
 
-    Attributes:
-        name: registry name.
-        uses_iso: whether ``iso_strength`` means something for this method.
-        uses_orthogonal: whether ``orthogonal`` (how orthogonal layers are kept orthogonal)
-            means something for this method.
-        batched: whether seeds can be stacked (all registered methods can).
+    Class attributes:
+        name: the registry name (lower case, digits and dashes).
+        summary: one line for ``--help``.
+        Settings: a frozen dataclass of :func:`~isoplast_lite.settings.setting` fields (the
+            base has none).
+        version: part of the cache key; bump it when the method's behaviour changes, so cached
+            results of the old behaviour are not served.
+
+    Args:
+        settings: ``None`` (defaults), a dict of some settings, or a ``Settings`` instance;
+            validated (:class:`~isoplast_lite.settings.SettingError` on an unknown name, a wrong
+            type or a value out of range). The result is ``self.settings``.
     """
 
-    name = "adam"
-    uses_iso = False
-    uses_orthogonal = False
-    batched = True
+    name: ClassVar[str] = "adam"
+    summary: ClassVar[str] = "Adam (Kingma & Ba 2015) on a ReLU MLP"
+    Settings: ClassVar[type] = NoSettings
+    version: ClassVar[int] = 1
 
-    def check_config(self, cfg: "Config") -> None:
+    def __init__(self, settings: Any = None):
+        self.settings = make_settings(self.name, self.Settings, settings)
+
+    def check(self, cfg) -> None:
         """Raise a :class:`~isoplast_lite._validation.ConfigError` naming the fields of ``cfg``
         this method cannot run with (called before any work; the base accepts every config)."""
 
-    def build_model(self, in_dim: int, out_dim: int, cfg: "Config", generator: torch.Generator) -> nn.Sequential:
+    def build_model(self, in_dim: int, out_dim: int, cfg, generator: torch.Generator) -> nn.Sequential:
+        """One seed's network: an ``nn.Sequential`` of ``depth`` hidden blocks and a head."""
         return relu_mlp(in_dim, cfg.width, cfg.depth, out_dim, init=cfg.init, generator=generator)
 
-    def setup(self, stack: StackedModel, cfg: "Config") -> None:
+    def setup(self, stack: StackedModel, cfg) -> None:
         """Called once after the stacked model is built (records initial weights, etc.)."""
 
-    def make_optimizer(self, stack: StackedModel, cfg: "Config") -> torch.optim.Optimizer:
+    def make_optimizer(self, stack: StackedModel, cfg) -> torch.optim.Optimizer:
         return torch.optim.Adam(list(stack.params.values()), lr=cfg.lr)
 
-    def penalty(self, stack: StackedModel, cfg: "Config") -> Optional[torch.Tensor]:
+    def penalty(self, stack: StackedModel, ctx: StepContext) -> Optional[torch.Tensor]:
         """Extra loss term, summed over seeds (``None`` for none)."""
         return None
 
-    def after_step(self, stack: StackedModel, opt: torch.optim.Optimizer, cfg: "Config", ctx: HookContext) -> None:
+    def after_step(self, stack: StackedModel, opt: torch.optim.Optimizer, ctx: StepContext) -> None:
         """Called after every optimizer step."""
 
-    def at_task_boundary(self, stack: StackedModel, opt: torch.optim.Optimizer, cfg: "Config", ctx: HookContext) -> None:
+    def at_task_boundary(self, stack: StackedModel, opt: torch.optim.Optimizer, ctx: TaskContext) -> None:
         """Called before training on task ``ctx.task >= 1`` starts."""
 
     def state_dict(self) -> Dict[str, object]:
+        """The method's own state to checkpoint (tensors are moved to the CPU)."""
         return {}
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
         pass
 
 
+METHODS: Dict[str, type] = {}
+_NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
+
+
+def register_method(cls: Optional[type] = None, *, replace: bool = False):
+    """Register a :class:`Method` subclass under its ``name`` (usable as a class decorator).
+
+    The runner (:func:`isoplast_lite.run.run`), its cache (the key covers the method's name,
+    ``version`` and settings), the command line (with ``--import MODULE``) and the plots then
+    treat it as a built-in method.
+
+    Args:
+        cls: the subclass. Its ``name`` must be lower case (letters, digits, dashes), its
+            ``Settings`` a frozen dataclass of :func:`~isoplast_lite.settings.setting` fields
+            whose defaults are allowed values.
+        replace: allow replacing a method registered under the same name.
+
+    Raises:
+        TypeError: ``cls`` is not a ``Method`` subclass or its settings are malformed.
+        ValueError: a bad name, or the name is taken (and ``replace`` is false).
+    """
+    if cls is None:
+        return lambda c: register_method(c, replace=replace)
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise TypeError(f"register_method needs a subclass of isoplast_lite.methods.Method, got {cls!r}")
+    name = cls.__dict__.get("name")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"{cls.__qualname__}.name must be set on the class, lower case letters, digits and dashes (e.g. 'my-method'), got {name!r}")
+    if name in METHODS and METHODS[name] is not cls and not replace:
+        raise ValueError(f"a method named {name!r} is already registered ({METHODS[name].__qualname__}); pass replace=True to replace it")
+    if not isinstance(cls.summary, str) or "\n" in cls.summary:
+        raise ValueError(f"{cls.__qualname__}.summary must be one line")
+    setting_specs(cls.Settings)  # TypeError if malformed
+    make_settings(name, cls.Settings, settings_dict(cls.Settings()))  # the defaults must be allowed values
+    if not isinstance(cls.version, int) or isinstance(cls.version, bool):
+        raise TypeError(f"{cls.__qualname__}.version must be an int, got {cls.version!r}")
+    METHODS[name] = cls
+    return cls
+
+
+def unregister_method(name: str) -> None:
+    """Remove a method registered by :func:`register_method` (built-in methods stay)."""
+    if name in BUILTIN_METHODS:
+        raise ValueError(f"{name!r} is a built-in method and cannot be unregistered")
+    METHODS.pop(name, None)
+
+
+def method_class(name: str) -> type:
+    """The class registered as ``name``, or a ``ValueError`` listing the registered names."""
+    if not isinstance(name, str):
+        raise TypeError(f"method must be a str, one of {tuple(METHODS)}, got {type(name).__name__}")
+    if name not in METHODS:
+        raise ValueError(f"method must be one of {tuple(METHODS)}, got {name!r} (a method of your own must be registered first: isoplast_lite.methods.register_method)")
+    return METHODS[name]
+
+
+def make_method(name: str, settings: Any = None) -> Method:
+    """A fresh instance of the method registered as ``name``, with validated ``settings``.
+
+    Example:
+        >>> make_method("redo").settings
+        ReDo.Settings(tau=0.1)
+        >>> make_method("redo", {"tau": -1})
+        Traceback (most recent call last):
+        ...
+        isoplast_lite.settings.SettingError: method 'redo': setting tau=-1.0: out of range; allowed: a number >= 0 and <= 1
+    """
+    return method_class(name)(settings)
+
+
+def methods_with_setting(setting_name: str) -> Tuple[str, ...]:
+    """Names of the registered methods that declare the setting ``setting_name``."""
+    return tuple(n for n, c in METHODS.items() if any(s.name == setting_name for s in setting_specs(c.Settings)))
+
+
+def describe_methods() -> str:
+    """Every registered method with its summary and settings (``--help`` shows this)."""
+    lines = []
+    for name, cls in METHODS.items():
+        lines.append(f"  {name}: {cls.summary}")
+        lines.extend(f"      {text}" for text in describe_settings(cls.Settings))
+    return "\n".join(lines)
+
+
+def fresh_parameters(method: Method, stack: StackedModel, cfg, task: int, salt: int) -> Dict[str, torch.Tensor]:
+    """Stacked parameters of a fresh initialization of ``method``'s network for each seed.
+
+    Seed ``s`` draws from :func:`~isoplast_lite._seeding.seeded_generator` ``(s, task, salt)``,
+    so the draw is reproducible, resumable and independent of the other seeds; a method uses
+    its own ``salt`` (distinct from the task streams' 1-3).
+    """
+    ref = next(iter(stack.params.values()))
+    in_dim = int(stack.params[stack.linear_names(0)[0]].shape[-1])
+    out_dim = int(stack.params[stack.linear_names(stack.n_blocks - 1)[0]].shape[1])
+    models = [
+        method.build_model(in_dim, out_dim, cfg, seeded_generator(s, task, salt)).to(device=ref.device, dtype=ref.dtype)
+        for s in stack.seeds
+    ]
+    return {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]) for n in stack.params}
+
+
+def _reset_optimizer_entries(opt: torch.optim.Optimizer, p: torch.Tensor, keep: torch.Tensor) -> None:
+    """Multiply the Adam moments of ``p`` by ``keep`` (0 resets an entry, 1 keeps it)."""
+    state = opt.state.get(p, {})
+    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+        if key in state and torch.is_tensor(state[key]) and state[key].shape == p.shape:
+            state[key].mul_(keep)
+
+
+# ----------------------------------------------------------------------------------------------
+# Built-in methods
+# ----------------------------------------------------------------------------------------------
+
+
+@register_method
 class Adam(Method):
     """Adam (Kingma & Ba 2015), ``lr = cfg.lr``, default betas."""
 
     name = "adam"
+    summary = "Adam (Kingma & Ba 2015) on a ReLU MLP"
 
 
+@register_method
 class AdamWMethod(Method):
-    """AdamW (Loshchilov & Hutter 2019): ``torch.optim.AdamW(lr, weight_decay=cfg.weight_decay)``.
+    """AdamW (Loshchilov & Hutter 2019): ``torch.optim.AdamW(lr, weight_decay=weight_decay)``.
 
     The decay multiplies ``lr`` (PyTorch's convention): each step shrinks every parameter by the
-    factor ``1 - lr * weight_decay``. Default ``weight_decay = 1e-2`` (PyTorch's default).
+    factor ``1 - lr * weight_decay``.
     """
 
     name = "adamw"
+    summary = "AdamW, decoupled weight decay (Loshchilov & Hutter 2019; PyTorch's lr-coupled convention)"
+
+    @dataclass(frozen=True)
+    class Settings:
+        weight_decay: float = setting(1e-2, low=0, help="each step multiplies every parameter by 1 - lr * weight_decay (PyTorch's default 1e-2)")
 
     def make_optimizer(self, stack, cfg):
-        return torch.optim.AdamW(list(stack.params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(list(stack.params.values()), lr=cfg.lr, weight_decay=self.settings.weight_decay)
 
 
+@register_method
 class L2(Method):
-    """Adam + ``l2_strength * sum_theta ||theta||^2`` (all weights and biases) in the loss.
+    """Adam + ``strength * sum_theta ||theta||^2`` (all weights and biases) in the loss.
 
-    Coupled L2: Adam preconditions its gradient ``2 * l2_strength * theta``. Default
-    ``l2_strength = 1e-4`` (our choice, the usual order of magnitude; not tuned).
+    Coupled L2: Adam preconditions its gradient ``2 * strength * theta``.
     """
 
     name = "l2"
+    summary = "Adam + strength * sum ||theta||^2 in the loss (all parameters)"
 
-    def penalty(self, stack, cfg):
-        return cfg.l2_strength * sum((p * p).sum() for p in stack.params.values())
+    @dataclass(frozen=True)
+    class Settings:
+        strength: float = setting(1e-4, low=0, help="coefficient of sum ||theta||^2 (our default, not tuned)")
+
+    def penalty(self, stack, ctx):
+        return self.settings.strength * sum((p * p).sum() for p in stack.params.values())
 
 
+@register_method
 class L2Init(Method):
-    """L2 Init (Kumar et al. 2023): Adam + ``l2_init_strength * sum ||theta - theta_0||^2``.
+    """L2 Init (Kumar et al. 2023): Adam + ``strength * sum ||theta - theta_0||^2``.
 
     ``theta_0`` are the parameters at initialization; the gradient of the term is
-    ``2 * l2_init_strength * (theta - theta_0)``. Default ``l2_init_strength = 1e-2`` (Kumar et
-    al. tune it per benchmark; our default is not tuned).
+    ``2 * strength * (theta - theta_0)``. Kumar et al. tune the strength per benchmark.
     """
 
     name = "l2-init"
+    summary = "L2 Init (Kumar et al. 2023): Adam + strength * sum ||theta - theta_0||^2"
 
-    def __init__(self):
+    @dataclass(frozen=True)
+    class Settings:
+        strength: float = setting(1e-2, low=0, help="coefficient of sum ||theta - theta_0||^2 (our default, not tuned)")
+
+    def __init__(self, settings=None):
+        super().__init__(settings)
         self.theta0: Dict[str, torch.Tensor] = {}
 
     def setup(self, stack, cfg):
         self.theta0 = {n: p.detach().clone() for n, p in stack.params.items()}
 
-    def penalty(self, stack, cfg):
-        return cfg.l2_init_strength * sum(((p - self.theta0[n]) ** 2).sum() for n, p in stack.params.items())
+    def penalty(self, stack, ctx):
+        return self.settings.strength * sum(((p - self.theta0[n]) ** 2).sum() for n, p in stack.params.items())
 
     def state_dict(self):
         return {"theta0": self.theta0}
@@ -349,42 +420,53 @@ class L2Init(Method):
         self.theta0 = state["theta0"]
 
 
+@register_method
 class ShrinkPerturb(Method):
     """Shrink & Perturb (Ash & Adams 2020) at each task boundary.
 
-    ``theta <- sp_shrink * theta + sp_perturb * theta_fresh`` for every parameter, where
+    ``theta <- shrink * theta + perturb * theta_fresh`` for every parameter, where
     ``theta_fresh`` is a *fresh* initialization of the same architecture (a new draw per seed and
-    per task, from :func:`fresh_generator`). Defaults ``sp_shrink = 0.4``, ``sp_perturb = 0.1``
-    (our choice inside the range Ash & Adams explore; not tuned). Adam's moments are kept.
+    per task, :func:`fresh_parameters`). Adam's moments are kept.
     """
 
     name = "shrink-perturb"
+    summary = "Shrink & Perturb (Ash & Adams 2020) at each task boundary"
     _SALT = 11
+
+    @dataclass(frozen=True)
+    class Settings:
+        shrink: float = setting(0.4, low=0, high=1, help="factor multiplying the weights at each task boundary (our choice, not tuned)")
+        perturb: float = setting(0.1, low=0, help="factor of the fresh initialization added at each task boundary")
 
     def fresh_params(self, stack: StackedModel, cfg, task: int) -> Dict[str, torch.Tensor]:
         """Stacked parameters of a fresh initialization for each seed at ``task``."""
-        return _fresh_params(self, stack, cfg, task, self._SALT)
+        return fresh_parameters(self, stack, cfg, task, self._SALT)
 
-    def at_task_boundary(self, stack, opt, cfg, ctx):
-        fresh = self.fresh_params(stack, cfg, ctx.task)
+    def at_task_boundary(self, stack, opt, ctx):
+        fresh = self.fresh_params(stack, ctx.cfg, ctx.task)
         with torch.no_grad():
             for n, p in stack.params.items():
-                p.mul_(cfg.sp_shrink).add_(fresh[n], alpha=cfg.sp_perturb)
+                p.mul_(self.settings.shrink).add_(fresh[n], alpha=self.settings.perturb)
 
 
+@register_method
 class ReDo(Method):
     """ReDo (Sokar et al. 2023): recycle tau-dormant ReLU units at each task boundary.
 
     On the current task's training inputs, unit ``i`` of hidden layer ``l`` has score
-    ``s_i = E_x|h_i(x)| / mean_k E_x|h_k(x)|`` and is dormant when ``s_i <= redo_tau``. For
-    every dormant unit: its incoming weights (row ``i`` of ``W_l`` and ``b_l[i]``) are replaced by
+    ``s_i = E_x|h_i(x)| / mean_k E_x|h_k(x)|`` and is dormant when ``s_i <= tau``. For every
+    dormant unit: its incoming weights (row ``i`` of ``W_l`` and ``b_l[i]``) are replaced by
     those of a fresh initialization, its outgoing weights (column ``i`` of ``W_{l+1}``) are set
-    to zero, and the Adam moments of exactly those entries are reset to zero. Default
-    ``redo_tau = 0.1`` (Sokar et al.'s setting for their supervised and most RL runs).
+    to zero, and the Adam moments of exactly those entries are reset to zero.
     """
 
     name = "redo"
+    summary = "ReDo (Sokar et al. 2023): recycle tau-dormant units at each task boundary"
     _SALT = 13
+
+    @dataclass(frozen=True)
+    class Settings:
+        tau: float = setting(0.1, low=0, high=1, help="dormancy threshold of the normalized score (Sokar et al.'s supervised setting)")
 
     @staticmethod
     def dormant_masks(stack: StackedModel, x: torch.Tensor, tau: float) -> List[torch.Tensor]:
@@ -394,9 +476,9 @@ class ReDo(Method):
         # one mask per seed with the core's definition of the score (diagnostics._dormant_mask)
         return [torch.stack([_dormant_mask(h[k], tau) for k in range(h.shape[0])]) for h in feats]
 
-    def at_task_boundary(self, stack, opt, cfg, ctx):
-        masks = self.dormant_masks(stack, ctx.x_task, cfg.redo_tau)
-        fresh = _fresh_params(self, stack, cfg, ctx.task, self._SALT)
+    def at_task_boundary(self, stack, opt, ctx):
+        masks = self.dormant_masks(stack, ctx.x, self.settings.tau)
+        fresh = fresh_parameters(self, stack, ctx.cfg, ctx.task, self._SALT)
         self.recycle(stack, opt, masks, fresh)
 
     @staticmethod
@@ -415,40 +497,33 @@ class ReDo(Method):
                         p.mul_(1 - m)
                     else:
                         p.mul_(1 - m).add_(fresh[name] * m)
-                    state = opt.state.get(p, {})
-                    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-                        if key in state and torch.is_tensor(state[key]) and state[key].shape == p.shape:
-                            state[key].mul_(1 - m)
+                    _reset_optimizer_entries(opt, p, 1 - m)
 
 
-def _fresh_params(method: Method, stack: StackedModel, cfg, task: int, salt: int) -> Dict[str, torch.Tensor]:
-    ref = next(iter(stack.params.values()))
-    in_dim = int(stack.params[stack.linear_names(0)[0]].shape[-1])
-    out_dim = int(stack.params[stack.linear_names(stack.n_blocks - 1)[0]].shape[1])
-    models = [
-        method.build_model(in_dim, out_dim, cfg, fresh_generator(s, task, salt)).to(device=ref.device, dtype=ref.dtype)
-        for s in stack.seeds
-    ]
-    return {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]) for n in stack.params}
-
-
+@register_method
 class Spectral(Method):
-    r"""Spectral regularization (Lewandowski et al. 2025): Adam + ``spectral_strength * R``.
+    r"""Spectral regularization (Lewandowski et al. 2025): Adam + ``strength * R``.
 
     .. math:: R = \sum_W (\sigma_{\max}(W)^2 - 1)^2
 
     over every weight matrix (hidden and head), which pushes each top singular value towards 1
     and leaves the others free (a *partial* isometry measure, PAPER.md). ``sigma_max`` comes
-    from one power-iteration step per training step with persistent vectors ``u`` (seeded,
-    stored in the method state); with ``u, v`` held fixed, ``sigma = u^T W v`` and its gradient
-    is ``u v^T``. Default ``spectral_strength = 1e-4`` (our choice; not tuned).
+    from ``n_power_iter`` power-iteration steps per training step with persistent vectors ``u``
+    (seeded, stored in the method state); with ``u, v`` held fixed, ``sigma = u^T W v`` and its
+    gradient is ``u v^T``.
     """
 
     name = "spectral"
+    summary = "spectral regularization (Lewandowski et al. 2025): Adam + strength * sum (sigma_max^2 - 1)^2"
     _SALT = 17
 
-    def __init__(self, n_power_iter: int = 1):
-        self.n_power_iter = n_power_iter
+    @dataclass(frozen=True)
+    class Settings:
+        strength: float = setting(1e-4, low=0, help="coefficient of sum (sigma_max(W)^2 - 1)^2 (our default, not tuned)")
+        n_power_iter: int = setting(1, low=1, high=100, help="power-iteration steps per training step")
+
+    def __init__(self, settings=None):
+        super().__init__(settings)
         self.u: Dict[str, torch.Tensor] = {}
 
     def weight_names(self, stack):
@@ -458,7 +533,7 @@ class Spectral(Method):
         self.u = {}
         for j, n in enumerate(self.weight_names(stack)):
             W = stack.params[n]
-            us = [torch.randn(W.shape[1], generator=fresh_generator(s, j, self._SALT), dtype=W.dtype) for s in stack.seeds]
+            us = [torch.randn(W.shape[1], generator=seeded_generator(s, j, self._SALT), dtype=W.dtype) for s in stack.seeds]
             self.u[n] = F.normalize(torch.stack(us).to(W.device), dim=-1)
 
     @staticmethod
@@ -473,12 +548,12 @@ class Spectral(Method):
     def sigma_max(self, stack, name: str) -> torch.Tensor:
         """Current estimate of ``sigma_max`` per seed ``(S,)`` (differentiable in the weight)."""
         W = stack.params[name]
-        u, v = self.power_iteration(W.detach(), self.u[name], self.n_power_iter)
+        u, v = self.power_iteration(W.detach(), self.u[name], self.settings.n_power_iter)
         self.u[name] = u
         return torch.einsum("so,soi,si->s", u, W, v)
 
-    def penalty(self, stack, cfg):
-        return cfg.spectral_strength * sum(((self.sigma_max(stack, n) ** 2 - 1) ** 2).sum() for n in self.weight_names(stack))
+    def penalty(self, stack, ctx):
+        return self.settings.strength * sum(((self.sigma_max(stack, n) ** 2 - 1) ** 2).sum() for n in self.weight_names(stack))
 
     def state_dict(self):
         return {"u": self.u}
@@ -487,63 +562,86 @@ class Spectral(Method):
         self.u = state["u"]
 
 
+@register_method
 class LayerNormMLP(Method):
     """Adam on a ReLU MLP with ``nn.LayerNorm`` before each activation (Lyle et al. 2023)."""
 
     name = "layernorm"
+    summary = "Adam on a ReLU MLP with LayerNorm before each activation (Lyle et al. 2023)"
 
     def build_model(self, in_dim, out_dim, cfg, generator):
         return relu_mlp(in_dim, cfg.width, cfg.depth, out_dim, init=cfg.init, layernorm=True, generator=generator)
 
 
+@dataclass(frozen=True)
+class IsoSettings:
+    iso_strength: float = setting(DEFAULT_ISO_STRENGTH, low=0, help="lambda, the isometry strength (our probes' 0.1 at lr 1e-3; the paper's 1e-3 pairs with lr 1e-4)")
+
+
+@register_method
 class CoupledIso(Method):
     r"""Coupled isometry: Adam on ``L + iso_strength * sum_l R_iso(W_l)`` over hidden weights.
 
     Adam preconditions the regularizer's gradient together with the task gradient; this is the
-    ablation AdamO is compared with, and Parseval regularization (Chung et al. 2024) with target
-    ``I`` (orthogonal init has gain 1). ``R_iso`` is :func:`isoplast_lite.isometry.isometry_penalty`,
-    here without its argument checks (their finiteness check would synchronize every step; a
-    non-finite penalty is what the runner's divergence check then sees).
+    "coupled" ablation AdamO is compared with. It is *not* Parseval regularization (no ``s I``
+    target, no width scaling, no diagonal layers: that is ``parseval``). ``R_iso`` is
+    :func:`isoplast_lite.isometry.isometry_penalty`, here without its argument checks (their
+    finiteness check would synchronize every step; a non-finite penalty is what the runner's
+    divergence check then sees).
     """
 
     name = "coupled-iso"
-    uses_iso = True
+    summary = "Adam + iso_strength * sum R_iso(W) in the loss over hidden weights (the coupled ablation of AdamO)"
+    Settings = IsoSettings
 
-    def penalty(self, stack, cfg):
-        if cfg.iso_strength == 0:
+    def penalty(self, stack, ctx):
+        lam = self.settings.iso_strength
+        if lam == 0:
             return None
-        total = sum(_isometry_penalty_matrix(stack.params[n][k]) for n in stack.hidden_weight_names() for k in range(stack.n_seeds))
-        return cfg.iso_strength * total
+        return lam * sum(_isometry_penalty_matrix(stack.params[n][k]) for n in stack.hidden_weight_names() for k in range(stack.n_seeds))
 
 
+@dataclass(frozen=True)
+class AdamOSettings:
+    iso_strength: float = setting(DEFAULT_ISO_STRENGTH, low=0, help="lambda, the isometry strength (our probes' 0.1 at lr 1e-3; the paper's 1e-3 pairs with lr 1e-4)")
+    iso_scaling: str = setting("lr", choices=ISO_SCALINGS,
+                               help="'lr': step lr*lambda as PyTorch's AdamW; 'schedule': lambda times the schedule multiplier as Loshchilov & Hutter")  # fmt: skip
+
+
+@register_method
 class AdamOMethod(Method):
     """AdamO (the paper's optimizer) with the decoupled isometry step on hidden weights only.
 
-    Two parameter groups (DEVELOPING.md): hidden blocks with ``iso_strength = cfg.iso_strength``,
-    the head with ``iso_strength = 0``; both with ``seed_dims = 1`` so each seed's ``(out, in)``
-    slice gets its own isometry step.
+    Two parameter groups (:func:`isoplast_lite.optim.hidden_head_groups`): hidden blocks with
+    ``iso_strength``, the head with 0; both with ``seed_dims = 1`` so each seed's ``(out, in)``
+    slice gets its own isometry step. ``iso_scaling`` names the reading of "decoupled like
+    AdamW" (:class:`isoplast_lite.optim.AdamO`); the runner's learning rate is constant, so
+    under ``"schedule"`` the isometry step is ``lambda`` per step (not ``lr * lambda``).
     """
 
     name = "adamo"
-    uses_iso = True
-
-    def iso_groups(self, stack, cfg):
-        head = set(stack.head_names())
-        hidden = [p for n, p in stack.params.items() if n not in head]
-        return [
-            {"params": hidden, "iso_strength": cfg.iso_strength, "seed_dims": 1},
-            {"params": [stack.params[n] for n in stack.head_names()], "iso_strength": 0.0, "seed_dims": 1},
-        ]
+    summary = "AdamO: decoupled isometry step on the hidden weights (the paper's method)"
+    Settings = AdamOSettings
 
     def make_optimizer(self, stack, cfg):
-        return AdamO(self.iso_groups(stack, cfg), lr=cfg.lr, iso_strength=cfg.iso_strength)
+        head = set(stack.head_names())
+        hidden = [p for n, p in stack.params.items() if n not in head]
+        groups = hidden_head_groups(hidden, [stack.params[n] for n in stack.head_names()], hidden_iso=self.settings.iso_strength, seed_dims=1)
+        return AdamO(groups, lr=cfg.lr, iso_strength=self.settings.iso_strength, iso_scaling=self.settings.iso_scaling)
 
 
+@dataclass(frozen=True)
+class AEISettings:
+    orthogonal: str = setting("newton-schulz", choices=ORTHOGONAL_METHODS,
+                              help="how hidden weights stay orthogonal: one Newton-Schulz retraction per step, or the exact Cayley parametrization")  # fmt: skip
+
+
+@register_method
 class AEIAdam(Method):
     """Adam on ``aei_mlp`` (orthogonal hidden weights + GroupSort, free linear head).
 
-    With ``cfg.orthogonal == "newton-schulz"`` (the default) the hidden weights are plain
-    stacked matrices ``(S, out, in)`` that Adam updates freely; after every optimizer step
+    With ``orthogonal == "newton-schulz"`` (the default) the hidden weights are plain stacked
+    matrices ``(S, out, in)`` that Adam updates freely; after every optimizer step
     :meth:`after_step` applies one Björck / Newton–Schulz retraction
     (:func:`isoplast_lite.isometry.newton_schulz`, ``steps=1``, no normalization) to all of them
     at once, batched over seeds: exactly what :func:`isoplast_lite.nn.retract_` does to each
@@ -552,77 +650,140 @@ class AEIAdam(Method):
     """
 
     name = "aei-adam"
+    summary = "almost-everywhere isometric net (orthogonal hidden weights + GroupSort, Anil et al. 2019) with Adam"
+    Settings = AEISettings
     group_size = 2  # MaxMin
-    uses_orthogonal = True
     retraction_steps = 1
 
-    def check_config(self, cfg):
+    def check(self, cfg):
         if cfg.width % self.group_size:
             raise ConfigError({"width": cfg.width, "method": cfg.method},
                               f"GroupSort with group size {self.group_size} needs a width divisible by {self.group_size}; allowed: an even width")  # fmt: skip
 
     def build_model(self, in_dim, out_dim, cfg, generator):
         return aei_mlp(in_dim, cfg.width, cfg.depth, out_dim, head="free", group_size=self.group_size,
-                       orthogonal=cfg.orthogonal, generator=generator)  # fmt: skip
+                       orthogonal=self.settings.orthogonal, generator=generator)  # fmt: skip
 
-    def after_step(self, stack, opt, cfg, ctx):
-        if cfg.orthogonal == "newton-schulz":
+    def after_step(self, stack, opt, ctx):
+        if self.settings.orthogonal == "newton-schulz":
             retract_stacked_(stack, self.retraction_steps)
 
 
-def retract_stacked_(stack: StackedModel, steps: int = 1) -> None:
-    """One Newton–Schulz retraction of every stacked hidden ``OrthogonalLinear`` weight, in place.
-
-    The weights ``(S, out, in)`` of all seeds are retracted by one batched call per layer
-    (``baddbmm``); seed ``k``'s slice gets exactly what :func:`isoplast_lite.nn.retract_` would
-    give its own model (up to float rounding of the batched products).
-    """
-    with torch.no_grad():
-        for name in stack.orthogonal_names:
-            W = stack.params[name]  # (S, out, in)
-            W.copy_(_newton_schulz(W, steps))
+@dataclass(frozen=True)
+class AEIAdamOSettings:
+    iso_strength: float = setting(DEFAULT_ISO_STRENGTH, low=0, help="lambda of the isometry step on the free head")
+    iso_scaling: str = setting("lr", choices=ISO_SCALINGS, help="'lr' as PyTorch's AdamW; 'schedule' as Loshchilov & Hutter (see adamo)")
+    orthogonal: str = setting("newton-schulz", choices=ORTHOGONAL_METHODS, help="how hidden weights stay orthogonal (see aei-adam)")
 
 
+@register_method
 class AEIAdamO(AEIAdam):
     """AdamO on ``aei_mlp``: the hidden weights are kept orthogonal by the retraction (or by the
-    Cayley parametrization, whose trained parameters ``parametrizations.weight.original`` an
-    isometry step would not make sense on), so the isometry step (``iso_strength``) acts on the
-    free head only, softly regularizing it towards a partial isometry; the hidden group has
-    ``iso_strength = 0`` (its retraction already makes ``R_iso`` of those weights ~0).
+    Cayley parametrization, whose trained parameters an isometry step would not make sense on),
+    so the isometry step acts on the free head only, softly regularizing it towards a partial
+    isometry; the hidden group has ``iso_strength = 0``.
     """
 
     name = "aei-adamo"
-    uses_iso = True
+    summary = "the AEI net trained with AdamO; the isometry step acts on the free head"
+    Settings = AEIAdamOSettings
 
     def make_optimizer(self, stack, cfg):
         head = set(stack.head_names())
-        return AdamO(
-            [
-                {"params": [p for n, p in stack.params.items() if n not in head], "iso_strength": 0.0, "seed_dims": 1},
-                {"params": [stack.params[n] for n in stack.head_names()], "iso_strength": cfg.iso_strength, "seed_dims": 1},
-            ],
-            lr=cfg.lr,
-            iso_strength=cfg.iso_strength,
-        )
+        hidden = [p for n, p in stack.params.items() if n not in head]
+        groups = hidden_head_groups(hidden, [stack.params[n] for n in stack.head_names()], hidden_iso=0.0, head_iso=self.settings.iso_strength, seed_dims=1)
+        return AdamO(groups, lr=cfg.lr, iso_strength=self.settings.iso_strength, iso_scaling=self.settings.iso_scaling)
 
 
-METHODS: Dict[str, type] = {
-    cls.name: cls
-    for cls in (Adam, AdamWMethod, L2, L2Init, ShrinkPerturb, ReDo, Spectral, LayerNormMLP, CoupledIso, AdamOMethod, AEIAdam, AEIAdamO)
-}
-ISO_METHODS = tuple(n for n, c in METHODS.items() if c.uses_iso)
-AEI_METHODS = tuple(n for n, c in METHODS.items() if c.uses_orthogonal)
+@register_method
+class Fresh(Method):
+    """The reference of plasticity: Adam on a network freshly initialized at every task.
 
-
-def make_method(name: str) -> Method:
-    """A fresh instance of the method registered as ``name`` (one of ``METHODS``).
-
-    Example:
-        >>> make_method("redo").name
-        'redo'
+    At each task boundary every parameter is replaced by a fresh initialization (a new draw per
+    seed and task, :func:`fresh_parameters`) and Adam's state (moments and step count) is
+    cleared, so task ``t`` is learned by a new network with the same budget: what a network
+    that lost no plasticity at all would reach (Dohare et al. 2024; Kumar et al. 2023).
     """
-    if not isinstance(name, str):
-        raise TypeError(f"method must be a str, one of {tuple(METHODS)}, got {type(name).__name__}")
-    if name not in METHODS:
-        raise ValueError(f"method must be one of {tuple(METHODS)}, got {name!r}")
-    return METHODS[name]()
+
+    name = "fresh"
+    summary = "reference: Adam on a network re-initialized (weights and optimizer state) at every task"
+    _SALT = 19
+
+    def at_task_boundary(self, stack, opt, ctx):
+        fresh = fresh_parameters(self, stack, ctx.cfg, ctx.task, self._SALT)
+        with torch.no_grad():
+            for n, p in stack.params.items():
+                p.copy_(fresh[n])
+        opt.state.clear()
+
+
+# ----------------------------------------------------------------------------------------------
+# Parseval regularization (Chung et al. 2024), added as a method defined in one section
+# ----------------------------------------------------------------------------------------------
+
+
+class DiagonalScale(nn.Module):
+    """Chung et al.'s diagonal layer: ``y = x * c + b`` per unit, ``c`` initialized to 1, ``b`` to 0.
+
+    ``stacked_forward`` lets :class:`~isoplast_lite.engine.StackedModel` keep its batched fast
+    path for nets containing it (``params`` are its own stacked ``(S, width)`` tensors).
+    """
+
+    def __init__(self, width: int, dtype: Optional[torch.dtype] = None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(width, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight + self.bias
+
+    @staticmethod
+    def stacked_forward(h: torch.Tensor, params: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return h * params["weight"].unsqueeze(1) + params["bias"].unsqueeze(1)
+
+
+@register_method
+class Parseval(Method):
+    r"""Parseval regularization as in Chung et al. 2024: Adam on
+
+    .. math:: L + \lambda \left(\tfrac{64}{\text{width}}\right)^2 \sum_{l\,\text{hidden}}
+              \lVert W_l W_l^\top - s I\rVert_F^2
+
+    with a per-unit diagonal scale layer (:class:`DiagonalScale`) after each hidden linear
+    layer, which gives back the freedom of scale that the penalty takes from the rows of ``W``.
+    The ``(64 / width)^2`` factor is theirs (their strength was tuned at width 64, the factor
+    keeps the penalty's gradient comparable across widths); ``s`` is the squared gain of the
+    orthogonal initialization (1 for ours; theirs is 2, the ReLU gain squared). The head is
+    not regularized. Unlike ``coupled-iso`` (``R_iso`` on every hidden weight, target ``I``,
+    no scaling, no diagonal layers), this is their method.
+    """
+
+    name = "parseval"
+    summary = "Parseval regularization (Chung et al. 2024): strength (64/width)^2 sum ||W W^T - s I||^2, diagonal scale layers"
+
+    @dataclass(frozen=True)
+    class Settings:
+        strength: float = setting(1e-3, low=0, help="lambda at width 64 (Chung et al.'s value), scaled by (64/width)^2")
+        target_scale: float = setting(1.0, low=0, low_open=True, help="s in W W^T -> s I (our orthogonal init has gain 1)")
+        diagonal_layers: bool = setting(True, help="add a learnable per-unit scale after each hidden linear layer")
+
+    def build_model(self, in_dim, out_dim, cfg, generator):
+        model = relu_mlp(in_dim, cfg.width, cfg.depth, out_dim, init=cfg.init, generator=generator)
+        if self.settings.diagonal_layers:
+            for block in list(model)[:-1]:
+                block.insert(1, DiagonalScale(cfg.width, dtype=block[0].weight.dtype))
+        return model
+
+    def penalty(self, stack, ctx):
+        coef = self.settings.strength * (64.0 / ctx.cfg.width) ** 2
+        if coef == 0:
+            return None
+        total = 0.0
+        for n in stack.hidden_weight_names():
+            W = stack.params[n]  # (S, out, in)
+            eye = torch.eye(W.shape[1], dtype=W.dtype, device=W.device)
+            total = total + (W @ W.mT - self.settings.target_scale * eye).square().sum()
+        return coef * total
+
+
+BUILTIN_METHODS: Tuple[str, ...] = tuple(METHODS)

@@ -20,7 +20,7 @@ from torch.optim import Optimizer
 
 from ._validation import check_int, check_nonnegative, check_unit_interval_open
 
-__all__ = ["AdamO", "adamo_update_"]
+__all__ = ["AdamO", "adamo_update_", "hidden_head_groups"]
 
 
 def _iso_applies(param: torch.Tensor, seed_dims: int) -> bool:
@@ -481,3 +481,33 @@ def _validate_hyperparameters(group: Dict[str, Any]) -> None:
         raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
     check_unit_interval_open("betas[0]", betas[0])
     check_unit_interval_open("betas[1]", betas[1])
+
+
+def hidden_head_groups(hidden, head, *, hidden_iso: float, head_iso: float = 0.0, seed_dims: int = 0) -> list:
+    """AdamO's two parameter groups: the hidden layers and the output head.
+
+    The paper applies the isometry step to the hidden weights; the head (``out_dim x width``,
+    a fixed small number of classes) is usually left out (``head_iso=0``: plain Adam there).
+    The AEI nets do the reverse (their hidden weights are kept orthogonal by construction, so
+    ``hidden_iso=0`` and the isometry step acts on the head). The project's one way to write
+    these groups (``DEVELOPING.md``).
+
+    Args:
+        hidden, head: iterables of parameters (or a model's ``named_parameters`` values).
+        hidden_iso, head_iso: each group's ``iso_strength`` (>= 0).
+        seed_dims: leading seed dimensions of every parameter (1 for the runner's stacked
+            ``(S, out, in)`` weights, 0 for a plain model).
+
+    Example:
+        >>> from isoplast_lite.nn import relu_mlp
+        >>> m = relu_mlp(4, 8, 2, 3)
+        >>> groups = hidden_head_groups(m[:-1].parameters(), m[-1].parameters(), hidden_iso=0.1)
+        >>> [g["iso_strength"] for g in groups], [len(g["params"]) for g in groups]
+        ([0.1, 0.0], [4, 2])
+        >>> opt = AdamO(groups, lr=1e-3)
+    """
+    return [
+        {"params": list(hidden), "iso_strength": hidden_iso, "seed_dims": seed_dims},
+        {"params": list(head), "iso_strength": head_iso, "seed_dims": seed_dims},
+    ]
+

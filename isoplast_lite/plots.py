@@ -2,7 +2,7 @@
 
 Example:
     >>> import pandas as pd
-    >>> rows = [dict(benchmark="random-label-digits", method=m, iso_strength=0.0, lr=1e-3, seed=s,
+    >>> rows = [dict(benchmark="random-label-digits", method=m, settings="{}", lr=1e-3, seed=s,
     ...              task=t, train_acc=0.9, test_acc=float("nan"), dead=0.1, ntk_cond=10.0)
     ...         for m in ("adam", "adamo") for s in range(2) for t in range(3)]
     >>> fig = plot_results(pd.DataFrame(rows), measures=["dead", "ntk_cond"])
@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from typing import Optional, Sequence
 
 import pandas as pd
@@ -20,10 +21,25 @@ __all__ = ["plot_results", "DEFAULT_MEASURES", "LOG_MEASURES"]
 
 DEFAULT_MEASURES = ("dead", "dormant_0.025", "feature_erank", "jac_sv_std", "ntk_cond", "weight_norm")
 LOG_MEASURES = ("ntk_cond", "jac_sv_ratio")
-_REQUIRED = ("method", "iso_strength", "seed", "task")
+_REQUIRED = ("method", "seed", "task")
 
 
 def _label(df: pd.DataFrame) -> pd.Series:
+    """One label per run: the method, plus the settings that vary between its runs in ``df``
+    (``"adamo (iso_strength=0.01)"``); from the ``settings`` column (any method, built-in or
+    registered), or from ``iso_strength`` in files written before that column existed."""
+    if "settings" in df.columns:
+        texts = df["settings"].astype(str)
+        labels = df["method"].astype(str).copy()
+        for method, rows in df.groupby("method", sort=False):
+            parsed = {t: json.loads(t) for t in texts[rows.index].unique()}
+            varying = [k for k in dict.fromkeys(k for v in parsed.values() for k in v) if len({json.dumps(v.get(k)) for v in parsed.values()}) > 1]
+            if varying:
+                shown = {t: ", ".join(f"{k}={v[k]:g}" if isinstance(v.get(k), float) else f"{k}={v.get(k)}" for k in varying) for t, v in parsed.items()}
+                labels[rows.index] = f"{method} (" + texts[rows.index].map(shown) + ")"
+        return labels
+    if "iso_strength" not in df.columns:
+        return df["method"].astype(str)
     iso = df["iso_strength"].astype(float)
     return df["method"].where(iso == 0, df["method"] + " (lambda=" + iso.map("{:g}".format) + ")")
 
@@ -76,7 +92,7 @@ def plot_results(df: pd.DataFrame, *, measures: Optional[Sequence[str]] = None, 
     missing = [c for c in wanted if c not in df.columns]
     if missing:
         raise ValueError(f"columns {missing} are not in df (available: {list(df.columns)})")
-    not_numeric = [c for c in ["iso_strength", "seed", "task", *wanted] if not pd.api.types.is_numeric_dtype(df[c])]
+    not_numeric = [c for c in ["seed", "task", *wanted] if not pd.api.types.is_numeric_dtype(df[c])]
     if not_numeric:
         raise ValueError(f"columns {not_numeric} must be numeric, got dtypes {[str(df[c].dtype) for c in not_numeric]}")
     data = df.assign(run=_label(df), task=df["task"] + 1)

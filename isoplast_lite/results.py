@@ -24,8 +24,8 @@ Example:
     >>> sorted(results.manifest("book"))[:2]
     ['label-shuffle-digits', 'label-shuffle-mnist1d']
     >>> df = results.load("permuted-digits")
-    >>> sorted(df.columns)[:3]
-    ['benchmark', 'dead', 'dormant_0.025']
+    >>> sorted(df.method.unique())[:3], sorted(df.iso_strength.dropna().unique().tolist())
+    (['adam', 'adamo', 'adamw'], [0.1])
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["GROUPS", "MissingResultsError", "results_dir", "manifest", "load", "provenance", "portability"]
+__all__ = ["GROUPS", "MissingResultsError", "results_dir", "manifest", "load", "expand_settings", "provenance", "portability"]
 
 #: the groups of shipped results (sub-folders of ``isoplast_lite/data``).
 GROUPS = ("book", "long")
@@ -95,7 +95,9 @@ def load(name: str, group: str = "book") -> pd.DataFrame:
         group: ``"book"`` (chapters 6-7, book scale) or ``"long"`` (the 20 x 800-step runs).
 
     Returns:
-        One row per benchmark x method x lambda x seed x task (``isoplast_lite.run.RESULT_COLUMNS``).
+        One row per benchmark x method x settings x seed x task: the runner's
+        ``isoplast_lite.run.RESULT_COLUMNS`` plus one column per method setting
+        (:func:`expand_settings`; e.g. ``iso_strength``, NaN for a method without it).
 
     Raises:
         TypeError: ``name`` is not a non-empty string.
@@ -110,7 +112,42 @@ def load(name: str, group: str = "book") -> pd.DataFrame:
     path = results_dir(group) / entries[name]["file"]
     if not path.is_file():
         raise MissingResultsError(f"{path} is missing: reinstall isoplast_lite")
-    return pd.read_csv(path)
+    return expand_settings(pd.read_csv(path))
+
+
+def expand_settings(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with one column per method setting, parsed from its ``settings`` column.
+
+    The runner's rows carry each method's settings as canonical JSON (column ``settings``,
+    :mod:`isoplast_lite.run`); this adds a column per setting name (``iso_strength``,
+    ``shrink``, ...), NaN (or None) in the rows of methods without that setting. A setting
+    whose name is already a column of ``df`` becomes ``settings.<name>``. A frame without a
+    ``settings`` column (written before the column existed) is returned unchanged.
+
+    Example:
+        >>> df = pd.DataFrame({"method": ["adam", "adamo"], "settings": ["{}", '{"iso_strength":0.1}']})
+        >>> expand_settings(df).iso_strength.tolist()
+        [nan, 0.1]
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df must be a pandas.DataFrame, got {type(df).__name__}")
+    if "settings" not in df.columns:
+        return df
+    parsed = {}
+    for text in df["settings"].dropna().unique():
+        try:
+            value = json.loads(text)
+        except (TypeError, ValueError):
+            raise ValueError(f"column settings holds {text!r}, not the JSON of a method's settings") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"column settings holds {text!r}, not a JSON object")
+        parsed[text] = value
+    names = list(dict.fromkeys(k for v in parsed.values() for k in v))
+    out = df.copy()
+    for name in names:
+        column = name if name not in df.columns else f"settings.{name}"
+        out[column] = df["settings"].map(lambda t, n=name: parsed.get(t, {}).get(n, float("nan")))
+    return out
 
 
 def portability() -> dict:

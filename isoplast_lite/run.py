@@ -35,8 +35,10 @@ column                 meaning
                        non-finite (NaN or inf) on; every metric of such a row is NaN
 =====================  ===================================================================
 
-plus the config columns ``benchmark, method, iso_strength, lr, seed, task``. The result is a
-tidy ``pandas.DataFrame`` (one row per seed x task).
+plus the config columns ``benchmark, method, settings, lr, seed, task``, where ``settings`` is the
+canonical JSON of the method's settings (``{"iso_strength":0.1,"iso_scaling":"lr"}``; ``{}`` for a
+method without settings; :func:`isoplast_lite.results.expand_settings` turns it into one column
+per setting). The result is a tidy ``pandas.DataFrame`` (one row per seed x task).
 
 Divergence is a result, not a crash: after each task the runner checks, per seed, that its
 weights, its online loss and its end-of-task loss are finite. A seed that fails is recorded
@@ -47,8 +49,9 @@ redo the run. Files written before the column existed lack it; :func:`with_diver
 reads a missing column as "not diverged".
 
 Cache: results are stored under ``cache_dir`` (default ``$ISOPLAST_CACHE`` or
-``~/.cache/isoplast``) in a folder named by the SHA-256 of the canonical JSON of the full
-config plus ``isoplast_lite.__version__``. After every task the model, optimizer and method
+``~/.cache/isoplast``) in a folder named by the SHA-256 of the canonical JSON of the config
+(:meth:`Config.to_json`: the run's fields, the method's name, ``version`` and settings; no other
+method's) plus ``isoplast_lite.__version__``. After every task the model, optimizer and method
 state and the rows so far are checkpointed atomically (``torch.save`` to a temporary file, then
 ``os.replace``), so an interrupted run (Ctrl-C) resumes at the task where it stopped and a
 re-run of a finished config returns from the cache. Every CSV of an entry has a SHA-256 sidecar
@@ -64,13 +67,13 @@ use) with a :class:`ConfigError` naming the settings at fault.
 Full-scale configurations for a GPU (use ``--device cuda``; the paper's reported setup is depth
 4, width 512, lr 1e-4, lambda 1e-3, 8 seeds; its task counts and budgets are unknown)::
 
-    python -m isoplast_lite run --benchmark permuted-mnist --method adamo --iso-strength 1e-3 \\
+    python -m isoplast_lite run --benchmark permuted-mnist --method adamo --set iso_strength=1e-3 \\
         --lr 1e-4 --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 \\
         --batch-size 128 --n-train 10000 --device cuda --out permuted-mnist-adamo.csv
     python -m isoplast_lite run --benchmark random-label-mnist --method adam --lr 1e-4 \\
         --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 --batch-size 128 \\
         --n-train 10000 --device cuda --out random-label-mnist-adam.csv
-    python -m isoplast_lite run --benchmark random-label-cifar10 --method adamo --iso-strength 1e-3 \\
+    python -m isoplast_lite run --benchmark random-label-cifar10 --method adamo --set iso_strength=1e-3 \\
         --lr 1e-4 --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 \\
         --batch-size 128 --n-train 10000 --device cuda --out random-label-cifar10-adamo.csv
 
@@ -96,7 +99,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import pandas as pd
 import torch
@@ -113,21 +116,20 @@ from .diagnostics import (
     hidden_features,
     ntk_summary,
 )
-from .methods import AEI_METHODS, ISO_METHODS, METHODS, HookContext, StackedModel, make_method
-from .nn import ORTHOGONAL_METHODS
+from .engine import StackedModel
+from .methods import Method, StepContext, TaskContext, make_method, method_class
+from .settings import make_settings, settings_dict, settings_json
 from .tasks import BENCHMARKS, SOURCE_SIZES, load_source, make_stream, parse_benchmark
 
 __all__ = [
     "Config", "run", "check_config", "ConfigError", "cache_key", "default_cache_dir", "with_diverged_column",
-    "METRIC_COLUMNS", "RESULT_COLUMNS", "DEFAULT_ISO_STRENGTH", "LIMITS", "MAX_LR",
+    "METRIC_COLUMNS", "RESULT_COLUMNS", "CONFIG_COLUMNS", "LIMITS", "MAX_LR",
 ]  # fmt: skip
-
-DEFAULT_ISO_STRENGTH = 0.1  # PAPER.md probes at lr 1e-3 (the paper's 1e-3 pairs with lr 1e-4)
 METRIC_COLUMNS = (
     "train_acc", "train_acc_online", "test_acc", "loss", "loss_online", "dormant_0.025", "dormant_0.1",
     "dead", "feature_erank", "weight_norm", "jac_sv_mean", "jac_sv_std", "jac_sv_ratio", "ntk_cond",
 )  # fmt: skip
-CONFIG_COLUMNS = ("benchmark", "method", "iso_strength", "lr", "seed", "task")
+CONFIG_COLUMNS = ("benchmark", "method", "settings", "lr", "seed", "task")
 RESULT_COLUMNS = CONFIG_COLUMNS + METRIC_COLUMNS + ("diverged",)
 # Upper bounds of the sizes of a Config: far above any run a machine can do in a day, low
 # enough that an absurd value (a typo such as --depth 1000000000000) is an error, not a hang.
@@ -136,19 +138,22 @@ LIMITS = {"seeds": 10_000, "n_tasks": 1_000_000, "steps_per_task": 100_000_000, 
           "width": 1_000_000, "depth": 10_000, "probe_size": 100_000, "n_train": 100_000_000}  # fmt: skip
 MAX_LR = 10.0  # Adam moves every weight by about lr per step: lr > 10 cannot train anything
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-_SCHEMA = 1
+_SCHEMA = 2  # checkpoints: 2 since method settings moved out of Config (issue 10)
 
 
 @dataclass(frozen=True)
 class Config:
-    """Everything that defines one experiment (and its cache key).
+    """Everything that defines one experiment (and its cache key): the benchmark, the budget,
+    the architecture, and the chosen method with *its* settings only.
 
     Args:
         benchmark: one of :data:`isoplast_lite.tasks.BENCHMARKS`.
-        method: one of :data:`isoplast_lite.methods.METHODS`.
-        iso_strength: lambda of ``adamo``, ``coupled-iso``, ``aei-adamo``; ``None`` means
-            ``DEFAULT_ISO_STRENGTH`` (0.1) for those and 0 for the other methods (which reject a
-            non-zero value).
+        method: a registered method (:data:`isoplast_lite.methods.METHODS`, or one added with
+            :func:`isoplast_lite.methods.register_method`).
+        settings: the method's settings: ``None`` (its defaults), a dict of some of them (the
+            others take their defaults), or its ``Settings`` instance. Validated against the
+            method's declaration; stored as the method's frozen ``Settings`` instance.
+            ``python -m isoplast_lite run --help`` lists every method's settings.
         lr: learning rate eta.
         seeds: number of seeds; seeds ``first_seed, ..., first_seed + seeds - 1`` are run.
         first_seed: the first seed.
@@ -157,22 +162,20 @@ class Config:
         n_train: training images per task (``None`` = the whole training split).
         init: initialization of the ReLU nets (``"orthogonal"``, ``"kaiming"``, ``"default"``).
         probe_size: inputs in the fixed probe set (eNTK, layer Jacobians).
-        weight_decay: AdamW's decay (``adamw``), default 1e-2.
-        l2_strength: ``l2`` coefficient, default 1e-4.
-        l2_init_strength: ``l2-init`` coefficient, default 1e-2.
-        sp_shrink, sp_perturb: Shrink & Perturb factors, defaults 0.4 and 0.1.
-        redo_tau: ReDo's dormancy threshold, default 0.1.
-        spectral_strength: spectral regularization coefficient, default 1e-4.
         device: torch device string. dtype: ``"float32"`` or ``"float64"``.
-        orthogonal: how the AEI methods (``aei-adam``, ``aei-adamo``) keep their hidden weights
-            orthogonal: ``"newton-schulz"`` (one retraction after each step; ``None`` means this
-            for them) or ``"cayley"`` (the exact parametrization that made the shipped AEI
-            results before issue 13). Other methods reject a value other than ``None``.
+
+    Example:
+        >>> Config("random-label-digits", "adamo", settings={"iso_strength": 0.01}).settings.iso_strength
+        0.01
+        >>> Config("random-label-digits", "adam", settings={"iso_strength": 0.01})
+        Traceback (most recent call last):
+        ...
+        isoplast_lite.settings.SettingError: method 'adam': setting iso_strength=0.01: unknown setting; allowed: no settings (this method has none)
     """
 
     benchmark: str
     method: str
-    iso_strength: Optional[float] = None
+    settings: Any = None
     lr: float = 1e-3
     seeds: int = 4
     first_seed: int = 0
@@ -184,26 +187,13 @@ class Config:
     n_train: Optional[int] = 512
     init: str = "orthogonal"
     probe_size: int = 16
-    weight_decay: float = 1e-2
-    l2_strength: float = 1e-4
-    l2_init_strength: float = 1e-2
-    sp_shrink: float = 0.4
-    sp_perturb: float = 0.1
-    redo_tau: float = 0.1
-    spectral_strength: float = 1e-4
     device: str = "cpu"
     dtype: str = "float32"
-    orthogonal: Optional[str] = None
 
     def __post_init__(self):
         check_choice("benchmark", self.benchmark, BENCHMARKS)
-        check_choice("method", self.method, tuple(METHODS))
-        if self.iso_strength is None:
-            object.__setattr__(self, "iso_strength", DEFAULT_ISO_STRENGTH if self.method in ISO_METHODS else 0.0)
-        iso = check_nonnegative("iso_strength", self.iso_strength)
-        if iso != 0.0 and self.method not in ISO_METHODS:
-            raise ValueError(f"iso_strength must be 0 or None for method {self.method!r} (it is used by {ISO_METHODS}), got {iso}")
-        object.__setattr__(self, "iso_strength", iso)
+        cls = method_class(self.method)
+        object.__setattr__(self, "settings", make_settings(self.method, cls.Settings, self.settings))
         object.__setattr__(self, "lr", check_positive("lr", self.lr))
         if self.lr > MAX_LR:
             raise ValueError(f"lr must be in (0, {MAX_LR:g}] (Adam moves every weight by about lr per step), got {self.lr}")
@@ -213,33 +203,42 @@ class Config:
         if self.n_train is not None:
             check_int("n_train", self.n_train, minimum=1, maximum=LIMITS["n_train"])
         check_choice("init", self.init, ("orthogonal", "kaiming", "default"))
-        for name in ("weight_decay", "l2_strength", "l2_init_strength", "sp_perturb", "redo_tau", "spectral_strength"):
-            object.__setattr__(self, name, check_nonnegative(name, getattr(self, name)))
-        object.__setattr__(self, "sp_shrink", check_probability("sp_shrink", self.sp_shrink))
         if not isinstance(self.device, str):
             raise TypeError(f"device must be a str such as 'cpu' or 'cuda', got {type(self.device).__name__}")
         check_choice("dtype", self.dtype, tuple(_DTYPES))
-        if self.method in AEI_METHODS:
-            choice = "newton-schulz" if self.orthogonal is None else self.orthogonal
-            object.__setattr__(self, "orthogonal", check_choice("orthogonal", choice, ORTHOGONAL_METHODS))
-        elif self.orthogonal is not None:
-            raise ValueError(f"orthogonal must be None for method {self.method!r} (it is used by {AEI_METHODS}), got {self.orthogonal!r}")
 
     @property
     def seed_list(self) -> List[int]:
         return list(range(self.first_seed, self.first_seed + self.seeds))
 
-    def to_json(self) -> str:
-        """Canonical JSON (sorted keys, floats in repr) of every field.
+    @property
+    def method_settings(self) -> Dict[str, Any]:
+        """The method's settings as ``{name: value}`` (declaration order)."""
+        return settings_dict(self.settings)
 
-        Note (cache keys across issue 13): ``orthogonal`` is left out when it is ``None`` (the
-        non-AEI methods) or ``"cayley"``, so those configs keep the keys, and the cached results,
-        they had before the field existed (the AEI methods were Cayley then); a Newton–Schulz AEI
-        config gets a new key.
+    def replace(self, **changes) -> "Config":
+        """A copy with some fields changed; ``settings`` given as a dict updates the current
+        settings (``cfg.replace(settings={"iso_strength": 0.01})``), and a change of method
+        starts from the new method's defaults.
+
+        Example:
+            >>> cfg = Config("random-label-digits", "adamo", settings={"iso_scaling": "schedule"})
+            >>> cfg.replace(settings={"iso_strength": 0.01}).method_settings
+            {'iso_strength': 0.01, 'iso_scaling': 'schedule'}
         """
-        fields = dataclasses.asdict(self)
-        if fields["orthogonal"] in (None, "cayley"):
-            del fields["orthogonal"]
+        new = changes.get("settings")
+        if "method" in changes and changes["method"] != self.method:
+            changes.setdefault("settings", None)
+        elif isinstance(new, Mapping):
+            changes["settings"] = {**self.method_settings, **new}
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, floats in repr) of what the run uses: every run field,
+        the method's name and ``version`` and its settings (no other method's)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "settings"}
+        fields["settings"] = self.method_settings
+        fields["method_version"] = method_class(self.method).version
         return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
 
@@ -350,7 +349,7 @@ def check_config(cfg: Config, *, seed_batch: Optional[int] = None) -> None:
     n_images = SOURCE_SIZES[source][0]
     if cfg.n_train is not None and cfg.n_train > n_images:
         raise ConfigError({"n_train": cfg.n_train}, f"more than the {n_images} training images of {source!r}; allowed: 1 to {n_images}")
-    make_method(cfg.method).check_config(cfg)
+    make_method(cfg.method, cfg.settings).check(cfg)
     n_seeds = cfg.seeds if seed_batch is None else min(cfg.seeds, check_int("seed_batch", seed_batch, minimum=1))
     available = _available_memory(device)
     terms = _memory_terms(cfg, n_seeds)
@@ -439,8 +438,12 @@ def _newly_diverged(stack: StackedModel, loss_sum: torch.Tensor, loss: torch.Ten
 
 def _diverged_row(cfg: Config, seed: int, task: int) -> dict:
     """The row of a diverged seed: its config columns, NaN metrics, ``diverged=True``."""
-    row = dict(zip(CONFIG_COLUMNS, (cfg.benchmark, cfg.method, cfg.iso_strength, cfg.lr, seed, task)))
-    return {**row, **dict.fromkeys(METRIC_COLUMNS, math.nan), "diverged": True}
+    return {**_config_row(cfg, seed, task), **dict.fromkeys(METRIC_COLUMNS, math.nan), "diverged": True}
+
+
+def _config_row(cfg: Config, seed: int, task: int) -> dict:
+    """The config columns of a row: what identifies the run, the method's settings included."""
+    return dict(zip(CONFIG_COLUMNS, (cfg.benchmark, cfg.method, settings_json(cfg.settings), cfg.lr, seed, task)))
 
 
 @torch.no_grad()
@@ -472,14 +475,101 @@ def _measure(stack: StackedModel, k: int, x: torch.Tensor, probe: torch.Tensor) 
     return row
 
 
+@dataclass
+class _TaskData:
+    """One task of every seed, staged on the device: training data, batch indices, test split."""
+
+    tasks: list
+    x: torch.Tensor  # (S, N, D)
+    y: torch.Tensor  # (S, N)
+    idx: torch.Tensor  # (S, steps_per_task, batch_size)
+    x_test: Optional[torch.Tensor] = None
+    y_test: Optional[torch.Tensor] = None
+
+
+def _stage_task(cfg: Config, streams: list, t: int, device: torch.device, dtype: torch.dtype) -> _TaskData:
+    """Task ``t`` of each seed's stream, stacked ``(S, ...)`` on ``device``."""
+    tasks = [st.task(t) for st in streams]
+    data = _TaskData(
+        tasks=tasks,
+        x=torch.stack([tk.x_train for tk in tasks]).to(device=device, dtype=dtype),
+        y=torch.stack([tk.y_train for tk in tasks]).to(device),
+        idx=torch.stack([tk.batch_indices(cfg.steps_per_task, cfg.batch_size) for tk in tasks]).to(device),
+    )
+    if tasks[0].x_test is not None:
+        data.x_test = torch.stack([tk.x_test for tk in tasks]).to(device=device, dtype=dtype)
+        data.y_test = torch.stack([tk.y_test for tk in tasks]).to(device)
+    return data
+
+
+def _train_task(cfg: Config, method: Method, stack: StackedModel, opt, data: _TaskData, t: int, bar):
+    """``steps_per_task`` optimizer steps on task ``t``; returns the per-seed sums of the online
+    (before-step) batch accuracies and losses, float64 ``(S,)``."""
+    S = stack.n_seeds
+    ar = torch.arange(S, device=data.x.device)[:, None]
+    acc_sum = torch.zeros(S, dtype=torch.float64, device=data.x.device)
+    loss_sum = torch.zeros(S, dtype=torch.float64, device=data.x.device)
+    for i in range(cfg.steps_per_task):
+        xb, yb = data.x[ar, data.idx[:, i]], data.y[ar, data.idx[:, i]]  # (S, B, D), (S, B)
+        logits = stack(xb)  # (S, B, O)
+        per_seed = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(S, -1).mean(1)
+        ctx = StepContext(cfg=cfg, task=t, step=i, stack=stack, x=xb, y=yb, logits=logits)
+        total = per_seed.sum()
+        extra = method.penalty(stack, ctx)
+        if extra is not None:
+            total = total + extra
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        ctx.logits = logits.detach()
+        method.after_step(stack, opt, ctx)
+        with torch.no_grad():
+            acc_sum += (logits.argmax(-1) == yb).double().mean(1)
+            loss_sum += per_seed.detach().double()
+        bar.update(1)
+    return acc_sum, loss_sum
+
+
+def _task_rows(cfg: Config, stack: StackedModel, seeds: Sequence[int], data: _TaskData, t: int,
+               acc_sum: torch.Tensor, loss_sum: torch.Tensor, diverged: set) -> List[dict]:  # fmt: skip
+    """The rows of task ``t``: end-of-task accuracy and loss, online means, test accuracy and
+    the diagnostics of every seed (updates ``diverged`` with the seeds that just diverged)."""
+    acc, loss = _evaluate(stack, data.x, data.y)
+    test_acc = _evaluate(stack, data.x_test, data.y_test)[0] if data.x_test is not None else None
+    diverged.update(_newly_diverged(stack, loss_sum, loss))
+    rows = []
+    for k, s in enumerate(seeds):
+        if k in diverged:
+            rows.append(_diverged_row(cfg, s, t))
+            continue
+        row = {**_config_row(cfg, s, t), "train_acc": float(acc[k]),
+               "train_acc_online": float(acc_sum[k]) / cfg.steps_per_task,
+               "test_acc": float(test_acc[k]) if test_acc is not None else math.nan,
+               "loss": float(loss[k]), "loss_online": float(loss_sum[k]) / cfg.steps_per_task}  # fmt: skip
+        row.update(_measure(stack, k, data.x[k], data.x[k, : cfg.probe_size]), diverged=False)
+        rows.append(row)
+    return rows
+
+
+def _save_checkpoint(path: Path, key: str, next_task: int, rows: List[dict], stack: StackedModel, opt, method: Method) -> None:
+    """Everything needed to resume at ``next_task``, written atomically."""
+    state = {"schema": _SCHEMA, "key": key, "next_task": next_task, "rows": rows,
+             "stack": _to_device(stack.state(), "cpu"), "opt": opt.state_dict(),
+             "method": _to_device(method.state_dict(), "cpu")}  # fmt: skip
+    _files.atomic_write(path, lambda h: torch.save(state, h))
+
+
 def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], key: str, progress: bool, callback) -> pd.DataFrame:
+    """Train the stacked ``seeds`` of ``cfg`` task after task, resuming from ``ckpt_path``.
+
+    Per task: stage the data, call the method's task-boundary hook, train, log the rows
+    (:func:`_task_rows`), checkpoint, call ``callback``.
+    """
     device, dtype = torch.device(cfg.device), _DTYPES[cfg.dtype]
-    _, source_name = parse_benchmark(cfg.benchmark)
-    source = load_source(source_name)
+    source = load_source(parse_benchmark(cfg.benchmark)[1])
     streams = [make_stream(cfg.benchmark, seed=s, n_tasks=cfg.n_tasks, n_train=cfg.n_train, source=source) for s in seeds]
-    method = make_method(cfg.method)
-    n_classes = source.n_classes
-    stack = StackedModel.build(lambda g: method.build_model(source.in_dim, n_classes, cfg, g), seeds, device=device, dtype=dtype)
+    method = make_method(cfg.method, cfg.settings)
+    stack = StackedModel.build(lambda g: method.build_model(source.in_dim, source.n_classes, cfg, g), seeds, device=device, dtype=dtype)
     method.setup(stack, cfg)
     opt = method.make_optimizer(stack, cfg)
     rows: List[dict] = []
@@ -489,68 +579,25 @@ def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], 
         stack.load_state(_to_device(ckpt["stack"], device))
         opt.load_state_dict(ckpt["opt"])
         method.load_state_dict(_to_device(ckpt["method"], device))
-        rows, start = [{"diverged": False, **r} for r in ckpt["rows"]], ckpt["next_task"]
+        rows, start = ckpt["rows"], ckpt["next_task"]
     diverged = {k for k, s in enumerate(seeds) if any(r["seed"] == s and r["diverged"] for r in rows)}
 
     from tqdm.auto import tqdm
 
     bar = tqdm(total=cfg.n_tasks * cfg.steps_per_task, initial=start * cfg.steps_per_task, disable=not progress,
                desc=f"{cfg.benchmark} {cfg.method} seeds {seeds[0]}-{seeds[-1]}", leave=False)  # fmt: skip
-    S = len(seeds)
-    ar = torch.arange(S, device=device)[:, None]
     try:
         for t in range(start, cfg.n_tasks):
             if len(diverged) == len(seeds):  # every seed diverged: the remaining tasks are recorded, not trained
                 rows.extend(_diverged_row(cfg, s, u) for s in seeds for u in range(t, cfg.n_tasks))
                 break
-            tasks = [st.task(t) for st in streams]
-            X = torch.stack([tk.x_train for tk in tasks]).to(device=device, dtype=dtype)  # (S, N, D)
-            Y = torch.stack([tk.y_train for tk in tasks]).to(device)  # (S, N)
-            idx = torch.stack([tk.batch_indices(cfg.steps_per_task, cfg.batch_size) for tk in tasks]).to(device)  # (S, T, B)
-            ctx = HookContext(task=t, step=0, x_task=X)
+            data = _stage_task(cfg, streams, t, device, dtype)
             if t > 0:
-                method.at_task_boundary(stack, opt, cfg, ctx)
-            acc_sum = torch.zeros(S, dtype=torch.float64, device=device)
-            loss_sum = torch.zeros(S, dtype=torch.float64, device=device)
-            for i in range(cfg.steps_per_task):
-                xb, yb = X[ar, idx[:, i]], Y[ar, idx[:, i]]  # (S, B, D), (S, B)
-                logits = stack(xb)  # (S, B, O)
-                per_seed = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(S, -1).mean(1)
-                total = per_seed.sum()
-                extra = method.penalty(stack, cfg)
-                if extra is not None:
-                    total = total + extra
-                opt.zero_grad(set_to_none=True)
-                total.backward()
-                opt.step()
-                ctx.step = i
-                method.after_step(stack, opt, cfg, ctx)
-                with torch.no_grad():
-                    acc_sum += (logits.argmax(-1) == yb).double().mean(1)
-                    loss_sum += per_seed.detach().double()
-                bar.update(1)
-            acc, loss = _evaluate(stack, X, Y)
-            if tasks[0].x_test is not None:
-                Xt = torch.stack([tk.x_test for tk in tasks]).to(device=device, dtype=dtype)
-                Yt = torch.stack([tk.y_test for tk in tasks]).to(device)
-                test_acc, _ = _evaluate(stack, Xt, Yt)
-            diverged.update(_newly_diverged(stack, loss_sum, loss))
-            for k, s in enumerate(seeds):
-                if k in diverged:
-                    rows.append(_diverged_row(cfg, s, t))
-                    continue
-                row = {"benchmark": cfg.benchmark, "method": cfg.method, "iso_strength": cfg.iso_strength, "lr": cfg.lr,
-                       "seed": s, "task": t, "train_acc": float(acc[k]),
-                       "train_acc_online": float(acc_sum[k]) / cfg.steps_per_task,
-                       "test_acc": float(test_acc[k]) if tasks[0].x_test is not None else math.nan,
-                       "loss": float(loss[k]), "loss_online": float(loss_sum[k]) / cfg.steps_per_task}  # fmt: skip
-                row.update(_measure(stack, k, X[k], X[k, : cfg.probe_size]), diverged=False)
-                rows.append(row)
+                method.at_task_boundary(stack, opt, TaskContext(cfg=cfg, task=t, x=data.x, y=data.y, tasks=data.tasks))
+            acc_sum, loss_sum = _train_task(cfg, method, stack, opt, data, t, bar)
+            rows.extend(_task_rows(cfg, stack, seeds, data, t, acc_sum, loss_sum, diverged))
             if ckpt_path is not None:
-                state = {"schema": _SCHEMA, "key": key, "next_task": t + 1, "rows": rows,
-                         "stack": _to_device(stack.state(), "cpu"), "opt": opt.state_dict(),
-                         "method": _to_device(method.state_dict(), "cpu")}  # fmt: skip
-                _files.atomic_write(ckpt_path, lambda h: torch.save(state, h))
+                _save_checkpoint(ckpt_path, key, t + 1, rows, stack, opt, method)
             if callback is not None:
                 callback(t, pd.DataFrame(rows, columns=RESULT_COLUMNS))
     finally:

@@ -78,8 +78,14 @@ SLURM_OPTIONS = {
 
 
 def describe(cfg: Config) -> str:
-    """One line naming a configuration: ``"random-label-digits adamo iso=0.1 lr=0.001"``."""
-    return f"{cfg.benchmark} {cfg.method} iso={cfg.iso_strength:g} lr={cfg.lr:g}"
+    """One line naming a configuration by its benchmark, method, settings and learning rate.
+
+    Example:
+        >>> describe(Config("random-label-digits", "adamo", settings={"iso_strength": 0.01}))
+        'random-label-digits adamo iso_strength=0.01 iso_scaling=lr lr=0.001'
+    """
+    settings = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in cfg.method_settings.items())
+    return " ".join(part for part in (cfg.benchmark, cfg.method, settings, f"lr={cfg.lr:g}") if part)
 
 
 def cached_result(cfg: Config, cache_dir: Union[str, os.PathLike, None] = None) -> Optional[pd.DataFrame]:

@@ -69,6 +69,7 @@ import numpy as np
 import torch
 
 from . import _files
+from ._seeding import seeded_generator
 from ._validation import check_choice, check_int
 
 __all__ = [
@@ -143,9 +144,8 @@ _SALT_SUBSET, _SALT_TASK, _SALT_BATCH = 1, 2, 3
 
 
 def _generator(seed: int, task: int, salt: int) -> torch.Generator:
-    """A CPU generator seeded by ``(seed, task, salt)`` (a fixed integer mix, no global state)."""
-    mixed = (int(seed) * 1_000_003 + int(task) * 7_919 + salt * 104_729) % (2**63 - 1)
-    return torch.Generator().manual_seed(mixed)
+    """A CPU generator seeded by ``(seed, task, salt)`` (:func:`isoplast_lite._seeding.seeded_generator`)."""
+    return seeded_generator(seed, task, salt)
 
 
 @dataclass(frozen=True)

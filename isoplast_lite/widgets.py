@@ -457,7 +457,9 @@ def runner_rerun(
         **config: the other :class:`isoplast_lite.run.Config` fields (seeds, n_tasks, width, ...).
 
     Returns:
-        ``rerun(lam) -> DataFrame`` (the runner's tidy rows).
+        ``rerun(lam) -> DataFrame``: the runner's tidy rows with the method's settings as
+        columns (:func:`isoplast_lite.results.expand_settings`); the reference rows
+        (``lam == 0``) get ``iso_strength = 0``.
 
     Example:
         >>> rerun = runner_rerun("random-label-digits", seeds=1, n_tasks=1, steps_per_task=2,
@@ -466,15 +468,16 @@ def runner_rerun(
         >>> df.method.tolist(), df.iso_strength.tolist()
         (['adamo'], [0.1])
     """
+    from .results import expand_settings
     from .run import Config, run
 
     Config(benchmark, method, **config)  # validate the fields now, not at the first click
 
     def rerun(lam: float) -> pd.DataFrame:
         if lam > 0:
-            cfg = Config(benchmark, method, iso_strength=float(lam), **config)
-        else:
-            cfg = Config(benchmark, reference_method, **config)
-        return run(cfg, cache_dir=cache_dir, progress=False)
+            cfg = Config(benchmark, method, settings={"iso_strength": float(lam)}, **config)
+            return expand_settings(run(cfg, cache_dir=cache_dir, progress=False))
+        cfg = Config(benchmark, reference_method, **config)
+        return expand_settings(run(cfg, cache_dir=cache_dir, progress=False)).assign(iso_strength=0.0)
 
     return rerun

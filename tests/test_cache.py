@@ -78,7 +78,7 @@ def test_corrupt_checkpoint_restarts_with_a_warning(tmp_path):
 def test_cache_key_covers_config_and_version(monkeypatch):
     k = cache_key(CFG)
     assert cache_key(Config(**{**CFG.__dict__, "lr": 2e-3})) != k
-    assert cache_key(Config(**{**CFG.__dict__, "redo_tau": 0.2})) != k
+    assert cache_key(CFG.replace(settings={"iso_strength": 0.2})) != k
     assert cache_key(Config(**CFG.__dict__)) == k
     monkeypatch.setattr(run_mod, "__version__", "9.9.9")
     assert cache_key(CFG) != k

@@ -4,6 +4,8 @@ import subprocess
 import sys
 
 import pandas as pd
+
+from isoplast_lite.results import expand_settings
 import pytest
 
 from isoplast_lite import run as run_mod
@@ -41,16 +43,16 @@ def test_wrong_names_exit_2_listing_valid_ones(argv, valid, capsys):
 
 def test_iso_strength_for_a_method_without_it_is_an_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["run", "--benchmark", "random-label-digits", "--method", "adam", "--iso-strength", "0.1", *TINY])
-    assert exit_info.value.code == 2 and "--iso-strength" in capsys.readouterr().err
+        main(["run", "--benchmark", "random-label-digits", "--method", "adam", "--set", "iso_strength=0.1", *TINY])
+    assert exit_info.value.code == 2 and "--set iso_strength=0.1: method 'adam', setting 'iso_strength': unknown setting" in capsys.readouterr().err
 
 
 def test_run_writes_csv_and_second_call_is_cached(tmp_path, monkeypatch):
     out = tmp_path / "r.csv"
-    argv = ["run", "--benchmark", "random-label-digits", "--method", "adamo", "--iso-strength", "0.05", *TINY, "--cache-dir", str(tmp_path / "c"), "--out", str(out)]
+    argv = ["run", "--benchmark", "random-label-digits", "--method", "adamo", "--set", "iso_strength=0.05", *TINY, "--cache-dir", str(tmp_path / "c"), "--out", str(out)]
     assert main(argv) == 0
     df = pd.read_csv(out)
-    assert len(df) == 4 and set(df.method) == {"adamo"} and set(df.iso_strength) == {0.05}
+    assert len(df) == 4 and set(df.method) == {"adamo"} and set(expand_settings(df).iso_strength) == {0.05}
 
     def boom(*a, **k):
         raise AssertionError("not cached")
@@ -63,11 +65,12 @@ def test_run_writes_csv_and_second_call_is_cached(tmp_path, monkeypatch):
 
 def test_sweep_writes_one_tidy_csv(tmp_path):
     out = tmp_path / "s.csv"
-    argv = ["sweep", "--benchmark", "random-label-digits", "--method", "adam", "adamo", "--iso-strength", "0.01", "0.1", *TINY, "--no-cache", "--out", str(out)]
+    argv = ["sweep", "--benchmark", "random-label-digits", "--method", "adam", "adamo", "--set", "iso_strength=0.01,0.1", *TINY, "--no-cache", "--out", str(out)]
     assert main(argv) == 0
     df = pd.read_csv(out)
-    runs = sorted({(m, float(i)) for m, i in zip(df.method, df.iso_strength)})
-    assert runs == [("adam", 0.0), ("adamo", 0.01), ("adamo", 0.1)]  # the lambda grid applies to iso methods only
+    wide = expand_settings(df).fillna({"iso_strength": 0.0})
+    runs = sorted({(m, float(i)) for m, i in zip(wide.method, wide.iso_strength)})
+    assert runs == [("adam", 0.0), ("adamo", 0.01), ("adamo", 0.1)]  # the lambda grid applies to the methods that have it
     assert len(df) == 3 * 2 * 2
 
 

@@ -5,27 +5,31 @@ import torch
 import torch.nn as nn
 
 from isoplast_lite import GroupSort, OrthogonalLinear, dormant_fraction, isometry_grad, relu_mlp
-from isoplast_lite.methods import METHODS, HookContext, ReDo, ShrinkPerturb, Spectral, StackedModel, make_method
+from isoplast_lite.methods import METHODS, ReDo, Spectral, StackedModel, StepContext, TaskContext, fresh_parameters, make_method
 from isoplast_lite.run import Config
 
 SEEDS = (0, 1)
 
 
-def _setup(name, **kw):
-    cfg = Config("random-label-digits", name, seeds=len(SEEDS), width=kw.pop("width", 8), depth=kw.pop("depth", 2), dtype="float64", **kw)
-    method = make_method(name)
+def _setup(name, width=8, depth=2, **settings):
+    cfg = Config("random-label-digits", name, settings=settings, seeds=len(SEEDS), width=width, depth=depth, dtype="float64")
+    method = make_method(name, cfg.settings)
     stack = StackedModel.build(lambda g: method.build_model(6, 3, cfg, g), SEEDS, dtype=torch.float64)
     method.setup(stack, cfg)
     return cfg, method, stack
 
 
-def _ctx(task=1, n=20, seed=0):
-    return HookContext(task=task, step=0, x_task=torch.randn(len(SEEDS), n, 6, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+def _ctx(cfg, task=1, n=20, seed=0):
+    x = torch.randn(len(SEEDS), n, 6, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return TaskContext(cfg=cfg, task=task, x=x, y=torch.zeros(len(SEEDS), n, dtype=torch.long))
 
 
-def test_registry_has_every_method_of_the_issue():
-    issue = {"adam", "adamw", "l2", "l2-init", "shrink-perturb", "redo", "spectral", "layernorm", "coupled-iso", "adamo", "aei-adam", "aei-adamo"}
-    assert set(METHODS) == issue
+def _step(cfg, stack, n=5):
+    x = torch.randn(len(SEEDS), n, 6, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    return StepContext(cfg=cfg, task=0, step=0, stack=stack, x=x, y=torch.zeros(len(SEEDS), n, dtype=torch.long), logits=stack(x))
+
+
+def test_unknown_method_names_the_registered_ones():
     with pytest.raises(ValueError, match="adamo"):
         make_method("adamx")
 
@@ -42,8 +46,8 @@ def test_stack_starts_like_per_seed_relu_mlp_and_forward_matches():
 
 
 def test_l2_is_squared_norm_with_gradient_2_lambda_theta():
-    cfg, method, stack = _setup("l2", l2_strength=0.3)
-    pen = method.penalty(stack, cfg)
+    cfg, method, stack = _setup("l2", strength=0.3)
+    pen = method.penalty(stack, _step(cfg, stack))
     expected = 0.3 * sum(float((p.detach() ** 2).sum()) for p in stack.params.values())
     assert float(pen.detach()) == pytest.approx(expected, rel=1e-12)
     pen.backward()
@@ -52,13 +56,13 @@ def test_l2_is_squared_norm_with_gradient_2_lambda_theta():
 
 
 def test_l2_init_is_squared_distance_to_initial_weights():
-    cfg, method, stack = _setup("l2-init", l2_init_strength=0.5)
-    assert float(method.penalty(stack, cfg).detach()) == 0.0
+    cfg, method, stack = _setup("l2-init", strength=0.5)
+    assert float(method.penalty(stack, _step(cfg, stack)).detach()) == 0.0
     theta0 = {n: p.detach().clone() for n, p in stack.params.items()}
     with torch.no_grad():
         for p in stack.params.values():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3), dtype=p.dtype))
-    pen = method.penalty(stack, cfg)
+    pen = method.penalty(stack, _step(cfg, stack))
     dist2 = sum(float(((p.detach() - theta0[n]) ** 2).sum()) for n, p in stack.params.items())
     assert float(pen.detach()) == pytest.approx(0.5 * dist2, rel=1e-12)  # squared, not the norm
     grads = torch.autograd.grad(pen, list(stack.params.values()))
@@ -78,12 +82,12 @@ def test_adamw_decays_decoupled_from_the_gradient():
 
 
 def test_shrink_perturb_uses_fresh_initializations():
-    cfg, method, stack = _setup("shrink-perturb", width=6, sp_shrink=0.5, sp_perturb=0.25)
+    cfg, method, stack = _setup("shrink-perturb", width=6, shrink=0.5, perturb=0.25)
     w = "1.0.weight"  # a square hidden weight (6 x 6), orthogonal at init
     noises = []
     for task in (1, 2):
         before = {n: p.detach().clone() for n, p in stack.params.items()}
-        method.at_task_boundary(stack, None, cfg, _ctx(task))
+        method.at_task_boundary(stack, None, _ctx(cfg, task))
         noise = (stack.params[w].detach() - 0.5 * before[w]) / 0.25  # (S, 6, 6)
         for k in range(len(SEEDS)):  # the noise is a fresh *orthogonal* initialization
             torch.testing.assert_close(noise[k].T @ noise[k], torch.eye(6, dtype=torch.float64), atol=1e-6, rtol=0)
@@ -97,26 +101,27 @@ def test_shrink_perturb_uses_fresh_initializations():
 
 
 def test_redo_resets_incoming_outgoing_and_exactly_their_optimizer_state():
-    cfg, method, stack = _setup("redo", width=8, redo_tau=0.1)
+    cfg, method, stack = _setup("redo", width=8, tau=0.1)
     with torch.no_grad():  # kill units 1 and 5 of layer 0 for seed 0, unit 2 of layer 1 for seed 1
         stack.params["0.0.weight"][0, [1, 5]] = 0.0
         stack.params["0.0.bias"][0, [1, 5]] = -1.0
         stack.params["1.0.weight"][1, 2] = 0.0
         stack.params["1.0.bias"][1, 2] = -1.0
     opt = method.make_optimizer(stack, cfg)
-    ctx = _ctx(1)
-    loss = stack(ctx.x_task).pow(2).mean() + sum((p**2).sum() for p in stack.params.values())
+    ctx = _ctx(cfg, 1)
+    loss = stack(ctx.x).pow(2).mean() + sum((p**2).sum() for p in stack.params.values())
     loss.backward()
     opt.step()
-    masks = ReDo.dormant_masks(stack, ctx.x_task, cfg.redo_tau)
+    tau = method.settings.tau
+    masks = ReDo.dormant_masks(stack, ctx.x, tau)
     for k in range(len(SEEDS)):  # the masks agree with the core's dormant_fraction
-        frac = dormant_fraction(stack.model_for_seed(k), ctx.x_task[k], tau=cfg.redo_tau)
+        frac = dormant_fraction(stack.model_for_seed(k), ctx.x[k], tau=tau)
         assert frac == pytest.approx(float(torch.stack(masks)[:, k].float().mean()))
     assert masks[0][0, 1] and masks[0][0, 5] and masks[1][1, 2]
     before = {n: p.detach().clone() for n, p in stack.params.items()}
     state_before = {n: {k: v.clone() for k, v in opt.state[p].items()} for n, p in stack.params.items()}
-    method.at_task_boundary(stack, opt, cfg, ctx)
-    fresh = __import__("isoplast_lite.methods", fromlist=["_fresh_params"])._fresh_params(method, stack, cfg, 1, ReDo._SALT)
+    method.at_task_boundary(stack, opt, ctx)
+    fresh = fresh_parameters(method, stack, cfg, 1, ReDo._SALT)
     for layer, (w_in, b_in, w_out) in enumerate([("0.0.weight", "0.0.bias", "1.0.weight"), ("1.0.weight", "1.0.bias", "2.weight")]):
         m = masks[layer]  # (S, width)
         for k in range(len(SEEDS)):
@@ -137,7 +142,7 @@ def test_redo_resets_incoming_outgoing_and_exactly_their_optimizer_state():
 
 
 def test_spectral_power_iteration_and_pull_towards_one():
-    cfg, method, stack = _setup("spectral", width=8, spectral_strength=1.0)
+    cfg, method, stack = _setup("spectral", width=8, strength=1.0)
     name = "1.0.weight"
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():  # random matrices (a spectral gap) with sigma_max 3 and 0.3
@@ -152,7 +157,7 @@ def test_spectral_power_iteration_and_pull_towards_one():
     opt = torch.optim.SGD(list(stack.params.values()), lr=0.01)
     for _ in range(60):
         opt.zero_grad()
-        method.penalty(stack, cfg).backward()
+        method.penalty(stack, _step(cfg, stack)).backward()
         opt.step()
         gaps.append((torch.linalg.matrix_norm(stack.params[name].detach(), ord=2) - 1).abs())
     assert torch.all(gaps[-1] < 0.5 * gaps[0])
@@ -163,7 +168,7 @@ def test_coupled_iso_is_lambda_sum_over_hidden_of_sigma_squared_minus_one_square
     with torch.no_grad():
         for p in stack.params.values():
             p.mul_(1.3)
-    pen = float(method.penalty(stack, cfg).detach())
+    pen = float(method.penalty(stack, _step(cfg, stack)).detach())
     hidden = ["0.0.weight", "1.0.weight"]
     expected = 0.2 * sum(float(((torch.linalg.svdvals(stack.params[n][k].detach()) ** 2 - 1) ** 2).sum()) for n in hidden for k in range(2))
     assert pen == pytest.approx(expected, rel=1e-9)  # the head (2.weight) is not included
@@ -228,7 +233,7 @@ def test_aei_retraction_is_per_seed_retract_and_cayley_has_none():
     gap = lambda w: float((w.mT @ w - eye).abs().max())  # noqa: E731
     before = gap(stack.params["1.0.weight"].detach())
     models = [retract_(stack.model_for_seed(k)) for k in range(len(SEEDS))]
-    method.after_step(stack, None, cfg, _ctx())
+    method.after_step(stack, None, _step(cfg, stack))
     for k, model in enumerate(models):
         for name, p in model.named_parameters():
             torch.testing.assert_close(stack.params[name][k], p.detach(), rtol=0, atol=1e-14)

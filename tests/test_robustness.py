@@ -48,6 +48,7 @@ from isoplast_lite import run as run_mod
 from isoplast_lite.__main__ import main
 from isoplast_lite.diagnostics import hidden_features
 from isoplast_lite.isometry import partial_isometry_measures
+from isoplast_lite.results import expand_settings
 from isoplast_lite.run import LIMITS, RESULT_COLUMNS, Config, ConfigError, cache_key, check_config, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -216,7 +217,7 @@ def test_3_modules_let_nan_through_visibly():
 
 
 def test_4_a_diverging_config_is_recorded_cached_and_not_redone(tmp_path, monkeypatch):
-    cfg = Config("random-label-digits", "adamo", iso_strength=100.0, lr=0.01, seeds=2, n_tasks=3, steps_per_task=20,
+    cfg = Config("random-label-digits", "adamo", settings={"iso_strength": 100.0}, lr=0.01, seeds=2, n_tasks=3, steps_per_task=20,
                  batch_size=8, width=16, depth=2, n_train=32, probe_size=4)  # fmt: skip
     df = run(cfg, cache_dir=tmp_path, progress=False)
     assert tuple(df.columns) == RESULT_COLUMNS and len(df) == 6
@@ -230,7 +231,7 @@ def test_4_a_diverging_config_is_recorded_cached_and_not_redone(tmp_path, monkey
 def test_4_one_seed_diverging_leaves_the_others_untouched(monkeypatch):
     reference = run(CFG, cache_dir=False, progress=False)
 
-    def poison(self, stack, opt, cfg, ctx):  # seed 1's weights become NaN in task 1
+    def poison(self, stack, opt, ctx):  # seed 1's weights become NaN in task 1
         if ctx.task == 1 and ctx.step == 2:
             with torch.no_grad():
                 stack.params["0.0.weight"][1, 0, 0] = math.nan
@@ -244,11 +245,11 @@ def test_4_one_seed_diverging_leaves_the_others_untouched(monkeypatch):
 
 def test_4_sweep_goes_on_after_a_diverging_config(tmp_path):
     out = tmp_path / "sweep.csv"
-    argv = ["sweep", "--benchmark", "random-label-digits", "--method", "adamo", "--iso-strength", "0.1", "100", "0.01",
+    argv = ["sweep", "--benchmark", "random-label-digits", "--method", "adamo", "--set", "iso_strength=0.1,100,0.01",
             "--lr", "0.01", *TINY, "--no-cache", "--out", str(out)]  # fmt: skip
     status, stdout, _ = _cli(argv)
     assert status == 0 and "diverged" in stdout
-    df = pd.read_csv(out)
+    df = expand_settings(pd.read_csv(out))
     assert sorted(df.iso_strength.unique()) == [0.01, 0.1, 100.0]  # the third lambda ran
     assert df.groupby("iso_strength").diverged.any().to_dict() == {0.01: False, 0.1: False, 100.0: True}
     for _, rows in df.groupby(["iso_strength", "seed"]):  # diverged from a task on, for good
@@ -522,16 +523,16 @@ def _bad_run_or_sweep(draw):
     flags = {"--benchmark": "random-label-digits", "--method": "adam", "--lr": "0.001", "--out": str(_SCRATCH / "ok.csv"),
              "--device": "cpu", "--dtype": "float32", "--init": "orthogonal", "--cache-dir": str(_SCRATCH / "cache")}  # fmt: skip
     flags.update({f: {"--n-train": "16", "--width": "8"}.get(f, "2") for f in _SIZE_FLAGS})
-    which = draw(st.sampled_from(sorted([*_SIZE_FLAGS, "--lr", "--iso-strength", "--device", "--benchmark", "--method", "--dtype",
+    which = draw(st.sampled_from(sorted([*_SIZE_FLAGS, "--lr", "--set", "--device", "--benchmark", "--method", "--dtype",
                                          "--init", "--out", "--cache-dir", "--n-train-big", "--aei-width", "--unknown"])))  # fmt: skip
     extra = []
     if which in _SIZE_FLAGS:
         flags[which] = draw(_bad_size(_SIZE_FLAGS[which]))
     elif which == "--lr":
         flags[which] = str(draw(_bad_lr))
-    elif which == "--iso-strength":
+    elif which == "--set":
         flags["--method"] = "adamo"
-        flags[which] = str(draw(_bad_iso))
+        flags[which] = "iso_strength=" + str(draw(_bad_iso))
     elif which == "--device":
         flags[which] = draw(_bad_device)
     elif which in ("--benchmark", "--method", "--dtype", "--init"):

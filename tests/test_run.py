@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from isoplast_lite import AdamO, relu_mlp
+from isoplast_lite.optim import hidden_head_groups
 from isoplast_lite.run import RESULT_COLUMNS, Config, run
 from isoplast_lite.tasks import load_source, make_stream
 
@@ -22,7 +23,8 @@ def _plain_loop(cfg: Config):
         stream = make_stream(cfg.benchmark, seed=seed, n_tasks=cfg.n_tasks, n_train=cfg.n_train, source=source)
         model = relu_mlp(64, cfg.width, cfg.depth, 10, generator=torch.Generator().manual_seed(seed)).double()
         hidden = [p for block in list(model)[:-1] for p in block.parameters()]
-        opt = AdamO([{"params": hidden}, {"params": list(model[-1].parameters()), "iso_strength": 0.0}], lr=cfg.lr, iso_strength=cfg.iso_strength)
+        lam = cfg.settings.iso_strength
+        opt = AdamO(hidden_head_groups(hidden, model[-1].parameters(), hidden_iso=lam), lr=cfg.lr, iso_strength=lam)
         for t in range(cfg.n_tasks):
             task = stream.task(t)
             x, y = task.x_train.double(), task.y_train
@@ -42,7 +44,7 @@ def _plain_loop(cfg: Config):
 
 
 def test_batched_run_equals_plain_per_seed_loop():
-    cfg = Config("random-label-digits", "adamo", iso_strength=0.1, lr=3e-3, dtype="float64", **TINY)
+    cfg = Config("random-label-digits", "adamo", settings={"iso_strength": 0.1}, lr=3e-3, dtype="float64", **TINY)
     df = run(cfg, cache_dir=False, progress=False)
     ref = _plain_loop(cfg)
     assert len(df) == len(ref) == 4
@@ -50,16 +52,6 @@ def test_batched_run_equals_plain_per_seed_loop():
         assert (row["seed"], row["task"]) == (r["seed"], r["task"])
         for key in ("loss", "loss_online", "train_acc", "weight_norm"):
             assert row[key] == pytest.approx(r[key], rel=1e-5, abs=1e-5), key
-
-
-@pytest.mark.parametrize("method", ["redo", "shrink-perturb", "spectral", "aei-adam", "aei-adamo"])
-def test_seeds_do_not_interact(method):
-    """Stacking 2 seeds gives the same numbers as running each seed alone (seed_batch=1)."""
-    cfg = Config("permuted-digits", method, dtype="float64", **TINY)
-    together = run(cfg, cache_dir=False, progress=False)
-    alone = run(cfg, cache_dir=False, progress=False, seed_batch=1)
-    cols = ["train_acc", "test_acc", "loss", "loss_online", "dead", "weight_norm", "jac_sv_std"]
-    np.testing.assert_allclose(together[cols].to_numpy(), alone[cols].to_numpy(), rtol=1e-5, atol=1e-7)
 
 
 def test_columns_and_values_are_sane():
@@ -106,18 +98,19 @@ def test_batched_aei_run_equals_plain_per_seed_loop_with_retract():
             assert row["loss"] == pytest.approx(loss, rel=1e-6, abs=1e-8)
 
 
-def test_aei_cayley_config_keeps_its_cache_key_and_newton_schulz_gets_a_new_one():
+def test_aei_orthogonal_is_a_setting_of_the_aei_methods_only():
     from isoplast_lite.run import cache_key
+    from isoplast_lite.settings import SettingError
 
-    cayley = Config("random-label-digits", "aei-adam", orthogonal="cayley", **TINY)
+    cayley = Config("random-label-digits", "aei-adam", settings={"orthogonal": "cayley"}, **TINY)
     ns = Config("random-label-digits", "aei-adam", **TINY)
-    assert ns.orthogonal == "newton-schulz" and Config("random-label-digits", "adam").orthogonal is None
-    assert '"orthogonal":' not in cayley.to_json() and '"orthogonal":"newton-schulz"' in ns.to_json()
+    assert ns.settings.orthogonal == "newton-schulz" and cayley.settings.orthogonal == "cayley"
+    assert '"orthogonal":"cayley"' in cayley.to_json() and '"orthogonal":"newton-schulz"' in ns.to_json()
     assert cache_key(cayley) != cache_key(ns)
-    with pytest.raises(ValueError, match="orthogonal"):
-        Config("random-label-digits", "adam", orthogonal="cayley")
-    with pytest.raises(ValueError, match="orthogonal"):
-        Config("random-label-digits", "aei-adam", orthogonal="qr")
+    with pytest.raises(SettingError, match="method 'adam': setting orthogonal='cayley': unknown setting"):
+        Config("random-label-digits", "adam", settings={"orthogonal": "cayley"})
+    with pytest.raises(SettingError, match="orthogonal='qr': not a valid choice; allowed: one of 'newton-schulz', 'cayley'"):
+        Config("random-label-digits", "aei-adam", settings={"orthogonal": "qr"})
 
 
 def test_config_validation():
@@ -126,12 +119,12 @@ def test_config_validation():
     with pytest.raises(ValueError, match="benchmark"):
         Config("random-label-cifar", "adam")
     with pytest.raises(ValueError, match="iso_strength"):
-        Config("random-label-digits", "adam", iso_strength=0.1)
+        Config("random-label-digits", "adam", settings={"iso_strength": 0.1})
     with pytest.raises(ValueError, match="lr"):
         Config("random-label-digits", "adam", lr=-1.0)
     with pytest.raises(TypeError, match="seeds"):
         Config("random-label-digits", "adam", seeds=2.5)
-    assert Config("random-label-digits", "adamo").iso_strength == 0.1
-    assert Config("random-label-digits", "adam").iso_strength == 0.0
+    assert Config("random-label-digits", "adamo").settings.iso_strength == 0.1
+    assert Config("random-label-digits", "adam").method_settings == {}
     with pytest.raises(TypeError, match="cfg"):
         run({"benchmark": "random-label-digits"})

@@ -24,7 +24,9 @@ import pytest
 
 from isoplast_lite import results
 from isoplast_lite.__main__ import build_parser
-from isoplast_lite.methods import ISO_METHODS
+from isoplast_lite.__main__ import _settings_grid, _split_setting
+from isoplast_lite.methods import make_method
+from isoplast_lite.settings import settings_json
 from isoplast_lite.run import METRIC_COLUMNS, RESULT_COLUMNS, with_diverged_column
 from isoplast_lite.stats import rerun_agreement
 from tools_loader import load_tool
@@ -69,15 +71,12 @@ def test_shipped_file_holds_the_grid_of_its_command(name):
     assert set(df.method) == set(args.method)
     assert sorted(df.seed.unique()) == list(range(args.seeds))
     assert sorted(df.task.unique()) == list(range(args.tasks))
-    for method, sub in df.groupby("method"):
-        lams = sorted(sub.iso_strength.unique())
-        if method in ISO_METHODS:
-            expected = sorted(0.1 if v is None else v for v in args.iso_strength)
-        else:
-            expected = [0.0]
-        assert lams == pytest.approx(expected), (method, lams)
-    # one row per (benchmark, method, lambda, seed, task)
-    assert not df.duplicated(["benchmark", "method", "iso_strength", "lr", "seed", "task"]).any()
+    grids = _settings_grid("--set", list(dict.fromkeys(args.method)), [_split_setting("--set", t) for t in args.settings])
+    for method, sub in df.groupby("method"):  # each method's settings are exactly its command's grid
+        expected = {settings_json(make_method(method, s).settings) for s in grids[method]}
+        assert set(sub.settings) == expected, (method, sorted(set(sub.settings)), sorted(expected))
+    # one row per (benchmark, method, settings, seed, task)
+    assert not df.duplicated(["benchmark", "method", "settings", "lr", "seed", "task"]).any()
     assert np.isfinite(df["train_acc"]).all()
 
 

@@ -27,7 +27,7 @@ from isoplast_lite.sweep import SLURM_OPTIONS, cached_result, run_sweep
 pytest.importorskip("submitit")
 
 ROOT = Path(__file__).resolve().parents[1]
-GRID = ["--benchmark", "random-label-digits", "--method", "adam", "adamo", "l2", "--iso-strength", "0.1"]
+GRID = ["--benchmark", "random-label-digits", "--method", "adam", "adamo", "l2", "--set", "iso_strength=0.1"]
 TINY = ["--seeds", "1", "--tasks", "3", "--steps-per-task", "20", "--batch-size", "8", "--width", "16", "--depth", "2", "--n-train", "32", "--no-progress"]
 # long enough per job (a few seconds) for a kill to land while a configuration trains
 SLOW = ["--seeds", "1", "--tasks", "8", "--steps-per-task", "600", "--batch-size", "16", "--width", "32", "--depth", "2", "--n-train", "64", "--no-progress"]
@@ -38,7 +38,7 @@ def _configs(sizes):
     common = dict(seeds=int(args["--seeds"]), n_tasks=int(args["--tasks"]), steps_per_task=int(args["--steps-per-task"]),
                   batch_size=int(args["--batch-size"]), width=int(args["--width"]), depth=int(args["--depth"]),
                   n_train=int(args["--n-train"]))  # fmt: skip
-    return [Config("random-label-digits", m, iso_strength=0.1 if m == "adamo" else None, **common) for m in ("adam", "adamo", "l2")]
+    return [Config("random-label-digits", m, settings={"iso_strength": 0.1} if m == "adamo" else None, **common) for m in ("adam", "adamo", "l2")]
 
 
 def _env():

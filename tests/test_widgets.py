@@ -110,6 +110,7 @@ def test_lambda_panel_replots_selected_lambda_from_the_sweep():
 
 def test_lambda_panel_button_reruns_through_the_runner():
     pytest.importorskip("ipywidgets")
+    from isoplast_lite.results import expand_settings
     from isoplast_lite.run import Config, run
 
     small = dict(benchmark="random-label-digits", method="adamo", seeds=1, n_tasks=2, steps_per_task=5,
@@ -117,7 +118,7 @@ def test_lambda_panel_button_reruns_through_the_runner():
 
     rerun = W.runner_rerun(cache_dir=False, **{k: v for k, v in small.items() if k != "method"})
 
-    df = pd.concat([run(Config(iso_strength=lam, **small), cache_dir=False, progress=False) for lam in (0.01, 0.1)])
+    df = pd.concat([expand_settings(run(Config(settings={"iso_strength": lam}, **small), cache_dir=False, progress=False)) for lam in (0.01, 0.1)])
     panel = W.lambda_panel(df, "train_acc", rerun=rerun)
     panel.slider.value = 0.01
     panel.button.click()

@@ -36,7 +36,7 @@ OUT = ROOT / "isoplast_lite" / "data" / "portability.json"
 ENTRIES = {
     "permuted-digits/adamo": ("permuted-digits", ["adamo"], 6, {}),
     "random-label-digits/adam+adamo": ("random-label-digits", ["adam", "adamo"], 4, {}),
-    "permuted-digits/aei-adam-cayley": ("permuted-digits", ["aei-adam"], 2, {"orthogonal": "cayley"}),
+    "permuted-digits/aei-adam-cayley": ("permuted-digits", ["aei-adam"], 2, {}),  # the rows' settings say orthogonal=cayley
 }
 SETTINGS = [(cap, threads) for cap in ("native", "default") for threads in (1, 2)]
 
@@ -52,7 +52,7 @@ def entry_config(name: str, method: str, n_tasks: int, **overrides):
     rows = shipped[shipped.method == method]
     args = build_parser().parse_args(results.manifest()[name]["command"].split()[3:])
     return Config(
-        benchmark=args.benchmark[0], method=method, iso_strength=float(rows.iso_strength.iloc[0]),
+        benchmark=args.benchmark[0], method=method, settings={**json.loads(rows.settings.iloc[0]), **overrides.pop("settings", {})},  # the rows' own settings
         lr=float(rows.lr.iloc[0]), seeds=args.seeds, first_seed=0, n_tasks=n_tasks,
         steps_per_task=args.steps_per_task, batch_size=args.batch_size, width=args.width,
         depth=args.depth, n_train=args.n_train, init=args.init, dtype=args.dtype, **overrides,

@@ -282,15 +282,10 @@ def generate(md: Path, out: "Path | None" = None, bib: "dict | None" = None) -> 
     if errors:
         raise RuntimeError(f"{md.name}: a cell raised {errors[0].ename}: {errors[0].evalue}")
     nb.metadata["isoplast"]["executed_with"] = made
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".ipynb.tmp")
-    os.close(fd)
-    try:
-        nbformat.write(nb, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from isoplast_lite._files import atomic_write
+
+    text = nbformat.writes(nb).encode()
+    atomic_write(out, lambda h: h.write(text))
     return out
 
 

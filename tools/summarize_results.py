@@ -10,33 +10,30 @@ that is zero on every input of the task's training set) at the first and the las
 from __future__ import annotations
 
 import argparse
-import math
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
-from scipy import stats
+
+from isoplast_lite._files import atomic_write
+from isoplast_lite.stats import mean_ci
 
 
 def _mean_ci(values: pd.Series) -> tuple[float, float]:
-    n = len(values)
-    if n < 2:
-        return float(values.mean()), float("nan")
-    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
-    return float(values.mean()), float(half)
+    """(mean, half-width of the 95% interval): the project's one convention (isoplast_lite.stats)."""
+    lo, mean, hi = mean_ci(values)
+    return mean, (hi - mean if len(values) > 1 else float("nan"))
 
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
-    for (bench, method, lam), g in frame.groupby(["benchmark", "method", "iso_strength"], sort=False):
+    for (bench, method, settings), g in frame.groupby(["benchmark", "method", "settings"], sort=False):
         first, last = g["task"].min(), g["task"].max()
         at_first, at_last = g[g["task"] == first], g[g["task"] == last]
         per_task = g.groupby("task")["train_acc"].mean()
         acc1, ci1 = _mean_ci(at_first["train_acc"])
         accn, cin = _mean_ci(at_last["train_acc"])
         rows.append({
-            "benchmark": bench, "method": method, "iso_strength": lam,
+            "benchmark": bench, "method": method, "settings": settings,
             "tasks": int(last - first + 1), "seeds": int(g["seed"].nunique()),
             "first_task_acc": acc1, "first_task_ci95": ci1,
             "last_task_acc": accn, "last_task_ci95": cin,
@@ -70,11 +67,8 @@ def main(argv=None) -> int:
     summary = summarize(pd.concat([pd.read_csv(p) for p in args.csv], ignore_index=True))
     print(_markdown(summary))
     if args.out is not None:
-        fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".tmp")
-        os.close(fd)
-        summary.to_csv(tmp, index=False, float_format="%.6g")
-        os.chmod(tmp, 0o644)  # mkstemp creates the file private (0600)
-        os.replace(tmp, args.out)
+        data = summary.to_csv(index=False, float_format="%.6g").encode()
+        atomic_write(args.out, lambda h: h.write(data))
     return 0
 
 

@@ -419,3 +419,28 @@ def test_mean_progress_depends_on_the_spectrum_shape_not_only_on_the_condition_n
         assert s["progress_mean"] == pytest.approx(limit, abs=0.03), name
         means[name] = s["progress_mean"]
     assert max(means.values()) - min(means.values()) > 0.5
+
+
+def test_rank_deficient_active_rows_and_other_blocks(gen):
+    """Duplicated active rows give a numerically zero direction (counted in n_null, not logged as
+    -inf); a block of another kind (Linear, Tanh) falls back to jacrev with a numerical rank."""
+    first = nn.Linear(4, 4).double()
+    with torch.no_grad():
+        first.weight.copy_(torch.randn(4, 4, generator=gen, dtype=torch.float64))
+        first.weight[1] = first.weight[0]  # units 0 and 1 identical
+        first.bias.fill_(5.0)  # all active on the small inputs below: W_A = W, rank 3
+    second = nn.Linear(4, 3).double()
+    with torch.no_grad():
+        second.weight.copy_(0.1 * torch.randn(3, 4, generator=gen, dtype=torch.float64))
+        second.bias.fill_(-1.0)  # tanh away from saturation
+    model = nn.Sequential(nn.Sequential(first, nn.ReLU()), nn.Sequential(second, nn.Tanh()), nn.Linear(3, 2).double())
+    x = 0.1 * torch.randn(5, 4, generator=gen, dtype=torch.float64)
+    rows = layer_isometry(model, x)
+    assert rows[0]["n_null"] == 5 and rows[0]["n_directions"] == 15
+    expected = torch.linalg.svdvals(first.weight.detach())[:3].log()
+    assert rows[0]["scale"] == pytest.approx(float(expected.mean()), abs=1e-10)
+    assert rows[1]["block"] == "other" and rows[1]["n_null"] == 0
+    h = model[0](x).detach()
+    oracle = torch.cat(_nonzero_svdvals_by_jacrev(model[1], h)).log()
+    assert rows[1]["n_directions"] == oracle.numel() == 15
+    assert rows[1]["spread"] == pytest.approx(float(oracle.std(correction=0)), abs=1e-10)

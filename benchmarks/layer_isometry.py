@@ -3,9 +3,10 @@
 Both on the same model and probe: width 256, depth 3 (the 64-256-256-256-10 MLP of our probes),
 16 probe inputs, float32, one thread, the way the runner calls them once per seed and task.
 ``_jacobian_spread`` (``isoplast_lite.run``) takes ``vmap(jacrev(block))`` per block and the
-SVD of every block Jacobian; ``layer_isometry`` needs no autograd for ReLU, GroupSort and linear
-blocks (one forward, the rows of the active units, one batched ``svdvals``) and falls back to
-``jacrev`` for LayerNorm blocks. Prints the median times (interleaved repeats) and the ratio.
+SVD of every block Jacobian; ``layer_isometry`` needs no autograd for ReLU, LayerNorm, GroupSort
+and linear blocks (one forward, the block Jacobian's active rows in closed form, one ``svdvals``
+per input; GroupSort and linear blocks: one ``svdvals`` of the weight), and adds the weights'
+singular values. Prints the median times (interleaved repeats) and the ratio.
 
 Usage:
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/layer_isometry.py [--repeats 30]

@@ -665,12 +665,8 @@ def _fractions(masks: List[torch.Tensor], per_layer: bool) -> Union[float, List[
 # Per-layer isometry: scale and spread of the layer Jacobians over their active directions
 # ----------------------------------------------------------------------------------------------
 
-#: Block kinds recognized by :func:`active_jacobian_svdvals` (see its docstring).
-BLOCK_KINDS = ("linear", "relu", "groupsort", "layernorm", "other")
-
-
 def _block_kind(block: nn.Module):
-    """``(kind, linear)``: the block's kind (one of ``BLOCK_KINDS``) and its weight's module (or None).
+    """``(kind, linear)``: the block's kind and its weight's module (or None).
 
     ``linear``: an ``nn.Linear`` / ``OrthogonalLinear`` alone (a head); ``relu``: ``(linear,
     ReLU)``; ``groupsort``: ``(linear, GroupSort)``; ``layernorm``: ``(linear, LayerNorm, ReLU)``;
@@ -702,6 +698,26 @@ def _block_jacobians(fn, h: torch.Tensor) -> torch.Tensor:
     """Per-example Jacobians of ``fn`` at the rows of ``h``: ``(N, d_out, prod(in))``."""
     jac = vmap(jacrev(lambda hi: fn(hi.unsqueeze(0)).reshape(-1)))(h)
     return jac.reshape(h.shape[0], jac.shape[1], -1)
+
+
+def _layernorm_jacobian(norm: nn.LayerNorm, z: torch.Tensor) -> torch.Tensor:
+    r"""LayerNorm's Jacobian at each row of ``z`` ``(N, d)`` with its radial direction removed exactly: ``(N, d, d)``.
+
+    :math:`\mathrm{diag}(\gamma)\,(\mathrm{var}(z) + \epsilon)^{-1/2}\,(I - \tfrac1d 11^\top -
+    \tfrac1d \hat z \hat z^\top)` with :math:`\hat z = (z - \bar z)/\sqrt{\mathrm{var}(z)}`
+    (biased variance, as LayerNorm; :math:`\hat z = 0` if the variance is 0). It equals the
+    exact Jacobian on the complement of :math:`\mathrm{span}(1, \hat z)` and is exactly 0 on
+    that span, where the exact one is 0 on :math:`1` and
+    :math:`\epsilon/(\mathrm{var} + \epsilon)` times smaller on :math:`\hat z`.
+    """
+    d = z.shape[-1]
+    centered = z - z.mean(-1, keepdim=True)
+    var = centered.square().mean(-1, keepdim=True)  # (N, 1)
+    zhat = torch.where(var > 0, centered / var.sqrt().clamp_min(torch.finfo(z.dtype).tiny), torch.zeros_like(z))
+    eye = torch.eye(d, dtype=z.dtype, device=z.device)
+    proj = eye - 1.0 / d - zhat.unsqueeze(-1) * zhat.unsqueeze(-2) / d  # (N, d, d)
+    gamma = torch.ones(d, dtype=z.dtype, device=z.device) if norm.weight is None else norm.weight.detach()
+    return (gamma / (var + norm.eps).sqrt()).unsqueeze(-1) * proj  # rows scaled by gamma_i / sigma
 
 
 def _active_rows_svdvals(mats: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
@@ -746,12 +762,13 @@ def _active_svdvals(block: nn.Module, h: torch.Tensor):
         rank = active.sum(1).clamp(max=W.shape[1])  # min(|A(x)|, d_in)
         size = max(W.shape)
     elif kind == "layernorm":
-        jac = _block_jacobians(block, h)  # (N, d_out, d_in); rows of inactive units are 0
-        active = block[:-1](h) > 0  # (N, d_out)
-        sv = _active_rows_svdvals(jac, active)
-        d_out, d_in = jac.shape[1], jac.shape[2]
-        rank = active.sum(1).clamp(max=min(d_in, d_out - 2)).clamp(min=0)  # LayerNorm removes 2 directions
-        size = max(d_out, d_in)
+        W = _weight_matrix(linear)
+        norm = block[1]
+        z = linear(h)  # (N, d_out), LayerNorm's input
+        active = norm(z) > 0  # (N, d_out)
+        sv = _active_rows_svdvals(_layernorm_jacobian(norm, z) @ W, active)  # (N, k)
+        size = max(W.shape)
+        rank = (sv > sv[:, :1] * size * torch.finfo(sv.dtype).eps).sum(1)  # numerical rank (NaN: False)
     else:
         jac = _block_jacobians(block, h)  # (N, d_out, d_in)
         sv = torch.linalg.svdvals(jac)  # (N, k)
@@ -792,11 +809,17 @@ def active_jacobian_svdvals(model: nn.Sequential, x: torch.Tensor) -> Dict[int, 
       permutation (almost everywhere), so all :math:`\min(d_l, d_{l-1})` singular values of
       :math:`W`, at every input.
     - Head or linear block (``Linear`` alone): the singular values of :math:`W`.
-    - LayerNorm block ``(Linear, LayerNorm, ReLU)``: the full block Jacobian
-      :math:`D(x)\,\mathrm{diag}(\gamma)\,\sigma_z^{-1}(I - \tfrac1d 11^\top - \tfrac1d \hat z
-      \hat z^\top)\,W` (computed with ``torch.func.jacrev``); LayerNorm removes the mean and
-      the radial direction :math:`\hat z` (exactly as its ``eps`` goes to 0), so we keep its
-      :math:`r(x) = \min(|A(x)|, d_{l-1}, d_l - 2)` largest singular values.
+    - LayerNorm block ``(Linear, LayerNorm, ReLU)`` with pre-activation
+      :math:`u = \mathrm{LN}(z)`, :math:`z = Wh + b`: the block Jacobian
+      :math:`D(x)\,\mathrm{diag}(\gamma)\,(\mathrm{var}\,z + \epsilon)^{-1/2}
+      (I - \tfrac1d 11^\top - \tfrac1d \hat z \hat z^\top)\,W`, with
+      :math:`\hat z = (z - \bar z)/\sqrt{\mathrm{var}\,z}` and :math:`D(x)` the units with
+      :math:`u > 0`, restricted to the active rows; its singular values above the tolerance
+      below. LayerNorm removes the mean direction :math:`1` and the radial direction
+      :math:`\hat z`; we remove the latter exactly (its exact singular value is
+      :math:`\epsilon/(\mathrm{var}\,z + \epsilon)` times the others, a numerical artefact
+      of ``eps``, which with a zero bias is the direction of the input's scale, to which the
+      block is then invariant). Analytic, no autograd.
     - Any other block: the full Jacobian (``jacrev``), singular values above the numerical-rank
       tolerance below.
 
@@ -804,8 +827,9 @@ def active_jacobian_svdvals(model: nn.Sequential, x: torch.Tensor) -> Dict[int, 
     :math:`\sigma \le \sigma_{max}(x) \max(d_l, d_{l-1})\,\epsilon` (``numpy.linalg.matrix_rank``'s
     default tolerance, :math:`\epsilon` the dtype's machine epsilon), is dropped too (it would
     make :math:`\log\sigma = -\infty`); :func:`layer_isometry` counts those as ``n_null``.
-    Dynamical isometry means every kept :math:`\sigma` is close to 1. The ReLU, GroupSort and
-    linear cases need no autograd (one forward and one batched ``svdvals``).
+    Dynamical isometry means every kept :math:`\sigma` is close to 1. The ReLU, LayerNorm,
+    GroupSort and linear cases need no autograd (one forward, and ``svdvals`` of each input's
+    active rows).
 
     Args:
         model: an ``nn.Sequential`` of blocks.

@@ -298,9 +298,11 @@ def _nonzero_svdvals_by_jacrev(block, h, rtol=1e-9):
     return out
 
 
-@pytest.mark.parametrize("layernorm", [False, True])
-def test_active_jacobian_svdvals_equal_jacrev_then_svd(gen, layernorm):
-    model = relu_mlp(5, 9, 3, 4, init="default", layernorm=layernorm, generator=gen, dtype=torch.float64)
+@pytest.mark.parametrize("layernorm,init", [(False, "default"), (True, "default"), (True, "orthogonal")])
+def test_active_jacobian_svdvals_equal_jacrev_then_svd(gen, layernorm, init):
+    """With init="orthogonal" (zero biases) a LayerNorm block is invariant to its input's scale:
+    one more direction is exactly null, and both computations must drop it."""
+    model = relu_mlp(5, 9, 3, 4, init=init, layernorm=layernorm, generator=gen, dtype=torch.float64)
     if layernorm:
         for block in model[:-1]:
             block[1].eps = 0.0  # the exact Jacobian then has its 2 LayerNorm null directions exactly
@@ -444,3 +446,27 @@ def test_rank_deficient_active_rows_and_other_blocks(gen):
     oracle = torch.cat(_nonzero_svdvals_by_jacrev(model[1], h)).log()
     assert rows[1]["n_directions"] == oracle.numel() == 15
     assert rows[1]["spread"] == pytest.approx(float(oracle.std(correction=0)), abs=1e-10)
+
+
+def test_layernorm_eps_does_not_leave_a_spurious_radial_direction(gen):
+    """LayerNorm's eps makes the radial direction's singular value eps / (var + eps) times the
+    others instead of 0; the measure drops it, so it agrees with the eps = 0 Jacobian (jacrev)."""
+    import copy
+
+    model = relu_mlp(6, 10, 2, 3, layernorm=True, generator=gen, dtype=torch.float64)  # zero biases
+    x = torch.randn(8, 6, generator=gen, dtype=torch.float64)
+    rows = layer_isometry(model, x)
+    exact = copy.deepcopy(model)
+    for block in exact[:-1]:
+        block[1].eps = 0.0
+    h = x
+    for l, block in enumerate(exact[:-1]):
+        oracle = torch.cat(_nonzero_svdvals_by_jacrev(block, h)).log()
+        assert rows[l]["n_directions"] == oracle.numel()
+        assert rows[l]["scale"] == pytest.approx(float(oracle.mean()), abs=1e-4)
+        assert rows[l]["spread"] == pytest.approx(float(oracle.std(correction=0)), abs=1e-4)
+        h = block(h).detach()
+    # (Linear, LayerNorm) with eps, by jacrev: the radial singular value is tiny but not 0
+    raw = torch.linalg.svdvals(torch.func.vmap(torch.func.jacrev(lambda v: model[0][:2](v[None])[0]))(x).detach())
+    assert (raw[:, -1] < 1e-3 * raw[:, 0]).all() and (raw[:, -1] > 1e-9 * raw[:, 0]).all()
+    assert (raw[:, -2] > 1e-2 * raw[:, 0]).all()

@@ -665,6 +665,7 @@ def _fractions(masks: List[torch.Tensor], per_layer: bool) -> Union[float, List[
 # Per-layer isometry: scale and spread of the layer Jacobians over their active directions
 # ----------------------------------------------------------------------------------------------
 
+
 def _block_kind(block: nn.Module):
     """``(kind, linear)``: the block's kind and its weight's module (or None).
 
@@ -683,7 +684,8 @@ def _block_kind(block: nn.Module):
             return "relu", block[0]
         if not middle and isinstance(act, GroupSort):
             return "groupsort", block[0]
-        if len(middle) == 1 and isinstance(middle[0], nn.LayerNorm) and isinstance(act, nn.ReLU):
+        if (len(middle) == 1 and isinstance(middle[0], nn.LayerNorm) and isinstance(act, nn.ReLU)
+                and tuple(middle[0].normalized_shape) == (block[0].out_features,)):
             return "layernorm", block[0]
     linear = next((m for m in block.modules() if isinstance(m, linear_types)), None)
     return "other", linear
@@ -700,24 +702,23 @@ def _block_jacobians(fn, h: torch.Tensor) -> torch.Tensor:
     return jac.reshape(h.shape[0], jac.shape[1], -1)
 
 
-def _layernorm_jacobian(norm: nn.LayerNorm, z: torch.Tensor) -> torch.Tensor:
-    r"""LayerNorm's Jacobian at each row of ``z`` ``(N, d)`` with its radial direction removed exactly: ``(N, d, d)``.
+def _layernorm_jacobian_times(norm: nn.LayerNorm, z: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    r"""LayerNorm's Jacobian at each row of ``z`` ``(N, d)``, radial direction removed exactly, times ``W``: ``(N, d, d_in)``.
 
     :math:`\mathrm{diag}(\gamma)\,(\mathrm{var}(z) + \epsilon)^{-1/2}\,(I - \tfrac1d 11^\top -
-    \tfrac1d \hat z \hat z^\top)` with :math:`\hat z = (z - \bar z)/\sqrt{\mathrm{var}(z)}`
-    (biased variance, as LayerNorm; :math:`\hat z = 0` if the variance is 0). It equals the
-    exact Jacobian on the complement of :math:`\mathrm{span}(1, \hat z)` and is exactly 0 on
-    that span, where the exact one is 0 on :math:`1` and
-    :math:`\epsilon/(\mathrm{var} + \epsilon)` times smaller on :math:`\hat z`.
+    \tfrac1d \hat z \hat z^\top)\,W` with :math:`\hat z = (z - \bar z)/\sqrt{\mathrm{var}(z)}`
+    (biased variance, as LayerNorm; :math:`\hat z = 0` if the variance is 0), without forming
+    the ``(N, d, d)`` Jacobian. The bracket equals the exact Jacobian on the complement of
+    :math:`\mathrm{span}(1, \hat z)` and is exactly 0 on that span, where the exact one is 0
+    on :math:`1` and :math:`\epsilon/(\mathrm{var} + \epsilon)` times smaller on :math:`\hat z`.
     """
     d = z.shape[-1]
     centered = z - z.mean(-1, keepdim=True)
     var = centered.square().mean(-1, keepdim=True)  # (N, 1)
     zhat = torch.where(var > 0, centered / var.sqrt().clamp_min(torch.finfo(z.dtype).tiny), torch.zeros_like(z))
-    eye = torch.eye(d, dtype=z.dtype, device=z.device)
-    proj = eye - 1.0 / d - zhat.unsqueeze(-1) * zhat.unsqueeze(-2) / d  # (N, d, d)
+    projected = W - W.mean(0) - zhat.unsqueeze(-1) * (zhat @ W / d).unsqueeze(-2)  # (N, d, d_in)
     gamma = torch.ones(d, dtype=z.dtype, device=z.device) if norm.weight is None else norm.weight.detach()
-    return (gamma / (var + norm.eps).sqrt()).unsqueeze(-1) * proj  # rows scaled by gamma_i / sigma
+    return (gamma / (var + norm.eps).sqrt()).unsqueeze(-1) * projected  # rows scaled by gamma_i / sigma
 
 
 def _active_rows_svdvals(mats: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
@@ -766,7 +767,7 @@ def _active_svdvals(block: nn.Module, h: torch.Tensor):
         norm = block[1]
         z = linear(h)  # (N, d_out), LayerNorm's input
         active = norm(z) > 0  # (N, d_out)
-        sv = _active_rows_svdvals(_layernorm_jacobian(norm, z) @ W, active)  # (N, k)
+        sv = _active_rows_svdvals(_layernorm_jacobian_times(norm, z, W), active)  # (N, k)
         size = max(W.shape)
         rank = (sv > sv[:, :1] * size * torch.finfo(sv.dtype).eps).sum(1)  # numerical rank (NaN: False)
     else:

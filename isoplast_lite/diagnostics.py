@@ -1,7 +1,8 @@
 r"""Diagnostics of plasticity: empirical NTK, layer Jacobians, dormant/dead units, ranks.
 
-Model-level diagnostics (:func:`layer_jacobian_svdvals`, :func:`dormant_fraction`,
-:func:`dead_fraction`, :func:`hidden_features`) rely on the block structure of
+Model-level diagnostics (:func:`layer_jacobian_svdvals`, :func:`active_jacobian_svdvals`,
+:func:`layer_isometry`, :func:`weight_singular_values`, :func:`dormant_fraction`,
+:func:`dead_fraction`, :func:`firing_share`, :func:`hidden_features`) rely on the block structure of
 :func:`~isoplast_lite.nn.relu_mlp` and :func:`~isoplast_lite.nn.aei_mlp`: an ``nn.Sequential``
 of hidden blocks followed by a head. The *features* of a model on ``x`` are the outputs of its
 hidden blocks (post-activation). The rank measures are pure functions of tensors and use the
@@ -50,7 +51,13 @@ __all__ = [
     "empirical_ntk",
     "ntk_summary",
     "layer_jacobian_svdvals",
+    "active_jacobian_svdvals",
+    "layer_isometry",
+    "weight_singular_values",
     "hidden_features",
+    "firing_share",
+    "revived",
+    "REVIVAL_THRESHOLD",
     "dormant_fraction",
     "dead_fraction",
     "effective_rank",
@@ -360,9 +367,16 @@ def ntk_summary(
 
       of the ideal decrease; ``progress_mean`` is its mean over ``n_directions`` standard
       Gaussian directions :math:`u` (a direction with :math:`\Theta u = 0` counts as 0
-      progress). :math:`\rho \equiv 1` iff :math:`\Theta \propto I`; it is scale-free.
+      progress). :math:`\rho \equiv 1` iff :math:`\Theta \propto I`; it is scale-free. The
+      mean depends on the **whole shape of the spectrum**, not on :math:`\kappa` alone: with
+      many eigenvalues, :math:`\rho(u) \to \bar\lambda^2 / \overline{\lambda^2}` (mean
+      eigenvalue squared over mean squared eigenvalue; our derivation, law of large numbers).
+      Measured on :math:`M = 400` eigenvalues in :math:`\{1, 100\}` (so :math:`\kappa = 100`
+      in each case), with 1/8, 1/2 and 7/8 of them at 100: ``progress_mean`` = 0.14, 0.51 and
+      0.88 (``tests/test_diagnostics.py``).
     - ``progress_kantorovich``: the worst case :math:`\min_u \rho(u) = 4\kappa/(1+\kappa)^2`
-      (Kantorovich inequality), 0 when :math:`\kappa = \infty`.
+      (Kantorovich inequality), 0 when :math:`\kappa = \infty`. Only this worst case is a
+      function of the condition number alone (``PAPER.md``, "Reconstructions").
     - ``trace``: :math:`\operatorname{tr}\Theta` (the kernel's scale).
 
     Args:
@@ -479,7 +493,10 @@ def layer_jacobian_svdvals(model: nn.Sequential, x: torch.Tensor) -> Dict[Union[
       and LayerNorm included), a ``(d_l, d_{l-1})`` matrix;
     - ``result["end_to_end"]`` holds those of :math:`\partial f(x) / \partial x`.
 
-    Dynamical isometry means all of them are close to 1. Computed with
+    Dynamical isometry means all of them are close to 1. These are the raw singular values: an
+    inactive ReLU unit contributes a singular value 0. To measure isometry per layer over the
+    directions the active units span, with scale and spread separated, use
+    :func:`active_jacobian_svdvals` and :func:`layer_isometry`. Computed with
     ``vmap(jacrev(block))`` per block, so it also works on models with parametrized
     (orthogonal) layers; no autograd graph is kept. Inputs and outputs with several feature
     dimensions are flattened.
@@ -642,6 +659,465 @@ def _fractions(masks: List[torch.Tensor], per_layer: bool) -> Union[float, List[
     if per_layer:
         return [float(m.float().mean()) for m in masks]
     return float(sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks))
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-layer isometry: scale and spread of the layer Jacobians over their active directions
+# ----------------------------------------------------------------------------------------------
+
+
+def _block_kind(block: nn.Module):
+    """``(kind, linear)``: the block's kind and its weight's module (or None).
+
+    ``linear``: an ``nn.Linear`` / ``OrthogonalLinear`` alone (a head); ``relu``: ``(linear,
+    ReLU)``; ``groupsort``: ``(linear, GroupSort)``; ``layernorm``: ``(linear, LayerNorm, ReLU)``;
+    anything else is ``other`` (its weight is its first linear module, if any).
+    """
+    from .nn import GroupSort, OrthogonalLinear
+
+    linear_types = (nn.Linear, OrthogonalLinear)
+    if isinstance(block, linear_types):
+        return "linear", block
+    if isinstance(block, nn.Sequential) and len(block) >= 2 and isinstance(block[0], linear_types):
+        middle, act = list(block)[1:-1], block[-1]
+        if not middle and isinstance(act, nn.ReLU):
+            return "relu", block[0]
+        if not middle and isinstance(act, GroupSort):
+            return "groupsort", block[0]
+        if (len(middle) == 1 and isinstance(middle[0], nn.LayerNorm) and isinstance(act, nn.ReLU)
+                and tuple(middle[0].normalized_shape) == (block[0].out_features,)):
+            return "layernorm", block[0]
+    linear = next((m for m in block.modules() if isinstance(m, linear_types)), None)
+    return "other", linear
+
+
+def _weight_matrix(linear: Optional[nn.Module]) -> Optional[torch.Tensor]:
+    """The ``(d_out, d_in)`` weight of a linear module (the computed weight of a parametrized one)."""
+    return None if linear is None else linear.weight.detach()
+
+
+def _block_jacobians(fn, h: torch.Tensor) -> torch.Tensor:
+    """Per-example Jacobians of ``fn`` at the rows of ``h``: ``(N, d_out, prod(in))``."""
+    jac = vmap(jacrev(lambda hi: fn(hi.unsqueeze(0)).reshape(-1)))(h)
+    return jac.reshape(h.shape[0], jac.shape[1], -1)
+
+
+def _layernorm_jacobian_times(norm: nn.LayerNorm, z: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    r"""LayerNorm's Jacobian at each row of ``z`` ``(N, d)``, radial direction removed exactly, times ``W``: ``(N, d, d_in)``.
+
+    :math:`\mathrm{diag}(\gamma)\,(\mathrm{var}(z) + \epsilon)^{-1/2}\,(I - \tfrac1d 11^\top -
+    \tfrac1d \hat z \hat z^\top)\,W` with :math:`\hat z = (z - \bar z)/\sqrt{\mathrm{var}(z)}`
+    (biased variance, as LayerNorm; :math:`\hat z = 0` if the variance is 0), without forming
+    the ``(N, d, d)`` Jacobian. The bracket equals the exact Jacobian on the complement of
+    :math:`\mathrm{span}(1, \hat z)` and is exactly 0 on that span, where the exact one is 0
+    on :math:`1` and :math:`\epsilon/(\mathrm{var} + \epsilon)` times smaller on :math:`\hat z`.
+    """
+    d = z.shape[-1]
+    centered = z - z.mean(-1, keepdim=True)
+    var = centered.square().mean(-1, keepdim=True)  # (N, 1)
+    zhat = torch.where(var > 0, centered / var.sqrt().clamp_min(torch.finfo(z.dtype).tiny), torch.zeros_like(z))
+    projected = W - W.mean(0) - zhat.unsqueeze(-1) * (zhat @ W / d).unsqueeze(-2)  # (N, d, d_in)
+    gamma = torch.ones(d, dtype=z.dtype, device=z.device) if norm.weight is None else norm.weight.detach()
+    return (gamma / (var + norm.eps).sqrt()).unsqueeze(-1) * projected  # rows scaled by gamma_i / sigma
+
+
+def _active_rows_svdvals(mats: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """Singular values of the active rows of each matrix: ``(N, m, d)``, ``(N, m)`` bool -> ``(N, min(m, d))``.
+
+    Descending, NaN-padded past ``min(|A_n|, d)``. One ``svdvals`` per input on the
+    ``(|A_n|, d)`` submatrix: with about half the units active this is about 2x faster than
+    one batched ``svdvals`` of the zero-masked ``(N, m, d)`` stack (``benchmarks/layer_isometry.py``).
+    """
+    n, m, d = mats.shape
+    sv = mats.new_full((n, min(m, d)), math.nan)
+    for i in range(n):
+        rows = mats[i][active[i]]  # (|A_i|, d)
+        if rows.shape[0] > 0:
+            s = torch.linalg.svdvals(rows)
+            sv[i, : s.shape[0]] = s
+    return sv
+
+
+def _active_svdvals(block: nn.Module, h: torch.Tensor):
+    """Singular values of one block's Jacobian over its active directions, at each row of ``h``.
+
+    Returns ``(sv, active, n_null, kind)``: ``sv`` ``(N, k)`` descending with NaN past the
+    active span (see :func:`active_jacobian_svdvals`), ``active`` ``(N, d_out)`` bool (units
+    whose activation derivative is nonzero; ``None`` when all are), ``n_null`` the number of
+    directions of the active span whose singular value is numerically zero (also NaN in ``sv``).
+    """
+    kind, linear = _block_kind(block)
+    n = h.shape[0]
+    if kind != "other" and h.ndim != 2:
+        kind = "other"  # the structured forms below are written for (N, d_in) features
+    active = None
+    if kind in ("linear", "groupsort"):
+        W = _weight_matrix(linear)  # (d_out, d_in)
+        sv = torch.linalg.svdvals(W).expand(n, -1)  # (N, k): J = P(x) W has the singular values of W
+        rank = torch.full((n,), min(W.shape), dtype=torch.long, device=h.device)
+        size = max(W.shape)
+    elif kind == "relu":
+        W = _weight_matrix(linear)
+        active = linear(h) > 0  # (N, d_out): the units with ReLU'(z) = 1
+        sv = _active_rows_svdvals(W.expand(n, -1, -1), active)  # the singular values of W_A(x)
+        rank = active.sum(1).clamp(max=W.shape[1])  # min(|A(x)|, d_in)
+        size = max(W.shape)
+    elif kind == "layernorm":
+        W = _weight_matrix(linear)
+        norm = block[1]
+        z = linear(h)  # (N, d_out), LayerNorm's input
+        active = norm(z) > 0  # (N, d_out)
+        sv = _active_rows_svdvals(_layernorm_jacobian_times(norm, z, W), active)  # (N, k)
+        size = max(W.shape)
+        rank = (sv > sv[:, :1] * size * torch.finfo(sv.dtype).eps).sum(1)  # numerical rank (NaN: False)
+    else:
+        jac = _block_jacobians(block, h)  # (N, d_out, d_in)
+        sv = torch.linalg.svdvals(jac)  # (N, k)
+        size = max(jac.shape[1], jac.shape[2])
+        rank = (sv > sv[:, :1] * size * torch.finfo(sv.dtype).eps).sum(1)  # numerical rank
+    k = sv.shape[1]
+    in_span = torch.arange(k, device=sv.device) < rank.unsqueeze(1)  # (N, k)
+    tol = sv[:, :1] * size * torch.finfo(sv.dtype).eps  # numpy.linalg.matrix_rank's default
+    null = in_span & (sv <= tol)
+    keep = in_span & ~null
+    return torch.where(keep, sv, torch.full_like(sv, math.nan)), active, int(null.sum()), kind
+
+
+def _check_model_and_probe(model: nn.Module, x: torch.Tensor, *, min_blocks: int = 1) -> None:
+    _check_block_model(model, min_blocks=min_blocks)
+    check_finite_parameters("model", model)
+    check_tensor("x", x, min_ndim=2, finite=True, full_precision=True)
+    _check_model_input(model, "x", x)
+
+
+def active_jacobian_svdvals(model: nn.Sequential, x: torch.Tensor) -> Dict[int, torch.Tensor]:
+    r"""Singular values of each block's Jacobian over the directions its active units span.
+
+    For a model ``nn.Sequential(block_0, ..., block_L)`` (hidden blocks then the head, as built
+    by :func:`~isoplast_lite.nn.relu_mlp` / :func:`~isoplast_lite.nn.aei_mlp`), block :math:`l`
+    with weight :math:`W_l \in \mathbb{R}^{d_l \times d_{l-1}}` and input :math:`h_{l-1}(x)`,
+    ``result[l][n]`` holds the singular values :math:`\sigma` of the block Jacobian
+    :math:`J_l(x_n) = \partial h_l / \partial h_{l-1}` on the subspace where it is not
+    structurally zero. Our definition (a reconstruction, ``PAPER.md`` "Definitions of the
+    measures"; the paper's text as we have it gives no formula), by block kind:
+
+    - ReLU block ``(Linear, ReLU)``: :math:`J = D(x) W` with :math:`D(x)` the 0/1 diagonal of
+      the units active at :math:`x` (pre-activation :math:`> 0`); its nonzero singular values
+      are those of :math:`W_{A(x)}`, the rows of the active units: the
+      :math:`r(x) = \min(|A(x)|, d_{l-1})` largest singular values of :math:`D(x) W`. An
+      inactive unit is a direction the layer does not use, not a singular value 0.
+    - GroupSort block ``(Linear, GroupSort)``: :math:`J = P(x) W` with :math:`P(x)` a
+      permutation (almost everywhere), so all :math:`\min(d_l, d_{l-1})` singular values of
+      :math:`W`, at every input.
+    - Head or linear block (``Linear`` alone): the singular values of :math:`W`.
+    - LayerNorm block ``(Linear, LayerNorm, ReLU)`` with pre-activation
+      :math:`u = \mathrm{LN}(z)`, :math:`z = Wh + b`: the block Jacobian
+      :math:`D(x)\,\mathrm{diag}(\gamma)\,(\mathrm{var}\,z + \epsilon)^{-1/2}
+      (I - \tfrac1d 11^\top - \tfrac1d \hat z \hat z^\top)\,W`, with
+      :math:`\hat z = (z - \bar z)/\sqrt{\mathrm{var}\,z}` and :math:`D(x)` the units with
+      :math:`u > 0`, restricted to the active rows; its singular values above the tolerance
+      below. LayerNorm removes the mean direction :math:`1` and the radial direction
+      :math:`\hat z`; we remove the latter exactly (its exact singular value is
+      :math:`\epsilon/(\mathrm{var}\,z + \epsilon)` times the others, a numerical artefact
+      of ``eps``, which with a zero bias is the direction of the input's scale, to which the
+      block is then invariant). Analytic, no autograd.
+    - Any other block: the full Jacobian (``jacrev``), singular values above the numerical-rank
+      tolerance below.
+
+    In every case a kept singular value that is numerically zero,
+    :math:`\sigma \le \sigma_{max}(x) \max(d_l, d_{l-1})\,\epsilon` (``numpy.linalg.matrix_rank``'s
+    default tolerance, :math:`\epsilon` the dtype's machine epsilon), is dropped too (it would
+    make :math:`\log\sigma = -\infty`); :func:`layer_isometry` counts those as ``n_null``.
+    Dynamical isometry means every kept :math:`\sigma` is close to 1. The ReLU, LayerNorm,
+    GroupSort and linear cases need no autograd (one forward, and ``svdvals`` of each input's
+    active rows).
+
+    Args:
+        model: an ``nn.Sequential`` of blocks.
+        x: probe inputs ``(N, *in)``.
+
+    Returns:
+        A dict mapping each block index ``l = 0 .. len(model) - 1`` to a tensor
+        ``(N, min(d_l, d_{l-1}))`` of singular values in descending order, ``NaN`` in the
+        positions past the active span of that input.
+
+    Shape:
+        ``x``: ``(N, *in)``; ``result[l]``: ``(N, min(d_l, d_{l-1}))``.
+
+    Example:
+        >>> from isoplast_lite import relu_mlp
+        >>> model = relu_mlp(2, 3, 1, 1)
+        >>> with torch.no_grad():
+        ...     _ = model[0][0].weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 3.0], [-1.0, -1.0]]))
+        ...     _ = model[0][0].bias.zero_()
+        >>> active_jacobian_svdvals(model, torch.tensor([[1.0, 1.0], [1.0, -1.0]]))[0]
+        tensor([[3., 2.],
+                [2., nan]])
+
+    References:
+        Pennington, Schoenholz & Ganguli (2017), "Resurrecting the sigmoid in deep learning
+        through dynamical isometry", NeurIPS (singular values of input-output Jacobians);
+        ``PAPER.md`` for the per-layer, active-direction form (ours).
+    """
+    _check_model_and_probe(model, x)
+    result: Dict[int, torch.Tensor] = {}
+    h = x.detach()
+    with torch.no_grad():
+        for index, block in enumerate(model):
+            result[index] = _active_svdvals(block, h)[0]
+            h = block(h)
+    return result
+
+
+def weight_singular_values(model: nn.Sequential) -> Dict[int, torch.Tensor]:
+    r"""Singular values of each block's weight matrix :math:`W_l` (descending).
+
+    The weight of a block is its first ``nn.Linear`` / :class:`~isoplast_lite.nn.OrthogonalLinear`
+    (for a Cayley-parametrized layer, the computed orthogonal weight), as a ``(d_l, d_{l-1})``
+    matrix; biases are not included. A block without a linear module is left out.
+
+    Args:
+        model: an ``nn.Sequential`` of blocks.
+
+    Returns:
+        A dict mapping each block index (ints, in order) to a tensor ``(min(d_l, d_{l-1}),)``.
+
+    Example:
+        >>> from isoplast_lite import relu_mlp
+        >>> model = relu_mlp(4, 8, 2, 3, generator=torch.Generator().manual_seed(0))
+        >>> sv = weight_singular_values(model)  # orthogonal initialization: every sigma is 1
+        >>> [tuple(s.shape) for s in sv.values()], all(torch.allclose(s, torch.ones_like(s)) for s in sv.values())
+        ([(4,), (8,), (3,)], True)
+    """
+    _check_block_model(model)
+    check_finite_parameters("model", model)
+    result: Dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        for index, block in enumerate(model):
+            W = _weight_matrix(_block_kind(block)[1])
+            if W is not None:
+                result[index] = torch.linalg.svdvals(W.reshape(W.shape[0], -1))
+    return result
+
+
+def _log_stats(sv: torch.Tensor):
+    """``(scale, spread, n, min, max)`` of the non-NaN entries of ``sv`` (float64 logs, population std)."""
+    values = sv[~torch.isnan(sv)].double()
+    if values.numel() == 0:
+        return math.nan, math.nan, 0, math.nan, math.nan
+    logs = values.log()
+    return float(logs.mean()), float(logs.std(correction=0)), int(values.numel()), float(values.min()), float(values.max())
+
+
+def layer_isometry(model: nn.Sequential, x: torch.Tensor) -> List[Dict[str, Union[int, float, str]]]:
+    r"""Per-layer isometry of a block model on a probe: scale and spread of :math:`\log\sigma`, tidy rows.
+
+    For each block :math:`l`, pool the singular values :math:`\sigma` of
+    :func:`active_jacobian_svdvals` over the probe inputs and their active directions (the set
+    :math:`S_l` of :math:`(x, \sigma)` pairs, :math:`|S_l|` = ``n_directions``) and report
+
+    .. math::
+        \text{scale}_l = \frac{1}{|S_l|}\sum_{S_l} \log\sigma, \qquad
+        \text{spread}_l = \Big(\frac{1}{|S_l|}\sum_{S_l} (\log\sigma - \text{scale}_l)^2\Big)^{1/2}
+
+    (population standard deviation). Scale 0 means the layer preserves norms on average (in the
+    geometric-mean sense); spread 0 means all its singular values are equal, and it is
+    scale-free (``spread`` of :math:`cW` equals that of :math:`W`), like the eNTK condition
+    number. Dynamical isometry of layer :math:`l` is scale = spread = 0. These definitions are
+    **ours** (a reconstruction: ``PAPER.md``, "Definitions of the measures", proposes exactly
+    this split of scale and spread over the directions the active units span); the paper's own
+    statistic is not known to us. A pooled standard deviation of raw :math:`\sigma` over all
+    layers (the runner's ``jac_sv_std`` before issue 11) mixes scale with spread and counts
+    inactive ReLUs as :math:`\sigma = 0`.
+
+    Each row also carries the weight matrix's singular values (:func:`weight_singular_values`):
+    ``weight_scale`` / ``weight_spread`` are the same statistics of :math:`\log\sigma(W_l)`
+    (numerically zero singular values dropped as above), and their extremes.
+
+    Args:
+        model: an ``nn.Sequential`` of blocks (hidden blocks, then the head).
+        x: probe inputs ``(N, *in)`` (the runner uses about 16).
+
+    Returns:
+        One dict per block, in order, with keys:
+
+        - ``layer`` (int): the block index :math:`l`; ``kind`` (str): ``"hidden"`` or
+          ``"head"`` (the last block); ``block`` (str): one of ``"linear"``, ``"relu"``,
+          ``"groupsort"``, ``"layernorm"``, ``"other"`` (see :func:`active_jacobian_svdvals`).
+        - ``scale``, ``spread`` (float): as above; NaN when no direction was measured.
+        - ``n_directions`` (int): :math:`|S_l|`; ``directions_share`` (float): :math:`|S_l| /
+          (N \min(d_l, d_{l-1}))`, the share of the possible directions that were measured;
+          ``inputs_share`` (float): the share of probe inputs with at least one direction;
+          ``active_share`` (float): the share of (input, unit) pairs whose unit is active
+          (pre-activation :math:`> 0`; 1.0 for GroupSort, linear and other blocks);
+          ``n_null`` (int): directions of the active span dropped as numerically zero.
+        - ``jac_sigma_min``, ``jac_sigma_max`` (float): extremes of the pooled :math:`\sigma`.
+        - ``weight_scale``, ``weight_spread``, ``weight_sigma_min``, ``weight_sigma_max``
+          (float): of :math:`W_l`'s singular values (NaN for a block without a linear module).
+
+    Example:
+        >>> from isoplast_lite import aei_mlp
+        >>> model = aei_mlp(4, 8, 2, 3, generator=torch.Generator().manual_seed(0))
+        >>> rows = layer_isometry(model, torch.randn(16, 4))
+        >>> [(r["layer"], r["kind"], r["block"], r["n_directions"]) for r in rows]
+        [(0, 'hidden', 'groupsort', 64), (1, 'hidden', 'groupsort', 128), (2, 'head', 'linear', 48)]
+        >>> all(abs(r["scale"]) < 1e-5 and r["spread"] < 1e-5 for r in rows[:-1])
+        True
+
+    References:
+        Pennington, Schoenholz & Ganguli (2017), NeurIPS; ``PAPER.md`` (scale and spread, ours).
+    """
+    _check_model_and_probe(model, x)
+    rows: List[Dict[str, Union[int, float, str]]] = []
+    h = x.detach()
+    with torch.no_grad():
+        for index, block in enumerate(model):
+            sv, active, n_null, kind = _active_svdvals(block, h)
+            scale, spread, count, s_min, s_max = _log_stats(sv)
+            W = _weight_matrix(_block_kind(block)[1])
+            if W is None:
+                w_stats = (math.nan,) * 5
+            else:
+                w_sv = torch.linalg.svdvals(W.reshape(W.shape[0], -1))
+                w_tol = w_sv[:1] * max(W.shape[0], W[0].numel()) * torch.finfo(w_sv.dtype).eps
+                w_stats = _log_stats(torch.where(w_sv > w_tol, w_sv, torch.full_like(w_sv, math.nan)))
+            rows.append({
+                "layer": index,
+                "kind": "head" if index == len(model) - 1 else "hidden",
+                "block": kind,
+                "scale": scale,
+                "spread": spread,
+                "n_directions": count,
+                "directions_share": count / sv.numel(),
+                "inputs_share": float((~torch.isnan(sv)).any(1).double().mean()),
+                "active_share": 1.0 if active is None else float(active.double().mean()),
+                "n_null": n_null,
+                "jac_sigma_min": s_min,
+                "jac_sigma_max": s_max,
+                "weight_scale": w_stats[0],
+                "weight_spread": w_stats[1],
+                "weight_sigma_min": w_stats[3],
+                "weight_sigma_max": w_stats[4],
+            })  # fmt: skip
+            h = block(h)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Firing share and revival of hidden units
+# ----------------------------------------------------------------------------------------------
+
+#: Default of :func:`revived`: a dead unit counts as revived when it fires on at least 5% of the probe inputs.
+REVIVAL_THRESHOLD = 0.05
+
+
+def firing_share(model: nn.Sequential, x: torch.Tensor) -> List[torch.Tensor]:
+    r"""Each hidden unit's firing share: the fraction of probe inputs on which its pre-activation is positive.
+
+    For hidden block :math:`l` (all blocks but the head) with pre-activation :math:`z_{l,i}(x)`,
+    the input of the block's activation (its last module; for ``(Linear, LayerNorm, ReLU)`` the
+    LayerNorm output),
+
+    .. math:: \text{share}_{l,i} = \frac{1}{N} \sum_{n=1}^N \mathbf 1\big[z_{l,i}(x_n) > 0\big].
+
+    For a ReLU unit this is the share of inputs on which it fires (output and derivative
+    nonzero); share 0 is a dead unit (:func:`dead_fraction` counts them). For a GroupSort block
+    it is only the share of positive pre-activations (GroupSort units pass a gradient whatever
+    the sign, so none is dead).
+
+    Args:
+        model: an ``nn.Sequential`` of hidden blocks, each an ``nn.Sequential`` ending in its
+            activation, followed by a head.
+        x: probe inputs ``(N, *in)``.
+
+    Returns:
+        A list with one float64 tensor ``(d_l,)`` of shares in [0, 1] per hidden block.
+
+    Example:
+        >>> from isoplast_lite import relu_mlp
+        >>> model = relu_mlp(2, 3, 1, 1)
+        >>> with torch.no_grad():
+        ...     _ = model[0][0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]))
+        ...     _ = model[0][0].bias.zero_()
+        >>> firing_share(model, torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, -1.0], [2.0, 1.0]]))
+        [tensor([0.7500, 0.5000, 0.2500], dtype=torch.float64)]
+    """
+    _check_model_and_probe(model, x, min_blocks=2)
+    for index, block in enumerate(model[:-1]):
+        if not isinstance(block, nn.Sequential) or len(block) < 2:
+            raise ValueError(
+                f"model's hidden block {index} must be an nn.Sequential ending in its activation "
+                f"(e.g. (Linear, ReLU)), got {type(block).__name__}"
+            )
+    shares = []
+    with torch.no_grad():
+        h = x.detach()
+        for block in model[:-1]:
+            z = block[:-1](h)  # pre-activation
+            shares.append((z.reshape(z.shape[0], -1) > 0).double().mean(0))
+            h = block[-1](z)
+    return shares
+
+
+def _check_shares(name: str, value) -> List[torch.Tensor]:
+    tensors = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not tensors:
+        raise ValueError(f"{name} must be a tensor of firing shares or a non-empty list of them, got an empty list")
+    for k, t in enumerate(tensors):
+        label = name if not isinstance(value, (list, tuple)) else f"{name}[{k}]"
+        check_tensor(label, t, finite=True)
+        if bool(((t < 0) | (t > 1)).any()):
+            raise ValueError(f"{label} must hold firing shares in [0, 1], got values in [{float(t.min())}, {float(t.max())}]")
+    return tensors
+
+
+def revived(
+    before: Union[torch.Tensor, List[torch.Tensor]],
+    after: Union[torch.Tensor, List[torch.Tensor]],
+    threshold: float = REVIVAL_THRESHOLD,
+) -> Union[torch.Tensor, List[torch.Tensor]]:
+    r"""Which units were dead and now fire on a meaningful share of the inputs.
+
+    Unit :math:`i` is *revived* iff :math:`\text{share}_i^{before} = 0` (dead: it fired on no
+    probe input) and :math:`\text{share}_i^{after} \ge` ``threshold``, with the shares of
+    :func:`firing_share` on the same probe. The default threshold is
+    ``REVIVAL_THRESHOLD = 0.05``: a revived unit fires on at least 5% of the inputs, so it
+    receives a task gradient from about one example in twenty, not from a stray input or two
+    (our choice; ``PAPER.md`` asks that "revived" require a meaningful share and that the share
+    be stated). A dead unit that fires on a smaller share is not counted.
+
+    Args:
+        before: firing shares before, a tensor ``(d,)`` or a list of such tensors (one per
+            layer, as returned by :func:`firing_share`).
+        after: firing shares after, with the same structure and shapes as ``before``.
+        threshold: the minimal share after, in (0, 1].
+
+    Returns:
+        A bool tensor of the shape of ``before`` (or a list of them, one per layer).
+
+    Example:
+        >>> before = torch.tensor([0.0, 0.0, 0.0, 0.4])
+        >>> after = torch.tensor([0.0, 0.02, 0.3, 0.5])
+        >>> revived(before, after)  # unit 1 fires on 2% only; unit 3 was never dead
+        tensor([False, False,  True, False])
+        >>> revived(before, after, threshold=0.01)
+        tensor([False,  True,  True, False])
+    """
+    single = not isinstance(before, (list, tuple))
+    b_list, a_list = _check_shares("before", before), _check_shares("after", after)
+    if single != (not isinstance(after, (list, tuple))) or len(b_list) != len(a_list):
+        raise ValueError(
+            f"after must have the structure of before (a tensor, or a list of {len(b_list)} tensors), "
+            f"got {type(after).__name__} of {len(a_list)}"
+        )
+    for k, (b, a) in enumerate(zip(b_list, a_list)):
+        if a.shape != b.shape:
+            raise ValueError(f"after must have the shapes of before, got {tuple(a.shape)} against {tuple(b.shape)} (layer {k})")
+    threshold = check_probability("threshold", threshold)
+    if threshold == 0.0:
+        raise ValueError("threshold must lie in (0, 1], got 0.0 (every dead unit would count as revived)")
+    result = [(b == 0) & (a >= threshold) for b, a in zip(b_list, a_list)]
+    return result[0] if single else result
 
 
 # ----------------------------------------------------------------------------------------------

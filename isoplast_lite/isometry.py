@@ -10,7 +10,13 @@ For a weight :math:`W \in \mathbb{R}^{d_{out} \times d_{in}}` (PyTorch layout ``
     \;=\; \sum_{i=1}^{\min(d_{out}, d_{in})} (\sigma_i^2 - 1)^2,
 
 .. math::
-    \nabla R_{iso}(W) = 4\,W (W^\top W - I) \quad\text{or}\quad 4\,(W W^\top - I)\,W .
+    \nabla R_{iso}(W) = 4\,W (W^\top W - I) \quad\text{or}\quad 4\,(W W^\top - I)\,W
+    \;=\; 4\,(W W^\top W - W) \ \text{in both cases.}
+
+The two gradient formulas are one function of :math:`W` (expand the products); only the
+penalty values differ, by the constant :math:`|d_{out} - d_{in}|` (the zero eigenvalues of the
+larger Gram matrix). The code uses the smaller Gram matrix for speed, and
+:func:`isometry_grad_terms` splits the one gradient into its two row terms (``PAPER.md``).
 
 Conv kernels ``(out, in, k, ...)`` are reshaped to ``(out, in * k * ...)`` first.
 
@@ -34,6 +40,7 @@ from ._validation import check_bool, check_choice, check_int, check_positive, ch
 __all__ = [
     "isometry_penalty",
     "isometry_grad",
+    "isometry_grad_terms",
     "newton_schulz",
     "chebyshev_cubic",
     "partial_isometry_measures",
@@ -114,10 +121,14 @@ def isometry_penalty(W: torch.Tensor) -> torch.Tensor:
 
 
 def isometry_grad(W: torch.Tensor) -> torch.Tensor:
-    r"""Analytic gradient of :func:`isometry_penalty`: :math:`4W(W^\top W - I)` or :math:`4(WW^\top - I)W`.
+    r"""Analytic gradient of :func:`isometry_penalty`: :math:`4(WW^\top W - W)`, for every shape.
 
-    No SVD and no autograd: two matrix products. For a conv kernel the gradient is computed on
-    the ``(out, in * k * ...)`` matrix and reshaped back.
+    Written :math:`4W(W^\top W - I)` for a tall and :math:`4(WW^\top - I)W` for a wide
+    :math:`W` in the paper; both are the same polynomial :math:`4(WW^\top W - W)`, and the code
+    merely associates the product so that the Gram matrix is the smaller one
+    (:math:`\min(d_{out}, d_{in})^2` entries). No SVD and no autograd: two matrix products.
+    For a conv kernel the gradient is computed on the ``(out, in * k * ...)`` matrix and
+    reshaped back. :func:`isometry_grad_terms` gives its two row terms.
 
     Args:
         W: a weight of at least 2 dimensions, finite (see :func:`isometry_penalty`; NaN or inf
@@ -143,6 +154,58 @@ def isometry_grad(W: torch.Tensor) -> torch.Tensor:
     """
     check_tensor("W", W, min_ndim=2, finite=True)
     return _isometry_grad_matrix(_as_matrix(W)).reshape(W.shape)
+
+
+def isometry_grad_terms(W: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    r"""The isometry gradient split by rows into a renormalizing and a decorrelating term, for every shape.
+
+    With :math:`w_i` the :math:`i`-th row of :math:`W` (unit :math:`i`'s incoming weights), the
+    identity :math:`\nabla R_{iso}(W) = 4(WW^\top W - W)` (tall or wide alike: see
+    :func:`isometry_grad`) reads, row by row,
+
+    .. math::
+        [\nabla R_{iso}(W)]_i = \underbrace{4(\lVert w_i\rVert^2 - 1)\,w_i}_{\text{renormalize}}
+        + \underbrace{4\sum_{j \ne i} (w_i \cdot w_j)\,w_j}_{\text{decorrelate}} .
+
+    The first term scales the row towards unit norm, the second removes its components along
+    the other rows. This holds for tall layers too (``PAPER.md``: one mechanism, not two), but
+    there the rows cannot become orthonormal (at most :math:`d_{in}` of them can be), so
+    :math:`\lVert w_i\rVert^2 \to 1` is not where the gradient leads: at a semi-orthogonal
+    tall :math:`W` the two terms cancel row by row (the row norms average
+    :math:`d_{in}/d_{out}`), which is why the revival hypothesis must be tested term by term.
+
+    Args:
+        W: a weight of at least 2 dimensions, finite (conv kernels ``(out, in, k, ...)`` as
+            ``(out, in * k * ...)``).
+
+    Returns:
+        ``(renormalize, decorrelate)``, two tensors of the shape of ``W`` whose sum is
+        :func:`isometry_grad` ``(W)`` (up to rounding).
+
+    Shape:
+        ``W``: ``(out, in)`` or ``(out, in, *kernel)``; each output: same as ``W``.
+
+    Example:
+        >>> W = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])  # tall
+        >>> renormalize, decorrelate = isometry_grad_terms(W)
+        >>> renormalize
+        tensor([[ 0.,  0.],
+                [ 4.,  4.],
+                [ 0., 24.]])
+        >>> torch.equal(renormalize + decorrelate, isometry_grad(W))
+        True
+
+    References:
+        Rosseau, Müller & Nowé (2026), ICML (the gradient); ``PAPER.md`` (the row form and the
+        revival hypothesis, our reconstruction).
+    """
+    check_tensor("W", W, min_ndim=2, finite=True)
+    M = _as_matrix(W)  # (d_out, d_in)
+    gram = M @ M.mT  # (d_out, d_out): w_i . w_j
+    sq_norms = gram.diagonal()  # (d_out,): |w_i|^2
+    renormalize = 4.0 * (sq_norms - 1.0).unsqueeze(-1) * M
+    decorrelate = 4.0 * (gram - torch.diag_embed(sq_norms)) @ M
+    return renormalize.reshape(W.shape), decorrelate.reshape(W.shape)
 
 
 COEFFICIENTS = ("bjorck", "chebyshev")

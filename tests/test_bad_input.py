@@ -28,7 +28,14 @@ from isoplast_lite import (
     srank,
     stable_rank,
 )
-from isoplast_lite.isometry import newton_schulz, partial_isometry_measures
+from isoplast_lite.diagnostics import (
+    active_jacobian_svdvals,
+    firing_share,
+    layer_isometry,
+    revived,
+    weight_singular_values,
+)
+from isoplast_lite.isometry import isometry_grad_terms, newton_schulz, partial_isometry_measures
 from isoplast_lite.nn import group_sort, orthogonal_
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one thread is faster
@@ -99,6 +106,13 @@ def bad_input(draw, features=4):
 
 bad_model = st.one_of(junk, st.just(torch.nn.ReLU()), st.just(torch.ones(2, 2)))
 bad_sequential = st.one_of(junk, st.just(torch.nn.Linear(4, 2)), st.just(torch.nn.Sequential(torch.nn.Linear(4, 2))))
+bad_shares = st.one_of(
+    junk.filter(lambda v: not isinstance(v, torch.Tensor)),
+    st.sampled_from([[], [torch.tensor([0.5]), "a"]]),
+    st.floats(min_value=1.0 + 1e-6, max_value=1e6).map(lambda v: torch.tensor([0.5, v])),
+    st.floats(min_value=-1e6, max_value=-1e-6).map(lambda v: torch.tensor([v])),
+    st.sampled_from([torch.ones(2, dtype=torch.long), torch.ones(0), torch.tensor([math.nan])]),
+)
 bad_generator = st.one_of(st.integers(), st.text(max_size=3), st.just(torch.ones(1)))
 bad_dtype = st.one_of(st.just(torch.int64), st.just(torch.bool), st.text(max_size=3), st.integers())
 bad_ntk = st.one_of(
@@ -186,6 +200,17 @@ CASES = {
     "ntk_summary.generator": ("generator", bad_generator, lambda v: ntk_summary(torch.eye(2), generator=v)),
     "layer_jacobian_svdvals.model": ("model", bad_sequential.filter(lambda m: not isinstance(m, torch.nn.Sequential)), lambda v: layer_jacobian_svdvals(v, X)),
     "layer_jacobian_svdvals.x": ("x", bad_input(), lambda v: layer_jacobian_svdvals(_model(), v)),
+    "active_jacobian_svdvals.model": ("model", bad_sequential.filter(lambda m: not isinstance(m, torch.nn.Sequential)), lambda v: active_jacobian_svdvals(v, X)),
+    "active_jacobian_svdvals.x": ("x", bad_input(), lambda v: active_jacobian_svdvals(_model(), v)),
+    "layer_isometry.model": ("model", bad_sequential.filter(lambda m: not isinstance(m, torch.nn.Sequential)), lambda v: layer_isometry(v, X)),
+    "layer_isometry.x": ("x", bad_input(), lambda v: layer_isometry(_model(), v)),
+    "weight_singular_values.model": ("model", bad_sequential.filter(lambda m: not isinstance(m, torch.nn.Sequential)), lambda v: weight_singular_values(v)),
+    "firing_share.model": ("model", bad_sequential, lambda v: firing_share(v, X)),
+    "firing_share.x": ("x", bad_input(), lambda v: firing_share(_model(), v)),
+    "revived.before": ("before", bad_shares, lambda v: revived(v, torch.tensor([0.5]))),
+    "revived.after": ("after", st.one_of(bad_shares, st.just(torch.tensor([0.0, 0.5]))), lambda v: revived(torch.tensor([0.5]), v)),
+    "revived.threshold": ("threshold", st.one_of(bad_unit, st.just(0.0)), lambda v: revived(torch.tensor([0.0]), torch.tensor([0.5]), v)),
+    "isometry_grad_terms.W": ("W", bad_matrix(), lambda v: isometry_grad_terms(v)),
     "dormant_fraction.model": ("model", bad_sequential, lambda v: dormant_fraction(v, X)),
     "dormant_fraction.x": ("x", bad_input(), lambda v: dormant_fraction(_model(), v)),
     "dormant_fraction.tau": ("tau", bad_unit, lambda v: dormant_fraction(_model(), X, tau=v)),

@@ -1,5 +1,7 @@
 """Tests of the eNTK, its summary and the layer Jacobians against brute-force oracles."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -188,3 +190,283 @@ def test_empirical_ntk_handles_shared_frozen_and_biasless_layers(gen):
         # would replace the tied one by a plain tensor), no hooks left behind
         assert all(a is b for a, b in zip(model.parameters(), before)) and len(list(model.parameters())) == 5
         assert not any(m._forward_hooks for m in model.modules())
+
+
+# ---------------------------------------------------------------------------- per-layer isometry
+
+from isoplast_lite.diagnostics import (  # noqa: E402
+    REVIVAL_THRESHOLD,
+    active_jacobian_svdvals,
+    firing_share,
+    hidden_features,
+    layer_isometry,
+    revived,
+    weight_singular_values,
+)
+
+
+def _orthogonal(n, gen, dtype=torch.float64):
+    q, r = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=dtype))
+    return q * torch.sign(torch.diagonal(r))
+
+
+def _with_singular_values(s, d_out, d_in, gen):
+    """A (d_out, d_in) matrix U diag(s) V^T with the given singular values."""
+    u, v = _orthogonal(d_out, gen)[:, : len(s)], _orthogonal(d_in, gen)[:, : len(s)]
+    return u @ torch.diag(s) @ v.T
+
+
+@pytest.mark.parametrize("orthogonal", ["newton-schulz", "cayley"])
+def test_aei_net_has_scale_and_spread_zero_in_every_hidden_layer(gen, orthogonal):
+    model = aei_mlp(12, 16, 3, 5, orthogonal=orthogonal, generator=gen)  # float32, rectangular first layer
+    x = torch.randn(16, 12, generator=gen)
+    rows = layer_isometry(model, x)
+    assert [(r["layer"], r["kind"], r["block"]) for r in rows] == [
+        (0, "hidden", "groupsort"), (1, "hidden", "groupsort"), (2, "hidden", "groupsort"), (3, "head", "linear")]
+    for r in rows[:3]:
+        assert abs(r["scale"]) < 1e-5 and r["spread"] < 1e-5, r
+        assert abs(r["weight_scale"]) < 1e-5 and r["weight_spread"] < 1e-5
+        assert r["directions_share"] == 1.0 and r["inputs_share"] == 1.0 and r["n_null"] == 0
+    assert [r["n_directions"] for r in rows] == [16 * 12, 16 * 16, 16 * 16, 16 * 5]
+
+
+@pytest.mark.parametrize("c", [0.5, 1.0, 3.0])
+def test_relu_layer_with_scaled_orthogonal_weight_has_spread_zero_and_scale_log_c(gen, c):
+    model = relu_mlp(8, 10, 2, 3, init="kaiming", generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        model[1][0].weight.copy_(c * _orthogonal(10, gen))  # any subset of rows of c Q has every sigma = c
+        model[1][0].bias.copy_(0.1 * torch.randn(10, generator=gen, dtype=torch.float64))
+    x = torch.randn(20, 8, generator=gen, dtype=torch.float64)
+    row = layer_isometry(model, x)[1]
+    assert row["block"] == "relu"
+    assert row["scale"] == pytest.approx(math.log(c), abs=1e-12)
+    assert row["spread"] == pytest.approx(0.0, abs=1e-12)
+    # independent count: one direction per (input, active unit), since |A(x)| <= d_in = 10
+    h0 = hidden_features(model, x)[0]
+    pre = h0 @ model[1][0].weight.T + model[1][0].bias
+    assert row["n_directions"] == int((pre > 0).sum())
+    assert row["active_share"] == pytest.approx(float((pre > 0).double().mean()))
+    assert row["weight_sigma_min"] == pytest.approx(c) and row["weight_sigma_max"] == pytest.approx(c)
+
+
+def test_layers_with_known_singular_values(gen):
+    """A head, a GroupSort block and an all-active ReLU block whose weights have known spectra."""
+    from isoplast_lite import GroupSort
+
+    s_head = torch.tensor([4.0, 1.0, 0.25], dtype=torch.float64)
+    s_mid = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.5, 0.1], dtype=torch.float64)
+    s_first = torch.tensor([3.0, 2.0, 1.0, 0.2], dtype=torch.float64)
+    first = nn.Linear(4, 6).double()
+    mid = nn.Linear(6, 6).double()
+    head = nn.Linear(6, 3).double()
+    with torch.no_grad():
+        first.weight.copy_(_with_singular_values(s_first, 6, 4, gen))
+        first.bias.fill_(100.0)  # every unit active on every probe input: J = W
+        mid.weight.copy_(_with_singular_values(s_mid, 6, 6, gen))
+        head.weight.copy_(_with_singular_values(s_head, 3, 6, gen))
+    model = nn.Sequential(nn.Sequential(first, nn.ReLU()), nn.Sequential(mid, GroupSort(2)), head)
+    x = torch.randn(7, 4, generator=gen, dtype=torch.float64)
+    rows = layer_isometry(model, x)
+    sv = active_jacobian_svdvals(model, x)
+    for row, s in zip(rows, (s_first, s_mid, s_head)):
+        logs = s.log()
+        assert row["scale"] == pytest.approx(float(logs.mean()), abs=1e-12)
+        assert row["spread"] == pytest.approx(float(logs.std(correction=0)), abs=1e-12)
+        assert row["weight_scale"] == pytest.approx(row["scale"], abs=1e-12)
+        assert row["weight_sigma_min"] == pytest.approx(float(s.min()))
+        assert row["weight_sigma_max"] == pytest.approx(float(s.max()))
+        assert row["jac_sigma_min"] == pytest.approx(float(s.min())) and row["jac_sigma_max"] == pytest.approx(float(s.max()))
+        assert row["n_directions"] == 7 * len(s)
+        torch.testing.assert_close(sv[row["layer"]], s.expand(7, -1))
+    for l, s in zip(range(3), (s_first, s_mid, s_head)):
+        torch.testing.assert_close(weight_singular_values(model)[l], s)
+    # spread is scale-free, scale moves by log c
+    with torch.no_grad():
+        head.weight.mul_(5.0)
+    scaled = layer_isometry(model, x)[2]
+    assert scaled["spread"] == pytest.approx(rows[2]["spread"], abs=1e-12)
+    assert scaled["scale"] == pytest.approx(rows[2]["scale"] + math.log(5.0), abs=1e-12)
+
+
+def _nonzero_svdvals_by_jacrev(block, h, rtol=1e-9):
+    """Oracle: torch.func.jacrev per input, SVD, singular values above rtol * sigma_max."""
+    out = []
+    for hn in h:
+        jac = torch.func.jacrev(lambda v: block(v[None])[0])(hn).detach()  # (d_out, d_in)
+        s = torch.linalg.svdvals(jac)
+        out.append(s[s > rtol * s[0]])
+    return out
+
+
+@pytest.mark.parametrize("layernorm,init", [(False, "default"), (True, "default"), (True, "orthogonal")])
+def test_active_jacobian_svdvals_equal_jacrev_then_svd(gen, layernorm, init):
+    """With init="orthogonal" (zero biases) a LayerNorm block is invariant to its input's scale:
+    one more direction is exactly null, and both computations must drop it."""
+    model = relu_mlp(5, 9, 3, 4, init=init, layernorm=layernorm, generator=gen, dtype=torch.float64)
+    if layernorm:
+        for block in model[:-1]:
+            block[1].eps = 0.0  # the exact Jacobian then has its 2 LayerNorm null directions exactly
+            with torch.no_grad():
+                block[1].weight.copy_(1 + 0.3 * torch.randn(9, generator=gen, dtype=torch.float64))
+    x = torch.randn(12, 5, generator=gen, dtype=torch.float64)
+    fast = active_jacobian_svdvals(model, x)
+    rows = layer_isometry(model, x)
+    h = x
+    for l, block in enumerate(model):
+        oracle = _nonzero_svdvals_by_jacrev(block, h)
+        for n in range(12):
+            got = fast[l][n][~torch.isnan(fast[l][n])]
+            torch.testing.assert_close(got, oracle[n], rtol=1e-7, atol=1e-10)
+        pooled = torch.cat(oracle).log()
+        assert rows[l]["n_directions"] == pooled.numel()
+        assert rows[l]["scale"] == pytest.approx(float(pooled.mean()), abs=1e-9)
+        assert rows[l]["spread"] == pytest.approx(float(pooled.std(correction=0)), abs=1e-9)
+        h = block(h).detach()
+    assert rows[0]["block"] == ("layernorm" if layernorm else "relu") and rows[-1]["block"] == "linear"
+
+
+def test_dead_layer_gives_nan_scale_and_no_directions(gen):
+    model = relu_mlp(3, 4, 2, 2, generator=gen)
+    with torch.no_grad():
+        model[1][0].bias.fill_(-1e3)  # block 1 never fires
+    row = layer_isometry(model, torch.randn(6, 3, generator=gen))[1]
+    assert row["n_directions"] == 0 and row["inputs_share"] == 0.0 and row["active_share"] == 0.0
+    assert math.isnan(row["scale"]) and math.isnan(row["spread"])
+
+
+def test_layer_isometry_rejects_bad_input(gen):
+    model = relu_mlp(3, 4, 2, 2, generator=gen)
+    with pytest.raises(TypeError, match="model"):
+        layer_isometry(model[0][0], torch.randn(2, 3))
+    with pytest.raises(ValueError, match="x"):
+        layer_isometry(model, torch.full((2, 3), math.nan))
+    with pytest.raises(ValueError, match="x"):
+        layer_isometry(model, torch.randn(2, 5))
+    with pytest.raises(TypeError, match="x"):
+        active_jacobian_svdvals(model, torch.randn(2, 3, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------------------- firing share, revival
+
+
+@pytest.mark.parametrize("layernorm", [False, True])
+def test_firing_share_equals_share_of_positive_hidden_features(gen, layernorm):
+    model = relu_mlp(5, 8, 3, 2, init="default", layernorm=layernorm, generator=gen, dtype=torch.float64)
+    x = torch.randn(30, 5, generator=gen, dtype=torch.float64)
+    shares = firing_share(model, x)
+    feats = hidden_features(model, x)  # post-ReLU: positive iff the pre-activation is
+    assert len(shares) == 3
+    for s, f in zip(shares, feats):
+        torch.testing.assert_close(s, (f > 0).double().mean(0))
+        assert s.dtype == torch.float64
+
+
+def test_revived_on_a_hand_made_unit():
+    """One input feature x = 0..19; unit i fires iff x > t_i, so its share is known exactly."""
+    from isoplast_lite import relu_mlp
+
+    model = relu_mlp(1, 4, 1, 1)
+    x = torch.arange(20.0)[:, None]
+    with torch.no_grad():
+        model[0][0].weight.fill_(1.0)
+        model[0][0].bias.copy_(torch.tensor([-100.0, -100.0, -100.0, -10.0]))  # units 0-2 dead, 3 alive
+    before = firing_share(model, x)
+    with torch.no_grad():
+        model[0][0].bias.copy_(torch.tensor([-18.0, -19.0, -9.0, -10.0]))  # after: shares 1/20, 0, 10/20, 9/20
+    after = firing_share(model, x)
+    torch.testing.assert_close(before[0], torch.tensor([0.0, 0.0, 0.0, 0.45], dtype=torch.float64))
+    torch.testing.assert_close(after[0], torch.tensor([0.05, 0.0, 0.5, 0.45], dtype=torch.float64))
+    assert REVIVAL_THRESHOLD == 0.05
+    assert revived(before, after)[0].tolist() == [True, False, True, False]
+    assert revived(before, after, threshold=0.1)[0].tolist() == [False, False, True, False]
+    assert revived(before[0], after[0]).tolist() == [True, False, True, False]
+
+
+def test_revived_rejects_bad_input():
+    a = torch.tensor([0.0, 0.5])
+    with pytest.raises(ValueError, match="threshold"):
+        revived(a, a, threshold=0.0)
+    with pytest.raises(ValueError, match="threshold"):
+        revived(a, a, threshold=1.5)
+    with pytest.raises(ValueError, match="after"):
+        revived(a, torch.tensor([0.0, 0.5, 1.0]))
+    with pytest.raises(ValueError, match="after"):
+        revived([a, a], [a])
+    with pytest.raises(ValueError, match="before"):
+        revived(torch.tensor([-0.1, 0.5]), a)
+
+
+# ---------------------------------------------------------------------------- expected progress depends on the spectrum's shape
+
+
+def test_mean_progress_depends_on_the_spectrum_shape_not_only_on_the_condition_number():
+    """Same kappa = 100, same Kantorovich worst case; the mean over random directions differs.
+
+    Oracle for many eigenvalues: u^T Theta u / |u|^2 -> mean(lambda) and |Theta u|^2 / |u|^2 ->
+    mean(lambda^2), so rho -> mean(lambda)^2 / mean(lambda^2) (law of large numbers; it needs
+    many eigenvalues in each group: a single large one keeps its chi-square fluctuation).
+    """
+    m = 400
+    spectra = {
+        "one in eight large": torch.cat([torch.full((m // 8,), 100.0), torch.ones(m - m // 8)]),
+        "half and half": torch.cat([torch.full((m // 2,), 100.0), torch.ones(m // 2)]),
+        "seven in eight large": torch.cat([torch.full((7 * m // 8,), 100.0), torch.ones(m - 7 * m // 8)]),
+    }
+    means = {}
+    for name, lam in spectra.items():
+        s = ntk_summary(torch.diag(lam.double()), n_directions=512, generator=torch.Generator().manual_seed(0))
+        assert s["condition_number"] == pytest.approx(100.0)
+        assert s["progress_kantorovich"] == pytest.approx(400 / 101**2)
+        limit = float(lam.mean() ** 2 / lam.square().mean())
+        assert s["progress_mean"] == pytest.approx(limit, abs=0.03), name
+        means[name] = s["progress_mean"]
+    assert max(means.values()) - min(means.values()) > 0.5
+
+
+def test_rank_deficient_active_rows_and_other_blocks(gen):
+    """Duplicated active rows give a numerically zero direction (counted in n_null, not logged as
+    -inf); a block of another kind (Linear, Tanh) falls back to jacrev with a numerical rank."""
+    first = nn.Linear(4, 4).double()
+    with torch.no_grad():
+        first.weight.copy_(torch.randn(4, 4, generator=gen, dtype=torch.float64))
+        first.weight[1] = first.weight[0]  # units 0 and 1 identical
+        first.bias.fill_(5.0)  # all active on the small inputs below: W_A = W, rank 3
+    second = nn.Linear(4, 3).double()
+    with torch.no_grad():
+        second.weight.copy_(0.1 * torch.randn(3, 4, generator=gen, dtype=torch.float64))
+        second.bias.fill_(-1.0)  # tanh away from saturation
+    model = nn.Sequential(nn.Sequential(first, nn.ReLU()), nn.Sequential(second, nn.Tanh()), nn.Linear(3, 2).double())
+    x = 0.1 * torch.randn(5, 4, generator=gen, dtype=torch.float64)
+    rows = layer_isometry(model, x)
+    assert rows[0]["n_null"] == 5 and rows[0]["n_directions"] == 15
+    expected = torch.linalg.svdvals(first.weight.detach())[:3].log()
+    assert rows[0]["scale"] == pytest.approx(float(expected.mean()), abs=1e-10)
+    assert rows[1]["block"] == "other" and rows[1]["n_null"] == 0
+    h = model[0](x).detach()
+    oracle = torch.cat(_nonzero_svdvals_by_jacrev(model[1], h)).log()
+    assert rows[1]["n_directions"] == oracle.numel() == 15
+    assert rows[1]["spread"] == pytest.approx(float(oracle.std(correction=0)), abs=1e-10)
+
+
+def test_layernorm_eps_does_not_leave_a_spurious_radial_direction(gen):
+    """LayerNorm's eps makes the radial direction's singular value eps / (var + eps) times the
+    others instead of 0; the measure drops it, so it agrees with the eps = 0 Jacobian (jacrev)."""
+    import copy
+
+    model = relu_mlp(6, 10, 2, 3, layernorm=True, generator=gen, dtype=torch.float64)  # zero biases
+    x = torch.randn(8, 6, generator=gen, dtype=torch.float64)
+    rows = layer_isometry(model, x)
+    exact = copy.deepcopy(model)
+    for block in exact[:-1]:
+        block[1].eps = 0.0
+    h = x
+    for l, block in enumerate(exact[:-1]):
+        oracle = torch.cat(_nonzero_svdvals_by_jacrev(block, h)).log()
+        assert rows[l]["n_directions"] == oracle.numel()
+        assert rows[l]["scale"] == pytest.approx(float(oracle.mean()), abs=1e-4)
+        assert rows[l]["spread"] == pytest.approx(float(oracle.std(correction=0)), abs=1e-4)
+        h = block(h).detach()
+    # (Linear, LayerNorm) with eps, by jacrev: the radial singular value is tiny but not 0
+    raw = torch.linalg.svdvals(torch.func.vmap(torch.func.jacrev(lambda v: model[0][:2](v[None])[0]))(x).detach())
+    assert (raw[:, -1] < 1e-3 * raw[:, 0]).all() and (raw[:, -1] > 1e-9 * raw[:, 0]).all()
+    assert (raw[:, -2] > 1e-2 * raw[:, 0]).all()

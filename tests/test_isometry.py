@@ -7,6 +7,7 @@ from isoplast_lite import isometry_grad, isometry_penalty
 from isoplast_lite.isometry import (
     _isometry_grad_matrix,
     _isometry_penalty_matrix,
+    isometry_grad_terms,
     newton_schulz,
     partial_isometry_measures,
 )
@@ -98,3 +99,42 @@ def test_partial_isometry_measures_relations(gen):
     assert m["dist_init_sq"] == pytest.approx((W - W0).square().sum().item())
     with pytest.raises(ValueError, match="W0"):
         partial_isometry_measures(W, W0[:3])
+
+
+@pytest.mark.parametrize("shape", [(7, 4), (3, 8)], ids=["tall", "wide"])
+def test_tall_and_wide_gradient_formulas_are_one_function(gen, shape):
+    """Autograd of both Gram forms of the penalty gives one gradient, 4 (W W^T W - W), for a tall and
+    a wide W; the penalties differ by |d_out - d_in|; the row terms, computed by a loop, sum to it."""
+    d_out, d_in = shape
+    W = (0.7 * torch.randn(shape, generator=gen, dtype=torch.float64)).requires_grad_()
+    columns_form = (W.T @ W - torch.eye(d_in, dtype=W.dtype)).square().sum()  # ||W^T W - I||^2
+    rows_form = (W @ W.T - torch.eye(d_out, dtype=W.dtype)).square().sum()  # ||W W^T - I||^2
+    (g_columns,) = torch.autograd.grad(columns_form, W)
+    (g_rows,) = torch.autograd.grad(rows_form, W)
+    W = W.detach()
+    torch.testing.assert_close(g_columns, g_rows)
+    torch.testing.assert_close(isometry_grad(W), g_columns)
+    torch.testing.assert_close(isometry_grad(W), 4 * (W @ W.T @ W - W))
+    assert (rows_form - columns_form).item() == pytest.approx(d_out - d_in)
+    assert isometry_penalty(W).item() == pytest.approx(min(columns_form.item(), rows_form.item()))
+    renormalize, decorrelate = isometry_grad_terms(W)
+    for i in range(d_out):
+        w = W[i]
+        torch.testing.assert_close(renormalize[i], 4 * (w @ w - 1) * w)
+        others = sum((w @ W[j]) * W[j] for j in range(d_out) if j != i)
+        torch.testing.assert_close(decorrelate[i], 4 * others)
+    torch.testing.assert_close(renormalize + decorrelate, g_columns)
+
+
+def test_grad_terms_cancel_row_by_row_at_a_semi_orthogonal_tall_matrix(gen):
+    Q = torch.linalg.qr(torch.randn(9, 3, generator=gen, dtype=torch.float64)).Q  # (9, 3), Q^T Q = I
+    renormalize, decorrelate = isometry_grad_terms(Q)
+    assert renormalize.abs().max() > 0.1  # rows are not unit vectors: mean |w_i|^2 = 3 / 9
+    assert Q.square().sum(1).mean().item() == pytest.approx(3 / 9)
+    torch.testing.assert_close(renormalize, -decorrelate, atol=1e-12, rtol=0)
+    conv = torch.randn(4, 2, 3, generator=gen, dtype=torch.float64)
+    r, d = isometry_grad_terms(conv)
+    assert r.shape == d.shape == conv.shape
+    torch.testing.assert_close(r + d, isometry_grad(conv))
+    with pytest.raises(ValueError, match="W"):
+        isometry_grad_terms(torch.full((2, 2), float("nan")))

@@ -99,7 +99,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 import torch
@@ -114,6 +114,7 @@ from .diagnostics import (
     empirical_ntk,
     _layer_jacobian_svdvals,
     hidden_features,
+    layer_isometry,
     ntk_summary,
 )
 from .engine import StackedModel
@@ -123,7 +124,7 @@ from .tasks import BENCHMARKS, SOURCE_SIZES, load_source, make_stream, parse_ben
 
 __all__ = [
     "Config", "run", "check_config", "ConfigError", "cache_key", "default_cache_dir", "with_diverged_column",
-    "METRIC_COLUMNS", "RESULT_COLUMNS", "CONFIG_COLUMNS", "LIMITS", "MAX_LR",
+    "METRIC_COLUMNS", "RESULT_COLUMNS", "CONFIG_COLUMNS", "LAYER_COLUMNS", "LAYER_MEASURES", "LIMITS", "MAX_LR",
 ]  # fmt: skip
 METRIC_COLUMNS = (
     "train_acc", "train_acc_online", "test_acc", "loss", "loss_online", "dormant_0.025", "dormant_0.1",
@@ -131,6 +132,13 @@ METRIC_COLUMNS = (
 )  # fmt: skip
 CONFIG_COLUMNS = ("benchmark", "method", "settings", "lr", "seed", "task")
 RESULT_COLUMNS = CONFIG_COLUMNS + METRIC_COLUMNS + ("diverged",)
+#: the per-layer table (``run(..., layers=True)``): one row per seed x task x block, the measures
+#: of :func:`isoplast_lite.diagnostics.layer_isometry` on the probe
+LAYER_MEASURES = (
+    "scale", "spread", "n_directions", "directions_share", "inputs_share", "active_share", "n_null",
+    "jac_sigma_min", "jac_sigma_max", "weight_scale", "weight_spread", "weight_sigma_min", "weight_sigma_max",
+)  # fmt: skip
+LAYER_COLUMNS = CONFIG_COLUMNS + ("layer", "kind", "block") + LAYER_MEASURES
 # Upper bounds of the sizes of a Config: far above any run a machine can do in a day, low
 # enough that an absurd value (a typo such as --depth 1000000000000) is an error, not a hang.
 # check_config also compares the memory a config needs with the memory available.
@@ -138,7 +146,7 @@ LIMITS = {"seeds": 10_000, "n_tasks": 1_000_000, "steps_per_task": 100_000_000, 
           "width": 1_000_000, "depth": 10_000, "probe_size": 100_000, "n_train": 100_000_000}  # fmt: skip
 MAX_LR = 10.0  # Adam moves every weight by about lr per step: lr > 10 cannot train anything
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-_SCHEMA = 2  # checkpoints: 2 since method settings moved out of Config (issue 10)
+_SCHEMA = 3  # checkpoints: 2 since method settings moved out of Config (issue 10), 3 with per-layer rows
 
 
 @dataclass(frozen=True)
@@ -374,17 +382,19 @@ def _progress_enabled(progress: Optional[bool]) -> bool:
     return os.environ.get("ISOPLAST_PROGRESS", "1") != "0"
 
 
-def _load_entry(path: Path, n_rows: int) -> Optional[pd.DataFrame]:
-    """A cached CSV of ``n_rows`` rows, verified against its checksum (``None``: recompute it)."""
+def _load_entry(path: Path, n_rows: int, columns: tuple = RESULT_COLUMNS) -> Optional[pd.DataFrame]:
+    """A cached CSV of ``n_rows`` rows and ``columns``, verified against its checksum (``None``: recompute it)."""
     if not path.exists():
         return None
     try:
         data = path.read_bytes()
         if _files.verify_checksum(path, data) is False:
             raise ValueError(f"its content does not match its checksum {_files.checksum_path(path).name}: edited or damaged")
-        df = with_diverged_column(pd.read_csv(io.BytesIO(data)))
-        if tuple(df.columns) != RESULT_COLUMNS:
-            raise ValueError(f"columns {tuple(df.columns)} != {RESULT_COLUMNS}")
+        df = pd.read_csv(io.BytesIO(data))
+        if columns == RESULT_COLUMNS:
+            df = with_diverged_column(df)
+        if tuple(df.columns) != columns:
+            raise ValueError(f"columns {tuple(df.columns)} != {columns}")
         if len(df) != n_rows:
             raise ValueError(f"{len(df)} rows, expected {n_rows}")
         return df
@@ -455,8 +465,9 @@ def _evaluate(stack: StackedModel, x: torch.Tensor, y: torch.Tensor):
     return acc, loss
 
 
-def _measure(stack: StackedModel, k: int, x: torch.Tensor, probe: torch.Tensor) -> Dict[str, float]:
-    """Diagnostics of seed number ``k`` on its task inputs ``x`` ``(N, D)`` and probe ``(P, D)``."""
+def _measure(stack: StackedModel, k: int, x: torch.Tensor, probe: torch.Tensor):
+    """Diagnostics of seed number ``k`` on its task inputs ``x`` ``(N, D)`` and probe ``(P, D)``:
+    the row's metrics and the per-layer rows (:func:`isoplast_lite.diagnostics.layer_isometry`)."""
     model = stack.model_for_seed(k).eval()
     feats = hidden_features(model, x)[-1]
     with torch.no_grad():
@@ -472,7 +483,7 @@ def _measure(stack: StackedModel, k: int, x: torch.Tensor, probe: torch.Tensor) 
     # a fixed generator: the summary's random directions never touch torch's global RNG
     summary = ntk_summary(empirical_ntk(model, probe), generator=torch.Generator().manual_seed(0))
     row["ntk_cond"] = float(summary["condition_number"])
-    return row
+    return row, layer_isometry(model, probe)
 
 
 @dataclass
@@ -531,29 +542,40 @@ def _train_task(cfg: Config, method: Method, stack: StackedModel, opt, data: _Ta
 
 
 def _task_rows(cfg: Config, stack: StackedModel, seeds: Sequence[int], data: _TaskData, t: int,
-               acc_sum: torch.Tensor, loss_sum: torch.Tensor, diverged: set) -> List[dict]:  # fmt: skip
+               acc_sum: torch.Tensor, loss_sum: torch.Tensor, diverged: set) -> Tuple[List[dict], List[dict]]:  # fmt: skip
     """The rows of task ``t``: end-of-task accuracy and loss, online means, test accuracy and
-    the diagnostics of every seed (updates ``diverged`` with the seeds that just diverged)."""
+    the diagnostics of every seed, and the per-layer rows (updates ``diverged`` with the seeds
+    that just diverged; a diverged seed's layer rows are NaN)."""
     acc, loss = _evaluate(stack, data.x, data.y)
     test_acc = _evaluate(stack, data.x_test, data.y_test)[0] if data.x_test is not None else None
     diverged.update(_newly_diverged(stack, loss_sum, loss))
-    rows = []
+    rows, layer_rows = [], []
     for k, s in enumerate(seeds):
         if k in diverged:
             rows.append(_diverged_row(cfg, s, t))
+            layer_rows.extend(_diverged_layer_rows(cfg, stack, s, t))
             continue
         row = {**_config_row(cfg, s, t), "train_acc": float(acc[k]),
                "train_acc_online": float(acc_sum[k]) / cfg.steps_per_task,
                "test_acc": float(test_acc[k]) if test_acc is not None else math.nan,
                "loss": float(loss[k]), "loss_online": float(loss_sum[k]) / cfg.steps_per_task}  # fmt: skip
-        row.update(_measure(stack, k, data.x[k], data.x[k, : cfg.probe_size]), diverged=False)
+        metrics, layers = _measure(stack, k, data.x[k], data.x[k, : cfg.probe_size])
+        row.update(metrics, diverged=False)
         rows.append(row)
-    return rows
+        layer_rows.extend({**_config_row(cfg, s, t), **r} for r in layers)
+    return rows, layer_rows
 
 
-def _save_checkpoint(path: Path, key: str, next_task: int, rows: List[dict], stack: StackedModel, opt, method: Method) -> None:
+def _diverged_layer_rows(cfg: Config, stack: StackedModel, seed: int, task: int) -> List[dict]:
+    """NaN per-layer rows of a diverged seed (one per block)."""
+    n = stack.n_blocks
+    return [{**_config_row(cfg, seed, task), "layer": i, "kind": "head" if i == n - 1 else "hidden", "block": "",
+             **dict.fromkeys(LAYER_MEASURES, math.nan)} for i in range(n)]  # fmt: skip
+
+
+def _save_checkpoint(path: Path, key: str, next_task: int, rows: List[dict], layer_rows: List[dict], stack: StackedModel, opt, method: Method) -> None:
     """Everything needed to resume at ``next_task``, written atomically."""
-    state = {"schema": _SCHEMA, "key": key, "next_task": next_task, "rows": rows,
+    state = {"schema": _SCHEMA, "key": key, "next_task": next_task, "rows": rows, "layer_rows": layer_rows,
              "stack": _to_device(stack.state(), "cpu"), "opt": opt.state_dict(),
              "method": _to_device(method.state_dict(), "cpu")}  # fmt: skip
     _files.atomic_write(path, lambda h: torch.save(state, h))
@@ -573,13 +595,14 @@ def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], 
     method.setup(stack, cfg)
     opt = method.make_optimizer(stack, cfg)
     rows: List[dict] = []
+    layer_rows: List[dict] = []
     start = 0
     ckpt = _load_checkpoint(ckpt_path, key) if ckpt_path is not None else None
     if ckpt is not None:
         stack.load_state(_to_device(ckpt["stack"], device))
         opt.load_state_dict(ckpt["opt"])
         method.load_state_dict(_to_device(ckpt["method"], device))
-        rows, start = ckpt["rows"], ckpt["next_task"]
+        rows, layer_rows, start = ckpt["rows"], ckpt["layer_rows"], ckpt["next_task"]
     diverged = {k for k, s in enumerate(seeds) if any(r["seed"] == s and r["diverged"] for r in rows)}
 
     from tqdm.auto import tqdm
@@ -590,19 +613,22 @@ def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], 
         for t in range(start, cfg.n_tasks):
             if len(diverged) == len(seeds):  # every seed diverged: the remaining tasks are recorded, not trained
                 rows.extend(_diverged_row(cfg, s, u) for s in seeds for u in range(t, cfg.n_tasks))
+                layer_rows.extend(r for s in seeds for u in range(t, cfg.n_tasks) for r in _diverged_layer_rows(cfg, stack, s, u))
                 break
             data = _stage_task(cfg, streams, t, device, dtype)
             if t > 0:
                 method.at_task_boundary(stack, opt, TaskContext(cfg=cfg, task=t, x=data.x, y=data.y, tasks=data.tasks))
             acc_sum, loss_sum = _train_task(cfg, method, stack, opt, data, t, bar)
-            rows.extend(_task_rows(cfg, stack, seeds, data, t, acc_sum, loss_sum, diverged))
+            new_rows, new_layer_rows = _task_rows(cfg, stack, seeds, data, t, acc_sum, loss_sum, diverged)
+            rows.extend(new_rows)
+            layer_rows.extend(new_layer_rows)
             if ckpt_path is not None:
-                _save_checkpoint(ckpt_path, key, t + 1, rows, stack, opt, method)
+                _save_checkpoint(ckpt_path, key, t + 1, rows, layer_rows, stack, opt, method)
             if callback is not None:
                 callback(t, pd.DataFrame(rows, columns=RESULT_COLUMNS))
     finally:
         bar.close()
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS), pd.DataFrame(layer_rows, columns=LAYER_COLUMNS)
 
 
 def run(
@@ -612,7 +638,8 @@ def run(
     progress: Optional[bool] = None,
     seed_batch: Optional[int] = None,
     callback: Optional[Callable[[int, pd.DataFrame], None]] = None,
-) -> pd.DataFrame:
+    layers: bool = False,
+):
     """Run (or load from the cache) the experiment ``cfg``.
 
     Args:
@@ -625,10 +652,17 @@ def run(
             on it beyond floating-point rounding; it is not part of the cache key.
         callback: called as ``callback(task, rows_so_far)`` after each task is logged and
             checkpointed (used by tests and notebooks).
+        layers: also return the per-layer table.
 
     Returns:
         A tidy ``pandas.DataFrame`` with :data:`RESULT_COLUMNS`, one row per seed x task, sorted
-        by seed then task.
+        by seed then task; with ``layers=True`` the pair ``(rows, layer_rows)``, where
+        ``layer_rows`` has :data:`LAYER_COLUMNS`, one row per seed x task x block (hidden blocks
+        then the head): the scale and spread of ``log sigma`` of each block's Jacobian over the
+        directions its active units span, and of its weight's singular values, on the probe
+        (:func:`isoplast_lite.diagnostics.layer_isometry`; a diverged seed's rows are NaN). The
+        per-layer table is cached beside the rows (``layers.csv``); an entry cached before it
+        existed is recomputed when it is asked for.
     """
     if not isinstance(cfg, Config):
         raise TypeError(f"cfg must be an isoplast_lite.run.Config, got {type(cfg).__name__}")
@@ -642,27 +676,43 @@ def run(
     if cache_dir is not False:
         folder = (default_cache_dir() if cache_dir is None else Path(cache_dir)) / key
         _files.clean_stale_temps(folder)  # leftovers of writes interrupted in earlier runs
+        n_layer_rows = cfg.seeds * cfg.n_tasks * (cfg.depth + 1)
         result = _load_entry(folder / "result.csv", cfg.seeds * cfg.n_tasks)
-        if result is not None:
+        if result is not None and not layers:
             return result
+        if result is not None:
+            layer_result = _load_entry(folder / "layers.csv", n_layer_rows, LAYER_COLUMNS)
+            if layer_result is not None:
+                return result, layer_result
+            warnings.warn(f"cache entry {folder} has no per-layer table (made before it existed); recomputing", RuntimeWarning, stacklevel=2)
+            for stale in folder.glob("*.csv"):
+                stale.unlink()
+                _files.checksum_path(stale).unlink(missing_ok=True)
     check_config(cfg, seed_batch=seed_batch)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         _files.atomic_write(folder / "config.json", lambda h: h.write(cfg.to_json().encode()))
-    parts = []
+    parts, layer_parts = [], []
     for b in range(0, len(seeds), seed_batch):
         batch = seeds[b : b + seed_batch]
-        part_path = None if folder is None else folder / f"seeds-{'-'.join(map(str, batch))}.csv"
-        ckpt_path = None if folder is None else folder / f"seeds-{'-'.join(map(str, batch))}.ckpt"
-        part = None if part_path is None else _load_entry(part_path, len(batch) * cfg.n_tasks)
-        if part is None:
-            part = _train_seed_batch(cfg, batch, ckpt_path, key, show, callback)
-            if part_path is not None:
-                _write_entry(part_path, part)
-                ckpt_path.unlink(missing_ok=True)
+        stem = f"seeds-{'-'.join(map(str, batch))}"
+        part = layer_part = None
+        if folder is not None:
+            part = _load_entry(folder / f"{stem}.csv", len(batch) * cfg.n_tasks)
+            layer_part = _load_entry(folder / f"{stem}.layers.csv", len(batch) * cfg.n_tasks * (cfg.depth + 1), LAYER_COLUMNS)
+        if part is None or layer_part is None:
+            part, layer_part = _train_seed_batch(cfg, batch, None if folder is None else folder / f"{stem}.ckpt", key, show, callback)
+            if folder is not None:
+                _write_entry(folder / f"{stem}.csv", part)
+                _write_entry(folder / f"{stem}.layers.csv", layer_part)
+                (folder / f"{stem}.ckpt").unlink(missing_ok=True)
         parts.append(part)
+        layer_parts.append(layer_part)
     df = pd.concat(parts, ignore_index=True).sort_values(["seed", "task"], kind="stable").reset_index(drop=True)
     df = df[list(RESULT_COLUMNS)]
+    layer_df = pd.concat(layer_parts, ignore_index=True).sort_values(["seed", "task", "layer"], kind="stable").reset_index(drop=True)
+    layer_df = layer_df[list(LAYER_COLUMNS)]
     if folder is not None:
-        _write_entry(folder / "result.csv", df)
-    return df
+        _write_entry(folder / "layers.csv", layer_df)
+        _write_entry(folder / "result.csv", df)  # last: its presence means the entry is complete
+    return (df, layer_df) if layers else df

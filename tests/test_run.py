@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -128,3 +129,49 @@ def test_config_validation():
     assert Config("random-label-digits", "adam").method_settings == {}
     with pytest.raises(TypeError, match="cfg"):
         run({"benchmark": "random-label-digits"})
+
+
+def test_per_layer_table_is_layer_isometry_of_each_seed_and_is_cached(tmp_path):
+    from isoplast_lite.diagnostics import layer_isometry
+    from isoplast_lite.run import LAYER_COLUMNS, LAYER_MEASURES
+
+    cfg = Config("random-label-digits", "aei-adam", **TINY)
+    df, layers = run(cfg, cache_dir=tmp_path, progress=False, layers=True)
+    assert tuple(layers.columns) == LAYER_COLUMNS and len(layers) == cfg.seeds * cfg.n_tasks * (cfg.depth + 1)
+    hidden = layers[layers.kind == "hidden"]
+    # the AEI net's hidden blocks stay isometric under the Newton-Schulz retraction
+    assert hidden.spread.abs().max() < 1e-2 and hidden.scale.abs().max() < 1e-2, hidden[["scale", "spread"]].describe()
+    again_df, again_layers = run(cfg, cache_dir=tmp_path, progress=False, layers=True)
+    pd.testing.assert_frame_equal(again_layers, layers)
+    pd.testing.assert_frame_equal(again_df, df)
+    # the table is layer_isometry of a standalone copy of each seed's final model on the probe
+    relu = Config("permuted-digits", "adam", dtype="float64", **{**TINY, "n_tasks": 1})
+    captured = {}
+    from isoplast_lite import run as run_mod
+
+    original = run_mod._measure
+
+    def spy(stack, k, x, probe):
+        captured[k] = (stack.model_for_seed(k), probe.clone())
+        return original(stack, k, x, probe)
+
+    try:
+        run_mod._measure = spy
+        _, relu_layers = run(relu, cache_dir=False, progress=False, layers=True)
+    finally:
+        run_mod._measure = original
+    for k, (model, probe) in captured.items():
+        expected = pd.DataFrame(layer_isometry(model, probe))
+        got = relu_layers[relu_layers.seed == relu.seed_list[k]].reset_index(drop=True)
+        np.testing.assert_allclose(got[list(LAYER_MEASURES)].to_numpy(float), expected[list(LAYER_MEASURES)].to_numpy(float), rtol=1e-9, equal_nan=True)
+
+
+def test_an_entry_cached_without_the_layer_table_is_recomputed_when_it_is_asked_for(tmp_path):
+    cfg = Config("random-label-digits", "adam", **{**TINY, "n_tasks": 1})
+    df = run(cfg, cache_dir=tmp_path, progress=False)
+    (entry,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (entry / "layers.csv").unlink()
+    assert run(cfg, cache_dir=tmp_path, progress=False).equals(df)  # the rows alone are still served
+    with pytest.warns(RuntimeWarning, match="no per-layer table"):
+        again, layers = run(cfg, cache_dir=tmp_path, progress=False, layers=True)
+    assert len(layers) == cfg.seeds * (cfg.depth + 1) and (entry / "layers.csv").exists()

@@ -19,8 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 __all__ = ["require", "check", "check_close"]
@@ -71,7 +69,9 @@ def check_close(value, expected, *, rtol: float = 1e-6, atol: float = 0.0, name:
     e = np.asarray(expected.detach().cpu() if hasattr(expected, "detach") else expected, dtype=float)
     if v.shape != e.shape:
         raise AssertionError(f"{name} has shape {v.shape}, expected shape {e.shape}")
-    diff = np.abs(v - e)
-    if not np.all(diff <= atol + rtol * np.abs(e)) or not np.all(np.isfinite(v) == np.isfinite(e)):
-        worst = float(np.nanmax(diff)) if diff.size else math.nan
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(v - e)
+    same = (diff <= atol + rtol * np.abs(e)) | (np.isnan(v) & np.isnan(e)) | (v == e)  # NaN matches NaN, inf matches inf
+    if not np.all(same):
+        worst = float(np.max(np.where(same, 0.0, np.nan_to_num(diff, nan=np.inf))))
         raise AssertionError(f"{name} is not what the chapter's data give (largest difference {worst:.3g})")

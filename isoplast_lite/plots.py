@@ -83,15 +83,15 @@ LABELS = {
     "test_acc": "test accuracy", "loss": "training loss", "loss_online": "training loss (online)",
     "dead": "dead units (fraction)", "dormant_0.025": r"dormant units, $\tau = 0.025$ (fraction)",
     "dormant_0.1": r"dormant units, $\tau = 0.1$ (fraction)", "feature_erank": "effective rank of the features",
-    "weight_norm": r"weight norm $\|\theta\|$", "jac_sv_mean": r"scale: mean $\log\sigma$ of layer Jacobians",
-    "jac_sv_std": r"spread: std of $\log\sigma$ of layer Jacobians", "jac_sv_ratio": r"$\sigma_{\max}/\sigma_{\min}$ of layer Jacobians",
+    "weight_norm": r"weight norm $\|\theta\|$", "jac_sv_mean": r"mean singular value $\sigma$ of layer Jacobians",
+    "jac_sv_std": r"std of singular values $\sigma$ of layer Jacobians", "jac_sv_ratio": r"$\sigma_{\max}/\sigma_{\min}$ of layer Jacobians",
     "ntk_cond": r"eNTK condition number $\kappa$", "ntk_progress": "expected-progress fraction",
     "iso_strength": r"isometry strength $\lambda$", "lambda": r"isometry strength $\lambda$", "lr": r"learning rate $\eta$",
     "R_iso": r"$R_{\mathrm{iso}}(W)$", "riso": r"$R_{\mathrm{iso}}(W)$",
 }  # fmt: skip
 #: measures drawn on a log axis and aggregated by the geometric mean.
 LOG_MEASURES = ("ntk_cond", "jac_sv_ratio")
-#: measures that lie in [0, 1] (accuracies and unit fractions): drawn on a [0, 1] axis.
+#: measures that lie in [0, 1] (accuracies and unit fractions): their axis never extends past [0, 1].
 FRACTIONS = ("train_acc", "train_acc_online", "test_acc", "dead", "dormant_0.025", "dormant_0.1")
 DEFAULT_MEASURES = ("dead", "dormant_0.025", "feature_erank", "jac_sv_std", "ntk_cond", "weight_norm")
 
@@ -304,8 +304,11 @@ def lineplot(ax, df: pd.DataFrame, y: str, *, x: str = "task", hue: str = "metho
             ax.fill_between(s[x], s["lo"], s["hi"], color=style["color"], alpha=0.15, lw=0)
     if log:
         ax.set_yscale("log")
-    elif y in FRACTIONS:  # an interval may reach past [0, 1]; the axis shows the possible range
-        ax.set_ylim(-0.03, 1.03)
+    elif y in FRACTIONS:  # an interval may reach past [0, 1]: the axis stops at the possible range
+        boxes = [a.dataLim for a in ax.get_shared_y_axes().get_siblings(ax) if a.has_data()]  # a shared row: all of it
+        lo, hi = min(b.y0 for b in boxes), max(b.y1 for b in boxes)
+        pad = 0.05 * (hi - lo) or 0.05
+        ax.set_ylim(max(lo - pad, -0.03), min(hi + pad, 1.03))
     ax.set_ylabel(label(y))
     if x == "task":
         task_axis(ax, int(df["task"].max()) + 1)
@@ -353,21 +356,35 @@ def small_multiples(df: pd.DataFrame, y: Union[str, Sequence[str]], *, families:
                              squeeze=False, sharex=True, sharey=sharey, layout="constrained")  # fmt: skip
     for r, measure in enumerate(measures):
         for c, (ax, fam) in enumerate(zip(axes[r], families)):
-            shown = refs + [m for m in members[fam] if m not in refs]
+            shown = [m for m in members[fam] if m not in refs] + refs  # the references drawn last, on top
             lineplot(ax, data[data.method.isin(shown)], measure, order=shown, seeds=seeds, log=log)
             ax.set_title(fam if r == 0 else "")
-            if c > 0:
-                ax.set_ylabel("")
+            ax.set_ylabel(_wrap(label(measure), 26) if c == 0 else "")
             if r < len(measures) - 1:
                 ax.set_xlabel("")
-    handles, labels = {}, {}
+    handles = {}
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
-    legend_outside(fig, title="method", handles=list(handles.values()), labels=list(handles))
+    order = refs + [m for f in families for m in members[f]]  # legend: references, then family by family
+    legend_outside(fig, title="method", handles=[handles[m] for m in order if m in handles], labels=[m for m in order if m in handles])
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _wrap(text: str, width: int) -> str:
+    """Break ``text`` into lines of about ``width`` characters, never inside ``$...$`` math."""
+    import re
+
+    lines, line = [], ""
+    for token in re.findall(r"\$[^$]*\$\S*|\S+", text):
+        if line and len(line) + 1 + len(token) > width:
+            lines.append(line)
+            line = token
+        else:
+            line = f"{line} {token}" if line else token
+    return "\n".join([*lines, line])
 
 
 def _diverged_from(data: pd.DataFrame) -> dict:

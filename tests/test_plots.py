@@ -63,7 +63,7 @@ def test_small_multiples_panels_labels_ticks_legend():
     assert [ax.get_title() for ax in fig.axes[:4]] == list(plots.FAMILIES)
     for ax in fig.axes:
         names = [ln.get_label() for ln in _mean_lines(ax)]
-        assert names[:2] == ["adam", "adamo"]  # the references in every panel
+        assert names[-2:] == ["adam", "adamo"]  # the references in every panel, drawn last (on top)
         assert len(names) <= 5
         colours = [ln.get_color() for ln in _mean_lines(ax)]
         assert len(set(colours)) == len(colours)  # distinct within a panel
@@ -71,11 +71,15 @@ def test_small_multiples_panels_labels_ticks_legend():
         np.testing.assert_array_equal(ticks, [1, 2, 3, 4])
     assert [ax.get_xlabel() for ax in fig.axes] == [""] * 4 + ["task"] * 4  # shared x: labelled once, at the bottom
     assert fig.axes[0].get_ylabel() == "train accuracy"
-    assert fig.axes[4].get_yscale() == "log" and "condition number" in fig.axes[4].get_ylabel()
+    assert fig.axes[4].get_yscale() == "log" and fig.axes[4].get_ylabel() == "eNTK condition number\n$\\kappa$"  # wrapped, math kept whole
     assert not RAW & set(_texts(fig))
     assert all("_" not in t for t in _texts(fig) if "$" not in t)
+    # a shared accuracy row shows every panel's data: the y range covers the lowest line of the row
+    lowest = min(ln.get_ydata().min() for ax in fig.axes[:4] for ln in _mean_lines(ax))
+    assert fig.axes[0].get_ylim()[0] <= lowest and fig.axes[0].get_ylim()[0] >= -0.03
     _assert_legend_outside(fig)
-    assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == sorted(METHODS)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:2] == ["adam", "adamo"] and sorted(legend) == sorted(METHODS)
     plt.close(fig)
 
 

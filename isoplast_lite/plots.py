@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 import zlib
 from typing import Dict, Optional, Sequence, Union
 
@@ -159,7 +160,7 @@ def label(column: str) -> str:
     return LABELS.get(column, str(column).replace("_", " "))
 
 
-def _check_frame(df, columns):
+def _check_frame(df, columns, numeric=()):
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"df must be a pandas.DataFrame, got {type(df).__name__}")
     if df.empty:
@@ -167,7 +168,7 @@ def _check_frame(df, columns):
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"df is missing the columns {missing} (available: {list(df.columns)})")
-    not_numeric = [c for c in columns[2:] if not pd.api.types.is_numeric_dtype(df[c])]
+    not_numeric = [c for c in numeric if not pd.api.types.is_numeric_dtype(df[c])]
     if not_numeric:
         raise ValueError(f"columns {not_numeric} must be numeric, got dtypes {[str(df[c].dtype) for c in not_numeric]}")
 
@@ -193,8 +194,11 @@ def seed_summary(df: pd.DataFrame, y: str, *, x: str = "task", by: str = "method
         >>> float(seed_summary(d, "ntk_cond").center.iloc[0])  # geometric, not arithmetic, mean
         100.0
     """
-    _check_frame(df, [by, x, y])
+    _check_frame(df, [by, x, y], numeric=[y])
     log = y in LOG_MEASURES if log is None else bool(log)
+    if log and (df[y] <= 0).any():
+        warnings.warn(f"{y}: {int((df[y] <= 0).sum())} values <= 0 have no logarithm and are left out of the geometric mean",
+                      stacklevel=2)
     rows = []
     for (key, xv), group in df.groupby([by, x], sort=True, observed=True):
         v = group[y].to_numpy(float)
@@ -341,7 +345,7 @@ def small_multiples(df: pd.DataFrame, y: Union[str, Sequence[str]], *, families:
     import matplotlib.pyplot as plt
 
     measures = [y] if isinstance(y, str) else list(y)
-    _check_frame(df, ["method", "task", *measures])
+    _check_frame(df, ["method", "task", *measures], numeric=["task", *measures])
     present = list(dict.fromkeys(df["method"].astype(str)))
     refs = [r for r in references if r in present]
     members = {f: [m for m in ms if m in present and m not in refs] for f, ms in FAMILIES.items()}
@@ -419,13 +423,13 @@ def plot_results(df: pd.DataFrame, *, measures: Optional[Sequence[str]] = None, 
     """
     import matplotlib.pyplot as plt
 
-    _check_frame(df, ["method", "seed", "task"])
+    _check_frame(df, ["method", "seed", "task"], numeric=["seed", "task"])
     if accuracy is None:
         accuracy = "test_acc" if "test_acc" in df.columns and df["test_acc"].notna().any() else "train_acc"
     if measures is None:
         measures = [m for m in DEFAULT_MEASURES if m in df.columns]
     wanted = [accuracy, *measures]
-    _check_frame(df, ["method", "method", "seed", "task", *wanted])
+    _check_frame(df, ["method", "seed", "task", *wanted], numeric=wanted)
     data = df.assign(run=df["method"].astype(str))
     if "iso_strength" in df.columns and df.groupby("method")["iso_strength"].nunique().max() > 1:
         iso = df["iso_strength"].astype(float)

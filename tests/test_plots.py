@@ -200,3 +200,7 @@ def test_bad_input():
         plots.small_multiples(_frame(), "dead", families=["nope"])
     with pytest.raises(TypeError, match="method"):
         plots.family(3)
+    with pytest.raises(ValueError, match="numeric"):
+        plots.seed_summary(_frame().assign(dead="x"), "dead")
+    with pytest.warns(UserWarning, match="no logarithm"):
+        plots.seed_summary(_frame().assign(ntk_cond=0.0), "ntk_cond")

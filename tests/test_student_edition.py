@@ -13,10 +13,11 @@ import re
 from pathlib import Path
 
 import jupytext
-import numpy as np
-import torch
 import nbformat
+import numpy as np
 import pytest
+import torch
+from exercise_checks import add_wrong_answer_cells, answer_names, wrong_answer
 from tools_loader import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,6 +132,55 @@ def test_every_skeleton_raises_and_fails_its_check(md, student_dir):
             exec(compile(skeleton.source, f"{md.stem}-skeleton", "exec"), namespace)
         with pytest.raises((NotImplementedError, AssertionError)):
             exec(compile(check.source, f"{md.stem}-check", "exec"), namespace)
+
+
+def test_checks_pass_with_the_solution_and_fail_with_a_wrong_answer(monkeypatch):
+    """Every exercise whose solution needs only the chapter's imports (no trained model, no data):
+    executed with its solution the check passes; with any one answer made wrong it fails. (All the
+    others: the papermill run of tests/test_notebooks.py does the same after every check cell.)"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    monkeypatch.setenv("ISOPLAST_FAST", "1")
+    tested = []
+    for md in CHAPTERS:
+        nb = jupytext.read(md)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        base = {}
+        for cell in code[1:3]:  # the parameters cell and the imports cell
+            exec(compile(cell.source, f"{md.stem}-setup", "exec"), base)
+        for label, ex in _exercises(nb).items():
+            if not ex["solution"]:
+                continue
+            names = answer_names(nb.cells[ex["skeleton"][0]].source)
+            ns = dict(base)
+            try:
+                for i in ex["solution"]:
+                    exec(compile(nb.cells[i].source, label, "exec"), ns)
+            except NameError:
+                continue  # needs the chapter's state: executed with its check by the book build and papermill
+            check_cell = compile(nb.cells[ex["check"][0]].source, f"{label}-check", "exec")
+            exec(check_cell, dict(ns))
+            for name in names:
+                with pytest.raises(AssertionError):
+                    exec(check_cell, {**ns, name: wrong_answer(ns[name])})
+            tested.append(label)
+    assert len(tested) >= 5, tested
+
+
+def test_wrong_answer_cells_catch_a_check_that_checks_nothing():
+    """The cells tests/test_notebooks.py adds after every check cell fail on a check that accepts anything."""
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("````{exercise} X\n:label: ch0-ex-x\n\nQ\n````"),
+        nbformat.v4.new_raw_cell("x = ...\nrequire(x=x)", metadata={"tags": ["skeleton"]}),
+        nbformat.v4.new_code_cell("x = 1.0"),
+        nbformat.v4.new_code_cell("pass", metadata={"tags": ["check"]}),
+    ])  # fmt: skip
+    added = add_wrong_answer_cells(nb).cells[-1]
+    assert "wrong-answer-test" in added.metadata["tags"]
+    with pytest.raises(RuntimeError, match="ch0-ex-x passed with a wrong x"):
+        exec(added.source, {"x": 1.0})
+    exec(added.source.replace("'pass'", "'assert x == 1.0'"), {"x": 1.0})  # a real check fails on the wrong x: no error
 
 
 def test_check_helpers_pass_the_right_answer_and_fail_a_wrong_one():

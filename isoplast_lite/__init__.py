@@ -2,8 +2,8 @@
 
 Companion to Rosseau, Müller & Nowé, "Preserving Plasticity in Continual Learning via Dynamical
 Isometry" (ICML 2026). The public core (layers, the isometry regularizer, AdamO and the
-diagnostics) is re-exported here; the submodules ``tasks``, ``methods``, ``run``, ``plots`` and
-``widgets`` are imported by name (``from isoplast_lite.run import ...``).
+diagnostics) is re-exported here; the submodules ``tasks``, ``methods``, ``run``, ``plots``,
+``exercises`` and ``widgets`` are imported by name (``from isoplast_lite.run import ...``).
 """
 
 from .diagnostics import (

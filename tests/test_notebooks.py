@@ -2,7 +2,9 @@
 
 One test per chapter and check, so ``pytest -n auto`` spreads them over workers:
 
-* papermill executes the MyST source in FAST mode (``FAST=True`` injected as a parameter);
+* papermill executes the MyST source in FAST mode (``FAST=True`` injected as a parameter), every
+  exercise's solution and check cell included, and after each check re-runs it with each answer
+  made wrong, which must fail (``tests/exercise_checks.py``);
 * nbval re-executes the committed reader ``.ipynb`` in full mode, the mode its outputs were made
   in (``--nbval-lax``: only the cells whose source ends with ``# NBVAL_CHECK_OUTPUT`` are
   compared, after ``tests/nbval_sanitize.cfg``), in a subprocess so it is part of the one
@@ -31,6 +33,7 @@ import jupytext
 import nbformat
 import pytest
 import yaml
+from exercise_checks import add_wrong_answer_cells
 from tools_loader import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +80,7 @@ def test_papermill_fast(chapter, tmp_path, monkeypatch):
     """The chapter executes top to bottom in FAST mode (papermill injects FAST=True)."""
     papermill = pytest.importorskip("papermill")
     monkeypatch.setenv("ISOPLAST_FAST", "1")
-    nb = jupytext.read(chapter)
+    nb = add_wrong_answer_cells(jupytext.read(chapter))  # and every exercise check must fail with a wrong answer
     source = tmp_path / f"{chapter.stem}.ipynb"
     nbformat.write(nb, source)
     out = tmp_path / f"{chapter.stem}.out.ipynb"

@@ -1,17 +1,23 @@
-"""The student edition (tools/student_edition.py) strips solutions and keeps everything else.
+"""The student edition (tools/student_edition.py): solutions stripped, skeletons and checks, plain Markdown.
 
-The solutions themselves are executed by the normal notebook tests (papermill over the full
-chapters in tests/test_notebooks.py); the HTML build of the student edition is not run here (it
+The solutions and the check cells after them are executed by the normal notebook tests
+(papermill over the chapters in tests/test_notebooks.py) and by the book build, so every check
+passes with its solution; here every skeleton is executed with its check (cheaply, without the
+chapter's state) and must fail it. The HTML build of the student edition is not run here (it
 executes the whole book); its command is documented in the tool and timed in the course guide.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jupytext
 import nbformat
+import numpy as np
 import pytest
+import torch
+from exercise_checks import add_wrong_answer_cells, answer_names, wrong_answer
 from tools_loader import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,31 +50,157 @@ def student_dir(tmp_path_factory):
     return out
 
 
+MYST_ONLY = re.compile(r"\{[\w:-]+\}`|^```+\s*\{|^:::+\s*\{|^:[\w-]+:|^\$\$\s*\(", re.M)
+
+
+def _exercises(nb):
+    """Per exercise label: the index of its statement cell, of its skeleton, its solution code, its check."""
+    found, current, inside = {}, None, False
+    for i, cell in enumerate(nb.cells):
+        tags = cell.metadata.get("tags", [])
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                m = re.match(r"^:label:\s*(\S+)", line)
+                if m and m.group(1).startswith("ch") and "-ex-" in m.group(1):
+                    current = m.group(1)
+                    found[current] = {"statement": i, "skeleton": [], "solution": [], "check": []}
+                if "{solution-start}" in line:
+                    inside = True
+                if "{solution-end}" in line:
+                    inside = False
+        elif current is not None:
+            key = "skeleton" if "skeleton" in tags else "check" if "check" in tags else "solution" if inside else None
+            if key:
+                found[current][key].append(i)
+    return found
+
+
 @pytest.mark.parametrize("md", CHAPTERS, ids=[p.stem for p in CHAPTERS])
-def test_student_notebook_has_exercises_but_no_solutions(md, student_dir):
+def test_every_code_exercise_has_a_skeleton_then_solution_then_check(md):
+    """Source order: statement, skeleton (raw cell), solution code, check (code cell)."""
+    nb = jupytext.read(md)
+    for label, ex in _exercises(nb).items():
+        if not ex["solution"]:
+            continue  # a pen-and-paper exercise
+        assert len(ex["skeleton"]) == 1 and len(ex["check"]) == 1, f"{md.name} {label}: {ex}"
+        assert ex["statement"] < ex["skeleton"][0] < min(ex["solution"]) <= max(ex["solution"]) < ex["check"][0], label
+        assert nb.cells[ex["skeleton"][0]].cell_type == "raw", f"{label}: the skeleton must be a raw cell (never executed by the book)"
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_student_notebook_plain_markdown_skeletons_and_no_solutions(md, student_dir):
+    tool = _tool()
     full = jupytext.read(md)
     student = nbformat.read(student_dir / (md.stem + ".ipynb"), as_version=4)
     nbformat.validate(student)
-    text = "\n".join(c.source for c in student.cells)
-    assert "{solution" not in text
-    full_text = "\n".join(c.source for c in full.cells)
-    assert text.count("{exercise}") == full_text.count("{exercise}")
-    # every exercise's statement survives word for word
-    for cell in full.cells:
-        if cell.cell_type == "markdown" and "{exercise}" in cell.source:
-            start = cell.source.index("{exercise}")
-            body = cell.source[start:].split("\n````", 1)[0]
-            assert body in text
-    # code: exactly the non-solution cells, in order, unchanged, and no outputs
-    solutions = _solution_code_cells(full)
-    expected = [c.source for c in full.cells if c.cell_type == "code"]
-    for sol in solutions:
-        expected.remove(sol)
-    got = [c.source for c in student.cells if c.cell_type == "code"]
+    markdown = "\n".join(c.source for c in student.cells if c.cell_type == "markdown")
+    raw = [m.group(0) for m in MYST_ONLY.finditer(markdown)]
+    assert not raw, f"MyST left raw in the student notebook (Colab shows it as text): {raw[:5]}"
+    assert "{solution" not in markdown and "Solution" not in markdown
+    titles = re.findall(r"^````\{exercise\}\s*(.*)$", "\n".join(c.source for c in full.cells if c.cell_type == "markdown"), re.M)
+    for n, title in enumerate(titles, 1):
+        assert f"> **Exercise {n} ({title.strip()}).**" in markdown
+    # code: the non-solution cells in order, each skeleton (raw in the source) now a code cell
+    solutions = {i for ex in _exercises(full).values() for i in ex["solution"]}
+    expected = [c.source.strip("\n") for i, c in enumerate(full.cells)
+                if (c.cell_type == "code" and i not in solutions) or tool.is_skeleton(c)]  # fmt: skip
+    got = [c.source.strip("\n") for c in student.cells if c.cell_type == "code"]
     assert got == expected
+    assert not [c for c in student.cells if c.cell_type == "raw"]
     assert all(not c.outputs for c in student.cells if c.cell_type == "code")
-    if "{exercise}" in full_text:
-        assert solutions, f"{md.name} has exercises but no executed solution cells"
+    if titles:
+        assert any("skeleton" in c.metadata.get("tags", []) for c in student.cells), f"{md.name}: exercises without skeletons"
+
+
+def _skeleton_check_pairs(nb):
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    for i, cell in enumerate(cells):
+        if "skeleton" in cell.metadata.get("tags", []):
+            assert i + 1 < len(cells) and "check" in cells[i + 1].metadata.get("tags", []), cell.source
+            yield cell, cells[i + 1]
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_every_skeleton_raises_and_fails_its_check(md, student_dir):
+    """A skeleton as given raises NotImplementedError, and its check cell fails on it (cheap: no chapter state)."""
+    student = nbformat.read(student_dir / (md.stem + ".ipynb"), as_version=4)
+    pairs = list(_skeleton_check_pairs(student))
+    for skeleton, check in pairs:
+        assert re.search(r"=\s*\.\.\.", skeleton.source), f"no `name = ...` for the student in {skeleton.source!r}"
+        namespace = {}
+        with pytest.raises(NotImplementedError, match="not done yet"):
+            exec(compile(skeleton.source, f"{md.stem}-skeleton", "exec"), namespace)
+        with pytest.raises((NotImplementedError, AssertionError)):
+            exec(compile(check.source, f"{md.stem}-check", "exec"), namespace)
+
+
+def test_checks_pass_with_the_solution_and_fail_with_a_wrong_answer(monkeypatch):
+    """Every exercise whose solution needs only the chapter's imports (no trained model, no data):
+    executed with its solution the check passes; with any one answer made wrong it fails. (All the
+    others: the papermill run of tests/test_notebooks.py does the same after every check cell.)"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    monkeypatch.setenv("ISOPLAST_FAST", "1")
+    tested = []
+    for md in CHAPTERS:
+        nb = jupytext.read(md)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        base = {}
+        for cell in code[1:3]:  # the parameters cell and the imports cell
+            exec(compile(cell.source, f"{md.stem}-setup", "exec"), base)
+        for label, ex in _exercises(nb).items():
+            if not ex["solution"]:
+                continue
+            names = answer_names(nb.cells[ex["skeleton"][0]].source)
+            ns = dict(base)
+            try:
+                for i in ex["solution"]:
+                    exec(compile(nb.cells[i].source, label, "exec"), ns)
+            except NameError:
+                continue  # needs the chapter's state: executed with its check by the book build and papermill
+            check_cell = compile(nb.cells[ex["check"][0]].source, f"{label}-check", "exec")
+            exec(check_cell, dict(ns))
+            for name in names:
+                with pytest.raises(AssertionError):
+                    exec(check_cell, {**ns, name: wrong_answer(ns[name])})
+            tested.append(label)
+    assert len(tested) >= 5, tested
+
+
+def test_wrong_answer_cells_catch_a_check_that_checks_nothing():
+    """The cells tests/test_notebooks.py adds after every check cell fail on a check that accepts anything."""
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("````{exercise} X\n:label: ch0-ex-x\n\nQ\n````"),
+        nbformat.v4.new_raw_cell("x = ...\nrequire(x=x)", metadata={"tags": ["skeleton"]}),
+        nbformat.v4.new_code_cell("x = 1.0"),
+        nbformat.v4.new_code_cell("pass", metadata={"tags": ["check"]}),
+    ])  # fmt: skip
+    added = add_wrong_answer_cells(nb).cells[-1]
+    assert "wrong-answer-test" in added.metadata["tags"]
+    with pytest.raises(RuntimeError, match="ch0-ex-x passed with a wrong x"):
+        exec(added.source, {"x": 1.0})
+    exec(added.source.replace("'pass'", "'assert x == 1.0'"), {"x": 1.0})  # a real check fails on the wrong x: no error
+
+
+def test_check_helpers_pass_the_right_answer_and_fail_a_wrong_one():
+    from isoplast_lite.exercises import check, check_close, require
+
+    require(a=1, b=None)  # anything but `...` counts as an answer
+    with pytest.raises(NotImplementedError, match="b"):
+        require(a=1, b=...)
+    check_close(np.array([1.0, 2.0]), np.array([1.0, 2.0 + 1e-9]), rtol=1e-6)
+    check_close(torch.tensor([0.5]), [0.5])
+    with pytest.raises(AssertionError, match="sigma"):
+        check_close(1.1, 1.0, rtol=0.05, name="sigma")
+    with pytest.raises(AssertionError, match="shape"):
+        check_close([1.0], [1.0, 2.0])
+    with pytest.raises(AssertionError, match="not what"):
+        check_close(float("nan"), 1.0, atol=1.0)
+    with pytest.raises(AssertionError, match="hint"):
+        check(False, "hint")
+    with pytest.raises(ValueError, match="rtol"):
+        check_close(1.0, 1.0, rtol=-1)
 
 
 def test_strip_solutions_handles_plain_and_gated_and_rejects_unbalanced():

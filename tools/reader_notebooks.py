@@ -221,6 +221,8 @@ def reader_cells(md: Path, bib: "dict | None" = None) -> nbformat.NotebookNode:
     text = md.read_text(encoding="utf-8")
     nb = jupytext.read(md)
     ctx = Context(text, bib)
+    # the exercises' skeleton cells are for the student edition only (tools/student_edition.py)
+    nb.cells = [c for c in nb.cells if not (c.cell_type == "raw" and "skeleton" in c.metadata.get("tags", []))]
     in_solution = False
     for cell in nb.cells:
         if cell.cell_type == "markdown":

@@ -13,7 +13,10 @@ environment is ignored otherwise.
 It writes
 
 * ``student/notebooks/NN-slug.ipynb``: every chapter with its solutions removed (no outputs;
-  students run them). Exercises stay, word for word, and so does every other cell.
+  students run them), its Markdown converted from MyST to plain Markdown as in the reader
+  notebooks (``tools/reader_notebooks.py``), so it renders in plain Jupyter and Colab. Every
+  other cell stays, and every code exercise gets its **skeleton** cell (see below) followed by its
+  **check** cell.
 * ``_build/student-html/``: the HTML book built from those stripped chapters, with
   sphinx-exercise's ``hide_solutions: true`` set as a config override as well (it hides plain
   ``{solution}`` directives; gated ``{solution-start}``/``{solution-end}`` solutions, which hold
@@ -24,6 +27,17 @@ How a solution is recognised (the convention of ``DEVELOPING.md``): a ``{solutio
 block inside a markdown cell, or everything from a ``{solution-start}`` directive to the end of
 the matching ``{solution-end}`` directive, code cells in between included. Unbalanced markers
 are an error.
+
+Skeletons and checks (``DEVELOPING.md``, "Exercises"). In the chapter source a code exercise has
+
+* a ``{raw-cell}`` tagged ``skeleton`` right after the exercise: the names the student computes,
+  each ``= ...``, then ``require(...)`` (``isoplast_lite.exercises``), which raises
+  ``NotImplementedError`` until every ``...`` is replaced. A raw cell is neither executed nor
+  shown by the book, nor by papermill; the reader notebooks drop it; here it becomes a code cell;
+* a code cell tagged ``check`` right after ``{solution-end}``: it recomputes the answer from the
+  chapter's data and compares. The book build, papermill and the reader notebooks execute it
+  after the solution (so every check passes with its solution); in the student edition it
+  follows the skeleton. In the student HTML both are shown and tagged ``skip-execution``.
 
 Options: ``--notebooks-only`` (skip the HTML build), ``--html-only``, ``--keep-source`` (keep the
 temporary source copy under ``_build/student-src`` for inspection).
@@ -49,8 +63,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 _OPEN = re.compile(r"^\s*(?P<fence>`{3,}|:{3,})\{(?P<name>solution|solution-start|solution-end)\}")
 STUDENT_NOTE = (
-    "**Student edition.** The solutions of the exercises have been removed from this notebook; "
-    "the full edition is in the repository's `notebooks/` folder."
+    "**Student edition.** The solutions of the exercises have been removed from this notebook. "
+    "Each code exercise has a skeleton cell (replace every `...` with your code; until then it "
+    "raises `NotImplementedError`) and a check cell after it that tells you whether your answer "
+    "agrees with the chapter's data. The full edition is in the repository's `notebooks/` folder."
 )
 # Copied into the temporary source tree of the student HTML build (everything the book needs).
 _SKIP = {".git", ".venv", "_build", "student", "__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
@@ -120,6 +136,36 @@ def strip_solutions(nb):
     return out, removed
 
 
+def is_skeleton(cell) -> bool:
+    """A skeleton cell of an exercise (a ``{raw-cell}`` tagged ``skeleton`` in the source)."""
+    return cell.cell_type == "raw" and "skeleton" in cell.metadata.get("tags", [])
+
+
+def is_check(cell) -> bool:
+    """The check cell of an exercise (a code cell tagged ``check``)."""
+    return cell.cell_type == "code" and "check" in cell.metadata.get("tags", [])
+
+
+def skeletons_to_code(nb, extra_tags=()):
+    """Turn the skeleton raw cells of ``nb`` into code cells tagged ``skeleton`` (in place)."""
+    for i, cell in enumerate(nb.cells):
+        if is_skeleton(cell):
+            code = nbformat.v4.new_code_cell(cell.source.strip("\n"))
+            code.pop("id", None)
+            code.metadata["tags"] = ["skeleton", *extra_tags]
+            nb.cells[i] = code
+    return nb
+
+
+def _reader_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reader_notebooks", Path(__file__).with_name("reader_notebooks.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def chapter_paths(root: Path = ROOT):
     """Every chapter source ``notebooks/NN-*.md``, sorted."""
     return sorted((root / "notebooks").glob("[0-9][0-9]-*.md"))
@@ -129,10 +175,17 @@ def write_student_notebooks(root: Path = ROOT, out_dir: Path | None = None):
     """Write ``student/notebooks/NN-slug.ipynb`` for every chapter; return the written paths."""
     out_dir = out_dir or root / "student" / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
+    reader = _reader_tool()
+    bib = reader.load_bibliography(root / "book" / "references.bib")
     written = []
     for md in chapter_paths(root):
         nb = jupytext.read(md)
         stripped, _ = strip_solutions(nb)
+        skeletons_to_code(stripped)
+        ctx = reader.Context(md.read_text(encoding="utf-8"), bib)
+        for cell in stripped.cells:
+            if cell.cell_type == "markdown":  # plain Markdown: Colab and Jupyter show MyST raw
+                cell.source = reader.myst_to_markdown(cell.source, ctx)
         first_md = next((i for i, c in enumerate(stripped.cells) if c.cell_type == "markdown"), None)
         note = nbformat.v4.new_markdown_cell(STUDENT_NOTE)
         note.pop("id", None)
@@ -164,6 +217,10 @@ def build_student_html(root: Path = ROOT, keep_source: bool = False, smoke: bool
     for md in chapter_paths(src):
         nb = jupytext.read(md)
         stripped, _ = strip_solutions(nb)
+        skeletons_to_code(stripped, extra_tags=("skip-execution",))
+        for cell in stripped.cells:  # without the solution a check fails: shown, not executed
+            if is_check(cell) and "skip-execution" not in cell.metadata["tags"]:
+                cell.metadata["tags"].append("skip-execution")
         jupytext.write(stripped, md, fmt="md:myst")
     config = yaml.safe_load((src / "_config.yml").read_text(encoding="utf-8"))
     config.setdefault("sphinx", {}).setdefault("config", {})["hide_solutions"] = True

@@ -80,8 +80,9 @@ def summarize_sweep(
 ) -> pd.DataFrame:
     """Mean and Student-t confidence interval of ``metric`` over seeds, per (lambda, x).
 
-    ``lo, hi = mean -/+ t_{(1+level)/2, n-1} * sd / sqrt(n)`` with the sample standard deviation
-    over the ``n`` seeds; with one seed the interval collapses to the mean.
+    The interval is :func:`isoplast_lite.stats.mean_ci` (the project's one convention:
+    ``mean -/+ t_{(1+level)/2, n-1} * sd / sqrt(n)`` over the ``n`` seeds; with one seed it
+    collapses to the mean).
 
     Args:
         df: tidy runner output with columns ``strength``, ``x``, ``seed`` and ``metric``.
@@ -99,20 +100,18 @@ def summarize_sweep(
         >>> [round(float(row[c]), 3) for c in ("mean", "lo", "hi")]
         [2.0, -0.484, 4.484]
     """
-    from scipy import stats
+    from .stats import mean_ci
 
     _check_columns(df, [strength, x, seed, metric])
     level = check_probability("level", level)
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie in (0, 1), got {level}")
-    grouped = df.groupby([strength, x])[metric]
-    out = grouped.agg(mean="mean", sd="std", n="count").reset_index()
-    n = out["n"].to_numpy()
-    tq = np.where(n > 1, stats.t.ppf((1 + level) / 2, np.maximum(n - 1, 1)), 0.0)
-    half = np.where(n > 1, tq * out["sd"].fillna(0.0).to_numpy() / np.sqrt(n), 0.0)
-    out["lo"] = out["mean"] - half
-    out["hi"] = out["mean"] + half
-    out["n"] = out["n"].astype(int)
+    rows = []
+    for (s, xv), values in df.groupby([strength, x])[metric]:
+        values = values.dropna()
+        lo, mean, hi = mean_ci(values, level) if len(values) else (np.nan, np.nan, np.nan)  # the project's one convention
+        rows.append({strength: s, x: xv, "mean": mean, "lo": lo, "hi": hi, "n": int(len(values))})
+    out = pd.DataFrame(rows, columns=[strength, x, "mean", "lo", "hi", "n"])
     return out[[strength, x, "mean", "lo", "hi", "n"]].sort_values([strength, x]).reset_index(drop=True)
 
 

@@ -112,7 +112,9 @@ def load(name: str, group: str = "book") -> pd.DataFrame:
     path = results_dir(group) / entries[name]["file"]
     if not path.is_file():
         raise MissingResultsError(f"{path} is missing: reinstall isoplast_lite")
-    return expand_settings(pd.read_csv(path))
+    from .run import with_diverged_column
+
+    return expand_settings(with_diverged_column(pd.read_csv(path)))
 
 
 def expand_settings(df: pd.DataFrame) -> pd.DataFrame:

@@ -27,10 +27,17 @@ column                 meaning
 ``weight_norm``        Euclidean norm of all parameters
 ``jac_sv_mean``        mean of all layer-Jacobian singular values on the probe (every block,
                        the head included, not the end-to-end map; 1 = isometric)
-``jac_sv_std``         their standard deviation (0 = isometric)
+``jac_sv_std``         their standard deviation (pooled over all blocks: mixes scale with spread;
+                       the per-layer table of ``run(..., layers=True)`` separates them)
 ``jac_sv_ratio``       their max / min over the non-zero ones (> 1e-6 max; inactive ReLUs give
                        exact zeros, which ``dead`` and ``dormant_*`` already count)
 ``ntk_cond``           condition number of the empirical NTK on the probe
+``ntk_progress_mean``  mean over random residual directions of the fraction of the ideal loss
+                       decrease one optimally sized gradient step achieves (ours,
+                       :func:`isoplast_lite.diagnostics.ntk_summary`; depends on the spectrum's
+                       shape, not on the condition number alone)
+``ntk_progress_worst`` its worst case over directions, ``4 kappa / (1 + kappa)^2`` (Kantorovich)
+``ntk_erank``          effective rank of the eNTK's spectrum (Roy & Vetterli)
 ``diverged``           ``True`` from the task in which the seed's loss or weights became
                        non-finite (NaN or inf) on; every metric of such a row is NaN
 =====================  ===================================================================
@@ -129,7 +136,11 @@ __all__ = [
 METRIC_COLUMNS = (
     "train_acc", "train_acc_online", "test_acc", "loss", "loss_online", "dormant_0.025", "dormant_0.1",
     "dead", "feature_erank", "weight_norm", "jac_sv_mean", "jac_sv_std", "jac_sv_ratio", "ntk_cond",
+    "ntk_progress_mean", "ntk_progress_worst", "ntk_erank",
 )  # fmt: skip
+#: metrics added after results were shipped: files written before lack them (NaN when read,
+#: :func:`with_diverged_column`)
+LATER_METRICS = ("ntk_progress_mean", "ntk_progress_worst", "ntk_erank")
 CONFIG_COLUMNS = ("benchmark", "method", "settings", "lr", "seed", "task")
 RESULT_COLUMNS = CONFIG_COLUMNS + METRIC_COLUMNS + ("diverged",)
 #: the per-layer table (``run(..., layers=True)``): one row per seed x task x block, the measures
@@ -261,16 +272,26 @@ def default_cache_dir() -> Path:
 
 
 def with_diverged_column(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with a ``diverged`` column: result files written before it existed lack it, and
-    a missing column means "not diverged" (such runs were finite, or they crashed).
+    """``df`` with the columns of today's result files: files written before a column existed
+    lack it. A missing ``diverged`` means "not diverged" (such runs were finite, or they
+    crashed); a missing metric of :data:`LATER_METRICS` is NaN (not measured). The columns of
+    :data:`RESULT_COLUMNS` that ``df`` has come first, in that order; others follow.
 
     Example:
-        >>> with_diverged_column(pd.DataFrame({"task": [0, 1]})).diverged.tolist()
-        [False, False]
+        >>> df = with_diverged_column(pd.DataFrame({"task": [0, 1]}))
+        >>> df.diverged.tolist(), bool(df.ntk_progress_mean.isna().all())
+        ([False, False], True)
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"df must be a pandas.DataFrame, got {type(df).__name__}")
-    return df if "diverged" in df.columns else df.assign(diverged=False)
+    missing = {c: math.nan for c in LATER_METRICS if c not in df.columns}
+    if "diverged" not in df.columns:
+        missing["diverged"] = False
+    if not missing:
+        return df
+    df = df.assign(**missing)
+    first = [c for c in RESULT_COLUMNS if c in df.columns]
+    return df[first + [c for c in df.columns if c not in first]]
 
 
 def _available_memory(device: torch.device) -> Optional[int]:
@@ -483,6 +504,9 @@ def _measure(stack: StackedModel, k: int, x: torch.Tensor, probe: torch.Tensor):
     # a fixed generator: the summary's random directions never touch torch's global RNG
     summary = ntk_summary(empirical_ntk(model, probe), generator=torch.Generator().manual_seed(0))
     row["ntk_cond"] = float(summary["condition_number"])
+    row["ntk_progress_mean"] = float(summary["progress_mean"])  # mean over random residual directions
+    row["ntk_progress_worst"] = float(summary["progress_kantorovich"])  # worst case, 4 kappa / (1 + kappa)^2
+    row["ntk_erank"] = float(summary["effective_rank"])
     return row, layer_isometry(model, probe)
 
 

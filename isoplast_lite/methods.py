@@ -89,6 +89,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -784,6 +785,77 @@ class Parseval(Method):
             eye = torch.eye(W.shape[1], dtype=W.dtype, device=W.device)
             total = total + (W @ W.mT - self.settings.target_scale * eye).square().sum()
         return coef * total
+
+
+# ----------------------------------------------------------------------------------------------
+# An intervention of ours: AdamO's decoupled step towards another spectrum
+# ----------------------------------------------------------------------------------------------
+
+
+@register_method
+class AdamOTarget(Method):
+    r"""Ours, an intervention: Adam, then a decoupled step that pulls each hidden weight's
+    singular values to a *chosen* spectrum instead of all ones.
+
+    After each Adam step every hidden weight (per seed) takes the step
+
+    .. math:: W \leftarrow W - \eta\lambda\, 4\,(W W^\top - T) W,
+
+    the gradient of :math:`\lVert W W^\top - T\rVert_F^2` (for a wide or square ``W``; the
+    transposed form for a tall one), with the target :math:`T`:
+
+    - ``"identity"``: :math:`T = I` (AdamO's isometry step, applied after Adam's step instead of
+      at :math:`\theta_t`: the control);
+    - ``"scaled"``: :math:`T = c^2 I`: every singular value pulled to ``c``; the layer stays
+      perfectly conditioned (spread of :math:`\log\sigma` 0) but is *not* an isometry
+      (scale :math:`\log c`);
+    - ``"spread"``: :math:`T = \mathrm{diag}(d_i)` with :math:`\sqrt{d_i}` geometric from
+      :math:`1/c` to :math:`c`: mean :math:`\log\sigma` 0 (scale of an isometry) but spread
+      :math:`> 0`, a deliberately ill-conditioned layer whose units keep their rows (the rows
+      stay orthogonal).
+
+    It exists to test the causal chain of the paper (isometry -> conditioning -> plasticity)
+    by breaking one link at a time; it is not a method anyone proposed.
+    """
+
+    name = "adamo-target"
+    summary = "ours, an intervention: Adam + a decoupled step pulling hidden singular values to I, c I or a spread [1/c, c]"
+
+    @dataclass(frozen=True)
+    class Settings:
+        iso_strength: float = setting(DEFAULT_ISO_STRENGTH, low=0, help="lambda of the decoupled step (step lr * lambda, as adamo)")
+        target: str = setting("identity", choices=("identity", "scaled", "spread"), help="the spectrum the singular values are pulled to")
+        c: float = setting(2.0, low=0, low_open=True, help="'scaled': every singular value to c; 'spread': geometric from 1/c to c")
+
+    def _targets(self, stack) -> Dict[str, torch.Tensor]:
+        out = {}
+        for n in stack.hidden_weight_names():
+            W = stack.params[n]
+            k = min(W.shape[1], W.shape[2])
+            c, kind = self.settings.c, self.settings.target
+            if kind == "identity":
+                sig = torch.ones(k, dtype=W.dtype, device=W.device)
+            elif kind == "scaled":
+                sig = torch.full((k,), c, dtype=W.dtype, device=W.device)
+            else:
+                sig = torch.logspace(-math.log10(c), math.log10(c), k, dtype=W.dtype, device=W.device) if k > 1 else torch.ones(1, dtype=W.dtype)
+            out[n] = torch.diag(sig**2)
+        return out
+
+    def setup(self, stack, cfg):
+        self.targets = self._targets(stack)
+
+    def after_step(self, stack, opt, ctx):
+        step = ctx.cfg.lr * self.settings.iso_strength
+        if step == 0:
+            return
+        with torch.no_grad():
+            for n, T in self.targets.items():
+                W = stack.params[n]  # (S, out, in)
+                if W.shape[1] <= W.shape[2]:  # wide or square: rows, W W^T -> T
+                    W.sub_(4 * step * ((W @ W.mT - T) @ W))
+                else:  # tall: columns, W^T W -> T
+                    W.sub_(4 * step * (W @ (W.mT @ W - T)))
 
 
 BUILTIN_METHODS: Tuple[str, ...] = tuple(METHODS)

@@ -240,3 +240,23 @@ def test_aei_retraction_is_per_seed_retract_and_cayley_has_none():
     assert gap(stack.params["1.0.weight"].detach()) < 0.1 * before  # quadratic: ~0.05 -> ~0.003
     cfg, method, cayley = _setup("aei-adam", orthogonal="cayley")
     assert cayley.orthogonal_names == [] and not any(n.endswith(".0.weight") for n in cayley.params)
+
+
+@pytest.mark.parametrize("target", ["identity", "scaled", "spread"])
+def test_adamo_target_step_is_the_gradient_of_the_distance_to_its_target_spectrum(target):
+    cfg, method, stack = _setup("adamo-target", width=8, target=target, c=2.0, iso_strength=5.0)
+    name = "1.0.weight"
+    W0 = stack.params[name].detach().clone()
+    T = method.targets[name]
+    step = cfg.lr * 5.0
+    method.after_step(stack, None, _step(cfg, stack))
+    for k in range(len(SEEDS)):  # against autograd of ||W W^T - T||_F^2
+        W = W0[k].clone().requires_grad_(True)
+        ((W @ W.T - T) ** 2).sum().backward()
+        torch.testing.assert_close(stack.params[name][k].detach(), W0[k] - step * W.grad)
+    # iterated, the weight's singular values reach the target spectrum
+    for _ in range(3000):
+        method.after_step(stack, None, _step(cfg, stack))
+    expected = torch.sqrt(torch.diagonal(T)).sort(descending=True).values
+    for k in range(len(SEEDS)):
+        torch.testing.assert_close(torch.linalg.svdvals(stack.params[name][k].detach()), expected, atol=1e-3, rtol=1e-3)

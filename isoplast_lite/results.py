@@ -8,7 +8,9 @@ network. Two groups:
 * ``"book"``: the book-scale sweeps of chapters 6-7 (``data/book/*.csv.gz``), written by
   ``tools/precompute_book_results.py``;
 * ``"long"``: the longer issue-budget runs (20 tasks x 800 steps, width 256) of chapter 7
-  (``data/long/*.csv.gz``).
+  (``data/long/*.csv.gz``);
+* ``"chain"``: the book-scale runs with per-layer tables of the chapter "Does isometry cause
+  plasticity?" (``data/chain/``, written by ``tools/precompute_chain.py``; :func:`load_layers`).
 
 Each group has a ``manifest.json``: for every file its command and its **provenance** (torch
 version, CPU capability, torch thread count, library version and date it was made with; see
@@ -38,10 +40,10 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["GROUPS", "MissingResultsError", "results_dir", "manifest", "load", "expand_settings", "provenance", "portability"]
+__all__ = ["GROUPS", "MissingResultsError", "results_dir", "manifest", "load", "load_layers", "expand_settings", "provenance", "portability"]
 
 #: the groups of shipped results (sub-folders of ``isoplast_lite/data``).
-GROUPS = ("book", "long")
+GROUPS = ("book", "long", "chain")
 _DATA = Path(__file__).resolve().parent / "data"
 
 
@@ -115,6 +117,28 @@ def load(name: str, group: str = "book") -> pd.DataFrame:
     from .run import with_diverged_column
 
     return expand_settings(with_diverged_column(pd.read_csv(path)))
+
+
+def load_layers(name: str, group: str = "chain") -> pd.DataFrame:
+    """Load the per-layer table shipped beside result ``name`` (``run(..., layers=True)``'s
+    second frame: one row per seed x task x block; ``isoplast_lite.run.LAYER_COLUMNS``), with
+    one column per method setting (:func:`expand_settings`).
+
+    Raises:
+        KeyError: ``name`` is not in the manifest, or has no per-layer table.
+        MissingResultsError: the file listed in the manifest is missing.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str, got {name!r}")
+    entries = manifest(group)
+    if name not in entries:
+        raise KeyError(f"no shipped result {name!r} in group {group!r}; available: {sorted(entries)}")
+    if "layers_file" not in entries[name]:
+        raise KeyError(f"shipped result {name!r} of group {group!r} has no per-layer table")
+    path = results_dir(group) / entries[name]["layers_file"]
+    if not path.is_file():
+        raise MissingResultsError(f"{path} is missing: reinstall isoplast_lite")
+    return expand_settings(pd.read_csv(path))
 
 
 def expand_settings(df: pd.DataFrame) -> pd.DataFrame:

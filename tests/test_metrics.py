@@ -94,3 +94,25 @@ def test_stable_rank_cases():
     assert stable_rank(torch.zeros(2, 3)).item() == 0.0
     W = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
     assert stable_rank(W).item() == pytest.approx((W.norm() ** 2 / torch.linalg.matrix_norm(W, 2) ** 2).item(), rel=1e-5)
+
+
+def test_spearman_ci_matches_scipy_and_resamples_whole_seeds():
+    import numpy as np
+    import pandas as pd
+    from scipy import stats as sps
+
+    from isoplast_lite.stats import spearman_ci
+
+    rng = np.random.default_rng(1)
+    base = pd.DataFrame({"seed": range(12), "a": rng.normal(size=12)})
+    base["b"] = base.a + rng.normal(size=12)
+    lo, rho, hi = spearman_ci(base, "a", "b", n_boot=400)
+    assert rho == pytest.approx(sps.spearmanr(base.a, base.b).statistic) and lo < rho < hi
+    # ten copies of every row of a seed add no information: the interval resamples seeds, so it
+    # stays as wide (a row bootstrap would shrink it by about sqrt(10))
+    copies = pd.concat([base] * 10, ignore_index=True)
+    lo10, rho10, hi10 = spearman_ci(copies, "a", "b", n_boot=400)
+    assert rho10 == pytest.approx(rho, abs=0.05)
+    assert (hi10 - lo10) > 0.6 * (hi - lo)
+    with pytest.raises(ValueError, match="no column"):
+        spearman_ci(base, "a", "nope")

@@ -85,7 +85,8 @@ def test_every_shipped_file_records_its_command_and_provenance(group):
     for name, entry in results.manifest(group).items():
         assert (results.results_dir(group) / entry["file"]).is_file(), (group, name)
         commands = entry["command"] if isinstance(entry["command"], list) else [entry["command"]]
-        assert all(c.startswith("python -m isoplast_lite sweep ") for c in commands), (group, name)
+        prefix = "python tools/precompute_chain.py" if group == "chain" else "python -m isoplast_lite sweep "
+        assert all(c.startswith(prefix) for c in commands), (group, name)
         made = entry["provenance"]
         for part in made if isinstance(made, list) else [made]:
             assert PROVENANCE_KEYS <= set(part), (group, name, sorted(part))
@@ -139,3 +140,21 @@ def test_portability_measurements_back_the_tolerances():
             assert max(m["max_used"] for m in entry["per_metric"].values()) <= 1.0
     # the portable kernels really do change the trajectories (else the statistical check is untested)
     assert any(not e["bit_identical"] for s in report["settings"].values() for e in s["entries"].values())
+
+
+def test_chain_files_hold_every_configuration_with_its_layer_table():
+    """data/chain (tools/precompute_chain.py): every configuration of the tool, 8 seeds x 10
+    tasks, and the per-layer table with one row per seed x task x block."""
+    from isoplast_lite.run import LAYER_COLUMNS
+
+    tool = load_tool("precompute_chain")
+    for name, entry in results.manifest("chain").items():
+        rows, layers = results.load(name, group="chain"), results.load_layers(name, group="chain")
+        budget = entry["budget"]
+        expected = {(m, settings_json(make_method(m, s).settings)) for m, s in tool.CONFIGS}
+        assert set(zip(rows.method, rows.settings)) == expected
+        per = rows.groupby(["method", "settings"]).apply(lambda g: (g.seed.nunique(), g.task.nunique(), len(g)), include_groups=False)
+        assert set(per) == {(budget["seeds"], budget["n_tasks"], budget["seeds"] * budget["n_tasks"])}
+        assert list(layers.columns[: len(LAYER_COLUMNS)]) == list(LAYER_COLUMNS)
+        assert len(layers) == len(rows) * (budget["depth"] + 1)
+        assert not rows.diverged.any() and rows.ntk_progress_mean.notna().all()

@@ -12,11 +12,11 @@ training step (all seeds at once) and the remainder the time per task spent outs
 * with ``--baseline DIR`` (a checkout of an older ``isoplast_lite``, e.g.
   ``git archive 881f2e2 isoplast_lite | tar -x -C /tmp/before``), the same runs of that version,
   imported in the same process under another name and interleaved with the current one
-  (order alternated every repeat), and the estimated time of chapter 7's book-scale
+  (order alternated every repeat), and the estimated time of chapter 8's book-scale
   precomputation (``tools/precompute_book_results.py``: every sweep's configs, per-step and
   per-task costs measured here, summed) for both versions.
 
-Scales: ``book`` = width 64, depth 3, 256 images, batch 32, 8 seeds (chapter 7's random-label
+Scales: ``book`` = width 64, depth 3, 256 images, batch 32, 8 seeds (chapter 8's random-label
 budget; its shift budget has 512 images) and ``w256`` = width 256, depth 3, 512 images,
 batch 32, 4 seeds (the issue budget). Run with ``OMP_NUM_THREADS=1`` (the precomputation's
 setting) and compare ratios, not absolute times: the machine is shared.
@@ -124,7 +124,7 @@ def main():
     parser.add_argument("--short", type=int, default=20)
     parser.add_argument("--long", type=int, default=120)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--book-estimate", action="store_true", help="estimate chapter 7's precomputation (slow)")
+    parser.add_argument("--book-estimate", action="store_true", help="estimate chapter 8's precomputation (slow)")
     args = parser.parse_args()
     versions = {"current": sys.modules["isoplast_lite.run"]}
     if args.baseline:
@@ -147,7 +147,7 @@ def main():
                 print(f"{'':<15} speed-up per step x{res['baseline'][0] / res['current'][0]:.2f}, per task x{res['baseline'][1] / res['current'][1]:.2f}")
     if args.book_estimate:
         totals = book_estimate(versions, args)
-        print("chapter 7 precomputation, estimated single-process seconds: "
+        print("chapter 8 precomputation, estimated single-process seconds: "
               + ", ".join(f"{v} {t:.0f} s" for v, t in totals.items()))
         if "baseline" in totals:
             print(f"speed-up x{totals['baseline'] / totals['current']:.2f}")

@@ -5,9 +5,9 @@ travel *inside* the package (``isoplast_lite/data``, installed as package data),
 opened alone in Colab or Binder finds them after ``pip install isoplast_lite`` with no clone and no
 network. Two groups:
 
-* ``"book"``: the book-scale sweeps of chapters 6-7 (``data/book/*.csv.gz``), written by
+* ``"book"``: the book-scale sweeps of chapters 6 and 8 (``data/book/*.csv.gz``), written by
   ``tools/precompute_book_results.py``;
-* ``"long"``: the longer issue-budget runs (20 tasks x 800 steps, width 256) of chapter 7
+* ``"long"``: the longer issue-budget runs (20 tasks x 800 steps, width 256) of chapter 8
   (``data/long/*.csv.gz``);
 * ``"chain"``: the book-scale runs with per-layer tables of the chapter "Does isometry cause
   plasticity?" (``data/chain/``, written by ``tools/precompute_chain.py``; :func:`load_layers`).
@@ -94,7 +94,7 @@ def load(name: str, group: str = "book") -> pd.DataFrame:
 
     Args:
         name: a key of :func:`manifest` (e.g. ``"random-label-digits"``, ``"lambda-sweep"``).
-        group: ``"book"`` (chapters 6-7, book scale) or ``"long"`` (the 20 x 800-step runs).
+        group: ``"book"`` (chapters 6 and 8, book scale) or ``"long"`` (the 20 x 800-step runs).
 
     Returns:
         One row per benchmark x method x settings x seed x task: the runner's

@@ -109,7 +109,7 @@ def test_every_figure_says_what_it_shows(built):
     assert not bad, f"{len(bad)} of {n} figures lack a description (alt text of 4+ words that says what the figure shows):\n" + "\n".join(bad)
 
 
-SLIDER_PAGES = ["notebooks/04-isometry-regularizer.html", "notebooks/07-reproducing-benchmarks.html"]
+SLIDER_PAGES = ["notebooks/04-isometry-regularizer.html", "notebooks/08-reproducing-benchmarks.html"]
 
 
 @pytest.mark.parametrize("rel", SLIDER_PAGES)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import pytest
 from book_browser import HTML, chromium, open_offline, require, serve
 
-PAGE = "notebooks/07-reproducing-benchmarks.html"
+PAGE = "notebooks/08-reproducing-benchmarks.html"
 # every page with a static slider: (page, number of panels the slider drives)
 SLIDER_PAGES = [(PAGE, 2), ("notebooks/04-isometry-regularizer.html", 3)]
 # a page of the same book without any chart: it must log no console error either (the two that

@@ -7,7 +7,7 @@ its portable ones (``ATEN_CPU_CAPABILITY=default``, a stand-in for another CPU),
 torch threads, each in a fresh process, and compares every re-run with the shipped seeds
 (:func:`isoplast_lite.stats.rerun_agreement`). It writes ``isoplast_lite/data/portability.json``: per entry and
 setting, the largest bit-level difference (``max_seed_diff``) and how much of the statistical
-bound each metric used. The tolerances of ``tests/test_shipped_results.py`` and of chapter 7
+bound each metric used. The tolerances of ``tests/test_shipped_results.py`` and of chapter 8
 rest on these measurements. Usage (from the repository root)::
 
     .venv/bin/python tools/measure_portability.py            # all settings, ~2 min
@@ -30,7 +30,7 @@ OUT = ROOT / "isoplast_lite" / "data" / "portability.json"
 
 #: The re-run entries: name -> (shipped file, methods, tasks re-run, Config overrides). All seeds
 #: of the shipped config run batched, as shipped. permuted-digits/adamo: the whole short stream;
-#: random-label-digits: chapter 7's live slice (memorization is the most chaotic stream of the
+#: random-label-digits: chapter 8's live slice (memorization is the most chaotic stream of the
 #: book); permuted-digits/aei-adam: the shipped AEI rows, made with the exact Cayley
 #: parametrization before the Newton-Schulz retraction became the default.
 ENTRIES = {

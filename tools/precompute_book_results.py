@@ -1,4 +1,4 @@
-"""Regenerate the precomputed result files of chapters 6-7 (``isoplast_lite/data/book/*.csv.gz``).
+"""Regenerate the precomputed result files of chapters 6 and 8 (``isoplast_lite/data/book/*.csv.gz``).
 
 Every file is one ``python -m isoplast_lite sweep ...`` command (the runner's CLI) at the
 "book scale" budget below, written as gzip-compressed CSV (the runner's tidy columns, full

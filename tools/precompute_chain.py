@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python tools/precompute_chain.py [--benchmarks random-label-digits ...]
 
 Book scale (width 64, depth 3, 8 seeds, 10 tasks x 400 steps, 256 images, batch 32, lr 1e-3,
-the scale of chapters 6-7), every configuration run with the per-layer table
+the scale of chapters 6 and 8), every configuration run with the per-layer table
 (``run(cfg, layers=True)``), through the runner's cache (``$ISOPLAST_CACHE``), so an
 interrupted precomputation resumes where it stopped and a finished configuration is never
 trained again. Writes, per benchmark, ``{benchmark}.csv.gz`` (the runner's rows) and

@@ -1,0 +1,141 @@
+"""Numbers in the prose come from the computation (myst-nb ``glue``), in every edition.
+
+* reader notebooks (``tools/reader_notebooks.py``): a tiny chapter whose code cell glues a value
+  is converted and executed; changing the value changes the rendered sentence, and a committed
+  notebook whose prose disagrees with its own glued output is stale;
+* student notebooks (``tools/student_edition.py``): the published value when the reader
+  notebook is current, a visible placeholder otherwise;
+* built HTML: the same tiny chapter built by Sphinx with myst-nb (as ``jupyter-book`` does),
+  twice, with two values.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nbformat
+import pytest
+from tools_loader import load_tool
+
+FIXTURE = """\
+---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+# Demo
+
+```{{code-cell}} ipython3
+from myst_nb import glue
+
+accuracy = {value}
+glue("demo_acc", accuracy, display=False)
+glue("demo_tasks", 10, display=False)
+```
+
+Adam reached {{glue:text}}`demo_acc:.1%` after {{glue:text}}`demo_tasks:d` tasks.
+"""
+
+
+@pytest.fixture
+def reader():
+    return load_tool("reader_notebooks")
+
+
+def _sentence(nb):
+    return next(c.source for c in nb.cells if c.cell_type == "markdown" and "Adam reached" in c.source)
+
+
+def test_reader_notebook_prose_follows_the_glued_value(reader, tmp_path):
+    md = tmp_path / "99-demo.md"
+    md.write_text(FIXTURE.format(value=0.764))
+    nb = nbformat.read(reader.generate(md, bib={}), as_version=4)
+    assert _sentence(nb) == "Adam reached 76.4% after 10 tasks."
+    assert reader.stale(md, {}) is None
+    md.write_text(FIXTURE.format(value=0.5))
+    assert "another version" in reader.stale(md, {})
+    nb = nbformat.read(reader.generate(md, bib={}), as_version=4)
+    assert _sentence(nb) == "Adam reached 50.0% after 10 tasks."
+    assert reader.stale(md, {}) is None
+    # an output edited without its prose (or the reverse) is caught by the drift check
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("metadata", {}).get("scrapbook", {}).get("name") == "demo_acc":
+                key = next(k for k in out.data if k.endswith("text/plain"))
+                out.data[key] = "0.9"
+    nbformat.write(nb, md.with_suffix(".ipynb"))
+    assert "differs from the conversion" in reader.stale(md, {})
+
+
+def test_prose_naming_an_unglued_value_is_an_error(reader, tmp_path):
+    md = tmp_path / "98-demo.md"
+    md.write_text(FIXTURE.format(value=0.1).replace("`demo_tasks:d`", "`nowhere:d`"))
+    with pytest.raises(KeyError, match="nowhere"):
+        reader.fill_glue(reader.reader_cells(md, {}), {"demo_acc": {"text/plain": "0.1"}})
+    md.write_text(FIXTURE.format(value=0.1).replace("{glue:text}`demo_tasks:d`", "{glue:md}`demo_tasks`"))
+    with pytest.raises(ValueError, match="glue:text"):
+        reader.reader_cells(md, {})
+
+
+def test_glue_text_formats_as_myst_nb(reader):
+    """Same format spec, same text as the book's role (myst_nb's own formatter, numpy scalars too)."""
+    assert reader.glue_text({"text/plain": "0.16066"}, "x:.1%") == "16.1%"
+    assert reader.glue_text({"text/plain": "'adam'"}, "x") == "adam"
+    assert reader.glue_text({"text/plain": "12"}, "x:d") == "12"
+
+
+def test_student_notebook_shows_published_value_or_placeholder(tmp_path, monkeypatch):
+    student = load_tool("student_edition")
+    reader = load_tool("reader_notebooks")
+    root = tmp_path / "book"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "book").mkdir()
+    (root / "book" / "references.bib").write_text("")
+    md = root / "notebooks" / "01-demo.md"
+    md.write_text(FIXTURE.format(value=0.764))
+    out = student.write_student_notebooks(root, tmp_path / "s1")[0]
+    text = _sentence(nbformat.read(out, as_version=4))
+    assert text == "Adam reached " + student.GLUE_PLACEHOLDER.format(key="demo_acc") + " after " + \
+        student.GLUE_PLACEHOLDER.format(key="demo_tasks") + " tasks."
+    reader.generate(md, bib={})  # a current full-mode reader notebook: its values are used
+    monkeypatch.setattr(student, "_reader_tool", lambda: _with_bib(reader))
+    out = student.write_student_notebooks(root, tmp_path / "s2")[0]
+    assert _sentence(nbformat.read(out, as_version=4)) == "Adam reached 76.4% after 10 tasks."
+
+
+def _with_bib(reader):
+    reader.load_bibliography = lambda path=None: {}
+    return reader
+
+
+CONF = """\
+extensions = ["myst_nb"]
+nb_execution_mode = "force"
+exclude_patterns = ["_build"]
+"""
+
+
+def _build_html(src, value, out):
+    (src / "index.md").write_text(FIXTURE.format(value=value))
+    proc = subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", "-W", "-q", "-E", str(src), str(out)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return (out / "index.html").read_text(encoding="utf-8")
+
+
+def test_built_html_prose_follows_the_glued_value(tmp_path):
+    """myst-nb (the book's engine) pastes the glued value into the sentence; a new value, a new sentence."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "conf.py").write_text(CONF)
+    first = _build_html(src, 0.764, tmp_path / "html1")
+    assert "76.4%" in first and "50.0%" not in first
+    second = _build_html(src, 0.5, tmp_path / "html2")
+    assert "50.0%" in second and "76.4%" not in second

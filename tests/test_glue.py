@@ -82,6 +82,10 @@ def test_prose_naming_an_unglued_value_is_an_error(reader, tmp_path):
     md.write_text(FIXTURE.format(value=0.1).replace("`demo_tasks:d`", "`nowhere:d`"))
     with pytest.raises(KeyError, match="nowhere"):
         reader.fill_glue(reader.reader_cells(md, {}), {"demo_acc": {"text/plain": "0.1"}})
+    twice = {"output_type": "display_data", "data": {"text/plain": "1"}, "metadata": {"scrapbook": {"name": "k", "mime_prefix": ""}}}
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(outputs=[nbformat.from_dict(twice)] * 2)])
+    with pytest.raises(ValueError, match="glued twice"):
+        reader.glued_values(nb)
     md.write_text(FIXTURE.format(value=0.1).replace("{glue:text}`demo_tasks:d`", "{glue:md}`demo_tasks`"))
     with pytest.raises(ValueError, match="glue:text"):
         reader.reader_cells(md, {})

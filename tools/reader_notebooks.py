@@ -232,7 +232,7 @@ def glued_values(nb) -> dict:
 
     The same extraction as myst-nb's (``myst_nb.ext.glue.extract_glue_data_cell``): an output
     whose metadata has ``scrapbook.name``; a ``display=False`` glue's mime types carry a prefix,
-    removed here. A key glued twice keeps its last value (myst-nb warns; the book build fails).
+    removed here. A key glued twice is an error, as in the book build (myst-nb warns, ``-W``).
     """
     values = {}
     for cell in nb.cells:
@@ -241,6 +241,8 @@ def glued_values(nb) -> dict:
             if not scrap:
                 continue
             prefix = scrap.get("mime_prefix", "")
+            if scrap["name"] in values:
+                raise ValueError(f"glue key {scrap['name']!r} is glued twice (the book build fails on it)")
             values[scrap["name"]] = {k[len(prefix):]: v for k, v in output.get("data", {}).items() if k.startswith(prefix)}
     return values
 

@@ -438,8 +438,8 @@ def relu_mlp(
     """A ReLU multilayer perceptron made of ``depth`` hidden blocks and a linear head.
 
     Block ``l`` (``l = 0 .. depth-1``) is ``nn.Sequential(nn.Linear, [nn.LayerNorm], nn.ReLU)``;
-    block ``depth`` is the head ``nn.Linear(width, out_dim)``. The paper's "64-256-256-256-10"
-    net is ``relu_mlp(64, 256, 3, 10)``.
+    block ``depth`` is the head ``nn.Linear(width, out_dim)``. The 64-256-256-256-10 net of our
+    own probes (``PAPER.md``; not a configuration of the paper) is ``relu_mlp(64, 256, 3, 10)``.
 
     Initialization (weights of every layer, head included):
 

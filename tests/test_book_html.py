@@ -130,3 +130,13 @@ def test_intro_and_glossary_pages():
     for term in ("eNTK", "dynamical isometry", "GroupSort", "srank", "stable rank",
                  "effective rank", "dormant unit", "dead unit", "Kantorovich bound", "plasticity"):
         assert term in terms, f"glossary lacks {term!r}; has {sorted(terms)}"
+
+
+def test_every_glued_number_is_pasted(chapter_page):
+    """Each {glue:text} role of the source became a pasted value in the page (myst-nb), none left raw."""
+    md, soup = chapter_page
+    roles = len(re.findall(r"\{glue:text\}`[^`]+`", md.read_text(encoding="utf-8")))
+    pasted = soup.select("article span.pasted-text")
+    assert len(pasted) == roles, f"{md.stem}: {roles} glue roles in the source, {len(pasted)} pasted values in the page"
+    assert all(span.get_text(strip=True) for span in pasted), f"{md.stem}: an empty pasted value"
+    assert "glue:text" not in soup.select_one("article").get_text()

@@ -12,6 +12,12 @@ published page shows and render without Sphinx. This tool makes them, and nothin
 * the chapter is executed top to bottom in **full mode** (``ISOPLAST_FAST=0``, the mode of the
   book build) in a fresh kernel, every cell included (``skip-execution`` cells too: they hold
   the live widgets that Colab users run);
+* numbers in the prose come from the computation (myst-nb ``glue``): the conversion keeps the
+  ``{glue:text}`key:fmt``` roles, and after execution :func:`fill_glue` replaces each with the
+  value that this very execution glued, formatted with the same format spec as the book
+  (``myst_nb.core.variables.format_plain_text``), so the Markdown a reader opens says what
+  the outputs beside it say; :func:`stale` re-fills a fresh conversion with the committed
+  notebook's own glued values, so prose and outputs cannot disagree in a committed notebook;
 * the notebook records its source's SHA-256 and what it was executed with
   (``metadata.isoplast``), and is written atomically only when every cell ran without error.
 
@@ -47,6 +53,7 @@ SOLUTION_NOTE = "**Solution** (try the exercise first). The code cell below is t
 _FENCE = re.compile(r"^(?P<fence>`{3,}|:{3,})\{(?P<name>[\w:-]+)\}[ \t]*(?P<arg>[^\n]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$",
                     re.M | re.S)  # fmt: skip
 _ROLE = re.compile(r"\{(?P<role>[\w:-]+)\}`(?P<text>[^`]+)`")
+_GLUE_ROLE = re.compile(r"\{glue:text\}`(?P<text>[^`]+)`")  # the one glue role the chapters use
 _LABELED_MATH = re.compile(r"^\$\$\n(?P<body>.*?)\n\$\$[ \t]*\((?P<label>[\w:-]+)\)[ \t]*$", re.M | re.S)
 
 
@@ -164,6 +171,10 @@ def _role(ctx: Context, m: re.Match) -> str:
         return f"the *{name}* page of the book"
     if role in ("term",):
         return text
+    if role == "glue:text":
+        return m.group(0)  # filled after execution with the value glued there (fill_glue)
+    if role.startswith("glue"):
+        raise ValueError(f"{{{role}}}`{text}`: the chapters paste numbers with {{glue:text}}`key:format` only")
     if role == "math":
         return f"${text}$"
     raise ValueError(f"unsupported MyST role {{{role}}} in {text!r}: teach tools/reader_notebooks.py to convert it")
@@ -213,6 +224,66 @@ def myst_to_markdown(text: str, ctx: Context) -> str:
     out.append(text[pos:])
     text = "".join(out)
     return _ROLE.sub(lambda m: _role(ctx, m), text)
+
+
+# --------------------------------------------------------------------------- glue
+def glued_values(nb) -> dict:
+    """``{key: mime bundle}`` of every ``myst_nb.glue`` output of the executed notebook ``nb``.
+
+    The same extraction as myst-nb's (``myst_nb.ext.glue.extract_glue_data_cell``): an output
+    whose metadata has ``scrapbook.name``; a ``display=False`` glue's mime types carry a prefix,
+    removed here. A key glued twice is an error, as in the book build (myst-nb warns, ``-W``).
+    """
+    values = {}
+    for cell in nb.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            scrap = output.get("metadata", {}).get("scrapbook")
+            if not scrap:
+                continue
+            prefix = scrap.get("mime_prefix", "")
+            if scrap["name"] in values:
+                raise ValueError(f"glue key {scrap['name']!r} is glued twice (the book build fails on it)")
+            values[scrap["name"]] = {k[len(prefix):]: v for k, v in output.get("data", {}).items() if k.startswith(prefix)}
+    return values
+
+
+def glue_text(data: dict, role_text: str) -> str:
+    """The text myst-nb's ``{glue:text}`` role shows for ``key:format_spec`` given the glued ``data``."""
+    from myst_nb.core.variables import format_plain_text
+
+    key, spec = role_text.rsplit(":", 1) if ":" in role_text else (role_text, "s")  # as myst-nb splits it
+    if "text/plain" not in data:
+        raise KeyError(f"glue key {key!r} has no text/plain output")
+    return format_plain_text(data["text/plain"], spec)
+
+
+def glue_keys(text: str) -> list:
+    """The glue keys that the roles in Markdown ``text`` refer to."""
+    return [m.group("text").rsplit(":", 1)[0] for m in _GLUE_ROLE.finditer(text)]
+
+
+def fill_glue(nb, values: dict, missing: "str | None" = None):
+    """Replace every glue role in the Markdown cells of ``nb`` by its value (in place; returns ``nb``).
+
+    Args:
+        nb: a converted notebook whose Markdown still holds ``{glue:text}`key:fmt``` roles.
+        values: ``glued_values`` of the execution the text must describe.
+        missing: ``None`` to raise ``KeyError`` for a key without a value; otherwise a format
+            string with ``{key}`` used as a visible placeholder (the student edition).
+    """
+
+    def one(m: re.Match) -> str:
+        key = m.group("text").rsplit(":", 1)[0]
+        if key not in values:
+            if missing is None:
+                raise KeyError(f"the prose refers to glue key {key!r}, which no code cell glued")
+            return missing.format(key=key)
+        return glue_text(values[key], m.group("text"))
+
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = _GLUE_ROLE.sub(one, cell.source)
+    return nb
 
 
 def reader_cells(md: Path, bib: "dict | None" = None) -> nbformat.NotebookNode:
@@ -283,6 +354,7 @@ def generate(md: Path, out: "Path | None" = None, bib: "dict | None" = None) -> 
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     if errors:
         raise RuntimeError(f"{md.name}: a cell raised {errors[0].ename}: {errors[0].evalue}")
+    fill_glue(nb, glued_values(nb))  # the prose's numbers are this execution's
     nb.metadata["isoplast"]["executed_with"] = made
     from isoplast_lite._files import atomic_write
 
@@ -300,8 +372,12 @@ def stale(md: Path, bib: "dict | None" = None) -> "str | None":
     meta = committed.metadata.get("isoplast", {})
     if meta.get("source_sha256") != source_sha256(md):
         return f"{path.name} was generated from another version of {md.name}"
-    if comparable(committed) != comparable(reader_cells(md, bib)):
-        return f"{path.name} differs from the conversion of {md.name}"
+    try:
+        fresh = fill_glue(reader_cells(md, bib), glued_values(committed))
+    except KeyError as err:
+        return f"{path.name} lacks a glued value the prose of {md.name} needs ({err})"
+    if comparable(committed) != comparable(fresh):
+        return f"{path.name} differs from the conversion of {md.name} (filled with its own glued values)"
     return None
 
 

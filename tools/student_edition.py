@@ -14,7 +14,10 @@ It writes
 
 * ``student/notebooks/NN-slug.ipynb``: every chapter with its solutions removed (no outputs;
   students run them), its Markdown converted from MyST to plain Markdown as in the reader
-  notebooks (``tools/reader_notebooks.py``), so it renders in plain Jupyter and Colab. Every
+  notebooks (``tools/reader_notebooks.py``), so it renders in plain Jupyter and Colab. Numbers
+  the prose pastes with ``{glue:text}`` take the values of the full-mode run in the committed
+  reader notebook ``notebooks/NN-slug.ipynb`` when it is current (the published page's values);
+  otherwise the sentence shows the placeholder :data:`GLUE_PLACEHOLDER` naming the value. Every
   other cell stays, and every code exercise gets its **skeleton** cell (see below) followed by its
   **check** cell.
 * ``_build/student-html/``: the HTML book built from those stripped chapters, with
@@ -68,6 +71,8 @@ STUDENT_NOTE = (
     "raises `NotImplementedError`) and a check cell after it that tells you whether your answer "
     "agrees with the chapter's data. The full edition is in the repository's `notebooks/` folder."
 )
+#: What a student notebook shows for a glued number when no current full-mode run is at hand.
+GLUE_PLACEHOLDER = "[*{key}*: computed by the code of this chapter; run it to see the value]"
 # Copied into the temporary source tree of the student HTML build (everything the book needs).
 _SKIP = {".git", ".venv", "_build", "student", "__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
 
@@ -171,6 +176,15 @@ def chapter_paths(root: Path = ROOT):
     return sorted((root / "notebooks").glob("[0-9][0-9]-*.md"))
 
 
+def published_glue(md: Path, bib=None) -> dict:
+    """The glued values of the committed reader notebook of ``md`` if it is current, else ``{}``."""
+    reader = _reader_tool()
+    ipynb = md.with_suffix(".ipynb")
+    if not ipynb.is_file() or reader.stale(md, bib) is not None:
+        return {}
+    return reader.glued_values(nbformat.read(ipynb, as_version=4))
+
+
 def write_student_notebooks(root: Path = ROOT, out_dir: Path | None = None):
     """Write ``student/notebooks/NN-slug.ipynb`` for every chapter; return the written paths."""
     out_dir = out_dir or root / "student" / "notebooks"
@@ -186,6 +200,7 @@ def write_student_notebooks(root: Path = ROOT, out_dir: Path | None = None):
         for cell in stripped.cells:
             if cell.cell_type == "markdown":  # plain Markdown: Colab and Jupyter show MyST raw
                 cell.source = reader.myst_to_markdown(cell.source, ctx)
+        reader.fill_glue(stripped, published_glue(md, bib), missing=GLUE_PLACEHOLDER)
         first_md = next((i for i, c in enumerate(stripped.cells) if c.cell_type == "markdown"), None)
         note = nbformat.v4.new_markdown_cell(STUDENT_NOTE)
         note.pop("id", None)

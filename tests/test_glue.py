@@ -175,7 +175,9 @@ ALLOWED = [
     (r"\\sqrt\{0\.95\} \\approx 0\.975", "ch. 6 exercise: the fixed point in closed form"),
     (r"\\sigma\s*(=|\\le)\s*1\.(5|25)", "ch. 4 exercise: start and target singular value"),
     (r"fall to 1% of|0\.01\\,R|= 0\.01\$ gives", "ch. 5 exercise: the target and its closed form"),
-    (r"within 0\.01 of", "ch. 7 exercise: a tolerance"),
+    (r"within 0\.01 of", "ch. 8 exercise: a tolerance"),
+    (r"within 0\.05 of", "ch. 7: the threshold of the computed verdicts, a convention"),
+    (r"\$c = 0\.5\$|\$0\.5I\$", "ch. 7: the intervention's target c, a setting"),
 ]
 LOOKS_COMPUTED = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?\s?%|\d*\.\d+)(?![\w])")
 CHAPTERS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]-*.md"))

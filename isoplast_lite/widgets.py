@@ -144,7 +144,18 @@ def lambda_grid(values: Sequence[float]) -> np.ndarray:
 
 
 def _lambda_label(lam: float) -> str:
-    return f"lambda = {lam:g}"
+    return f"λ = {lam:g}"
+
+
+def _x_values(values, x: str):
+    """Tasks are shown numbered from 1 (the runner counts them from 0); other axes as they are."""
+    return values + 1 if x == "task" else values
+
+
+def _x_title(x: str) -> str:
+    from .plots import label
+
+    return label(x)
 
 
 def lambda_chart(
@@ -163,7 +174,9 @@ def lambda_chart(
 
     One panel per metric (stacked vertically), all driven by the same slider: the line and its
     confidence band show the selected lambda, the dashed grey line is the ``lambda = 0``
-    reference when the sweep has one. The slider is an ``alt.param`` bound to
+    reference when the sweep has one. Tasks are drawn numbered from 1 with integer ticks
+    (``x="task"``; the runner counts them from 0); axis titles are words
+    (:func:`isoplast_lite.plots.label`), the selected value reads "λ = 0.1". The slider is an ``alt.param`` bound to
     ``alt.binding_range`` over the log10 grid of :func:`lambda_grid`; the charts filter on it.
 
     Args:
@@ -205,24 +218,27 @@ def lambda_chart(
     param = alt.param(
         name="log10_lambda",
         value=init_log,
-        bind=alt.binding_range(min=float(logs[0]), max=float(logs[-1]), step=step, name="log10(lambda) "),
+        bind=alt.binding_range(min=float(logs[0]), max=float(logs[-1]), step=step, name="log₁₀ λ "),
     )
     selected = "abs(datum.log10_lambda - log10_lambda) < 1e-6"
     panels = []
     for metric, title in zip(metrics, titles):
         s = summarize_sweep(df, metric, strength=strength, x=x, seed=seed)
         s = s.rename(columns={strength: "lambda", x: "x"})
+        s["x"] = _x_values(s["x"], x)
         ref = s[s["lambda"] == 0]
         s = s[s["lambda"] > 0].copy()
+        integer_x = pd.api.types.is_integer_dtype(s["x"]) or x == "task"
         s["log10_lambda"] = np.round(np.log10(s["lambda"]), 6)
         s["label"] = [_lambda_label(v) for v in s["lambda"]]
-        xenc = alt.X("x:Q", title=x)
+        axis = alt.Axis(format="d", tickMinStep=1) if integer_x else alt.Axis()
+        xenc = alt.X("x:Q", title=_x_title(x), axis=axis, scale=alt.Scale(nice=False) if x == "task" else alt.Undefined)
         yscale = alt.Scale(zero=False)
         base = alt.Chart(s).transform_filter(selected)
         layers = []
         if len(ref):
             layers.append(
-                alt.Chart(ref.assign(label="lambda = 0 (reference)"))
+                alt.Chart(ref.assign(label="λ = 0 (reference)"))
                 .mark_line(strokeDash=[5, 3], color="gray")
                 .encode(x=xenc, y=alt.Y("mean:Q", title=title, scale=yscale), tooltip=["label:N", "x:Q", "mean:Q"])
             )
@@ -343,7 +359,7 @@ class LambdaPanel:
             min=float(self.logs[0]),
             max=float(self.logs[-1]),
             step=step,
-            description="lambda",
+            description="λ",
             readout_format=".0e",
             continuous_update=False,
         )
@@ -380,19 +396,25 @@ class LambdaPanel:
         sel = self.selected_summary()
         ref = self.summary[self.summary[self.strength] == 0]
         fig, ax = plt.subplots(figsize=(6, 3))
+        xs = lambda frame: _x_values(frame[self.x], self.x)  # noqa: E731  (tasks from 1)
         if len(ref):
-            ax.plot(ref[self.x], ref["mean"], "--", color="gray", label="lambda = 0 (reference)")
-        ax.fill_between(sel[self.x], sel["lo"], sel["hi"], alpha=0.25)
-        ax.plot(sel[self.x], sel["mean"], "o-", label=f"lambda = {self.selected:g} (precomputed)")
+            ax.plot(xs(ref), ref["mean"], "--", color="gray", label=r"$\lambda = 0$ (reference)")
+        ax.fill_between(xs(sel), sel["lo"], sel["hi"], alpha=0.25)
+        ax.plot(xs(sel), sel["mean"], "o-", label=rf"$\lambda = {self.selected:g}$ (precomputed)")
         if extra is not None:
             rs = summarize_sweep(extra, self.metric, strength=self.strength, x=self.x, seed=self.seed)
-            ax.plot(rs[self.x], rs["mean"], "s:", color="black", label=f"lambda = {self.selected:g} (re-run now)")
-        ax.set_xlabel(self.x)
+            ax.plot(xs(rs), rs["mean"], "s:", color="black", label=rf"$\lambda = {self.selected:g}$ (re-run now)")
+        if self.x == "task":
+            from .plots import task_axis
+
+            task_axis(ax, int(self.summary[self.x].max()) + 1)
+        else:
+            ax.set_xlabel(_x_title(self.x))
         ax.set_ylabel(self.title)
         ax.legend(fontsize=8)
         fig.tight_layout()
         self.figure = fig
-        self.status.value = f"showing lambda = {self.selected:g}, mean over {int(sel['n'].max())} seed(s)"
+        self.status.value = f"showing λ = {self.selected:g}, mean over {int(sel['n'].max())} seed(s)"
         with self.output:
             self.output.clear_output(wait=True)
             display(fig)
@@ -403,7 +425,7 @@ class LambdaPanel:
         if self.rerun is None:
             raise RuntimeError("this panel has no rerun function; pass rerun= to lambda_panel")
         lam = self.nearest_lambda(self.slider.value)
-        self.status.value = f"re-running lambda = {lam:g} ..."
+        self.status.value = f"re-running λ = {lam:g} ..."
         result = self.rerun(lam)
         _check_columns(result, [self.strength, self.x, self.seed, self.metric])
         self.last_rerun = result

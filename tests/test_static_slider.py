@@ -88,7 +88,7 @@ def test_static_slider_changes_the_chart(server, browser, page_path, n_panels):
 
     before = state()
     # one text mark per panel names the selected lambda (aria-labels of the marks repeat it too)
-    assert before["svg"].count(f">lambda = {10 ** before['lam']:g}</text>") == n_panels, before["svg"][:2000]
+    assert before["svg"].count(f">λ = {10 ** before['lam']:g}</text>") == n_panels, before["svg"][:2000]
     lo, hi, value = (float(v) for v in slider.evaluate("e => [e.min, e.max, e.value]"))
     assert lo < hi and before["lam"] == pytest.approx(value)
     target = lo if value != lo else hi
@@ -100,7 +100,7 @@ def test_static_slider_changes_the_chart(server, browser, page_path, n_panels):
     assert after["lam"] == pytest.approx(target)
     assert after["means"] != before["means"], "the filtered data did not change with the slider"
     assert after["svg"] != before["svg"], "the rendered SVG did not change with the slider"
-    assert f"lambda = {10 ** target:g}" in after["svg"] and f"lambda = {10 ** target:g}" not in before["svg"]
+    assert f"λ = {10 ** target:g}" in after["svg"] and f"λ = {10 ** target:g}" not in before["svg"]
     assert not [u for u in external if "vega" in u], f"the chart asked the network for Vega: {external}"
     page.wait_for_timeout(500)
     assert not errors, "console errors of the chart page:\n" + "\n".join(errors)

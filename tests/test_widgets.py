@@ -61,7 +61,7 @@ def test_lambda_chart_spec_has_bound_slider_and_filters_on_it():
     spec = W.lambda_chart(df, ["train_acc", "dead"], initial=1e-2).to_dict()
     (param,) = spec["params"]
     assert param["name"] == "log10_lambda" and param["value"] == -2.0
-    assert param["bind"] == {"input": "range", "min": -3.0, "max": 0.0, "step": 1.0, "name": "log10(lambda) "}
+    assert param["bind"] == {"input": "range", "min": -3.0, "max": 0.0, "step": 1.0, "name": "log₁₀ λ "}
     text = json.dumps(spec)
     assert text.count("abs(datum.log10_lambda - log10_lambda) < 1e-6") >= 2 * 3  # band, line, label per panel
     # the data carried by the spec are the seed means of the sweep, for every lambda
@@ -71,6 +71,24 @@ def test_lambda_chart_spec_has_bound_slider_and_filters_on_it():
     assert np.allclose(np.sort(acc["mean"].to_numpy()), np.sort(expected))
     with pytest.raises(ValueError, match="initial"):
         W.lambda_chart(df, "train_acc", initial=0.5)
+
+
+def test_lambda_chart_numbers_tasks_from_one_with_integer_ticks_and_words():
+    df = synthetic_sweep()
+    spec = W.lambda_chart(df, ["train_acc"]).to_dict()
+    text = json.dumps(spec, ensure_ascii=False)
+    datasets = [pd.DataFrame(v) for v in spec["datasets"].values()]
+    # every dataset with an x column counts tasks from 1 to the number of tasks
+    xs = sorted({int(v) for d in datasets if "x" in d for v in d["x"]})
+    assert xs == list(range(1, df.task.nunique() + 1))
+    axes = [layer["encoding"]["x"] for layer in spec["vconcat"][0]["layer"] if "x" in layer["encoding"] and "field" in layer["encoding"]["x"]]
+    assert axes and all(a["title"] == "task" and a["axis"]["format"] == "d" and a["axis"]["tickMinStep"] == 1 for a in axes)
+    assert "λ = 0 (reference)" in text and '"lambda = ' not in text
+    # another x axis is left as it is, with words for its title
+    steps = df.rename(columns={"task": "step"})
+    spec = W.lambda_chart(steps, ["train_acc"], x="step").to_dict()
+    xs = sorted({int(v) for d in spec["datasets"].values() for r in d for v in [r.get("x")] if v is not None})
+    assert xs == sorted(steps.step.unique().tolist())
 
 
 def test_offline_html_inlines_vendored_js_and_no_cdn():
@@ -100,7 +118,9 @@ def test_lambda_panel_replots_selected_lambda_from_the_sweep():
         line = [ln for ln in panel.figure.axes[0].lines if "precomputed" in ln.get_label()][0]
         expected = df[np.isclose(df.iso_strength, target)].groupby("task").train_acc.mean()
         assert np.allclose(line.get_ydata(), expected.to_numpy())
-        assert np.allclose(line.get_xdata(), expected.index.to_numpy())
+        assert np.allclose(line.get_xdata(), expected.index.to_numpy() + 1)  # tasks from 1
+    ax = panel.figure.axes[0]
+    assert ax.get_xlabel() == "task" and [t for t in ax.get_xticks()] == list(range(1, df.task.nunique() + 1))
     ref = [ln for ln in panel.figure.axes[0].lines if "reference" in ln.get_label()][0]
     assert np.allclose(ref.get_ydata(), df[df.iso_strength == 0].groupby("task").train_acc.mean())
     assert panel.button.layout.display == "none"

@@ -47,6 +47,8 @@ __all__ = [
     "summarize_sweep",
     "lambda_grid",
     "lambda_chart",
+    "range_param",
+    "method_toggle_chart",
     "offline_html",
     "OfflineChart",
     "LambdaPanel",
@@ -255,6 +257,130 @@ def lambda_chart(
         )
         panels.append(alt.layer(*layers).properties(width=width, height=height))
     return alt.vconcat(*panels).add_params(param)
+
+
+def range_param(name: str, values: Sequence[float], *, label: str, initial: Optional[float] = None):
+    """An ``alt.param`` bound to a range slider over evenly spaced ``values`` (a static slider).
+
+    The frames of a precomputed explorable (a training step, a task) are rows of the chart's
+    data with a column ``name``; the chart filters on ``datum[name] == param`` and the slider,
+    part of the Vega-Lite spec, steps through ``values`` in the page without a kernel.
+
+    Args:
+        name: the parameter's name (a valid JavaScript identifier; also the data column).
+        values: the frame values, evenly spaced (e.g. steps ``0, 10, ..., 200`` or tasks ``1..10``).
+        label: the words shown beside the slider. initial: the value at load (default: the first).
+
+    Returns:
+        An ``altair.Parameter``.
+
+    Example:
+        >>> p = range_param("task", [1, 2, 3], label="task ")
+        >>> p.param.bind.step, p.param.value
+        (1.0, 1.0)
+    """
+    import altair as alt
+
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be an identifier such as 'step', got {name!r}")
+    vals = np.unique(np.asarray(values, dtype=float))
+    if vals.size == 0:
+        raise ValueError("values must hold at least one frame value, got none")
+    step = float(vals[1] - vals[0]) if vals.size > 1 else 1.0
+    if vals.size > 2 and not np.allclose(np.diff(vals), step, rtol=0, atol=1e-9 * max(1.0, abs(step))):
+        raise ValueError(f"values must be evenly spaced, got {vals.tolist()}")
+    value = float(vals[0] if initial is None else initial)
+    if not np.any(np.isclose(vals, value)):
+        raise ValueError(f"initial must be one of the values {vals.tolist()}, got {initial}")
+    return alt.param(name=name, value=value, bind=alt.binding_range(min=float(vals[0]), max=float(vals[-1]), step=step, name=label))
+
+
+def method_toggle_chart(
+    df: pd.DataFrame,
+    metrics: Sequence[str] = ("train_acc",),
+    *,
+    x: str = "task",
+    methods: Optional[Sequence[str]] = None,
+    names: Optional[dict] = None,
+    width: int = 300,
+    height: int = 180,
+):
+    """Seed means of many methods in side-by-side panels, with a clickable legend (no kernel).
+
+    One panel per metric; one line per method in its fixed colour and dash of
+    :func:`isoplast_lite.plots.method_style`, aggregated over seeds by
+    :func:`isoplast_lite.plots.seed_summary` (the geometric mean for the measures of
+    ``plots.LOG_MEASURES``, drawn on a log axis). Clicking a method in the legend keeps it
+    (and shift-click adds more) at full opacity and fades the others; a double click
+    (or a click on the empty plot) shows all again. The legend is bound to an
+    ``alt.selection_point(fields=["method"], bind="legend")`` named ``methods``.
+
+    Args:
+        df: tidy runner rows with ``method``, ``seed``, ``x`` and every metric.
+        metrics: the measures, one panel each. x: the horizontal column (tasks drawn from 1).
+        methods: the methods to draw, in legend order (default: all, by family).
+        names: legend labels per method (default: the method names).
+        width, height: size of each panel in pixels.
+
+    Returns:
+        An ``altair.HConcatChart``.
+
+    Example:
+        >>> d = pd.DataFrame({"method": ["adam", "adamo"] * 2, "seed": 0, "task": [0, 0, 1, 1],
+        ...                   "train_acc": [0.5, 0.9, 0.4, 0.9]})
+        >>> spec = method_toggle_chart(d).to_dict()
+        >>> param = spec["params"][0]  # Altair lifts it to the top, naming the view it lives in
+        >>> param["name"], param["bind"]
+        ('methods', 'legend')
+    """
+    import altair as alt
+
+    from . import plots
+
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not metrics:
+        raise ValueError("metrics must name at least one column, got []")
+    _check_columns(df, ["method", "seed", x, *metrics])
+    present = list(dict.fromkeys(df["method"].astype(str)))
+    if methods is None:
+        order = [m for fam in plots.FAMILIES.values() for m in fam]
+        methods = sorted(present, key=lambda m: (order.index(m) if m in order else len(order), m))
+    else:
+        methods = list(methods)
+        missing = [m for m in methods if m not in present]
+        if missing:
+            raise ValueError(f"methods {missing} have no rows; df has {present}")
+    names = {m: (names or {}).get(m, m) for m in methods}
+    dash = {"-": [1, 0], "--": [6, 3], "-.": [6, 2, 1, 2], ":": [1, 2]}
+    styles = {m: plots.method_style(m) for m in methods}
+    legend = [names[m] for m in methods]
+    colour = alt.Color("label:N", title="method (click; shift-click for more)",
+                       scale=alt.Scale(domain=legend, range=[styles[m]["color"] for m in methods]),
+                       legend=alt.Legend(orient="right", symbolType="stroke"))  # fmt: skip
+    stroke = alt.StrokeDash("label:N", scale=alt.Scale(domain=legend, range=[dash[styles[m]["linestyle"]] for m in methods]),
+                            legend=None)  # fmt: skip
+    pick = alt.selection_point(name="methods", fields=["label"], bind="legend")
+    panels = []
+    for metric in metrics:
+        log = metric in plots.LOG_MEASURES
+        s = plots.seed_summary(df[df["method"].isin(methods)], metric, x=x, log=log)
+        s["label"] = s["method"].map(names)
+        axis = alt.Axis(format="d", tickMinStep=1) if x == "task" else alt.Axis()
+        scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
+        panels.append(
+            alt.Chart(s, title=plots.label(metric).replace("$", ""))
+            .mark_line(point=True, strokeWidth=2)
+            .encode(
+                x=alt.X(f"{x}:Q", title=plots.label(x), axis=axis),
+                y=alt.Y("center:Q", title="geometric mean over seeds" if log else "mean over seeds", scale=scale),
+                color=colour, strokeDash=stroke,
+                opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)),
+                tooltip=["label:N", f"{x}:Q", alt.Tooltip("center:Q", format=".3g"), "n:Q"],
+            )
+            .properties(width=width, height=height)
+        )
+    panels[0] = panels[0].add_params(pick)  # defined once; the other panels' conditions refer to it
+    return alt.hconcat(*panels)
 
 
 @lru_cache(maxsize=1)

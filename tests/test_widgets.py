@@ -154,3 +154,45 @@ def test_lambda_panel_button_reruns_through_the_runner():
     assert (ref.method == "adam").all() and (ref.iso_strength == 0).all()
     with pytest.raises(ValueError, match="benchmark"):
         W.runner_rerun("no-such-benchmark")
+
+
+def test_range_param_steps_through_even_frames_and_rejects_others():
+    p = W.range_param("step", [0, 5, 10, 15], label="steps ", initial=10).param
+    assert (p.bind.min, p.bind.max, p.bind.step, p.value) == (0.0, 15.0, 5.0, 10.0)
+    with pytest.raises(ValueError, match="evenly spaced"):
+        W.range_param("step", [0, 1, 3], label="x")
+    with pytest.raises(ValueError, match="initial"):
+        W.range_param("step", [0, 1, 2], label="x", initial=7)
+    with pytest.raises(ValueError, match="identifier"):
+        W.range_param("the step", [0, 1], label="x")
+
+
+def test_method_toggle_chart_draws_seed_summaries_with_fixed_styles_and_a_legend_selection():
+    from isoplast_lite import plots
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame([{"method": m, "seed": s, "task": t, "train_acc": rng.uniform(), "ntk_cond": 10 ** rng.uniform(1, 5)}
+                       for m in ("adamo", "redo", "adam") for s in range(3) for t in range(4)])
+    spec = W.method_toggle_chart(df, ["train_acc", "ntk_cond"]).to_dict()
+    (param,) = spec["params"]
+    assert param["name"] == "methods" and param["bind"] == "legend" and param["select"]["fields"] == ["label"]
+    acc, cond = spec["hconcat"]
+    # legend order by family (Adam-like, resets, the paper's) and each method's fixed colour
+    scale = acc["encoding"]["color"]["scale"]
+    assert scale["domain"] == ["adam", "redo", "adamo"]
+    assert scale["range"] == [plots.method_style(m)["color"] for m in scale["domain"]]
+    # both panels fade the unselected methods through the same selection
+    for panel in (acc, cond):
+        assert panel["encoding"]["opacity"]["condition"]["param"] == "methods"
+    # the data are the seed summaries: arithmetic mean for accuracy, geometric mean (log axis) for kappa
+    data = {k: pd.DataFrame(v) for k, v in spec["datasets"].items()}
+    acc_data, cond_data = data[acc["data"]["name"]], data[cond["data"]["name"]]
+    expected = df.groupby(["method", "task"]).train_acc.mean()
+    got = acc_data.set_index(["method", "task"]).center
+    assert np.allclose(got.sort_index().to_numpy(), expected.rename(index=lambda t: t + 1, level=1).sort_index().to_numpy())
+    assert sorted(acc_data.task.unique()) == [1, 2, 3, 4]
+    geo = 10 ** np.log10(df.ntk_cond).groupby([df.method, df.task]).mean()
+    assert np.allclose(cond_data.set_index(["method", "task"]).center.sort_index().to_numpy(), geo.sort_index().to_numpy())
+    assert cond["encoding"]["y"]["scale"]["type"] == "log"
+    with pytest.raises(ValueError, match="no rows"):
+        W.method_toggle_chart(df, "train_acc", methods=["adamw"])

@@ -9,6 +9,10 @@ Both read a *lambda sweep*: the runner's tidy DataFrame (one row per method x se
 * :func:`lambda_chart`: an Altair chart of the summary with a slider bound to log10(lambda)
   (``alt.param`` + ``alt.binding_range``). The slider is part of the Vega-Lite spec, so it works
   in static HTML without a kernel.
+* :func:`range_param`: a slider over the precomputed frames of an explorable (a training step,
+  a task); the chart filters its data on it (chapters 2 and 4).
+* :func:`method_toggle_chart`: many methods' seed means with a clickable legend that keeps the
+  chosen methods and fades the others (chapters 6 and 7).
 * :class:`OfflineChart` / :func:`offline_html`: HTML for a chart that carries the Vega, Vega-Lite
   and vega-embed JavaScript *inline* (the files vendored in ``isoplast_lite/_vendor``), so the
   chart renders with no network (book pages served from disk, air-gapped machines). Pages that
@@ -295,6 +299,17 @@ def range_param(name: str, values: Sequence[float], *, label: str, initial: Opti
     return alt.param(name=name, value=value, bind=alt.binding_range(min=float(vals[0]), max=float(vals[-1]), step=step, name=label))
 
 
+_GREEK = {r"\kappa": "κ", r"\lambda": "λ", r"\tau": "τ", r"\sigma": "σ", r"\theta": "θ", r"\eta": "η",
+          r"\max": "max", r"\min": "min", r"\|": "‖", r"\mathrm": "", "{": "", "}": "", "$": ""}
+
+
+def _plain(text: str) -> str:
+    """A matplotlib math label as plain Unicode for Vega (which does not typeset TeX)."""
+    for tex, uni in _GREEK.items():
+        text = text.replace(tex, uni)
+    return text
+
+
 def method_toggle_chart(
     df: pd.DataFrame,
     metrics: Sequence[str] = ("train_acc",),
@@ -354,7 +369,7 @@ def method_toggle_chart(
     dash = {"-": [1, 0], "--": [6, 3], "-.": [6, 2, 1, 2], ":": [1, 2]}
     styles = {m: plots.method_style(m) for m in methods}
     legend = [names[m] for m in methods]
-    colour = alt.Color("label:N", title="method (click; shift-click for more)",
+    colour = alt.Color("label:N", title="method (click)",
                        scale=alt.Scale(domain=legend, range=[styles[m]["color"] for m in methods]),
                        legend=alt.Legend(orient="right", symbolType="stroke"))  # fmt: skip
     stroke = alt.StrokeDash("label:N", scale=alt.Scale(domain=legend, range=[dash[styles[m]["linestyle"]] for m in methods]),
@@ -367,12 +382,16 @@ def method_toggle_chart(
         s["label"] = s["method"].map(names)
         axis = alt.Axis(format="d", tickMinStep=1) if x == "task" else alt.Axis()
         scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
+        yaxis = alt.Axis()
+        if log and len(s):  # one tick per decade (Vega's log ticks would draw every 2, 3, ..., 9 too)
+            lo, hi = np.floor(np.log10(s["center"].min())), np.ceil(np.log10(s["center"].max()))
+            yaxis = alt.Axis(values=[float(10.0**k) for k in np.arange(lo, hi + 1)], format=".0e")
         panels.append(
-            alt.Chart(s, title=plots.label(metric).replace("$", ""))
+            alt.Chart(s, title=_plain(plots.label(metric)))
             .mark_line(point=True, strokeWidth=2)
             .encode(
                 x=alt.X(f"{x}:Q", title=plots.label(x), axis=axis),
-                y=alt.Y("center:Q", title="geometric mean over seeds" if log else "mean over seeds", scale=scale),
+                y=alt.Y("center:Q", title="geometric mean over seeds" if log else "mean over seeds", scale=scale, axis=yaxis),
                 color=colour, strokeDash=stroke,
                 opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)),
                 tooltip=["label:N", f"{x}:Q", alt.Tooltip("center:Q", format=".3g"), "n:Q"],

@@ -317,8 +317,8 @@ def method_toggle_chart(
     x: str = "task",
     methods: Optional[Sequence[str]] = None,
     names: Optional[dict] = None,
-    width: int = 300,
-    height: int = 180,
+    width: int = 180,
+    height: int = 170,
 ):
     """Seed means of many methods in side-by-side panels, with a clickable legend (no kernel).
 
@@ -328,7 +328,8 @@ def method_toggle_chart(
     ``plots.LOG_MEASURES``, drawn on a log axis). Clicking a method in the legend keeps it
     (and shift-click adds more) at full opacity and fades the others; a double click
     (or a click on the empty plot) shows all again. The legend is bound to an
-    ``alt.selection_point(fields=["method"], bind="legend")`` named ``methods``.
+    ``alt.selection_point(fields=["method"], bind="legend")`` named ``methods``; it sits above
+    the panels, so that three panels and the legend fit the width of a book page (~700 px).
 
     Args:
         df: tidy runner rows with ``method``, ``seed``, ``x`` and every metric.
@@ -371,7 +372,7 @@ def method_toggle_chart(
     legend = [names[m] for m in methods]
     colour = alt.Color("label:N", title="method (click)",
                        scale=alt.Scale(domain=legend, range=[styles[m]["color"] for m in methods]),
-                       legend=alt.Legend(orient="right", symbolType="stroke"))  # fmt: skip
+                       legend=alt.Legend(orient="top", columns=6, symbolType="stroke"))  # fmt: skip
     stroke = alt.StrokeDash("label:N", scale=alt.Scale(domain=legend, range=[dash[styles[m]["linestyle"]] for m in methods]),
                             legend=None)  # fmt: skip
     pick = alt.selection_point(name="methods", fields=["label"], bind="legend")
@@ -387,11 +388,11 @@ def method_toggle_chart(
             lo, hi = np.floor(np.log10(s["center"].min())), np.ceil(np.log10(s["center"].max()))
             yaxis = alt.Axis(values=[float(10.0**k) for k in np.arange(lo, hi + 1)], format=".0e")
         panels.append(
-            alt.Chart(s, title=_plain(plots.label(metric)))
+            alt.Chart(s, title=alt.Title(_plain(plots.label(metric)), subtitle="geometric mean over seeds" if log else "mean over seeds"))
             .mark_line(point=True, strokeWidth=2)
             .encode(
                 x=alt.X(f"{x}:Q", title=plots.label(x), axis=axis),
-                y=alt.Y("center:Q", title="geometric mean over seeds" if log else "mean over seeds", scale=scale, axis=yaxis),
+                y=alt.Y("center:Q", title=None, scale=scale, axis=yaxis),
                 color=colour, strokeDash=stroke,
                 opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)),
                 tooltip=["label:N", f"{x}:Q", alt.Tooltip("center:Q", format=".3g"), "n:Q"],

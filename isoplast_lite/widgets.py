@@ -9,6 +9,10 @@ Both read a *lambda sweep*: the runner's tidy DataFrame (one row per method x se
 * :func:`lambda_chart`: an Altair chart of the summary with a slider bound to log10(lambda)
   (``alt.param`` + ``alt.binding_range``). The slider is part of the Vega-Lite spec, so it works
   in static HTML without a kernel.
+* :func:`range_param`: a slider over the precomputed frames of an explorable (a training step,
+  a task); the chart filters its data on it (chapters 2 and 4).
+* :func:`method_toggle_chart`: many methods' seed means with a clickable legend that keeps the
+  chosen methods and fades the others (chapters 6 and 7).
 * :class:`OfflineChart` / :func:`offline_html`: HTML for a chart that carries the Vega, Vega-Lite
   and vega-embed JavaScript *inline* (the files vendored in ``isoplast_lite/_vendor``), so the
   chart renders with no network (book pages served from disk, air-gapped machines). Pages that
@@ -47,6 +51,8 @@ __all__ = [
     "summarize_sweep",
     "lambda_grid",
     "lambda_chart",
+    "range_param",
+    "method_toggle_chart",
     "offline_html",
     "OfflineChart",
     "LambdaPanel",
@@ -144,7 +150,18 @@ def lambda_grid(values: Sequence[float]) -> np.ndarray:
 
 
 def _lambda_label(lam: float) -> str:
-    return f"lambda = {lam:g}"
+    return f"λ = {lam:g}"
+
+
+def _x_values(values, x: str):
+    """Tasks are shown numbered from 1 (the runner counts them from 0); other axes as they are."""
+    return values + 1 if x == "task" else values
+
+
+def _x_title(x: str) -> str:
+    from .plots import label
+
+    return label(x)
 
 
 def lambda_chart(
@@ -163,7 +180,9 @@ def lambda_chart(
 
     One panel per metric (stacked vertically), all driven by the same slider: the line and its
     confidence band show the selected lambda, the dashed grey line is the ``lambda = 0``
-    reference when the sweep has one. The slider is an ``alt.param`` bound to
+    reference when the sweep has one. Tasks are drawn numbered from 1 with integer ticks
+    (``x="task"``; the runner counts them from 0); axis titles are words
+    (:func:`isoplast_lite.plots.label`), the selected value reads "λ = 0.1". The slider is an ``alt.param`` bound to
     ``alt.binding_range`` over the log10 grid of :func:`lambda_grid`; the charts filter on it.
 
     Args:
@@ -205,24 +224,27 @@ def lambda_chart(
     param = alt.param(
         name="log10_lambda",
         value=init_log,
-        bind=alt.binding_range(min=float(logs[0]), max=float(logs[-1]), step=step, name="log10(lambda) "),
+        bind=alt.binding_range(min=float(logs[0]), max=float(logs[-1]), step=step, name="log₁₀ λ "),
     )
     selected = "abs(datum.log10_lambda - log10_lambda) < 1e-6"
     panels = []
     for metric, title in zip(metrics, titles):
         s = summarize_sweep(df, metric, strength=strength, x=x, seed=seed)
         s = s.rename(columns={strength: "lambda", x: "x"})
+        s["x"] = _x_values(s["x"], x)
         ref = s[s["lambda"] == 0]
         s = s[s["lambda"] > 0].copy()
+        integer_x = pd.api.types.is_integer_dtype(s["x"]) or x == "task"
         s["log10_lambda"] = np.round(np.log10(s["lambda"]), 6)
         s["label"] = [_lambda_label(v) for v in s["lambda"]]
-        xenc = alt.X("x:Q", title=x)
+        axis = alt.Axis(format="d", tickMinStep=1) if integer_x else alt.Axis()
+        xenc = alt.X("x:Q", title=_x_title(x), axis=axis, scale=alt.Scale(nice=False) if x == "task" else alt.Undefined)
         yscale = alt.Scale(zero=False)
         base = alt.Chart(s).transform_filter(selected)
         layers = []
         if len(ref):
             layers.append(
-                alt.Chart(ref.assign(label="lambda = 0 (reference)"))
+                alt.Chart(ref.assign(label="λ = 0 (reference)"))
                 .mark_line(strokeDash=[5, 3], color="gray")
                 .encode(x=xenc, y=alt.Y("mean:Q", title=title, scale=yscale), tooltip=["label:N", "x:Q", "mean:Q"])
             )
@@ -239,6 +261,146 @@ def lambda_chart(
         )
         panels.append(alt.layer(*layers).properties(width=width, height=height))
     return alt.vconcat(*panels).add_params(param)
+
+
+def range_param(name: str, values: Sequence[float], *, label: str, initial: Optional[float] = None):
+    """An ``alt.param`` bound to a range slider over evenly spaced ``values`` (a static slider).
+
+    The frames of a precomputed explorable (a training step, a task) are rows of the chart's
+    data with a column ``name``; the chart filters on ``datum[name] == param`` and the slider,
+    part of the Vega-Lite spec, steps through ``values`` in the page without a kernel.
+
+    Args:
+        name: the parameter's name (a valid JavaScript identifier; also the data column).
+        values: the frame values, evenly spaced (e.g. steps ``0, 10, ..., 200`` or tasks ``1..10``).
+        label: the words shown beside the slider. initial: the value at load (default: the first).
+
+    Returns:
+        An ``altair.Parameter``.
+
+    Example:
+        >>> p = range_param("task", [1, 2, 3], label="task ")
+        >>> p.param.bind.step, p.param.value
+        (1.0, 1.0)
+    """
+    import altair as alt
+
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be an identifier such as 'step', got {name!r}")
+    vals = np.unique(np.asarray(values, dtype=float))
+    if vals.size == 0:
+        raise ValueError("values must hold at least one frame value, got none")
+    step = float(vals[1] - vals[0]) if vals.size > 1 else 1.0
+    if vals.size > 2 and not np.allclose(np.diff(vals), step, rtol=0, atol=1e-9 * max(1.0, abs(step))):
+        raise ValueError(f"values must be evenly spaced, got {vals.tolist()}")
+    value = float(vals[0] if initial is None else initial)
+    if not np.any(np.isclose(vals, value)):
+        raise ValueError(f"initial must be one of the values {vals.tolist()}, got {initial}")
+    return alt.param(name=name, value=value, bind=alt.binding_range(min=float(vals[0]), max=float(vals[-1]), step=step, name=label))
+
+
+_GREEK = {r"\kappa": "κ", r"\lambda": "λ", r"\tau": "τ", r"\sigma": "σ", r"\theta": "θ", r"\eta": "η",
+          r"\max": "max", r"\min": "min", r"\|": "‖", r"\mathrm": "", "{": "", "}": "", "$": ""}
+
+
+def _plain(text: str) -> str:
+    """A matplotlib math label as plain Unicode for Vega (which does not typeset TeX)."""
+    for tex, uni in _GREEK.items():
+        text = text.replace(tex, uni)
+    return text
+
+
+def method_toggle_chart(
+    df: pd.DataFrame,
+    metrics: Sequence[str] = ("train_acc",),
+    *,
+    x: str = "task",
+    methods: Optional[Sequence[str]] = None,
+    names: Optional[dict] = None,
+    width: int = 180,
+    height: int = 170,
+):
+    """Seed means of many methods in side-by-side panels, with a clickable legend (no kernel).
+
+    One panel per metric; one line per method in its fixed colour and dash of
+    :func:`isoplast_lite.plots.method_style`, aggregated over seeds by
+    :func:`isoplast_lite.plots.seed_summary` (the geometric mean for the measures of
+    ``plots.LOG_MEASURES``, drawn on a log axis). Clicking a method in the legend keeps it
+    (and shift-click adds more) at full opacity and fades the others; a double click
+    (or a click on the empty plot) shows all again. The legend is bound to an
+    ``alt.selection_point(fields=["method"], bind="legend")`` named ``methods``; it sits above
+    the panels, so that three panels and the legend fit the width of a book page (~700 px).
+
+    Args:
+        df: tidy runner rows with ``method``, ``seed``, ``x`` and every metric.
+        metrics: the measures, one panel each. x: the horizontal column (tasks drawn from 1).
+        methods: the methods to draw, in legend order (default: all, by family).
+        names: legend labels per method (default: the method names).
+        width, height: size of each panel in pixels.
+
+    Returns:
+        An ``altair.HConcatChart``.
+
+    Example:
+        >>> d = pd.DataFrame({"method": ["adam", "adamo"] * 2, "seed": 0, "task": [0, 0, 1, 1],
+        ...                   "train_acc": [0.5, 0.9, 0.4, 0.9]})
+        >>> spec = method_toggle_chart(d).to_dict()
+        >>> param = spec["params"][0]  # Altair lifts it to the top, naming the view it lives in
+        >>> param["name"], param["bind"]
+        ('methods', 'legend')
+    """
+    import altair as alt
+
+    from . import plots
+
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not metrics:
+        raise ValueError("metrics must name at least one column, got []")
+    _check_columns(df, ["method", "seed", x, *metrics])
+    present = list(dict.fromkeys(df["method"].astype(str)))
+    if methods is None:
+        order = [m for fam in plots.FAMILIES.values() for m in fam]
+        methods = sorted(present, key=lambda m: (order.index(m) if m in order else len(order), m))
+    else:
+        methods = list(methods)
+        missing = [m for m in methods if m not in present]
+        if missing:
+            raise ValueError(f"methods {missing} have no rows; df has {present}")
+    names = {m: (names or {}).get(m, m) for m in methods}
+    dash = {"-": [1, 0], "--": [6, 3], "-.": [6, 2, 1, 2], ":": [1, 2]}
+    styles = {m: plots.method_style(m) for m in methods}
+    legend = [names[m] for m in methods]
+    colour = alt.Color("label:N", title="method (click)",
+                       scale=alt.Scale(domain=legend, range=[styles[m]["color"] for m in methods]),
+                       legend=alt.Legend(orient="top", columns=6, symbolType="stroke"))  # fmt: skip
+    stroke = alt.StrokeDash("label:N", scale=alt.Scale(domain=legend, range=[dash[styles[m]["linestyle"]] for m in methods]),
+                            legend=None)  # fmt: skip
+    pick = alt.selection_point(name="methods", fields=["label"], bind="legend")
+    panels = []
+    for metric in metrics:
+        log = metric in plots.LOG_MEASURES
+        s = plots.seed_summary(df[df["method"].isin(methods)], metric, x=x, log=log)
+        s["label"] = s["method"].map(names)
+        axis = alt.Axis(format="d", tickMinStep=1) if x == "task" else alt.Axis()
+        scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
+        yaxis = alt.Axis()
+        if log and len(s):  # one tick per decade (Vega's log ticks would draw every 2, 3, ..., 9 too)
+            lo, hi = np.floor(np.log10(s["center"].min())), np.ceil(np.log10(s["center"].max()))
+            yaxis = alt.Axis(values=[float(10.0**k) for k in np.arange(lo, hi + 1)], format=".0e")
+        panels.append(
+            alt.Chart(s, title=alt.Title(_plain(plots.label(metric)), subtitle="geometric mean over seeds" if log else "mean over seeds"))
+            .mark_line(point=True, strokeWidth=2)
+            .encode(
+                x=alt.X(f"{x}:Q", title=plots.label(x), axis=axis),
+                y=alt.Y("center:Q", title=None, scale=scale, axis=yaxis),
+                color=colour, strokeDash=stroke,
+                opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)),
+                tooltip=["label:N", f"{x}:Q", alt.Tooltip("center:Q", format=".3g"), "n:Q"],
+            )
+            .properties(width=width, height=height)
+        )
+    panels[0] = panels[0].add_params(pick)  # defined once; the other panels' conditions refer to it
+    return alt.hconcat(*panels)
 
 
 @lru_cache(maxsize=1)
@@ -343,7 +505,7 @@ class LambdaPanel:
             min=float(self.logs[0]),
             max=float(self.logs[-1]),
             step=step,
-            description="lambda",
+            description="λ",
             readout_format=".0e",
             continuous_update=False,
         )
@@ -380,19 +542,25 @@ class LambdaPanel:
         sel = self.selected_summary()
         ref = self.summary[self.summary[self.strength] == 0]
         fig, ax = plt.subplots(figsize=(6, 3))
+        xs = lambda frame: _x_values(frame[self.x], self.x)  # noqa: E731  (tasks from 1)
         if len(ref):
-            ax.plot(ref[self.x], ref["mean"], "--", color="gray", label="lambda = 0 (reference)")
-        ax.fill_between(sel[self.x], sel["lo"], sel["hi"], alpha=0.25)
-        ax.plot(sel[self.x], sel["mean"], "o-", label=f"lambda = {self.selected:g} (precomputed)")
+            ax.plot(xs(ref), ref["mean"], "--", color="gray", label=r"$\lambda = 0$ (reference)")
+        ax.fill_between(xs(sel), sel["lo"], sel["hi"], alpha=0.25)
+        ax.plot(xs(sel), sel["mean"], "o-", label=rf"$\lambda = {self.selected:g}$ (precomputed)")
         if extra is not None:
             rs = summarize_sweep(extra, self.metric, strength=self.strength, x=self.x, seed=self.seed)
-            ax.plot(rs[self.x], rs["mean"], "s:", color="black", label=f"lambda = {self.selected:g} (re-run now)")
-        ax.set_xlabel(self.x)
+            ax.plot(xs(rs), rs["mean"], "s:", color="black", label=rf"$\lambda = {self.selected:g}$ (re-run now)")
+        if self.x == "task":
+            from .plots import task_axis
+
+            task_axis(ax, int(self.summary[self.x].max()) + 1)
+        else:
+            ax.set_xlabel(_x_title(self.x))
         ax.set_ylabel(self.title)
         ax.legend(fontsize=8)
         fig.tight_layout()
         self.figure = fig
-        self.status.value = f"showing lambda = {self.selected:g}, mean over {int(sel['n'].max())} seed(s)"
+        self.status.value = f"showing λ = {self.selected:g}, mean over {int(sel['n'].max())} seed(s)"
         with self.output:
             self.output.clear_output(wait=True)
             display(fig)
@@ -403,7 +571,7 @@ class LambdaPanel:
         if self.rerun is None:
             raise RuntimeError("this panel has no rerun function; pass rerun= to lambda_panel")
         lam = self.nearest_lambda(self.slider.value)
-        self.status.value = f"re-running lambda = {lam:g} ..."
+        self.status.value = f"re-running λ = {lam:g} ..."
         result = self.rerun(lam)
         _check_columns(result, [self.strength, self.x, self.seed, self.metric])
         self.last_rerun = result

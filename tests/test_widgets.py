@@ -61,7 +61,7 @@ def test_lambda_chart_spec_has_bound_slider_and_filters_on_it():
     spec = W.lambda_chart(df, ["train_acc", "dead"], initial=1e-2).to_dict()
     (param,) = spec["params"]
     assert param["name"] == "log10_lambda" and param["value"] == -2.0
-    assert param["bind"] == {"input": "range", "min": -3.0, "max": 0.0, "step": 1.0, "name": "log10(lambda) "}
+    assert param["bind"] == {"input": "range", "min": -3.0, "max": 0.0, "step": 1.0, "name": "log₁₀ λ "}
     text = json.dumps(spec)
     assert text.count("abs(datum.log10_lambda - log10_lambda) < 1e-6") >= 2 * 3  # band, line, label per panel
     # the data carried by the spec are the seed means of the sweep, for every lambda
@@ -71,6 +71,24 @@ def test_lambda_chart_spec_has_bound_slider_and_filters_on_it():
     assert np.allclose(np.sort(acc["mean"].to_numpy()), np.sort(expected))
     with pytest.raises(ValueError, match="initial"):
         W.lambda_chart(df, "train_acc", initial=0.5)
+
+
+def test_lambda_chart_numbers_tasks_from_one_with_integer_ticks_and_words():
+    df = synthetic_sweep()
+    spec = W.lambda_chart(df, ["train_acc"]).to_dict()
+    text = json.dumps(spec, ensure_ascii=False)
+    datasets = [pd.DataFrame(v) for v in spec["datasets"].values()]
+    # every dataset with an x column counts tasks from 1 to the number of tasks
+    xs = sorted({int(v) for d in datasets if "x" in d for v in d["x"]})
+    assert xs == list(range(1, df.task.nunique() + 1))
+    axes = [layer["encoding"]["x"] for layer in spec["vconcat"][0]["layer"] if "x" in layer["encoding"] and "field" in layer["encoding"]["x"]]
+    assert axes and all(a["title"] == "task" and a["axis"]["format"] == "d" and a["axis"]["tickMinStep"] == 1 for a in axes)
+    assert "λ = 0 (reference)" in text and '"lambda = ' not in text
+    # another x axis is left as it is, with words for its title
+    steps = df.rename(columns={"task": "step"})
+    spec = W.lambda_chart(steps, ["train_acc"], x="step").to_dict()
+    xs = sorted({int(v) for d in spec["datasets"].values() for r in d for v in [r.get("x")] if v is not None})
+    assert xs == sorted(steps.step.unique().tolist())
 
 
 def test_offline_html_inlines_vendored_js_and_no_cdn():
@@ -100,7 +118,9 @@ def test_lambda_panel_replots_selected_lambda_from_the_sweep():
         line = [ln for ln in panel.figure.axes[0].lines if "precomputed" in ln.get_label()][0]
         expected = df[np.isclose(df.iso_strength, target)].groupby("task").train_acc.mean()
         assert np.allclose(line.get_ydata(), expected.to_numpy())
-        assert np.allclose(line.get_xdata(), expected.index.to_numpy())
+        assert np.allclose(line.get_xdata(), expected.index.to_numpy() + 1)  # tasks from 1
+    ax = panel.figure.axes[0]
+    assert ax.get_xlabel() == "task" and [t for t in ax.get_xticks()] == list(range(1, df.task.nunique() + 1))
     ref = [ln for ln in panel.figure.axes[0].lines if "reference" in ln.get_label()][0]
     assert np.allclose(ref.get_ydata(), df[df.iso_strength == 0].groupby("task").train_acc.mean())
     assert panel.button.layout.display == "none"
@@ -134,3 +154,45 @@ def test_lambda_panel_button_reruns_through_the_runner():
     assert (ref.method == "adam").all() and (ref.iso_strength == 0).all()
     with pytest.raises(ValueError, match="benchmark"):
         W.runner_rerun("no-such-benchmark")
+
+
+def test_range_param_steps_through_even_frames_and_rejects_others():
+    p = W.range_param("step", [0, 5, 10, 15], label="steps ", initial=10).param
+    assert (p.bind.min, p.bind.max, p.bind.step, p.value) == (0.0, 15.0, 5.0, 10.0)
+    with pytest.raises(ValueError, match="evenly spaced"):
+        W.range_param("step", [0, 1, 3], label="x")
+    with pytest.raises(ValueError, match="initial"):
+        W.range_param("step", [0, 1, 2], label="x", initial=7)
+    with pytest.raises(ValueError, match="identifier"):
+        W.range_param("the step", [0, 1], label="x")
+
+
+def test_method_toggle_chart_draws_seed_summaries_with_fixed_styles_and_a_legend_selection():
+    from isoplast_lite import plots
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame([{"method": m, "seed": s, "task": t, "train_acc": rng.uniform(), "ntk_cond": 10 ** rng.uniform(1, 5)}
+                       for m in ("adamo", "redo", "adam") for s in range(3) for t in range(4)])
+    spec = W.method_toggle_chart(df, ["train_acc", "ntk_cond"]).to_dict()
+    (param,) = spec["params"]
+    assert param["name"] == "methods" and param["bind"] == "legend" and param["select"]["fields"] == ["label"]
+    acc, cond = spec["hconcat"]
+    # legend order by family (Adam-like, resets, the paper's) and each method's fixed colour
+    scale = acc["encoding"]["color"]["scale"]
+    assert scale["domain"] == ["adam", "redo", "adamo"]
+    assert scale["range"] == [plots.method_style(m)["color"] for m in scale["domain"]]
+    # both panels fade the unselected methods through the same selection
+    for panel in (acc, cond):
+        assert panel["encoding"]["opacity"]["condition"]["param"] == "methods"
+    # the data are the seed summaries: arithmetic mean for accuracy, geometric mean (log axis) for kappa
+    data = {k: pd.DataFrame(v) for k, v in spec["datasets"].items()}
+    acc_data, cond_data = data[acc["data"]["name"]], data[cond["data"]["name"]]
+    expected = df.groupby(["method", "task"]).train_acc.mean()
+    got = acc_data.set_index(["method", "task"]).center
+    assert np.allclose(got.sort_index().to_numpy(), expected.rename(index=lambda t: t + 1, level=1).sort_index().to_numpy())
+    assert sorted(acc_data.task.unique()) == [1, 2, 3, 4]
+    geo = 10 ** np.log10(df.ntk_cond).groupby([df.method, df.task]).mean()
+    assert np.allclose(cond_data.set_index(["method", "task"]).center.sort_index().to_numpy(), geo.sort_index().to_numpy())
+    assert cond["encoding"]["y"]["scale"]["type"] == "log"
+    with pytest.raises(ValueError, match="no rows"):
+        W.method_toggle_chart(df, "train_acc", methods=["adamw"])

@@ -158,3 +158,25 @@ def test_chain_files_hold_every_configuration_with_its_layer_table():
         assert list(layers.columns[: len(LAYER_COLUMNS)]) == list(LAYER_COLUMNS)
         assert len(layers) == len(rows) * (budget["depth"] + 1)
         assert not rows.diverged.any() and rows.ntk_progress_mean.notna().all()
+
+
+@pytest.mark.parametrize("name", ["random-label-digits", "random-label-mnist1d"])
+def test_chain_interventions_show_what_chapter_7_says(name):
+    """Chapter 7's statements, from the shipped files: every arm that breaks isometry keeps the
+    control's accuracy (within 0.05, last 3 tasks), its eNTK stays within half a decade of the
+    control's while Adam's is more than one decade above, and Adam loses accuracy."""
+    rows = results.load(name, group="chain")
+    last = rows[rows.task >= rows.task.max() - 2]
+    target = last[last.method == "adamo-target"]
+    by_target = target.groupby("settings")
+
+    def summary(df):
+        return float(df.train_acc.mean()), float(np.log10(df.ntk_cond).mean())
+
+    control = summary(target[target.settings.str.contains('"target":"identity"')])
+    adam = summary(last[last.method == "adam"])
+    broken = [summary(g) for s, g in by_target if '"identity"' not in s]
+    assert len(broken) == 4
+    assert all(acc >= control[0] - 0.05 for acc, _ in broken), (control, broken)
+    assert all(abs(cond - control[1]) < 0.5 for _, cond in broken), (control, broken)
+    assert adam[1] > control[1] + 1.0 and adam[0] < control[0] - 0.1, (adam, control)

@@ -145,6 +145,8 @@ LAYER_COLUMNS = CONFIG_COLUMNS + ("layer", "kind", "block") + LAYER_MEASURES
 LIMITS = {"seeds": 10_000, "n_tasks": 1_000_000, "steps_per_task": 100_000_000, "batch_size": 10_000_000,
           "width": 1_000_000, "depth": 10_000, "probe_size": 100_000, "n_train": 100_000_000}  # fmt: skip
 MAX_LR = 10.0  # Adam moves every weight by about lr per step: lr > 10 cannot train anything
+#: the :func:`isoplast_lite.diagnostics.empirical_ntk` method of the per-task measurement
+NTK_METHOD = "layerwise"
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _SCHEMA = 3  # checkpoints: 2 since method settings moved out of Config (issue 10), 3 with per-layer rows
 
@@ -481,7 +483,10 @@ def _measure(stack: StackedModel, k: int, x: torch.Tensor, probe: torch.Tensor):
     }
     row["jac_sv_mean"], row["jac_sv_std"], row["jac_sv_ratio"] = _jacobian_spread(model, probe)
     # a fixed generator: the summary's random directions never touch torch's global RNG
-    summary = ntk_summary(empirical_ntk(model, probe), generator=torch.Generator().manual_seed(0))
+    # the layer-wise form (every linear map of these nets is a plain or Newton-Schulz linear
+    # layer; anything else falls back to per-example Jacobians inside empirical_ntk): the same
+    # kernel as method="jacobian" (tests/test_run.py) at a fraction of the cost
+    summary = ntk_summary(empirical_ntk(model, probe, method=NTK_METHOD), generator=torch.Generator().manual_seed(0))
     row["ntk_cond"] = float(summary["condition_number"])
     return row, layer_isometry(model, probe)
 

@@ -175,3 +175,18 @@ def test_an_entry_cached_without_the_layer_table_is_recomputed_when_it_is_asked_
     with pytest.warns(RuntimeWarning, match="no per-layer table"):
         again, layers = run(cfg, cache_dir=tmp_path, progress=False, layers=True)
     assert len(layers) == cfg.seeds * (cfg.depth + 1) and (entry / "layers.csv").exists()
+
+
+@pytest.mark.parametrize("method", ["adam", "aei-adam"])
+def test_logged_ntk_cond_equals_the_per_example_ntk(method, monkeypatch):
+    """The runner measures the eNTK layer-wise; its ntk_cond is the per-example method's (float64)."""
+    import isoplast_lite.run as run_module
+
+    cfg = Config("random-label-digits", method, dtype="float64", **{**TINY, "n_tasks": 1, "probe_size": 6})
+    assert run_module.NTK_METHOD == "layerwise"
+    fast = run(cfg, cache_dir=False, progress=False)
+    monkeypatch.setattr(run_module, "NTK_METHOD", "jacobian")  # the per-example reference
+    ref = run(cfg, cache_dir=False, progress=False)
+    assert fast.drop(columns="ntk_cond").equals(ref.drop(columns="ntk_cond"))  # same training, same other metrics
+    np.testing.assert_allclose(fast.ntk_cond, ref.ntk_cond, rtol=1e-6)
+    assert (ref.ntk_cond > 1).all()

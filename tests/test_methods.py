@@ -240,3 +240,23 @@ def test_aei_retraction_is_per_seed_retract_and_cayley_has_none():
     assert gap(stack.params["1.0.weight"].detach()) < 0.1 * before  # quadratic: ~0.05 -> ~0.003
     cfg, method, cayley = _setup("aei-adam", orthogonal="cayley")
     assert cayley.orthogonal_names == [] and not any(n.endswith(".0.weight") for n in cayley.params)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_multi_tensor_optimizer_gives_the_bits_of_the_per_tensor_loop(name):
+    """The methods' Adam/AdamW run foreach (one multi-tensor kernel); same bits as foreach=False."""
+    cfg = Config("random-label-digits", name, width=16, depth=2, seeds=2)
+    method = make_method(name, cfg.settings)
+    stacks = [StackedModel.build(lambda g: method.build_model(64, 10, cfg, g), (0, 1)) for _ in range(2)]
+    fast = method.make_optimizer(stacks[0], cfg)
+    assert fast.defaults["foreach"] is True
+    ref = type(fast)(list(stacks[1].params.values()), lr=cfg.lr, weight_decay=fast.defaults["weight_decay"], foreach=False)
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(2, 8, 64, generator=g), torch.randint(0, 10, (2, 8), generator=g)
+    for _ in range(20):
+        for stack, opt in zip(stacks, (fast, ref)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(stack(x).flatten(0, 1), y.flatten()).backward()
+            opt.step()
+    for n in stacks[0].params:
+        assert torch.equal(stacks[0].params[n], stacks[1].params[n]), n

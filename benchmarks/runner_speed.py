@@ -19,7 +19,9 @@ training step (all seeds at once) and the remainder the time per task spent outs
 Scales: ``book`` = width 64, depth 3, 256 images, batch 32, 8 seeds (chapter 7's random-label
 budget; its shift budget has 512 images) and ``w256`` = width 256, depth 3, 512 images,
 batch 32, 4 seeds (the issue budget). Run with ``OMP_NUM_THREADS=1`` (the precomputation's
-setting) and compare ratios, not absolute times: the machine is shared.
+setting): times are then the thread's CPU time (``_timing.clock``), which a shared machine's
+load barely moves (wall-clock times at load 9 gave negative per-step differences); still compare
+ratios.
 
 Usage:
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/runner_speed.py [--baseline /tmp/before]
@@ -41,7 +43,7 @@ import torch
 import isoplast_lite
 import isoplast_lite.run  # noqa: F401  (the "current" version timed below)
 
-from _timing import load, matmul_peak  # noqa: E402  (benchmarks/ is on sys.path)
+from _timing import clock, load, matmul_peak  # noqa: E402  (benchmarks/ is on sys.path)
 
 SCALES = {
     "book": dict(width=64, depth=3, n_train=256, batch_size=32, seeds=8),
@@ -68,23 +70,23 @@ def flops_per_step(method: str, scale: dict) -> float:
     return s * (train + extra)
 
 
-def timed_run(mod, method, scale, steps, benchmark="random-label-digits"):
-    cfg = mod.Config(benchmark, method, n_tasks=2, steps_per_task=steps, **scale)
-    t = time.perf_counter()
+def timed_run(mod, method, scale, steps, benchmark="random-label-digits", settings=None):
+    cfg = mod.Config(benchmark, method, settings=settings, n_tasks=2, steps_per_task=steps, **scale)
+    t = clock()
     mod.run(cfg, cache_dir=False, progress=False)
-    return time.perf_counter() - t
+    return clock() - t
 
 
-def measure(versions, method, scale, args, benchmark="random-label-digits"):
+def measure(versions, method, scale, args, benchmark="random-label-digits", settings=None):
     """{version: (seconds per step, seconds per task outside training)}, medians over repeats."""
     for mod in versions.values():  # warm-up (imports, first-call overheads)
-        timed_run(mod, method, scale, 5, benchmark)
+        timed_run(mod, method, scale, 5, benchmark, settings)
     samples = {name: [] for name in versions}
     names = list(versions)
     for r in range(args.repeats):
         for name in names if r % 2 == 0 else names[::-1]:
-            short = timed_run(versions[name], method, scale, args.short, benchmark)
-            long = timed_run(versions[name], method, scale, args.long, benchmark)
+            short = timed_run(versions[name], method, scale, args.short, benchmark, settings)
+            long = timed_run(versions[name], method, scale, args.long, benchmark, settings)
             per_step = (long - short) / (2 * (args.long - args.short))
             samples[name].append((per_step, (short - 2 * args.short * per_step) / 2))
     return {n: (statistics.median(p for p, _ in v), statistics.median(q for _, q in v)) for n, v in samples.items()}
@@ -104,13 +106,16 @@ def book_estimate(versions, args):
         scale = dict(width=a.width, depth=a.depth, n_train=a.n_train, batch_size=a.batch_size, seeds=a.seeds)
         bench = a.benchmark[0]
         kind = "shift" if not bench.startswith("random-label") else "random"
+        grid = _settings_grid("--set", list(dict.fromkeys(a.method)), [_split_setting("--set", t) for t in a.settings])
         for method in a.method:
-            n_lambdas = len(_settings_grid("--set", list(dict.fromkeys(a.method)), [_split_setting("--set", t) for t in a.settings])[method])
+            n_lambdas = len(grid[method])
+            # the sweep's own settings (the AEI rows: orthogonal=cayley); lambda does not change the cost
+            settings = dict(grid[method][0]) if grid[method] else None
             if name == "lambda-sweep":  # adam and adamo at 0.1 are shared with random-label-digits (cached)
                 n_lambdas = 0 if method == "adam" else n_lambdas - 1
             key = (method, kind, a.n_train)
             if key not in cache:
-                cache[key] = measure(versions, method, scale, args, benchmark=bench)
+                cache[key] = measure(versions, method, scale, args, benchmark=bench, settings=settings)
             for v, (per_step, per_task) in cache[key].items():
                 totals[v] += n_lambdas * a.tasks * (a.steps_per_task * per_step + per_task)
     return totals

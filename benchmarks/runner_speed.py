@@ -23,6 +23,30 @@ setting): times are then the thread's CPU time (``_timing.clock``), which a shar
 load barely moves (wall-clock times at load 9 gave negative per-step differences); still compare
 ratios.
 
+Measured (issue 13 part 2, 2026-11-30, torch 2.13 CPU, one thread, CPU time, load 5-10 on 2
+cores, ``--repeats 2``, baseline = main at 0f370e3, i.e. after part 1; matmul peak 91 GFLOP/s):
+
+=====  ========  ================  ================  =======  =============  ===========
+scale  method    ms/step (before)  ms/step (after)   x step   % bound after  x per task
+=====  ========  ================  ================  =======  =============  ===========
+book   adam      1.92              1.67              1.15     13.0%          1.54
+book   aei-adam  2.82              2.54              1.11     19.5%          1.64
+book   adamo     2.77              2.41              1.15     20.5%          1.41
+w256   adam      5.90              5.23              1.13     24.2%          1.83
+w256   aei-adam  13.98             12.57             1.11     58.5%          1.94
+w256   adamo     13.45             12.09             1.11     60.8%          1.69
+=====  ========  ================  ================  =======  =============  ===========
+
+Per task outside training (s, after): book 0.20-0.24, w256 0.67-0.82. The per-step ratios carry
+about +-10% between processes (AdamO's step, unchanged by part 2, reads x1.11-1.15); the
+optimizer microbenchmark is cleaner (fused Adam x1.22 at w256, x1.32 at book over foreach;
+foreach x1.03-1.04 over the per-tensor loop). The runner at width 256 (Adam) is at 24% of the
+matmul FLOP bound: the bound leaves out the optimizer's elementwise passes over 600 k
+parameters and the batched (4, 32, 256) products run far below the 1024^3 peak; the AEI and
+AdamO steps reach 58-61% because their extra FLOPs are (S, 256, 256) products near the peak.
+Issue budget (20 tasks x 800 steps, 4 seeds): ReLU run 20 (800 x 5.23 ms + 0.81 s) = 100 s,
+AEI run 215 s, 2.15x (before: 124 s and 250 s, 2.02x).
+
 Usage:
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/runner_speed.py [--baseline /tmp/before]
         [--methods adam adamo aei-adam] [--scales book w256] [--repeats 2] [--book-estimate]

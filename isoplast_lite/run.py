@@ -108,8 +108,8 @@ import torch.nn.functional as F
 from . import __version__, _files
 from ._validation import ConfigError, check_choice, check_int, check_nonnegative, check_positive, check_probability
 from .diagnostics import (
-    dead_fraction,
-    dormant_fraction,
+    _dormant_mask,
+    _fractions,
     effective_rank,
     empirical_ntk,
     _layer_jacobian_svdvals,
@@ -471,14 +471,14 @@ def _measure(stack: StackedModel, k: int, x: torch.Tensor, probe: torch.Tensor):
     """Diagnostics of seed number ``k`` on its task inputs ``x`` ``(N, D)`` and probe ``(P, D)``:
     the row's metrics and the per-layer rows (:func:`isoplast_lite.diagnostics.layer_isometry`)."""
     model = stack.model_for_seed(k).eval()
-    feats = hidden_features(model, x)[-1]
+    feats = hidden_features(model, x)  # one forward pass for the four feature measures below
     with torch.no_grad():
         weight_norm = math.sqrt(sum(float((p.double() ** 2).sum()) for p in model.parameters()))
-    row = {
-        "dormant_0.025": float(dormant_fraction(model, x, tau=0.025)),
-        "dormant_0.1": float(dormant_fraction(model, x, tau=0.1)),
-        "dead": float(dead_fraction(model, x)),
-        "feature_erank": float(effective_rank(feats)),
+    row = {  # what dormant_fraction(model, x, tau) and dead_fraction(model, x) compute, on feats
+        "dormant_0.025": float(_fractions([_dormant_mask(h, 0.025) for h in feats], False)),
+        "dormant_0.1": float(_fractions([_dormant_mask(h, 0.1) for h in feats], False)),
+        "dead": float(_fractions([(h == 0).all(dim=0) for h in feats], False)),
+        "feature_erank": float(effective_rank(feats[-1])),
         "weight_norm": weight_norm,
     }
     row["jac_sv_mean"], row["jac_sv_std"], row["jac_sv_ratio"] = _jacobian_spread(model, probe)

@@ -190,3 +190,27 @@ def test_logged_ntk_cond_equals_the_per_example_ntk(method, monkeypatch):
     assert fast.drop(columns="ntk_cond").equals(ref.drop(columns="ntk_cond"))  # same training, same other metrics
     np.testing.assert_allclose(fast.ntk_cond, ref.ntk_cond, rtol=1e-6)
     assert (ref.ntk_cond > 1).all()
+
+
+def test_measured_feature_columns_are_the_public_diagnostics():
+    """_measure computes the features once; its dormant/dead/rank values are the public functions'."""
+    from isoplast_lite.diagnostics import dead_fraction, dormant_fraction, effective_rank, hidden_features
+    from isoplast_lite.engine import StackedModel
+    from isoplast_lite.methods import make_method
+    from isoplast_lite.run import _measure
+
+    cfg = Config("random-label-digits", "adam", width=16, depth=2)
+    method = make_method("adam", None)
+    stack = StackedModel.build(lambda g: method.build_model(64, 10, cfg, g), (0, 1))
+    with torch.no_grad():
+        for n, p in stack.params.items():  # biases pushed down: some dormant and dead units
+            if n.endswith("bias"):
+                p.sub_(torch.linspace(0, 3, p.shape[-1]))
+    x = torch.randn(40, 64, generator=torch.Generator().manual_seed(1))
+    for k in range(2):
+        row, _ = _measure(stack, k, x, x[:4])
+        model = stack.model_for_seed(k).eval()
+        assert row["dormant_0.025"] == dormant_fraction(model, x, tau=0.025)
+        assert row["dormant_0.1"] == dormant_fraction(model, x, tau=0.1)
+        assert row["dead"] == dead_fraction(model, x) > 0
+        assert row["feature_erank"] == float(effective_rank(hidden_features(model, x)[-1]))

@@ -549,7 +549,7 @@ def _plain_block_jacobians(block: nn.Module, h: torch.Tensor) -> Optional[torch.
     """Per-example Jacobians ``(N, d_out, d_in)`` of a block ``linear`` or ``(linear, ReLU |
     GroupSort)`` in closed form, ``None`` for any other block (then ``vmap(jacrev)``).
 
-    ``linear`` is a plain ``nn.Linear`` or a Newton-Schulz ``OrthogonalLinear`` (weight ``W``):
+    ``linear`` is a plain ``nn.Linear`` or an ``OrthogonalLinear`` (weight ``W``, Cayley too):
     the Jacobian is ``W``, ``diag(z > 0) W`` after a ReLU (ReLU's derivative is 1 where its
     output is positive), and ``W`` with its rows permuted as GroupSort sorts each group after a
     GroupSort. These are the entries ``vmap(jacrev)`` produces (copies of ``W``'s entries and
@@ -563,8 +563,9 @@ def _plain_block_jacobians(block: nn.Module, h: torch.Tensor) -> Optional[torch.
     if not layers or len(layers) > 2 or h.ndim != 2:
         return None
     linear = layers[0]
-    plain = type(linear) is nn.Linear or (type(linear) is OrthogonalLinear and linear.method == "newton-schulz")
-    if not plain or parametrize.is_parametrized(linear):
+    # the input Jacobian of x W^T + b is W whatever makes W: a Cayley OrthogonalLinear's
+    # parametrized weight is computed once here, as its forward does
+    if not (isinstance(linear, OrthogonalLinear) or (type(linear) is nn.Linear and not parametrize.is_parametrized(linear))):
         return None
     W = linear.weight  # (d_out, d_in)
     if len(layers) == 1:

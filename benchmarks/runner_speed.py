@@ -46,6 +46,12 @@ parameters and the batched (4, 32, 256) products run far below the 1024^3 peak; 
 AdamO steps reach 58-61% because their extra FLOPs are (S, 256, 256) products near the peak.
 Issue budget (20 tasks x 800 steps, 4 seeds): ReLU run 20 (800 x 5.23 ms + 0.81 s) = 100 s,
 AEI run 215 s, 2.15x (before: 124 s and 250 s, 2.02x).
+Chapter 7's precomputation (``--book-estimate --repeats 1 --short 10 --long 60``, with fused
+Adam, before the last two per-task changes): before 665 s, after 643 s, x1.03 (an earlier run
+with foreach Adam: 798 s and 757 s, x1.05). Its AEI rows use the exact Cayley parametrization
+(the shipped results): 9 ms/step against 1.2 ms for Adam at book scale and 0.9 s/task, about half
+of the total, and part 2 does not change their step. (Estimates made before this script passed
+each sweep's settings timed the AEI rows with Newton-Schulz, which overstates the speed-up.)
 
 Usage:
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/runner_speed.py [--baseline /tmp/before]

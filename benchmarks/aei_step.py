@@ -26,6 +26,29 @@ Newton-Schulz step ``4 * d_out * d_in * min(d_out, d_in)`` per hidden matrix; "b
 step (what the ratio would be if the retraction ran at the peak). Target from the issue:
 ``aei`` <= 1.3x ``relu`` at width 256.
 
+Measured (issue 13, 2026-11-30, torch 2.13 CPU, one thread, times = the thread's CPU time, load
+8-9 on 2 cores; 20 repeats; matmul peak 88 GFLOP/s; the retraction code is unchanged by part 2):
+
+==========  ============  ==================  ==========================================
+width 256   ms/step       ratio to relu       FLOP model (bound / at peak)
+==========  ============  ==================  ==========================================
+relu        1.49          1.00
+aei (ns1)   3.73          2.50 (paired 2.48)  5.81x / 2.05x
+cayley      18.93         12.68
+ns3         7.08          4.74                15.42x / 4.16x
+ns1/2       2.75          1.84                3.40x / 1.53x
+ns1/4       2.28          1.53                2.20x / 1.26x
+==========  ============  ==================  ==========================================
+
+At width 512: relu 4.06 ms, aei 17.16 ms (4.23x; at peak 4.02x), cayley 23.6x, ns1/4 1.87x.
+The target (aei <= 1.3x relu at width 256, batch 32) is out of reach by FLOPs: one Björck step
+costs ``4 d_out d_in min(d_out, d_in)`` per hidden matrix, 138.4 MFLOP at width 256, against
+``6 B sum(d_out d_in)`` = 28.8 MFLOP for the whole forward + backward at B = 32; at the measured
+peak the retraction alone takes 1.57 ms, more than the whole ReLU step (1.49 ms), so even a
+retraction at peak gives 2.05x. 1.3x needs B >= 513 at every-step retraction, or a retraction
+every k >= 16 steps at B = 32, which ``retraction_every_k.py`` shows loses orthogonality
+(|sigma - 1| up to 7% already at k = 2).
+
 Usage:
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/aei_step.py [--widths 256 512] [--batch 32]
         [--repeats 40] [--variants relu aei cayley ns1 ...]
@@ -45,7 +68,7 @@ from torch.nn.utils import parametrizations
 import isoplast_lite
 from isoplast_lite import aei_mlp, relu_mlp
 
-from _timing import load, matmul_peak  # noqa: E402  (benchmarks/ is on sys.path)
+from _timing import clock, load, matmul_peak  # noqa: E402  (benchmarks/ is on sys.path)
 
 try:  # the retraction API exists from issue 13 on; before, aei_mlp was Cayley-only
     from isoplast_lite.nn import retract_
@@ -139,10 +162,10 @@ def main() -> None:
         times = {v: [] for v in variants}
         for r in range(args.repeats):
             for v in variants if r % 2 == 0 else variants[::-1]:
-                t = time.perf_counter()
+                t = clock()
                 for _ in range(4):  # 4 steps: the amortized variants do whole periods
                     steps[v]()
-                times[v].append((time.perf_counter() - t) / 4)
+                times[v].append((clock() - t) / 4)
         med = {v: statistics.median(ts) for v, ts in times.items()}
         train, ns = flops(width, args.batch)
         print(f"\n== width {width}, batch {args.batch}, Adam, {args.repeats} interleaved repeats of 4 steps; "

@@ -19,7 +19,39 @@ training step (all seeds at once) and the remainder the time per task spent outs
 Scales: ``book`` = width 64, depth 3, 256 images, batch 32, 8 seeds (chapter 8's random-label
 budget; its shift budget has 512 images) and ``w256`` = width 256, depth 3, 512 images,
 batch 32, 4 seeds (the issue budget). Run with ``OMP_NUM_THREADS=1`` (the precomputation's
-setting) and compare ratios, not absolute times: the machine is shared.
+setting): times are then the thread's CPU time (``_timing.clock``), which a shared machine's
+load barely moves (wall-clock times at load 9 gave negative per-step differences); still compare
+ratios.
+
+Measured (issue 13 part 2, 2026-11-30, torch 2.13 CPU, one thread, CPU time, load 5-10 on 2
+cores, ``--repeats 2``, baseline = main at 0f370e3, i.e. after part 1; matmul peak 91 GFLOP/s):
+
+=====  ========  ================  ================  =======  =============  ===========
+scale  method    ms/step (before)  ms/step (after)   x step   % bound after  x per task
+=====  ========  ================  ================  =======  =============  ===========
+book   adam      1.92              1.67              1.15     13.0%          1.54
+book   aei-adam  2.82              2.54              1.11     19.5%          1.64
+book   adamo     2.77              2.41              1.15     20.5%          1.41
+w256   adam      5.90              5.23              1.13     24.2%          1.83
+w256   aei-adam  13.98             12.57             1.11     58.5%          1.94
+w256   adamo     13.45             12.09             1.11     60.8%          1.69
+=====  ========  ================  ================  =======  =============  ===========
+
+Per task outside training (s, after): book 0.20-0.24, w256 0.67-0.82. The per-step ratios carry
+about +-10% between processes (AdamO's step, unchanged by part 2, reads x1.11-1.15); the
+optimizer microbenchmark is cleaner (fused Adam x1.22 at w256, x1.32 at book over foreach;
+foreach x1.03-1.04 over the per-tensor loop). The runner at width 256 (Adam) is at 24% of the
+matmul FLOP bound: the bound leaves out the optimizer's elementwise passes over 600 k
+parameters and the batched (4, 32, 256) products run far below the 1024^3 peak; the AEI and
+AdamO steps reach 58-61% because their extra FLOPs are (S, 256, 256) products near the peak.
+Issue budget (20 tasks x 800 steps, 4 seeds): ReLU run 20 (800 x 5.23 ms + 0.81 s) = 100 s,
+AEI run 215 s, 2.15x (before: 124 s and 250 s, 2.02x).
+Chapter 7's precomputation (``--book-estimate --repeats 1 --short 10 --long 60``, with fused
+Adam, before the last two per-task changes): before 665 s, after 643 s, x1.03 (an earlier run
+with foreach Adam: 798 s and 757 s, x1.05). Its AEI rows use the exact Cayley parametrization
+(the shipped results): 9 ms/step against 1.2 ms for Adam at book scale and 0.9 s/task, about half
+of the total, and part 2 does not change their step. (Estimates made before this script passed
+each sweep's settings timed the AEI rows with Newton-Schulz, which overstates the speed-up.)
 
 Usage:
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/runner_speed.py [--baseline /tmp/before]
@@ -41,7 +73,7 @@ import torch
 import isoplast_lite
 import isoplast_lite.run  # noqa: F401  (the "current" version timed below)
 
-from _timing import load, matmul_peak  # noqa: E402  (benchmarks/ is on sys.path)
+from _timing import clock, load, matmul_peak  # noqa: E402  (benchmarks/ is on sys.path)
 
 SCALES = {
     "book": dict(width=64, depth=3, n_train=256, batch_size=32, seeds=8),
@@ -68,23 +100,23 @@ def flops_per_step(method: str, scale: dict) -> float:
     return s * (train + extra)
 
 
-def timed_run(mod, method, scale, steps, benchmark="random-label-digits"):
-    cfg = mod.Config(benchmark, method, n_tasks=2, steps_per_task=steps, **scale)
-    t = time.perf_counter()
+def timed_run(mod, method, scale, steps, benchmark="random-label-digits", settings=None):
+    cfg = mod.Config(benchmark, method, settings=settings, n_tasks=2, steps_per_task=steps, **scale)
+    t = clock()
     mod.run(cfg, cache_dir=False, progress=False)
-    return time.perf_counter() - t
+    return clock() - t
 
 
-def measure(versions, method, scale, args, benchmark="random-label-digits"):
+def measure(versions, method, scale, args, benchmark="random-label-digits", settings=None):
     """{version: (seconds per step, seconds per task outside training)}, medians over repeats."""
     for mod in versions.values():  # warm-up (imports, first-call overheads)
-        timed_run(mod, method, scale, 5, benchmark)
+        timed_run(mod, method, scale, 5, benchmark, settings)
     samples = {name: [] for name in versions}
     names = list(versions)
     for r in range(args.repeats):
         for name in names if r % 2 == 0 else names[::-1]:
-            short = timed_run(versions[name], method, scale, args.short, benchmark)
-            long = timed_run(versions[name], method, scale, args.long, benchmark)
+            short = timed_run(versions[name], method, scale, args.short, benchmark, settings)
+            long = timed_run(versions[name], method, scale, args.long, benchmark, settings)
             per_step = (long - short) / (2 * (args.long - args.short))
             samples[name].append((per_step, (short - 2 * args.short * per_step) / 2))
     return {n: (statistics.median(p for p, _ in v), statistics.median(q for _, q in v)) for n, v in samples.items()}
@@ -104,13 +136,16 @@ def book_estimate(versions, args):
         scale = dict(width=a.width, depth=a.depth, n_train=a.n_train, batch_size=a.batch_size, seeds=a.seeds)
         bench = a.benchmark[0]
         kind = "shift" if not bench.startswith("random-label") else "random"
+        grid = _settings_grid("--set", list(dict.fromkeys(a.method)), [_split_setting("--set", t) for t in a.settings])
         for method in a.method:
-            n_lambdas = len(_settings_grid("--set", list(dict.fromkeys(a.method)), [_split_setting("--set", t) for t in a.settings])[method])
+            n_lambdas = len(grid[method])
+            # the sweep's own settings (the AEI rows: orthogonal=cayley); lambda does not change the cost
+            settings = dict(grid[method][0]) if grid[method] else None
             if name == "lambda-sweep":  # adam and adamo at 0.1 are shared with random-label-digits (cached)
                 n_lambdas = 0 if method == "adam" else n_lambdas - 1
             key = (method, kind, a.n_train)
             if key not in cache:
-                cache[key] = measure(versions, method, scale, args, benchmark=bench)
+                cache[key] = measure(versions, method, scale, args, benchmark=bench, settings=settings)
             for v, (per_step, per_task) in cache[key].items():
                 totals[v] += n_lambdas * a.tasks * (a.steps_per_task * per_step + per_task)
     return totals

@@ -537,11 +537,49 @@ def _layer_jacobian_svdvals(model: nn.Sequential, x: torch.Tensor, *, end_to_end
     h = x.detach()
     with torch.no_grad():
         for index, block in enumerate(model):
-            result[index] = torch.linalg.svdvals(block_jacobians(block, h))  # (N, k)
+            jac = _plain_block_jacobians(block, h)
+            result[index] = torch.linalg.svdvals(block_jacobians(block, h) if jac is None else jac)  # (N, k)
             h = block(h)
         if end_to_end:
             result["end_to_end"] = torch.linalg.svdvals(block_jacobians(model, x.detach()))
     return result
+
+
+def _plain_block_jacobians(block: nn.Module, h: torch.Tensor) -> Optional[torch.Tensor]:
+    """Per-example Jacobians ``(N, d_out, d_in)`` of a block ``linear`` or ``(linear, ReLU |
+    GroupSort)`` in closed form, ``None`` for any other block (then ``vmap(jacrev)``).
+
+    ``linear`` is a plain ``nn.Linear`` or an ``OrthogonalLinear`` (weight ``W``, Cayley too):
+    the Jacobian is ``W``, ``diag(z > 0) W`` after a ReLU (ReLU's derivative is 1 where its
+    output is positive), and ``W`` with its rows permuted as GroupSort sorts each group after a
+    GroupSort. These are the entries ``vmap(jacrev)`` produces (copies of ``W``'s entries and
+    zeros), without the autograd passes (tests/test_diagnostics.py).
+    """
+    from torch.nn.utils import parametrize
+
+    from .nn import GroupSort, OrthogonalLinear
+
+    layers = list(block) if isinstance(block, nn.Sequential) else [block]
+    if not layers or len(layers) > 2 or h.ndim != 2:
+        return None
+    linear = layers[0]
+    # the input Jacobian of x W^T + b is W whatever makes W: a Cayley OrthogonalLinear's
+    # parametrized weight is computed once here, as its forward does
+    if not (isinstance(linear, OrthogonalLinear) or (type(linear) is nn.Linear and not parametrize.is_parametrized(linear))):
+        return None
+    W = linear.weight  # (d_out, d_in)
+    if len(layers) == 1:
+        return W.expand(h.shape[0], *W.shape)
+    act = layers[1]
+    z = linear(h)  # (N, d_out)
+    if type(act) is nn.ReLU:
+        return (z > 0).to(W.dtype).unsqueeze(-1) * W  # (N, d_out, d_in)
+    if type(act) is GroupSort and act.group_size > 1 and z.shape[-1] % act.group_size == 0:
+        g = act.group_size
+        order = z.unflatten(-1, (-1, g)).sort(dim=-1, descending=True).indices  # (N, d_out / g, g)
+        rows = (order + g * torch.arange(z.shape[-1] // g, device=z.device).unsqueeze(-1)).flatten(1)  # (N, d_out)
+        return W[rows]  # (N, d_out, d_in)
+    return None
 
 
 def hidden_features(model: nn.Sequential, x: torch.Tensor) -> List[torch.Tensor]:

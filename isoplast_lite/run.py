@@ -115,8 +115,8 @@ import torch.nn.functional as F
 from . import __version__, _files
 from ._validation import ConfigError, check_choice, check_int, check_nonnegative, check_positive, check_probability
 from .diagnostics import (
-    dead_fraction,
-    dormant_fraction,
+    _dormant_mask,
+    _fractions,
     effective_rank,
     empirical_ntk,
     _layer_jacobian_svdvals,
@@ -156,6 +156,8 @@ LAYER_COLUMNS = CONFIG_COLUMNS + ("layer", "kind", "block") + LAYER_MEASURES
 LIMITS = {"seeds": 10_000, "n_tasks": 1_000_000, "steps_per_task": 100_000_000, "batch_size": 10_000_000,
           "width": 1_000_000, "depth": 10_000, "probe_size": 100_000, "n_train": 100_000_000}  # fmt: skip
 MAX_LR = 10.0  # Adam moves every weight by about lr per step: lr > 10 cannot train anything
+#: the :func:`isoplast_lite.diagnostics.empirical_ntk` method of the per-task measurement
+NTK_METHOD = "layerwise"
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _SCHEMA = 3  # checkpoints: 2 since method settings moved out of Config (issue 10), 3 with per-layer rows
 
@@ -490,19 +492,22 @@ def _measure(stack: StackedModel, k: int, x: torch.Tensor, probe: torch.Tensor):
     """Diagnostics of seed number ``k`` on its task inputs ``x`` ``(N, D)`` and probe ``(P, D)``:
     the row's metrics and the per-layer rows (:func:`isoplast_lite.diagnostics.layer_isometry`)."""
     model = stack.model_for_seed(k).eval()
-    feats = hidden_features(model, x)[-1]
+    feats = hidden_features(model, x)  # one forward pass for the four feature measures below
     with torch.no_grad():
         weight_norm = math.sqrt(sum(float((p.double() ** 2).sum()) for p in model.parameters()))
-    row = {
-        "dormant_0.025": float(dormant_fraction(model, x, tau=0.025)),
-        "dormant_0.1": float(dormant_fraction(model, x, tau=0.1)),
-        "dead": float(dead_fraction(model, x)),
-        "feature_erank": float(effective_rank(feats)),
+    row = {  # what dormant_fraction(model, x, tau) and dead_fraction(model, x) compute, on feats
+        "dormant_0.025": float(_fractions([_dormant_mask(h, 0.025) for h in feats], False)),
+        "dormant_0.1": float(_fractions([_dormant_mask(h, 0.1) for h in feats], False)),
+        "dead": float(_fractions([(h == 0).all(dim=0) for h in feats], False)),
+        "feature_erank": float(effective_rank(feats[-1])),
         "weight_norm": weight_norm,
     }
     row["jac_sv_mean"], row["jac_sv_std"], row["jac_sv_ratio"] = _jacobian_spread(model, probe)
     # a fixed generator: the summary's random directions never touch torch's global RNG
-    summary = ntk_summary(empirical_ntk(model, probe), generator=torch.Generator().manual_seed(0))
+    # the layer-wise form (every linear map of these nets is a plain or Newton-Schulz linear
+    # layer; anything else falls back to per-example Jacobians inside empirical_ntk): the same
+    # kernel as method="jacobian" (tests/test_run.py) at a fraction of the cost
+    summary = ntk_summary(empirical_ntk(model, probe, method=NTK_METHOD), generator=torch.Generator().manual_seed(0))
     row["ntk_cond"] = float(summary["condition_number"])
     row["ntk_progress_mean"] = float(summary["progress_mean"])  # mean over random residual directions
     row["ntk_progress_worst"] = float(summary["progress_kantorovich"])  # worst case, 4 kappa / (1 + kappa)^2

@@ -470,3 +470,28 @@ def test_layernorm_eps_does_not_leave_a_spurious_radial_direction(gen):
     raw = torch.linalg.svdvals(torch.func.vmap(torch.func.jacrev(lambda v: model[0][:2](v[None])[0]))(x).detach())
     assert (raw[:, -1] < 1e-3 * raw[:, 0]).all() and (raw[:, -1] > 1e-9 * raw[:, 0]).all()
     assert (raw[:, -2] > 1e-2 * raw[:, 0]).all()
+
+
+@pytest.mark.parametrize("build", ["relu", "relu-layernorm", "aei", "aei-cayley"])
+def test_closed_form_block_jacobians_give_the_jacrev_singular_values(build):
+    """The runner's layer-Jacobian singular values: closed-form blocks == vmap(jacrev) per block."""
+    from isoplast_lite import aei_mlp
+    from isoplast_lite.diagnostics import _layer_jacobian_svdvals, _plain_block_jacobians
+
+    g = torch.Generator().manual_seed(0)
+    model = {"relu": lambda: relu_mlp(5, 8, 2, 3, generator=g),
+             "relu-layernorm": lambda: relu_mlp(5, 8, 2, 3, layernorm=True, generator=g),
+             "aei": lambda: aei_mlp(5, 8, 2, 3, generator=g),
+             "aei-cayley": lambda: aei_mlp(5, 8, 2, 3, orthogonal="cayley", generator=g)}[build]().double()  # fmt: skip
+    x = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    fast = _layer_jacobian_svdvals(model, x, end_to_end=False)
+    h = x
+    for i, block in enumerate(model):
+        ref = torch.func.vmap(torch.func.jacrev(lambda hi: block(hi.unsqueeze(0)).squeeze(0)))(h)  # (N, d_out, d_in)
+        closed = _plain_block_jacobians(block, h)
+        if build != "relu-layernorm" or i == len(model) - 1:
+            assert closed is not None and torch.equal(closed, ref), i  # the same entries, bit for bit
+        else:
+            assert closed is None  # LayerNorm blocks take vmap(jacrev)
+        torch.testing.assert_close(fast[i], torch.linalg.svdvals(ref), rtol=1e-12, atol=1e-14)  # LAPACK on another memory layout
+        h = block(h).detach()

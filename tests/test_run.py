@@ -175,3 +175,42 @@ def test_an_entry_cached_without_the_layer_table_is_recomputed_when_it_is_asked_
     with pytest.warns(RuntimeWarning, match="no per-layer table"):
         again, layers = run(cfg, cache_dir=tmp_path, progress=False, layers=True)
     assert len(layers) == cfg.seeds * (cfg.depth + 1) and (entry / "layers.csv").exists()
+
+
+@pytest.mark.parametrize("method", ["adam", "aei-adam"])
+def test_logged_ntk_cond_equals_the_per_example_ntk(method, monkeypatch):
+    """The runner measures the eNTK layer-wise; its ntk_cond is the per-example method's (float64)."""
+    import isoplast_lite.run as run_module
+
+    cfg = Config("random-label-digits", method, dtype="float64", **{**TINY, "n_tasks": 1, "probe_size": 6})
+    assert run_module.NTK_METHOD == "layerwise"
+    fast = run(cfg, cache_dir=False, progress=False)
+    monkeypatch.setattr(run_module, "NTK_METHOD", "jacobian")  # the per-example reference
+    ref = run(cfg, cache_dir=False, progress=False)
+    assert fast.drop(columns="ntk_cond").equals(ref.drop(columns="ntk_cond"))  # same training, same other metrics
+    np.testing.assert_allclose(fast.ntk_cond, ref.ntk_cond, rtol=1e-6)
+    assert (ref.ntk_cond > 1).all()
+
+
+def test_measured_feature_columns_are_the_public_diagnostics():
+    """_measure computes the features once; its dormant/dead/rank values are the public functions'."""
+    from isoplast_lite.diagnostics import dead_fraction, dormant_fraction, effective_rank, hidden_features
+    from isoplast_lite.engine import StackedModel
+    from isoplast_lite.methods import make_method
+    from isoplast_lite.run import _measure
+
+    cfg = Config("random-label-digits", "adam", width=16, depth=2)
+    method = make_method("adam", None)
+    stack = StackedModel.build(lambda g: method.build_model(64, 10, cfg, g), (0, 1))
+    with torch.no_grad():
+        for n, p in stack.params.items():  # biases pushed down: some dormant and dead units
+            if n.endswith("bias"):
+                p.sub_(torch.linspace(0, 3, p.shape[-1]))
+    x = torch.randn(40, 64, generator=torch.Generator().manual_seed(1))
+    for k in range(2):
+        row, _ = _measure(stack, k, x, x[:4])
+        model = stack.model_for_seed(k).eval()
+        assert row["dormant_0.025"] == dormant_fraction(model, x, tau=0.025)
+        assert row["dormant_0.1"] == dormant_fraction(model, x, tau=0.1)
+        assert row["dead"] == dead_fraction(model, x) > 0
+        assert row["feature_erank"] == float(effective_rank(hidden_features(model, x)[-1]))

@@ -106,17 +106,24 @@ def load(name: str, group: str = "book") -> pd.DataFrame:
         KeyError: ``name`` is not in the manifest (the message lists the names that are).
         MissingResultsError: the file listed in the manifest is missing.
     """
+    from .run import with_diverged_column
+
+    return expand_settings(with_diverged_column(pd.read_csv(_shipped_file(name, group, "file"))))
+
+
+def _shipped_file(name: str, group: str, key: str) -> Path:
+    """The file that manifest entry ``name`` of ``group`` lists under ``key``, checked."""
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty str, got {name!r}")
     entries = manifest(group)
     if name not in entries:
         raise KeyError(f"no shipped result {name!r} in group {group!r}; available: {sorted(entries)}")
-    path = results_dir(group) / entries[name]["file"]
+    if key not in entries[name]:
+        raise KeyError(f"shipped result {name!r} of group {group!r} has no per-layer table")
+    path = results_dir(group) / entries[name][key]
     if not path.is_file():
         raise MissingResultsError(f"{path} is missing: reinstall isoplast_lite")
-    from .run import with_diverged_column
-
-    return expand_settings(with_diverged_column(pd.read_csv(path)))
+    return path
 
 
 def load_layers(name: str, group: str = "chain") -> pd.DataFrame:
@@ -128,17 +135,7 @@ def load_layers(name: str, group: str = "chain") -> pd.DataFrame:
         KeyError: ``name`` is not in the manifest, or has no per-layer table.
         MissingResultsError: the file listed in the manifest is missing.
     """
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a non-empty str, got {name!r}")
-    entries = manifest(group)
-    if name not in entries:
-        raise KeyError(f"no shipped result {name!r} in group {group!r}; available: {sorted(entries)}")
-    if "layers_file" not in entries[name]:
-        raise KeyError(f"shipped result {name!r} of group {group!r} has no per-layer table")
-    path = results_dir(group) / entries[name]["layers_file"]
-    if not path.is_file():
-        raise MissingResultsError(f"{path} is missing: reinstall isoplast_lite")
-    return expand_settings(pd.read_csv(path))
+    return expand_settings(pd.read_csv(_shipped_file(name, group, "layers_file")))
 
 
 def expand_settings(df: pd.DataFrame) -> pd.DataFrame:

@@ -177,6 +177,7 @@ ALLOWED = [
     (r"fall to 1% of|0\.01\\,R|= 0\.01\$ gives", "ch. 5 exercise: the target and its closed form"),
     (r"within 0\.01 of", "ch. 8 exercise: a tolerance"),
     (r"within 0\.05 of", "ch. 7: the threshold of the computed verdicts, a convention"),
+    (r"w_B = \(-0\.45, 0\.15\)\$ with bias \$-0\.3\$", "ch. 4 toy: how the dead unit is constructed"),
     (r"\$c = 0\.5\$|\$0\.5I\$", "ch. 7: the intervention's target c, a setting"),
 ]
 LOOKS_COMPUTED = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?\s?%|\d*\.\d+)(?![\w])")

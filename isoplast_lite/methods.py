@@ -104,7 +104,7 @@ from .diagnostics import _dormant_mask
 from .engine import StackedModel, retract_stacked_
 from .isometry import _isometry_penalty_matrix
 from .nn import ORTHOGONAL_METHODS, aei_mlp, relu_mlp
-from .optim import ISO_SCALINGS, AdamO, hidden_head_groups
+from .optim import ISO_SCALINGS, AdamO, EntryStepAdam, hidden_head_groups
 from .settings import NoSettings, describe_settings, make_settings, setting, setting_specs, settings_dict
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -295,7 +295,7 @@ def make_method(name: str, settings: Any = None) -> Method:
 
     Example:
         >>> make_method("redo").settings
-        ReDo.Settings(tau=0.1)
+        ReDo.Settings(tau=0.1, reset_step=True)
         >>> make_method("redo", {"tau": -1})
         Traceback (most recent call last):
         ...
@@ -455,6 +455,57 @@ class ShrinkPerturb(Method):
 
 
 @register_method
+class ShrinkPerturbStep(Method):
+    r"""Shrink & Perturb at every step, the form of Dohare et al. (2024): after each optimizer step
+
+    .. math:: \theta \leftarrow (1 - \text{shrink})\,\theta + \text{noise}\cdot\varepsilon,
+        \qquad \varepsilon \sim \mathcal N(0, I),
+
+    for every parameter: a decay towards zero (decoupled from Adam, as AdamW's) plus small
+    Gaussian noise, so weights never settle and units keep being perturbed. The noise of seed
+    ``s`` during task ``t`` comes from its own generator
+    (:func:`~isoplast_lite._seeding.seeded_generator` ``(s, t, salt)``), so every seed's draws
+    are independent of the others and a run resumed at a task boundary draws the same numbers.
+    Without noise the stationary weight scale under the noise alone is
+    ``noise / sqrt(2 * shrink)`` (the balance of the two terms).
+    """
+
+    name = "shrink-perturb-step"
+    summary = "Shrink & Perturb at every step (Dohare et al. 2024): decay plus Gaussian noise"
+    _SALT = 23
+
+    @dataclass(frozen=True)
+    class Settings:
+        shrink: float = setting(1e-4, low=0, high=1, help="per-step decay: parameters are multiplied by 1 - shrink after each step")
+        noise: float = setting(1e-4, low=0, help="standard deviation of the Gaussian noise added to every parameter after each step")
+
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        self._gens: List[torch.Generator] = []
+        self._gen_task = -1
+
+    def _generators(self, stack: StackedModel, task: int) -> List[torch.Generator]:
+        if task != self._gen_task:
+            self._gens = [seeded_generator(s, task, self._SALT) for s in stack.seeds]
+            self._gen_task = task
+        return self._gens
+
+    def after_step(self, stack, opt, ctx):
+        shrink, noise = self.settings.shrink, self.settings.noise
+        params = list(stack.params.values())
+        with torch.no_grad():
+            if shrink:
+                torch._foreach_mul_(params, 1.0 - shrink)
+            if noise:
+                sizes = [p[0].numel() for p in params]
+                ref = params[0]
+                draws = torch.stack([torch.randn(sum(sizes), generator=g, dtype=torch.float64) for g in self._generators(stack, ctx.task)])
+                draws = draws.to(device=ref.device, dtype=ref.dtype).mul_(noise)
+                for p, chunk in zip(params, draws.split(sizes, dim=1)):
+                    p.add_(chunk.view_as(p))
+
+
+@register_method
 class ReDo(Method):
     """ReDo (Sokar et al. 2023): recycle tau-dormant ReLU units at each task boundary.
 
@@ -462,7 +513,12 @@ class ReDo(Method):
     ``s_i = E_x|h_i(x)| / mean_k E_x|h_k(x)|`` and is dormant when ``s_i <= tau``. For every
     dormant unit: its incoming weights (row ``i`` of ``W_l`` and ``b_l[i]``) are replaced by
     those of a fresh initialization, its outgoing weights (column ``i`` of ``W_{l+1}``) are set
-    to zero, and the Adam moments of exactly those entries are reset to zero.
+    to zero, and the optimizer state of exactly those entries is restarted: with
+    ``reset_step`` (the default) the runner's optimizer is :class:`~isoplast_lite.optim.EntryStepAdam`
+    (Adam with a step count per entry), whose moments *and* step count are set to zero for those
+    entries, so a recycled weight is trained exactly as by a fresh Adam from that step on;
+    without it, only the moments are zeroed in a fused ``torch.optim.Adam`` (the recycled entries'
+    first steps are then about 3 times Adam's first step, see ``EntryStepAdam``).
     """
 
     name = "redo"
@@ -472,6 +528,14 @@ class ReDo(Method):
     @dataclass(frozen=True)
     class Settings:
         tau: float = setting(0.1, low=0, high=1, help="dormancy threshold of the normalized score (Sokar et al.'s supervised setting)")
+        reset_step: bool = setting(True, help="restart the Adam step count of recycled entries as well as their moments (EntryStepAdam)")
+
+    version = 2  # 2: restarts the step count of recycled entries (EntryStepAdam)
+
+    def make_optimizer(self, stack, cfg):
+        if self.settings.reset_step:
+            return EntryStepAdam(list(stack.params.values()), lr=cfg.lr)
+        return super().make_optimizer(stack, cfg)
 
     @staticmethod
     def dormant_masks(stack: StackedModel, x: torch.Tensor, tau: float) -> List[torch.Tensor]:
@@ -502,7 +566,10 @@ class ReDo(Method):
                         p.mul_(1 - m)
                     else:
                         p.mul_(1 - m).add_(fresh[name] * m)
-                    _reset_optimizer_entries(opt, p, 1 - m)
+                    if isinstance(opt, EntryStepAdam):
+                        opt.restart_entries(p, m.to(torch.bool))
+                    else:
+                        _reset_optimizer_entries(opt, p, 1 - m)
 
 
 @register_method

@@ -20,7 +20,7 @@ from torch.optim import Optimizer
 
 from ._validation import check_int, check_nonnegative, check_unit_interval_open
 
-__all__ = ["AdamO", "adamo_update_", "hidden_head_groups"]
+__all__ = ["AdamO", "EntryStepAdam", "adamo_update_", "hidden_head_groups"]
 
 
 def _iso_applies(param: torch.Tensor, seed_dims: int) -> bool:
@@ -511,3 +511,80 @@ def hidden_head_groups(hidden, head, *, hidden_iso: float, head_iso: float = 0.0
         {"params": list(head), "iso_strength": head_iso, "seed_dims": seed_dims},
     ]
 
+
+
+class EntryStepAdam(Optimizer):
+    r"""Adam whose step count is kept per entry, so that single entries can be restarted.
+
+    The update is Adam's (Kingma & Ba 2015, PyTorch's ``torch.optim.Adam`` without weight decay)
+    with one difference: the bias corrections use a step count :math:`t_i` per *entry* of
+    each parameter instead of one per tensor,
+
+    .. math::
+        m_i \leftarrow \beta_1 m_i + (1-\beta_1) g_i,\quad
+        v_i \leftarrow \beta_2 v_i + (1-\beta_2) g_i^2,\quad t_i \leftarrow t_i + 1,\\
+        \theta_i \leftarrow \theta_i - \eta\,\frac{m_i / (1-\beta_1^{t_i})}
+            {\sqrt{v_i / (1-\beta_2^{t_i})} + \epsilon}.
+
+    Without restarts every :math:`t_i` equals the global step and the update is Adam's (tested
+    against ``torch.optim.Adam`` to float64 rounding). :meth:`restart_entries` sets
+    :math:`m_i = v_i = t_i = 0` for chosen entries, which then follow exactly the trajectory of
+    a fresh Adam started at that step (tested). Resetting only the moments (and not
+    :math:`t_i`) would make the first update of a restarted entry about
+    :math:`(1-\beta_1)/\sqrt{1-\beta_2} \approx 3.2` times Adam's first step, because the
+    global bias corrections are then close to one. ReDo (Sokar et al. 2023) uses it to restart
+    the optimizer state of recycled units.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        check_nonnegative("lr", lr)
+        check_unit_interval_open("betas[0]", betas[0])
+        check_unit_interval_open("betas[1]", betas[1])
+        check_nonnegative("eps", eps)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], torch.Tensor]] = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros_like(p)
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+            grads = [p.grad for p in params]
+            steps = [self.state[p]["step"] for p in params]
+            m = [self.state[p]["exp_avg"] for p in params]
+            v = [self.state[p]["exp_avg_sq"] for p in params]
+            torch._foreach_add_(steps, 1.0)
+            torch._foreach_lerp_(m, grads, 1 - beta1)
+            torch._foreach_mul_(v, beta2)
+            torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
+            for p, t, mi, vi in zip(params, steps, m, v):
+                bc1 = 1 - torch.pow(beta1, t)
+                bc2 = 1 - torch.pow(beta2, t)
+                denom = (vi / bc2).sqrt_().add_(group["eps"])
+                p.addcdiv_(mi / bc1, denom, value=-group["lr"])
+        return loss
+
+    @torch.no_grad()
+    def restart_entries(self, p: torch.Tensor, mask: torch.Tensor) -> None:
+        """Restart the state of the entries of ``p`` where ``mask`` is true (moments and step to 0).
+
+        ``mask`` is a bool tensor broadcastable to ``p``. A parameter without state yet is left
+        alone (its first step is a fresh Adam step anyway).
+        """
+        state = self.state.get(p)
+        if not state:
+            return
+        keep = (~mask.to(torch.bool)).to(p.dtype).expand_as(p)
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            state[key].mul_(keep)

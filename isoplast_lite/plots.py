@@ -55,7 +55,7 @@ OKABE_ITO = {
 #: Method families (our grouping), in panel order. The paper's methods come last.
 FAMILIES: Dict[str, tuple] = {
     "Adam-like": ("adam", "adamw", "l2", "l2-init"),
-    "resets": ("shrink-perturb", "redo"),
+    "resets": ("shrink-perturb", "shrink-perturb-step", "redo"),
     "regularizers": ("spectral", "layernorm", "coupled-iso", "parseval"),
     "the paper's": ("adamo", "aei-adam", "aei-adamo"),
 }
@@ -67,7 +67,7 @@ REFERENCES = ("adam", "adamo")
 # marker, so (colour, style) is unique over the whole book.
 _COLOURS = {
     "adam": "black", "adamw": "sky", "l2": "green", "l2-init": "purple",
-    "shrink-perturb": "sky", "redo": "green",
+    "shrink-perturb": "sky", "shrink-perturb-step": "purple", "redo": "green",
     "spectral": "sky", "layernorm": "green", "coupled-iso": "purple", "parseval": "orange",
     "adamo": "vermillion", "aei-adam": "orange", "aei-adamo": "blue",
 }  # fmt: skip

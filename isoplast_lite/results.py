@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["GROUPS", "MissingResultsError", "results_dir", "manifest", "load", "load_layers", "expand_settings", "provenance", "portability"]
+__all__ = ["GROUPS", "MissingResultsError", "results_dir", "manifest", "load", "load_layers", "load_tuning", "expand_settings", "provenance", "portability"]
 
 #: the groups of shipped results (sub-folders of ``isoplast_lite/data``).
 GROUPS = ("book", "long", "chain")
@@ -94,7 +94,8 @@ def load(name: str, group: str = "book") -> pd.DataFrame:
 
     Args:
         name: a key of :func:`manifest` (e.g. ``"random-label-digits"``, ``"lambda-sweep"``).
-        group: ``"book"`` (chapters 6 and 8, book scale) or ``"long"`` (the 20 x 800-step runs).
+        group: ``"book"`` (chapter 6, book scale), ``"long"`` (the 20 x 800-step runs),
+            ``"chain"`` (chapter 7) or ``"streams"`` (chapter 8: six streams, tuned methods).
 
     Returns:
         One row per benchmark x method x settings x seed x task: the runner's
@@ -119,7 +120,8 @@ def _shipped_file(name: str, group: str, key: str) -> Path:
     if name not in entries:
         raise KeyError(f"no shipped result {name!r} in group {group!r}; available: {sorted(entries)}")
     if key not in entries[name]:
-        raise KeyError(f"shipped result {name!r} of group {group!r} has no per-layer table")
+        what = {"layers_file": "per-layer table", "tuning_file": "tuning runs"}.get(key, key)
+        raise KeyError(f"shipped result {name!r} of group {group!r} has no {what}")
     path = results_dir(group) / entries[name][key]
     if not path.is_file():
         raise MissingResultsError(f"{path} is missing: reinstall isoplast_lite")
@@ -215,3 +217,17 @@ def provenance(threads: "int | None" = None) -> dict:
         "machine": platform.machine(),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+def load_tuning(name: str, group: str = "streams") -> pd.DataFrame:
+    """Load the tuning runs shipped beside result ``name`` (``tools/precompute_streams.py``:
+    every value of each method's grid, on the tuning seeds over the first quarter of the
+    stream), with one column per method setting (:func:`expand_settings`).
+
+    Raises:
+        KeyError: ``name`` is not in the manifest, or has no tuning runs.
+        MissingResultsError: the file listed in the manifest is missing.
+    """
+    from .run import with_diverged_column
+
+    return expand_settings(with_diverged_column(pd.read_csv(_shipped_file(name, group, "tuning_file"))))

@@ -68,7 +68,7 @@ def test_rows_of_a_sweep_over_any_setting_can_be_told_apart(tmp_path):
             "--no-cache", "--no-progress", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     df = expand_settings(pd.read_csv(out))
-    assert sorted(map(str, df.drop_duplicates(["method", "settings"]).settings)) == ['{"tau":0.05}', '{"tau":0.2}', "{}"]
+    assert sorted(map(str, df.drop_duplicates(["method", "settings"]).settings)) == ['{"reset_step":true,"tau":0.05}', '{"reset_step":true,"tau":0.2}', "{}"]
     assert sorted(df[df.method == "redo"].tau) == [0.05, 0.2]
 
 
@@ -104,7 +104,7 @@ def test_cache_key_covers_exactly_the_method_and_its_settings(monkeypatch):
 
 def test_config_json_holds_only_the_chosen_methods_settings():
     fields = json.loads(Config("random-label-digits", "redo", **TINY).to_json())
-    assert fields["settings"] == {"tau": 0.1} and fields["method_version"] == 1
+    assert fields["settings"] == {"tau": 0.1, "reset_step": True} and fields["method_version"] == 2
     names = set(fields) - {"settings"}
     assert not names & {"iso_strength", "weight_decay", "l2_strength", "sp_shrink", "redo_tau", "orthogonal"}
 

@@ -129,7 +129,7 @@ def test_redo_resets_incoming_outgoing_and_exactly_their_optimizer_state():
             torch.testing.assert_close(stack.params[w_in][k][d], fresh[w_in][k][d])  # re-initialized rows
             torch.testing.assert_close(stack.params[b_in][k][d], fresh[b_in][k][d])
             assert torch.equal(stack.params[w_out][k][:, d], torch.zeros_like(stack.params[w_out][k][:, d]))  # zeroed columns
-            for key in ("exp_avg", "exp_avg_sq"):
+            for key in ("exp_avg", "exp_avg_sq", "step"):  # EntryStepAdam: moments and step count
                 s_in, s_out = opt.state[stack.params[w_in]][key][k], opt.state[stack.params[w_out]][key][k]
                 assert torch.all(s_in[d] == 0) and torch.all(s_out[:, d] == 0)
                 if layer == 0:  # (layer 1's rows also lose layer 0's dormant columns)
@@ -284,3 +284,71 @@ def test_fused_optimizer_runs_the_per_tensor_algorithm(name):
     for n in stacks[0].params:
         assert not torch.equal(stacks[0].params[n], start[n]), n  # it trained
         torch.testing.assert_close(stacks[0].params[n], stacks[1].params[n], rtol=1e-12, atol=1e-14)
+
+
+def _adam_reference(p0, grads, lr=0.01, betas=(0.9, 0.999), eps=1e-8):
+    """torch.optim.Adam (per-tensor loop) on a copy of ``p0`` fed ``grads``; the trajectory."""
+    p = p0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([p], lr=lr, betas=betas, eps=eps, foreach=False)
+    out = []
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+        out.append(p.detach().clone())
+    return out
+
+
+def test_entry_step_adam_is_adam_without_restarts_and_a_fresh_adam_after_one():
+    from isoplast_lite.optim import EntryStepAdam
+
+    gen = torch.Generator().manual_seed(3)
+    p0 = torch.randn(4, 5, generator=gen, dtype=torch.float64)
+    grads = [torch.randn(4, 5, generator=gen, dtype=torch.float64) for _ in range(9)]
+    ref = _adam_reference(p0, grads)
+    p = p0.clone().requires_grad_(True)
+    opt = EntryStepAdam([p], lr=0.01)
+    mask = torch.zeros(4, 5, dtype=torch.bool)
+    mask[1, 2] = mask[3, 0] = mask[0, 4] = True
+    for i, g in enumerate(grads):
+        if i == 4:
+            opt.restart_entries(p, mask)
+            restarted_from = p.detach().clone()
+        p.grad = g.clone()
+        opt.step()
+        if i < 4:  # no restart yet: Adam exactly
+            torch.testing.assert_close(p.detach(), ref[i], rtol=1e-12, atol=1e-14)
+    # unrestarted entries: still Adam's trajectory; restarted ones: a fresh Adam started at step 4
+    torch.testing.assert_close(p.detach()[~mask], ref[-1][~mask], rtol=1e-12, atol=1e-14)
+    fresh = _adam_reference(restarted_from, grads[4:])
+    torch.testing.assert_close(p.detach()[mask], fresh[-1][mask], rtol=1e-12, atol=1e-14)
+    assert not torch.allclose(p.detach()[mask], ref[-1][mask])  # the restart changed them
+    assert torch.equal(opt.state[p]["step"][mask], torch.full((3,), 5.0, dtype=torch.float64))
+    assert torch.equal(opt.state[p]["step"][~mask], torch.full((17,), 9.0, dtype=torch.float64))
+
+
+def test_redo_without_reset_step_keeps_the_fused_adam():
+    cfg, method, stack = _setup("redo", width=8, reset_step=False)
+    assert type(method.make_optimizer(stack, cfg)) is torch.optim.Adam
+    cfg, method, stack = _setup("redo", width=8)
+    assert type(method.make_optimizer(stack, cfg)).__name__ == "EntryStepAdam"
+
+
+def test_shrink_perturb_step_is_decay_plus_each_seeds_own_gaussian_noise():
+    from isoplast_lite._seeding import seeded_generator
+    from isoplast_lite.methods import ShrinkPerturbStep
+
+    cfg, method, stack = _setup("shrink-perturb-step", width=8, shrink=0.01, noise=0.05)
+    names = list(stack.params)
+    for task, step in ((0, 0), (0, 1), (3, 0)):
+        before = {n: p.detach().clone() for n, p in stack.params.items()}
+        ctx = _step(cfg, stack)
+        ctx.task, ctx.step = task, step
+        if step == 0:  # the generators the method re-seeds at each new task
+            gens = [seeded_generator(s, task, ShrinkPerturbStep._SALT) for s in SEEDS]
+        method.after_step(stack, None, ctx)
+        for k in range(len(SEEDS)):  # one draw per seed and step, in parameter order
+            sizes = [before[n][k].numel() for n in names]
+            eps = torch.randn(sum(sizes), generator=gens[k], dtype=torch.float64).split(sizes)
+            for n, e in zip(names, eps):
+                expected = 0.99 * before[n][k] + 0.05 * e.view_as(before[n][k])
+                torch.testing.assert_close(stack.params[n][k], expected, rtol=1e-12, atol=1e-14)

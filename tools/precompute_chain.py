@@ -42,7 +42,7 @@ INTERVENTIONS = (
     {"target": "spread", "c": 4.0},
 )
 #: (method, settings) of every configuration, in the order they run
-CONFIGS = [(m, {}) for m in METHODS] + [("adamo-target", s) for s in INTERVENTIONS]
+CONFIGS = [(m, {"reset_step": False} if m == "redo" else {}) for m in METHODS] + [("adamo-target", s) for s in INTERVENTIONS]
 
 
 def configs(benchmark: str):

@@ -47,6 +47,14 @@ canonical JSON of the method's settings (``{"iso_strength":0.1,"iso_scaling":"lr
 method without settings; :func:`isoplast_lite.results.expand_settings` turns it into one column
 per setting). The result is a tidy ``pandas.DataFrame`` (one row per seed x task).
 
+Two more tidy tables come from the same measurement and are returned on request:
+``run(cfg, layers=True)`` adds the per-layer table (:data:`LAYER_COLUMNS`, one row per seed x
+task x block: the scale and spread of each layer's Jacobian and weight singular values,
+:func:`isoplast_lite.diagnostics.layer_isometry`), and ``run(cfg, spectra=True)`` the eNTK
+spectrum table (:data:`SPECTRUM_COLUMNS`, one row per seed x task x eigenvalue, descending: the
+whole spectrum whose condition number, expected progress and effective rank the ``ntk_*``
+columns summarize). Both are cached and checkpointed with the rows.
+
 Divergence is a result, not a crash: after each task the runner checks, per seed, that its
 weights, its online loss and its end-of-task loss are finite. A seed that fails is recorded
 as diverged from that task on (its metrics NaN; the other seeds train on, unaffected, since
@@ -131,7 +139,8 @@ from .tasks import BENCHMARKS, SOURCE_SIZES, load_source, make_stream, parse_ben
 
 __all__ = [
     "Config", "run", "check_config", "ConfigError", "cache_key", "default_cache_dir", "with_diverged_column",
-    "METRIC_COLUMNS", "RESULT_COLUMNS", "CONFIG_COLUMNS", "LAYER_COLUMNS", "LAYER_MEASURES", "LIMITS", "MAX_LR",
+    "METRIC_COLUMNS", "RESULT_COLUMNS", "CONFIG_COLUMNS", "LAYER_COLUMNS", "LAYER_MEASURES", "SPECTRUM_COLUMNS",
+    "LIMITS", "MAX_LR",
 ]  # fmt: skip
 METRIC_COLUMNS = (
     "train_acc", "train_acc_online", "test_acc", "loss", "loss_online", "dormant_0.025", "dormant_0.1",
@@ -150,6 +159,9 @@ LAYER_MEASURES = (
     "jac_sigma_min", "jac_sigma_max", "weight_scale", "weight_spread", "weight_sigma_min", "weight_sigma_max",
 )  # fmt: skip
 LAYER_COLUMNS = CONFIG_COLUMNS + ("layer", "kind", "block") + LAYER_MEASURES
+#: the eNTK spectrum table (``run(..., spectra=True)``): one row per seed x task x eigenvalue of
+#: the probe's eNTK arranged as a ``(P*O, P*O)`` matrix, ``index`` 0 the largest (descending)
+SPECTRUM_COLUMNS = CONFIG_COLUMNS + ("index", "eigenvalue")
 # Upper bounds of the sizes of a Config: far above any run a machine can do in a day, low
 # enough that an absurd value (a typo such as --depth 1000000000000) is an error, not a hang.
 # check_config also compares the memory a config needs with the memory available.
@@ -159,7 +171,7 @@ MAX_LR = 10.0  # Adam moves every weight by about lr per step: lr > 10 cannot tr
 #: the :func:`isoplast_lite.diagnostics.empirical_ntk` method of the per-task measurement
 NTK_METHOD = "layerwise"
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-_SCHEMA = 3  # checkpoints: 2 since method settings moved out of Config (issue 10), 3 with per-layer rows
+_SCHEMA = 4  # checkpoints: 2 since method settings moved out of Config (issue 10), 3 with per-layer rows, 4 with eNTK spectra
 
 
 @dataclass(frozen=True)
@@ -490,7 +502,8 @@ def _evaluate(stack: StackedModel, x: torch.Tensor, y: torch.Tensor):
 
 def _measure(stack: StackedModel, k: int, x: torch.Tensor, probe: torch.Tensor):
     """Diagnostics of seed number ``k`` on its task inputs ``x`` ``(N, D)`` and probe ``(P, D)``:
-    the row's metrics and the per-layer rows (:func:`isoplast_lite.diagnostics.layer_isometry`)."""
+    the row's metrics, the per-layer rows (:func:`isoplast_lite.diagnostics.layer_isometry`) and
+    the eNTK's eigenvalues ``(P*O,)``, descending (those the row's ``ntk_*`` summarize)."""
     model = stack.model_for_seed(k).eval()
     feats = hidden_features(model, x)  # one forward pass for the four feature measures below
     with torch.no_grad():
@@ -512,7 +525,7 @@ def _measure(stack: StackedModel, k: int, x: torch.Tensor, probe: torch.Tensor):
     row["ntk_progress_mean"] = float(summary["progress_mean"])  # mean over random residual directions
     row["ntk_progress_worst"] = float(summary["progress_kantorovich"])  # worst case, 4 kappa / (1 + kappa)^2
     row["ntk_erank"] = float(summary["effective_rank"])
-    return row, layer_isometry(model, probe)
+    return row, layer_isometry(model, probe), summary["eigenvalues"].detach().double().cpu()
 
 
 @dataclass
@@ -571,28 +584,43 @@ def _train_task(cfg: Config, method: Method, stack: StackedModel, opt, data: _Ta
 
 
 def _task_rows(cfg: Config, stack: StackedModel, seeds: Sequence[int], data: _TaskData, t: int,
-               acc_sum: torch.Tensor, loss_sum: torch.Tensor, diverged: set) -> Tuple[List[dict], List[dict]]:  # fmt: skip
+               acc_sum: torch.Tensor, loss_sum: torch.Tensor, diverged: set) -> Tuple[List[dict], List[dict], List[dict]]:  # fmt: skip
     """The rows of task ``t``: end-of-task accuracy and loss, online means, test accuracy and
-    the diagnostics of every seed, and the per-layer rows (updates ``diverged`` with the seeds
-    that just diverged; a diverged seed's layer rows are NaN)."""
+    the diagnostics of every seed, the per-layer rows and the eNTK spectrum rows (updates
+    ``diverged`` with the seeds that just diverged; a diverged seed's layer and spectrum rows
+    are NaN)."""
     acc, loss = _evaluate(stack, data.x, data.y)
     test_acc = _evaluate(stack, data.x_test, data.y_test)[0] if data.x_test is not None else None
     diverged.update(_newly_diverged(stack, loss_sum, loss))
-    rows, layer_rows = [], []
+    rows, layer_rows, spectrum_rows = [], [], []
     for k, s in enumerate(seeds):
         if k in diverged:
             rows.append(_diverged_row(cfg, s, t))
             layer_rows.extend(_diverged_layer_rows(cfg, stack, s, t))
+            spectrum_rows.extend(_spectrum_rows(cfg, s, t, [math.nan] * _n_eigenvalues(cfg)))
             continue
         row = {**_config_row(cfg, s, t), "train_acc": float(acc[k]),
                "train_acc_online": float(acc_sum[k]) / cfg.steps_per_task,
                "test_acc": float(test_acc[k]) if test_acc is not None else math.nan,
                "loss": float(loss[k]), "loss_online": float(loss_sum[k]) / cfg.steps_per_task}  # fmt: skip
-        metrics, layers = _measure(stack, k, data.x[k], data.x[k, : cfg.probe_size])
+        metrics, layers, eigenvalues = _measure(stack, k, data.x[k], data.x[k, : cfg.probe_size])
         row.update(metrics, diverged=False)
         rows.append(row)
         layer_rows.extend({**_config_row(cfg, s, t), **r} for r in layers)
-    return rows, layer_rows
+        spectrum_rows.extend(_spectrum_rows(cfg, s, t, eigenvalues.tolist()))
+    return rows, layer_rows, spectrum_rows
+
+
+def _n_eigenvalues(cfg: Config) -> int:
+    """Eigenvalues of the probe's eNTK: probe inputs (at most the training images) x classes."""
+    n_images, _, n_classes = SOURCE_SIZES[parse_benchmark(cfg.benchmark)[1]]
+    return min(cfg.probe_size, n_images if cfg.n_train is None else cfg.n_train) * n_classes
+
+
+def _spectrum_rows(cfg: Config, seed: int, task: int, eigenvalues: Sequence[float]) -> List[dict]:
+    """One row per eigenvalue (already descending), ``index`` 0 the largest."""
+    config = _config_row(cfg, seed, task)
+    return [{**config, "index": i, "eigenvalue": float(v)} for i, v in enumerate(eigenvalues)]
 
 
 def _diverged_layer_rows(cfg: Config, stack: StackedModel, seed: int, task: int) -> List[dict]:
@@ -602,16 +630,20 @@ def _diverged_layer_rows(cfg: Config, stack: StackedModel, seed: int, task: int)
              **dict.fromkeys(LAYER_MEASURES, math.nan)} for i in range(n)]  # fmt: skip
 
 
-def _save_checkpoint(path: Path, key: str, next_task: int, rows: List[dict], layer_rows: List[dict], stack: StackedModel, opt, method: Method) -> None:
-    """Everything needed to resume at ``next_task``, written atomically."""
-    state = {"schema": _SCHEMA, "key": key, "next_task": next_task, "rows": rows, "layer_rows": layer_rows,
+def _save_checkpoint(path: Path, key: str, next_task: int, tables: Tuple[List[dict], List[dict], List[dict]],
+                     stack: StackedModel, opt, method: Method) -> None:  # fmt: skip
+    """Everything needed to resume at ``next_task`` (``tables``: rows, layer rows, spectrum rows so far), written atomically."""
+    rows, layer_rows, spectrum_rows = tables
+    state = {"schema": _SCHEMA, "key": key, "next_task": next_task, "rows": rows, "layer_rows": layer_rows, "spectrum_rows": spectrum_rows,
              "stack": _to_device(stack.state(), "cpu"), "opt": opt.state_dict(),
              "method": _to_device(method.state_dict(), "cpu")}  # fmt: skip
     _files.atomic_write(path, lambda h: torch.save(state, h))
 
 
-def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], key: str, progress: bool, callback) -> pd.DataFrame:
-    """Train the stacked ``seeds`` of ``cfg`` task after task, resuming from ``ckpt_path``.
+def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], key: str, progress: bool,
+                      callback) -> Tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """Train the stacked ``seeds`` of ``cfg`` task after task, resuming from ``ckpt_path``;
+    returns the rows, the per-layer rows and the eNTK spectrum rows.
 
     Per task: stage the data, call the method's task-boundary hook, train, log the rows
     (:func:`_task_rows`), checkpoint, call ``callback``.
@@ -625,13 +657,14 @@ def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], 
     opt = method.make_optimizer(stack, cfg)
     rows: List[dict] = []
     layer_rows: List[dict] = []
+    spectrum_rows: List[dict] = []
     start = 0
     ckpt = _load_checkpoint(ckpt_path, key) if ckpt_path is not None else None
     if ckpt is not None:
         stack.load_state(_to_device(ckpt["stack"], device))
         opt.load_state_dict(ckpt["opt"])
         method.load_state_dict(_to_device(ckpt["method"], device))
-        rows, layer_rows, start = ckpt["rows"], ckpt["layer_rows"], ckpt["next_task"]
+        rows, layer_rows, spectrum_rows, start = ckpt["rows"], ckpt["layer_rows"], ckpt["spectrum_rows"], ckpt["next_task"]
     diverged = {k for k, s in enumerate(seeds) if any(r["seed"] == s and r["diverged"] for r in rows)}
 
     from tqdm.auto import tqdm
@@ -643,21 +676,36 @@ def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], 
             if len(diverged) == len(seeds):  # every seed diverged: the remaining tasks are recorded, not trained
                 rows.extend(_diverged_row(cfg, s, u) for s in seeds for u in range(t, cfg.n_tasks))
                 layer_rows.extend(r for s in seeds for u in range(t, cfg.n_tasks) for r in _diverged_layer_rows(cfg, stack, s, u))
+                nan = [math.nan] * _n_eigenvalues(cfg)
+                spectrum_rows.extend(r for s in seeds for u in range(t, cfg.n_tasks) for r in _spectrum_rows(cfg, s, u, nan))
                 break
             data = _stage_task(cfg, streams, t, device, dtype)
             if t > 0:
                 method.at_task_boundary(stack, opt, TaskContext(cfg=cfg, task=t, x=data.x, y=data.y, tasks=data.tasks))
             acc_sum, loss_sum = _train_task(cfg, method, stack, opt, data, t, bar)
-            new_rows, new_layer_rows = _task_rows(cfg, stack, seeds, data, t, acc_sum, loss_sum, diverged)
+            new_rows, new_layer_rows, new_spectrum_rows = _task_rows(cfg, stack, seeds, data, t, acc_sum, loss_sum, diverged)
             rows.extend(new_rows)
             layer_rows.extend(new_layer_rows)
+            spectrum_rows.extend(new_spectrum_rows)
             if ckpt_path is not None:
-                _save_checkpoint(ckpt_path, key, t + 1, rows, layer_rows, stack, opt, method)
+                _save_checkpoint(ckpt_path, key, t + 1, (rows, layer_rows, spectrum_rows), stack, opt, method)
             if callback is not None:
                 callback(t, pd.DataFrame(rows, columns=RESULT_COLUMNS))
     finally:
         bar.close()
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS), pd.DataFrame(layer_rows, columns=LAYER_COLUMNS)
+    return (pd.DataFrame(rows, columns=RESULT_COLUMNS), pd.DataFrame(layer_rows, columns=LAYER_COLUMNS),
+            pd.DataFrame(spectrum_rows, columns=SPECTRUM_COLUMNS))  # fmt: skip
+
+
+#: the tables of :func:`run` besides the rows: ``run`` argument -> (file stem, columns, name in messages)
+_TABLES = {"layers": ("layers", LAYER_COLUMNS, "per-layer table"),
+           "spectra": ("spectra", SPECTRUM_COLUMNS, "eNTK spectrum table")}  # fmt: skip
+
+
+def _table_rows(cfg: Config, n_seeds: int) -> Dict[str, int]:
+    """Rows of each table for ``n_seeds`` seeds of ``cfg``: the rows, then the tables of :data:`_TABLES`."""
+    per_task = {"result": 1, "layers": cfg.depth + 1, "spectra": _n_eigenvalues(cfg)}
+    return {name: n_seeds * cfg.n_tasks * n for name, n in per_task.items()}
 
 
 def run(
@@ -668,6 +716,7 @@ def run(
     seed_batch: Optional[int] = None,
     callback: Optional[Callable[[int, pd.DataFrame], None]] = None,
     layers: bool = False,
+    spectra: bool = False,
 ):
     """Run (or load from the cache) the experiment ``cfg``.
 
@@ -682,38 +731,54 @@ def run(
         callback: called as ``callback(task, rows_so_far)`` after each task is logged and
             checkpointed (used by tests and notebooks).
         layers: also return the per-layer table.
+        spectra: also return the eNTK spectrum table.
 
     Returns:
         A tidy ``pandas.DataFrame`` with :data:`RESULT_COLUMNS`, one row per seed x task, sorted
-        by seed then task; with ``layers=True`` the pair ``(rows, layer_rows)``, where
+        by seed then task. With ``layers=True`` and/or ``spectra=True``, a tuple: the rows, then
+        the per-layer table if ``layers``, then the spectrum table if ``spectra``
+        (``rows, layer_rows = run(cfg, layers=True)``;
+        ``rows, spectrum_rows = run(cfg, spectra=True)``;
+        ``rows, layer_rows, spectrum_rows = run(cfg, layers=True, spectra=True)``).
+
         ``layer_rows`` has :data:`LAYER_COLUMNS`, one row per seed x task x block (hidden blocks
         then the head): the scale and spread of ``log sigma`` of each block's Jacobian over the
         directions its active units span, and of its weight's singular values, on the probe
-        (:func:`isoplast_lite.diagnostics.layer_isometry`; a diverged seed's rows are NaN). The
-        per-layer table is cached beside the rows (``layers.csv``); an entry cached before it
-        existed is recomputed when it is asked for.
+        (:func:`isoplast_lite.diagnostics.layer_isometry`; a diverged seed's rows are NaN).
+
+        ``spectrum_rows`` has :data:`SPECTRUM_COLUMNS`, one row per seed x task x eigenvalue,
+        sorted by seed, task, ``index``: the eigenvalues of the eNTK on the probe, arranged as
+        the ``(P*O, P*O)`` matrix of :func:`isoplast_lite.diagnostics.ntk_summary` (``P`` probe
+        inputs, ``O`` classes), in descending order, ``index`` 0 the largest. They are the
+        eigenvalues of the very kernel that the row's ``ntk_cond``, ``ntk_progress_*`` and
+        ``ntk_erank`` summarize (the same computation, not a second one): ``ntk_cond`` is their
+        largest absolute value over their smallest. A diverged seed's eigenvalues are NaN.
+
+        The tables are cached beside the rows (``layers.csv``, ``spectra.csv``); the cache key
+        does not depend on ``layers`` or ``spectra`` (every run computes all three tables), and
+        an entry cached before a table existed is recomputed when that table is asked for.
     """
     if not isinstance(cfg, Config):
         raise TypeError(f"cfg must be an isoplast_lite.run.Config, got {type(cfg).__name__}")
+    wanted = [name for name, asked in (("layers", layers), ("spectra", spectra)) if asked]
     seeds = cfg.seed_list
     if seed_batch is None:
         seed_batch = len(seeds)
     seed_batch = check_int("seed_batch", seed_batch, minimum=1)
     show = _progress_enabled(progress)
     key = cache_key(cfg)
+    n_rows = _table_rows(cfg, cfg.seeds)
     folder: Optional[Path] = None
     if cache_dir is not False:
         folder = (default_cache_dir() if cache_dir is None else Path(cache_dir)) / key
         _files.clean_stale_temps(folder)  # leftovers of writes interrupted in earlier runs
-        n_layer_rows = cfg.seeds * cfg.n_tasks * (cfg.depth + 1)
-        result = _load_entry(folder / "result.csv", cfg.seeds * cfg.n_tasks)
-        if result is not None and not layers:
-            return result
+        result = _load_entry(folder / "result.csv", n_rows["result"])
         if result is not None:
-            layer_result = _load_entry(folder / "layers.csv", n_layer_rows, LAYER_COLUMNS)
-            if layer_result is not None:
-                return result, layer_result
-            warnings.warn(f"cache entry {folder} has no per-layer table (made before it existed); recomputing", RuntimeWarning, stacklevel=2)
+            extra = [_load_entry(folder / f"{_TABLES[t][0]}.csv", n_rows[t], _TABLES[t][1]) for t in wanted]
+            if all(e is not None for e in extra):
+                return (result, *extra) if wanted else result
+            missing = " or ".join(_TABLES[t][2] for t, e in zip(wanted, extra) if e is None)
+            warnings.warn(f"cache entry {folder} has no {missing} (made before it existed); recomputing", RuntimeWarning, stacklevel=2)
             for stale in folder.glob("*.csv"):
                 stale.unlink()
                 _files.checksum_path(stale).unlink(missing_ok=True)
@@ -721,27 +786,30 @@ def run(
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         _files.atomic_write(folder / "config.json", lambda h: h.write(cfg.to_json().encode()))
-    parts, layer_parts = [], []
+    parts: Dict[str, list] = {"result": [], "layers": [], "spectra": []}
     for b in range(0, len(seeds), seed_batch):
         batch = seeds[b : b + seed_batch]
         stem = f"seeds-{'-'.join(map(str, batch))}"
-        part = layer_part = None
+        n_part = _table_rows(cfg, len(batch))
+        files = {"result": (f"{stem}.csv", RESULT_COLUMNS)} | {t: (f"{stem}.{file}.csv", cols) for t, (file, cols, _) in _TABLES.items()}
+        got = {t: None for t in files}
         if folder is not None:
-            part = _load_entry(folder / f"{stem}.csv", len(batch) * cfg.n_tasks)
-            layer_part = _load_entry(folder / f"{stem}.layers.csv", len(batch) * cfg.n_tasks * (cfg.depth + 1), LAYER_COLUMNS)
-        if part is None or layer_part is None:
-            part, layer_part = _train_seed_batch(cfg, batch, None if folder is None else folder / f"{stem}.ckpt", key, show, callback)
+            got = {t: _load_entry(folder / name, n_part[t], cols) for t, (name, cols) in files.items()}
+        if any(part is None for part in got.values()):  # every table of a batch comes from one training
+            trained = _train_seed_batch(cfg, batch, None if folder is None else folder / f"{stem}.ckpt", key, show, callback)
+            got = dict(zip(files, trained))
             if folder is not None:
-                _write_entry(folder / f"{stem}.csv", part)
-                _write_entry(folder / f"{stem}.layers.csv", layer_part)
+                for t, (name, _) in files.items():
+                    _write_entry(folder / name, got[t])
                 (folder / f"{stem}.ckpt").unlink(missing_ok=True)
-        parts.append(part)
-        layer_parts.append(layer_part)
-    df = pd.concat(parts, ignore_index=True).sort_values(["seed", "task"], kind="stable").reset_index(drop=True)
-    df = df[list(RESULT_COLUMNS)]
-    layer_df = pd.concat(layer_parts, ignore_index=True).sort_values(["seed", "task", "layer"], kind="stable").reset_index(drop=True)
-    layer_df = layer_df[list(LAYER_COLUMNS)]
+        for t in parts:
+            parts[t].append(got[t])
+    order = {"result": ["seed", "task"], "layers": ["seed", "task", "layer"], "spectra": ["seed", "task", "index"]}
+    columns = {"result": RESULT_COLUMNS} | {t: cols for t, (_, cols, _) in _TABLES.items()}
+    tables = {t: pd.concat(parts[t], ignore_index=True).sort_values(order[t], kind="stable").reset_index(drop=True)[list(columns[t])]
+              for t in parts}  # fmt: skip
     if folder is not None:
-        _write_entry(folder / "layers.csv", layer_df)
-        _write_entry(folder / "result.csv", df)  # last: its presence means the entry is complete
-    return (df, layer_df) if layers else df
+        for t, (file, _, _) in _TABLES.items():
+            _write_entry(folder / f"{file}.csv", tables[t])
+        _write_entry(folder / "result.csv", tables["result"])  # last: its presence means the entry is complete
+    return (tables["result"], *(tables[t] for t in wanted)) if wanted else tables["result"]

@@ -87,3 +87,23 @@ def test_cache_key_covers_config_and_version(monkeypatch):
 def test_default_cache_dir_from_env(tmp_path, monkeypatch):
     monkeypatch.setenv("ISOPLAST_CACHE", str(tmp_path / "c"))
     assert run_mod.default_cache_dir() == tmp_path / "c"
+
+
+def test_interrupted_run_resumes_its_entk_spectra_and_the_rows_stay_as_before(tmp_path, monkeypatch):
+    reference, ref_spectra = run(CFG, cache_dir=False, progress=False, spectra=True)
+    assert reference.equals(run(CFG, cache_dir=False, progress=False))  # asking for spectra changes nothing else
+
+    def interrupt_after_task_1(task, rows):
+        if task == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(CFG, cache_dir=tmp_path, progress=False, spectra=True, callback=interrupt_after_task_1)
+    trained = []
+    resumed, spectra = run(CFG, cache_dir=tmp_path, progress=False, spectra=True, callback=lambda task, rows: trained.append(task))
+    assert trained == [2]  # the spectra of tasks 0 and 1 came from the checkpoint
+    pd.testing.assert_frame_equal(resumed, reference, check_exact=False, rtol=1e-6, atol=1e-9)
+    pd.testing.assert_frame_equal(spectra, ref_spectra, check_exact=False, rtol=1e-5, atol=1e-6)
+    assert sorted(spectra.task.unique()) == [0, 1, 2]
+    monkeypatch.setattr(run_mod, "_train_seed_batch", _no_training)
+    pd.testing.assert_frame_equal(run(CFG, cache_dir=tmp_path, progress=False, spectra=True)[1], spectra)

@@ -224,8 +224,9 @@ def test_4_a_diverging_config_is_recorded_cached_and_not_redone(tmp_path, monkey
     assert df.diverged.all()  # lambda * lr = 1: the isometry step explodes within the first task
     assert df[list(run_mod.METRIC_COLUMNS)].isna().all().all()  # never a plausible number
     monkeypatch.setattr(run_mod, "_train_seed_batch", lambda *a, **k: (_ for _ in ()).throw(AssertionError("redone")))
-    again = run(cfg, cache_dir=tmp_path, progress=False)
+    again, spectra = run(cfg, cache_dir=tmp_path, progress=False, spectra=True)
     pd.testing.assert_frame_equal(again, df)
+    assert len(spectra) == 6 * 4 * 10 and spectra.eigenvalue.isna().all()  # a diverged seed's eigenvalues are NaN too
 
 
 def test_4_one_seed_diverging_leaves_the_others_untouched(monkeypatch):

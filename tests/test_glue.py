@@ -153,7 +153,8 @@ def test_built_html_prose_follows_the_glued_value(tmp_path):
 # still allows is listed here, each with why it is not a result: settings and definitions of the
 # runs, conventions (confidence levels), constructions and closed-form answers of exercises.
 # A pattern allows the numbers inside its match. Anything else that looks computed (a
-# percentage, a decimal number) fails the test: glue it, or add it here with its reason.
+# percentage, a decimal number, an integer with a thousands separator, an integer of steps or
+# of time, a count "k of n seeds") fails the test: glue it, or add it here with its reason.
 ALLOWED = [
     # settings of the runs (chosen, not measured)
     (r"\\lambda\s*(=|\\in)\s*\\?\{?[\d., ]+", "isometry strength lambda, a setting"),
@@ -179,19 +180,46 @@ ALLOWED = [
     (r"within 0\.05 of", "ch. 7: the threshold of the computed verdicts, a convention"),
     (r"w_B = \(-0\.45, 0\.15\)\$ with bias \$-0\.3\$", "ch. 4 toy: how the dead unit is constructed"),
     (r"\$c = 0\.5\$|\$0\.5I\$", "ch. 7: the intervention's target c, a setting"),
+    # budgets of runs and demonstrations (integers of steps that are chosen, not measured)
+    (r"\d+\s+(tasks\s+(of|x|\\times|×)|x|\\times|×)\s+\d+\s+steps", "a stream's budget (tasks x steps per task), a setting"),
+    (r"\d+-step\s+task", "steps per task of a stream, a setting"),
+    (r"512-step\s+(replication|run)", "ch. 5: the length of the independent replication reported in PAPER.md"),
+    (r"(for|Apply)\s+\d+\s+steps", "length of a demonstration or exercise run (chs. 4, 6), a setting"),
+    (r"\d+\s+full-batch\s+steps|so\s+100\s+steps\s+barely", "ch. 5 exercise: the run's length, a setting"),
+    (r"random\s+labels\s+in\s+400\s+steps", "ch. 6: the per-task budget, a setting"),
+    (r"\$\\lambda = 0\.5\$,\s+\d+\s+steps\)", "ch. 6 exercise: the run's length among its settings"),
+    (r"with\s+1\s+or\s+3\s+iterations", "ch. 3: Newton-Schulz iteration counts compared, settings"),
+    (r"after\s+600\s+steps\s+the\s+dead", "ch. 4: the full-mode budget (2 tasks x 300 steps) of the measured run, a setting"),
+    (r"last\s+3\s+of\s+10\s+tasks", "ch. 6: the window of tasks averaged, a setting"),
 ]
 LOOKS_COMPUTED = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?\s?%|\d*\.\d+)(?![\w])")
+# integers that look computed: a thousands separator or space group ("430 000", "430\,000",
+# "4,300"), an integer (or range) of steps or of time ("43 steps", "800-step", "12-17 minutes",
+# "225 s"), a count of runs that passed ("3 of 4 seeds")
+_TIME_OR_STEPS = r"(?:steps?|iterations?|epochs?|minutes?|min|seconds?|s|ms|hours?|h)"
+INTEGER_LOOKS_COMPUTED = re.compile(
+    r"(?<![\w.,{^])(?:\d{1,3}(?:(?:,|\\,|\s|\u202f|\u2009)\d{3})+(?![\d.])"
+    r"|\d+(?:\s*(?:-|–|--|to)\s*\d+)?(?:\s|~|\\,|-)?" + _TIME_OR_STEPS + r"(?![\w])"
+    r"|\d+\s+(?:of|out of)\s+(?:the\s+)?\d+\s+(?:seeds|runs|tasks|units|methods|streams))"
+)
 CHAPTERS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]-*.md"))
+# Chapters whose typed integers are not fixed yet; the scan of decimals and percentages applies to
+# them in full. Chapter 8 is being rewritten on another branch: remove it here when that lands
+# (test_a_pending_chapter_still_has_typed_integers fails as soon as it has none left).
+INTEGER_SCAN_PENDING = {"08-reproducing-benchmarks"}
 
 
-def typed_numbers(markdown: str) -> list:
-    """Numbers that look computed in ``markdown`` (glue roles and inline code removed), minus ALLOWED."""
+def typed_numbers(markdown: str, *, integers: bool = True) -> list:
+    """Numbers that look computed in ``markdown`` (glue roles and inline code removed), minus ALLOWED;
+    ``integers=False`` scans decimals and percentages only."""
     text = re.sub(r"\{glue:text\}`[^`]+`", "", markdown)
     text = re.sub(r"`[^`]*`", "", text)
     text = re.sub(r"\]\([^)]*\)|<https?://[^>]*>", "", text)  # link targets
     allowed = [m.span() for pattern, _ in ALLOWED for m in re.finditer(pattern, text)]
+    patterns = (LOOKS_COMPUTED, INTEGER_LOOKS_COMPUTED) if integers else (LOOKS_COMPUTED,)
+    hits = sorted((m for pattern in patterns for m in pattern.finditer(text)), key=lambda m: m.start())
     return [m.group(0) + " in: " + text[max(0, m.start() - 50): m.end() + 30].replace("\n", " ")
-            for m in LOOKS_COMPUTED.finditer(text)
+            for m in hits
             if not any(a <= m.start() and m.end() <= b for a, b in allowed)]  # fmt: skip
 
 
@@ -202,10 +230,39 @@ def test_the_scan_catches_typed_results():
     assert not typed_numbers("AdamO at $\\lambda = 0.1$ reaches {glue:text}`acc:.1%` with a 95% interval")
 
 
+@pytest.mark.parametrize("text", [
+    "needs about $\\ln 2/(16\\cdot 10^{-7}) \\approx 430\\,000$ steps", "about 430 000 steps", "about 4,300 steps",
+    "a half-life of about 43 steps", "halve it in about 430 steps", "the runs take 12-17 minutes", "it took 225 s",
+    "a 433-step half-life", "3 of 4 seeds kept it", "in 2 hours",
+])  # fmt: skip
+def test_the_scan_catches_typed_integers(text):
+    """Integers that come from a computation (step counts, run times, counts of seeds) are flagged."""
+    assert typed_numbers(text), text
+
+
+@pytest.mark.parametrize("text", [
+    "10 tasks x 400 steps, 8 seeds, width 64, batch 32", "width 64, 10 tasks of 400 steps, 2 seeds",
+    "MLP 64-256-256-256-10", "depth 4, width 512, lr $10^{-4}$", "half-life {glue:text}`t-half:,.0f` steps",
+    "$10^4$ times larger", "chapter 5, exercise 3", "the years 2019 and 2024", "one 800-step task",
+])  # fmt: skip
+def test_the_scan_lets_settings_and_glued_integers_pass(text):
+    """Budgets, sizes and counts of settings are not results; a glued integer is not typed."""
+    assert not typed_numbers(text), typed_numbers(text)
+
+
 @pytest.mark.parametrize("md", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_no_typed_results_in_the_prose(md):
-    found = [hit for cell in jupytext.read(md).cells if cell.cell_type == "markdown" for hit in typed_numbers(cell.source)]
+    integers = md.stem not in INTEGER_SCAN_PENDING
+    found = [hit for cell in jupytext.read(md).cells if cell.cell_type == "markdown" for hit in typed_numbers(cell.source, integers=integers)]
     assert not found, f"{md.name}: numbers typed by hand (glue them, or allow them in ALLOWED with a reason): {found}"
+
+
+@pytest.mark.parametrize("stem", sorted(INTEGER_SCAN_PENDING))
+def test_a_pending_chapter_still_has_typed_integers(stem):
+    """An exemption from the integer scan lasts only while the chapter needs it."""
+    (md,) = [p for p in CHAPTERS if p.stem == stem]
+    found = [hit for cell in jupytext.read(md).cells if cell.cell_type == "markdown" for hit in typed_numbers(cell.source)]
+    assert found, f"{md.name} has no typed integers left: remove it from INTEGER_SCAN_PENDING"
 
 
 @pytest.mark.parametrize("md", CHAPTERS, ids=[p.stem for p in CHAPTERS])

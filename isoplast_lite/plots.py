@@ -75,6 +75,8 @@ _FAMILY_STYLE = {
     "Adam-like": ("-", "o"), "resets": ("--", "s"), "regularizers": ("-.", "^"),
     "the paper's": ("-", "D"), "other": (":", "v"),
 }  # fmt: skip
+#: the fresh-network reference of plasticity (``methods.Fresh``): grey and dashed, never a method's colour
+_REFERENCE_STYLES = {"fresh": {"color": "#7F7F7F", "linestyle": "--", "marker": "."}}
 _HASHED = ("orange", "sky", "green", "blue", "purple", "yellow")  # for names we do not know
 
 #: column -> the words (or math) a figure shows.
@@ -128,12 +130,15 @@ def method_style(method: str) -> dict:
     """Fixed ``{"color", "linestyle", "marker"}`` of ``method``, the same in every figure.
 
     A name outside :data:`FAMILIES` gets a dotted line and a colour chosen by the CRC-32 of its
-    name (deterministic across processes, unlike ``hash``).
+    name (deterministic across processes, unlike ``hash``); the reference ``"fresh"`` (a fresh
+    network at every task) is grey and dashed.
 
     Example:
         >>> method_style("adam")
         {'color': '#000000', 'linestyle': '-', 'marker': 'o'}
     """
+    if method in _REFERENCE_STYLES:
+        return dict(_REFERENCE_STYLES[method])
     fam = family(method)
     name = _COLOURS.get(method) or _HASHED[zlib.crc32(method.encode("utf-8")) % len(_HASHED)]
     linestyle, marker = _FAMILY_STYLE[fam]

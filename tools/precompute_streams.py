@@ -17,7 +17,8 @@ interrupted precomputation resumes where it stopped and no configuration is trai
    ``fresh`` reference, ``layernorm``, ``aei-adam``) on seeds 0-7 over the whole stream.
 
 Writes, per stream, ``{stream}.csv.gz`` (the results' rows), ``{stream}-tuning.csv.gz`` (every
-tuning run's rows) and ``manifest.json`` (the configurations, the grids, the scores and the
+tuning run's rows), ``search.csv`` (a copy of ``tools/search_streams/summary.csv``, the search
+that found the streams) and ``manifest.json`` (the configurations, the grids, the scores and the
 chosen values, this command, the provenance, the seconds of each configuration). ``--jobs 2``
 runs two configurations at a time, one thread each (this machine has 2 cores).
 
@@ -40,6 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "isoplast_lite" / "data" / "streams"
+SEARCH_SUMMARY = ROOT / "tools" / "search_streams" / "summary.csv"
 
 _SEARCH = "tools/search_streams.py (confirmed on seeds 10-17)"
 #: name -> Config fields of the results runs, the accuracy that measures plasticity, where it comes from
@@ -269,6 +271,8 @@ def main(argv=None) -> int:
             "cpu_seconds_per_config": secs,
         }
     atomic_write(manifest_path, lambda h: h.write((json.dumps(manifest, indent=2, default=str) + "\n").encode()))
+    search = SEARCH_SUMMARY.read_bytes()  # the search log the chapter shows (every configuration tried)
+    atomic_write(out / "search.csv", lambda h: h.write(search))
     log(f"wrote {out} in {time.perf_counter() - started:.0f} s")
     return 0
 

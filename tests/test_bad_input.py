@@ -189,6 +189,7 @@ CASES = {
     "AdamO.seed_dims": ("seed_dims", st.one_of(bad_nonnegative_int, st.integers(3, 9)), lambda v: AdamO([P], seed_dims=v)),
     "AdamO.group.lr": ("lr", bad_nonnegative, lambda v: AdamO([{"params": [P], "lr": v}])),
     "AdamO.group.iso_strength": ("iso_strength", bad_nonnegative, lambda v: AdamO([{"params": [P], "iso_strength": v}])),
+    "AdamO.fused": ("fused", st.one_of(st.integers(), st.floats(), junk.filter(lambda v: v is not None)), lambda v: AdamO([P], fused=v)),
     "AdamO.params": ("params", st.just(torch.ones(2, 2, requires_grad=True)), lambda v: AdamO(v)),
     "empirical_ntk.model": ("model", bad_model.filter(lambda m: not isinstance(m, torch.nn.Module)), lambda v: empirical_ntk(v, X)),
     "empirical_ntk.x1": ("x1", bad_input(), lambda v: empirical_ntk(_model(), v)),

@@ -194,7 +194,7 @@ CASES = {
     "empirical_ntk.model": ("model", bad_model.filter(lambda m: not isinstance(m, torch.nn.Module)), lambda v: empirical_ntk(v, X)),
     "empirical_ntk.x1": ("x1", bad_input(), lambda v: empirical_ntk(_model(), v)),
     "empirical_ntk.x2": ("x2", st.one_of(bad_matrix().filter(lambda v: v is not None), st.integers(1, 9).filter(lambda f: f != 4).map(lambda f: torch.ones(2, f)), st.just(torch.ones(2, 4, dtype=torch.float64))), lambda v: empirical_ntk(_model(), X, v)),
-    "empirical_ntk.method": ("method", bad_string(("jacobian", "ntk_vp", "layerwise")), lambda v: empirical_ntk(_model(), X, method=v)),
+    "empirical_ntk.method": ("method", bad_string(("auto", "jacobian", "ntk_vp", "layerwise")), lambda v: empirical_ntk(_model(), X, method=v)),
     "empirical_ntk.chunk_size": ("chunk_size", bad_optional_positive_int, lambda v: empirical_ntk(_model(), X, chunk_size=v)),
     "ntk_summary.ntk": ("ntk", bad_ntk, lambda v: ntk_summary(v)),
     "ntk_summary.n_directions": ("n_directions", bad_positive_int, lambda v: ntk_summary(torch.eye(2), n_directions=v)),

@@ -91,6 +91,10 @@ aei-adamo       131               133            30
 total           554               560 (x0.99)    360 (x1.54)
 ==============  ================  =============  =============================
 
+A second run (load 1.4-4.5, peak 90 GFLOP/s; every row slower in CPU time at this load):
+before 639 s, after with Cayley 632 s (x1.01), with Newton-Schulz 417 s (x1.53); adamo 62 s ->
+59 s, AEI rows 284 s -> 63 s.
+
 The fused AdamO takes the adamo rows from 50 s to 46 s (the Cayley totals, 554 s and 560 s,
 differ by the noise: rows of methods this change leaves alone differ by up to 3 s); Newton-Schulz instead of Cayley takes
 the AEI rows from 257 s to 61 s. Together x1.54, short of the issue's 2x. What is left (a

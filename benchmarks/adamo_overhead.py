@@ -7,9 +7,11 @@ Target from the issue: ratio <= 1.15.
 
 Two measurements, both against Adam in the same process:
 
-1. Exact AdamO (``iso_every=1``, the default): single steps, repeats alternating Adam/AdamO
-   (order flipped every repeat) after a warm-up; the medians are compared.
-2. Amortized AdamO, ``iso_every`` in (1, 4, 16, 32): with ``iso_every=k`` only every k-th step
+1. Exact AdamO (``iso_every=1``, the default): single steps of Adam (torch's single-tensor loop),
+   fused Adam, AdamO's per-tensor reference (``fused=False``, the implementation before the
+   fused path) and AdamO (the default, fused on CPU), in turn (order reversed every repeat)
+   after a warm-up; the medians are compared; then the optimizer steps alone, the same way.
+2. Amortized AdamO (the default, fused path), ``iso_every`` in (1, 4, 16, 32), against fused Adam: with ``iso_every=k`` only every k-th step
    computes the isometry gradient, so single-step times are bimodal and their median would hide
    the expensive step. The unit timed is therefore a *block* of ``lcm(k's)`` consecutive steps
    (every block holds exactly ``block / k`` isometry steps for every k); the per-step time is the
@@ -25,10 +27,31 @@ is also compared with its FLOP-count bound: those FLOPs (x 2) at the peak of a `
 ``torch.mm`` measured in the same process.
 
 Measured (issue 13, 2026-11-30, torch 2.13 CPU, ``OMP_NUM_THREADS=1``, times = the thread's CPU
-time (``_timing.clock``), load 7-9 on 2 cores, ``--repeats 20 --block-repeats 5``; unchanged by
-issue 13 part 2): Adam 17.3 ms, exact AdamO 52.0 ms (3.00x; FLOP model 3.66x), isometry
-gradients alone 30.1 ms; exact AdamO at 72% of its FLOP-count bound (37.5 ms at the measured
-89 GFLOP/s peak; Adam at 59%). Amortized: k = 4 1.52x, k = 16 1.15x (meets), k = 32 1.08x.
+time (``_timing.clock``), width 512, batch 128):
+
+* before the fused path (load 7-9 on 2 cores, ``--repeats 20 --block-repeats 5``): Adam 17.3 ms,
+  exact AdamO 52.0 ms (3.00x; FLOP model 3.66x), isometry gradients alone 30.1 ms; exact AdamO
+  at 72% of its FLOP-count bound (37.5 ms at the measured 89 GFLOP/s peak; Adam at 59%).
+  Amortized: k = 4 1.52x, k = 16 1.15x (meets), k = 32 1.08x.
+* with the fused path (load 2.0-2.5, ``--repeats 40 --block-repeats 8``; the peak was 98
+  GFLOP/s, so compare ratios, not the milliseconds of the line above):
+
+  =============  ===================  ====================
+  step           fwd + bwd + step     optimizer step alone
+  =============  ===================  ====================
+  Adam           12.61 ms             2.38 ms
+  Adam fused     11.22 ms             0.99 ms
+  AdamO ref      37.72 ms             28.49 ms
+  AdamO (fused)  36.53 ms             27.59 ms
+  =============  ===================  ====================
+
+  Isometry gradients alone 28.08 ms. The fused path saves the elementwise passes (AdamO's
+  optimizer step minus its isometry gradients: about 1 ms instead of 2.4 ms), x1.03 on the
+  whole step here: at width 512 the exact step is the isometry matrix products, and they run
+  at 94% of the FLOP-count bound (reference 91%; fused Adam 83%, Adam 74%). AdamO / Adam
+  fused 3.25x (FLOP model 3.66x). Amortized, against fused Adam: k = 4 1.61x, k = 16 1.15x
+  (meets), k = 32 1.09x. In the runner (``runner_speed.py``) the fused path is x1.21 per step
+  at book scale (width 64, 8 seeds), where the elementwise passes weigh more.
 
 Usage:
     .venv/bin/python benchmarks/adamo_overhead.py [--repeats 60] [--block-repeats 15]
@@ -64,13 +87,14 @@ def make_step(model, opt, x, y):
     return step
 
 
-def make_adamo(model, iso_every):
+def make_adamo(model, iso_every, fused=None):
     hidden = [p for block in model[:-1] for p in block.parameters()]
     return AdamO(
         hidden_head_groups(hidden, model[-1].parameters(), hidden_iso=1e-3),
         lr=1e-4,
         iso_strength=1e-3,
         iso_every=iso_every,
+        fused=fused,
     )
 
 
@@ -109,21 +133,38 @@ def main() -> None:
         return 1 + iso_flops / (k * train_flops)
 
     # ---------------------------------------------------------------- 1. exact AdamO, single steps
-    adam_model, adamo_model = copy.deepcopy(base), copy.deepcopy(base)
-    adam = torch.optim.Adam(adam_model.parameters(), lr=1e-4)
-    adamo = make_adamo(adamo_model, 1)
-    steps = {"Adam": make_step(adam_model, adam, x, y), "AdamO": make_step(adamo_model, adamo, x, y)}
+    # "AdamO" is the library's default (the fused path on CPU), "AdamO ref" its per-tensor
+    # reference (fused=False: the implementation before the fused path, op for op); each is
+    # compared with the Adam of the same kind (torch's single-tensor loop, or its fused kernel).
+    models = {name: copy.deepcopy(base) for name in ("Adam", "Adam fused", "AdamO ref", "AdamO")}
+    opts = {
+        "Adam": torch.optim.Adam(models["Adam"].parameters(), lr=1e-4),
+        "Adam fused": torch.optim.Adam(models["Adam fused"].parameters(), lr=1e-4, fused=True),
+        "AdamO ref": make_adamo(models["AdamO ref"], 1, fused=False),
+        "AdamO": make_adamo(models["AdamO"], 1),
+    }
+    steps = {name: make_step(models[name], opts[name], x, y) for name in opts}
+    adamo_model = models["AdamO"]
 
     for _ in range(args.warmup):
         for step in steps.values():
             step()
     times = {name: [] for name in steps}
     for r in range(args.repeats):
-        order = ["Adam", "AdamO"] if r % 2 == 0 else ["AdamO", "Adam"]
+        order = list(steps) if r % 2 == 0 else list(steps)[::-1]
         for name in order:
             t0 = clock()
             steps[name]()
             times[name].append(clock() - t0)
+    # the optimizer steps alone (gradients of the last step kept), same interleaving
+    opt_times = {name: [] for name in opts}
+    for r in range(args.repeats):
+        order = list(opts) if r % 2 == 0 else list(opts)[::-1]
+        for name in order:
+            t0 = clock()
+            opts[name].step()
+            opt_times[name].append(clock() - t0)
+    opt_med = {name: statistics.median(ts) for name, ts in opt_times.items()}
 
     med = {name: statistics.median(ts) for name, ts in times.items()}
     # the isometry gradients alone, for the record
@@ -138,10 +179,13 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, model relu_mlp({args.in_dim}, "
           f"{args.width}, {args.depth}, 10), batch {args.batch}")
     print(f"== exact AdamO (iso_every=1): {args.repeats} interleaved single-step repeats")
-    print(f"median Adam step  (fwd+bwd+step): {1e3 * med['Adam']:.2f} ms")
-    print(f"median AdamO step (fwd+bwd+step): {1e3 * med['AdamO']:.2f} ms")
+    for name in steps:
+        print(f"median {name + ' step':<16} (fwd+bwd+step): {1e3 * med[name]:6.2f} ms   optimizer step alone {1e3 * opt_med[name]:6.2f} ms")
     print(f"median isometry gradients alone : {1e3 * statistics.median(iso_times):.2f} ms")
-    print(f"ratio AdamO / Adam: {med['AdamO'] / med['Adam']:.3f}  (target <= {TARGET})")
+    print(f"ratio AdamO / Adam fused: {med['AdamO'] / med['Adam fused']:.3f}, AdamO ref / Adam: {med['AdamO ref'] / med['Adam']:.3f}, "
+          f"AdamO / Adam: {med['AdamO'] / med['Adam']:.3f}  (target <= {TARGET})")
+    print(f"fused AdamO against its reference: whole step x{med['AdamO ref'] / med['AdamO']:.3f}, "
+          f"optimizer step alone x{opt_med['AdamO ref'] / opt_med['AdamO']:.3f}")
     # Why: the exact isometry gradient needs two (d x d x d')-matmuls per hidden matrix, which
     # does not depend on the batch, while forward + backward costs 3 matmuls of (batch x d x d').
     print(f"FLOPs: forward+backward {train_flops / 1e9:.2f} G, isometry gradients {iso_flops / 1e9:.2f} G "
@@ -150,7 +194,8 @@ def main() -> None:
     bound = (train_flops + iso_flops) / peak
     print(f"exact AdamO step against its FLOP-count bound at the measured matmul peak ({peak / 1e9:.1f} GFLOP/s): "
           f"bound {1e3 * bound:.2f} ms, measured {1e3 * med['AdamO']:.2f} ms = {100 * bound / med['AdamO']:.0f}% of the bound "
-          f"(Adam: {100 * (train_flops / peak) / med['Adam']:.0f}%)")
+          f"(AdamO ref: {100 * bound / med['AdamO ref']:.0f}%; Adam fused: {100 * (train_flops / peak) / med['Adam fused']:.0f}%, "
+          f"Adam: {100 * (train_flops / peak) / med['Adam']:.0f}%)")
     print(f"({load()})", flush=True)
 
     # ---------------------------------------------------------------- 2. iso_every, blocks of steps
@@ -160,7 +205,7 @@ def main() -> None:
     block_steps = {}
     for name, k in runs.items():
         model = copy.deepcopy(base)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4) if k is None else make_adamo(model, k)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True) if k is None else make_adamo(model, k)
         block_steps[name] = make_step(model, opt, x, y)
 
     def run_block(step):

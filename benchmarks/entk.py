@@ -2,7 +2,7 @@
 
 The baseline is the textbook computation: for every example and every output coordinate, one
 ``torch.autograd.grad`` call gives a row of the Jacobian ``J`` (N x O x P); the kernel is
-``J1 J2^T``. ``empirical_ntk`` (all three methods, unchunked and chunked) computes the same
+``J1 J2^T``. ``empirical_ntk`` (its default and all three methods, unchunked and chunked) computes the same
 ``(N, N, O, O)`` tensor with ``torch.func``. The script checks the results agree, then prints
 the median times, the speed ratio and the peak memory of each variant.
 
@@ -12,15 +12,36 @@ Peak memory: each variant is also run once in a fresh child process (``multiproc
 (all of torch's CPU tensors included; ``tracemalloc`` would not see them). Timing is done in the
 parent process with interleaved repeats. Target from the issue: ``empirical_ntk`` >= 10x faster.
 
+Each timed call is preceded by an untimed call of the same variant: without it, the call that
+follows the 0.6 s baseline pays the page faults of the memory the baseline freed (the default
+read 14.0 ms against 6.7 ms for the identical ``layerwise`` call in the first run below).
+
 Measured (issue 13, 2026-11-30, torch 2.13 CPU, ``OMP_NUM_THREADS=1``, times = the thread's CPU
-time, load 7-9 on 2 cores, ``--no-memory``, 3 repeats; relu_mlp(64, 256, 3, 10), N = 32):
-autograd loop 645 ms; ``jacobian`` (the function's default) 410 ms (x1.6); ``ntk_vp`` 234 ms
-(x2.8), chunked 184 ms (x3.5); ``layerwise`` 12.7 ms (x51). The runner's per-task measurement
-uses ``layerwise`` (``isoplast_lite.run.NTK_METHOD``; its ``ntk_cond`` is tested equal to the
-per-example method's to 1e-6 in float64); ``empirical_ntk``'s own default is still ``jacobian``.
+time, ``--no-memory``, 3 repeats, N = 32, width 256, depth 3):
+
+* before (load 7-9 on 2 cores; ``relu_mlp``): autograd loop 645 ms; ``jacobian`` (then the
+  function's default) 410 ms (x1.6); ``ntk_vp`` 234 ms (x2.8), chunked 184 ms (x3.5);
+  ``layerwise`` 12.7 ms (x51).
+* after, ``empirical_ntk``'s default is ``"auto"`` (``layerwise`` wherever a plain linear layer
+  is, else ``jacobian``; load 3.9-4.7):
+
+  =============  =============  ==============  =============  =============  ============
+  model          autograd loop  default (auto)  jacobian       ntk_vp         layerwise
+  =============  =============  ==============  =============  =============  ============
+  relu_mlp       591 ms         7.3 ms (x81)    386 ms (x1.5)  201 ms (x2.9)  7.5 ms (x79)
+  aei_mlp (N-S)  583 ms         8.6 ms (x68)    422 ms (x1.4)  221 ms (x2.6)  8.7 ms (x67)
+  =============  =============  ==============  =============  =============  ============
+
+  (chunk 8: ``ntk_vp`` x3.9 / x3.6, ``layerwise`` x49 / x39.) ``--model aei-cayley`` (the
+  Cayley-parametrized hidden weights, which only the head of the layered form covers): loop
+  3.19 s, default 4.44 s (x0.7), ``jacobian`` 4.39 s, ``ntk_vp`` 7.80 s, ``layerwise`` 4.35 s
+  (chunk 8: 3.69 s, x0.9): every ``torch.func`` method is slower than the per-example loop
+  there (``vmap`` through the parametrization's linear solve). The runner's per-task
+  measurement uses ``layerwise`` (``isoplast_lite.run.NTK_METHOD``, the same choice as ``auto``
+  on its models).
 
 Usage:
-    .venv/bin/python benchmarks/entk.py [--n 32] [--repeats 3] [--no-memory]
+    .venv/bin/python benchmarks/entk.py [--n 32] [--repeats 3] [--no-memory] [--model relu|aei|aei-cayley]
 """
 
 from __future__ import annotations
@@ -32,7 +53,7 @@ import statistics
 
 import torch
 
-from isoplast_lite import empirical_ntk, relu_mlp
+from isoplast_lite import aei_mlp, empirical_ntk, relu_mlp
 
 from _timing import clock  # noqa: E402  (benchmarks/ is on sys.path)
 
@@ -69,7 +90,11 @@ def _status_kb(field):
 
 def _setup(args):
     gen = torch.Generator().manual_seed(0)
-    model = relu_mlp(args.in_dim, args.width, args.depth, args.out_dim, generator=gen)
+    if args.model == "relu":
+        model = relu_mlp(args.in_dim, args.width, args.depth, args.out_dim, generator=gen)
+    else:  # "aei" (Newton-Schulz weights, plain matrices) or "aei-cayley" (parametrized)
+        orthogonal = "cayley" if args.model == "aei-cayley" else "newton-schulz"
+        model = aei_mlp(args.in_dim, args.width, args.depth, args.out_dim, orthogonal=orthogonal, generator=gen)
     x = torch.randn(args.n, args.in_dim, generator=gen)
     return model, x
 
@@ -77,8 +102,9 @@ def _setup(args):
 def _variants(model, x):
     return {
         "autograd loop (baseline)": lambda: autograd_loop_ntk(model, x, None),
-        "empirical_ntk jacobian": lambda: empirical_ntk(model, x),
-        "empirical_ntk jacobian chunk=8": lambda: empirical_ntk(model, x, chunk_size=8),
+        "empirical_ntk default (auto)": lambda: empirical_ntk(model, x),
+        "empirical_ntk jacobian": lambda: empirical_ntk(model, x, method="jacobian"),
+        "empirical_ntk jacobian chunk=8": lambda: empirical_ntk(model, x, method="jacobian", chunk_size=8),
         "empirical_ntk ntk_vp": lambda: empirical_ntk(model, x, method="ntk_vp"),
         "empirical_ntk ntk_vp chunk=8": lambda: empirical_ntk(model, x, method="ntk_vp", chunk_size=8),
         "empirical_ntk layerwise": lambda: empirical_ntk(model, x, method="layerwise"),
@@ -113,6 +139,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--out-dim", type=int, default=10)
+    parser.add_argument("--model", choices=["relu", "aei", "aei-cayley"], default="relu",
+                        help="relu_mlp, or aei_mlp with Newton-Schulz (plain) or Cayley (parametrized) hidden weights")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-memory", action="store_true", help="skip the child-process memory runs")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -133,12 +161,13 @@ def main() -> None:
     for r in range(args.repeats):
         names = list(variants) if r % 2 == 0 else list(reversed(variants))
         for name in names:
+            variants[name]()  # untimed: after another variant freed its memory, the first call pays the page faults
             t0 = clock()
             variants[name]()
             times[name].append(clock() - t0)
     medians = {name: statistics.median(ts) for name, ts in times.items()}
 
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, model relu_mlp({args.in_dim}, "
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, model {args.model}({args.in_dim}, "
           f"{args.width}, {args.depth}, {args.out_dim}) with {n_params} parameters, N = {args.n}, kernel "
           f"{tuple(reference.shape)}; every variant checked equal to the baseline; {args.repeats} interleaved repeats")
     print("peak memory: extra peak RSS (VmHWM - VmRSS before the call) of one call in a fresh process")

@@ -14,7 +14,10 @@ training step (all seeds at once) and the remainder the time per task spent outs
   imported in the same process under another name and interleaved with the current one
   (order alternated every repeat), and the estimated time of chapter 8's book-scale
   precomputation (``tools/precompute_book_results.py``: every sweep's configs, per-step and
-  per-task costs measured here, summed) for both versions.
+  per-task costs measured here, summed) for both versions; with ``--aei-orthogonal
+  newton-schulz`` also for the current version with the AEI rows under Newton-Schulz (the
+  library's default and the paper's) instead of the sweeps' ``orthogonal=cayley``, each ratio
+  against the baseline as shipped; printed per method.
 
 Scales: ``book`` = width 64, depth 3, 256 images, batch 32, 8 seeds (chapter 8's random-label
 budget; its shift budget has 512 images) and ``w256`` = width 256, depth 3, 512 images,
@@ -53,9 +56,61 @@ with foreach Adam: 798 s and 757 s, x1.05). Its AEI rows use the exact Cayley pa
 of the total, and part 2 does not change their step. (Estimates made before this script passed
 each sweep's settings timed the AEI rows with Newton-Schulz, which overstates the speed-up.)
 
+Issue 13 part 3 (fused AdamO, ``empirical_ntk`` default; 2026-11-30, same settings, baseline =
+main at 99de622, i.e. after part 2; load 2.4-2.9, ``--repeats 3``, matmul peak 92 GFLOP/s):
+
+=====  =========  ================  ===============  ======  ==============  =============
+scale  method     ms/step (before)  ms/step (after)  x step  % bound before  % bound after
+=====  =========  ================  ===============  ======  ==============  =============
+book   adamo      2.12              1.76             1.21    23.0%           27.7%
+book   aei-adamo  2.24              2.09             1.07    21.8%           23.3%
+w256   adamo      11.85             11.53            1.03    61.1%           62.8%
+w256   aei-adamo  12.13             12.30            0.99    59.7%           58.9%
+=====  =========  ================  ===============  ======  ==============  =============
+
+Per task outside training unchanged (book 0.15-0.21 s, w256 0.58-0.79 s; the runner already
+used the layer-wise eNTK). Chapter 8's precomputation (``--book-estimate --aei-orthogonal
+newton-schulz --repeats 2 --short 20 --long 120``, load 3.1-4.9, peak 97 GFLOP/s), estimated
+single-process seconds:
+
+==============  ================  =============  =============================
+method          before (shipped)  after, Cayley  after, AEI rows Newton-Schulz
+==============  ================  =============  =============================
+adam            24                22             22
+adamo           50                46             46
+adamw           22                22             22
+l2              24                24             24
+l2-init         26                26             26
+shrink-perturb  20                23             23
+redo            22                23             23
+spectral        33                35             35
+layernorm       27                26             26
+coupled-iso     50                51             51
+aei-adam        126               128            31
+aei-adamo       131               133            30
+total           554               560 (x0.99)    360 (x1.54)
+==============  ================  =============  =============================
+
+A second run (load 1.4-4.5, peak 90 GFLOP/s; every row slower in CPU time at this load):
+before 639 s, after with Cayley 632 s (x1.01), with Newton-Schulz 417 s (x1.53); adamo 62 s ->
+59 s, AEI rows 284 s -> 63 s.
+
+The fused AdamO takes the adamo rows from 50 s to 46 s (the Cayley totals, 554 s and 560 s,
+differ by the noise: rows of methods this change leaves alone differ by up to 3 s); Newton-Schulz instead of Cayley takes
+the AEI rows from 257 s to 61 s. Together x1.54, short of the issue's 2x. What is left (a
+book-scale Adam run of each stream, one process, ``_task_rows`` timed): the per-task
+measurement, 0.20-0.24 s per task for 8 seeds, is 19-20% of a random-label run (10 tasks x 400
+steps) and 54-59% of a shift run (6 tasks x 100 steps), about a third of every non-AEI row;
+of it, 43% is ``torch.linalg.svdvals`` (two per-layer SVD passes, the Jacobians'
+``jac_sv_*`` and ``layer_isometry``'s active directions) and 16% the eNTK, seed by seed. The
+training steps are at 17% of the FLOP bound at book scale (width 64: per-op overhead, not
+FLOPs). A 2x needs both the per-task measurement batched over seeds, as the training is, and
+fewer ops per step.
+
 Usage:
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/runner_speed.py [--baseline /tmp/before]
         [--methods adam adamo aei-adam] [--scales book w256] [--repeats 2] [--book-estimate]
+        [--aei-orthogonal newton-schulz]
 """
 
 from __future__ import annotations
@@ -108,28 +163,39 @@ def timed_run(mod, method, scale, steps, benchmark="random-label-digits", settin
 
 
 def measure(versions, method, scale, args, benchmark="random-label-digits", settings=None):
-    """{version: (seconds per step, seconds per task outside training)}, medians over repeats."""
-    for mod in versions.values():  # warm-up (imports, first-call overheads)
-        timed_run(mod, method, scale, 5, benchmark, settings)
+    """{version: (seconds per step, seconds per task outside training)}, medians over repeats.
+
+    ``settings``: the method's settings, one dict for every version, or ``{version: dict}``.
+    """
+    per_version = settings if isinstance(settings, dict) and set(settings) == set(versions) else {v: settings for v in versions}
+    for name, mod in versions.items():  # warm-up (imports, first-call overheads)
+        timed_run(mod, method, scale, 5, benchmark, per_version[name])
     samples = {name: [] for name in versions}
     names = list(versions)
     for r in range(args.repeats):
         for name in names if r % 2 == 0 else names[::-1]:
-            short = timed_run(versions[name], method, scale, args.short, benchmark, settings)
-            long = timed_run(versions[name], method, scale, args.long, benchmark, settings)
+            short = timed_run(versions[name], method, scale, args.short, benchmark, per_version[name])
+            long = timed_run(versions[name], method, scale, args.long, benchmark, per_version[name])
             per_step = (long - short) / (2 * (args.long - args.short))
             samples[name].append((per_step, (short - 2 * args.short * per_step) / 2))
     return {n: (statistics.median(p for p, _ in v), statistics.median(q for _, q in v)) for n, v in samples.items()}
 
 
 def book_estimate(versions, args):
-    """Estimated seconds of tools/precompute_book_results.py for each version."""
+    """Estimated seconds of tools/precompute_book_results.py for each version.
+
+    ``versions`` maps a label to ``(runner module, orthogonal)``: ``orthogonal=None`` runs every
+    sweep with its own settings (the shipped AEI rows: ``orthogonal=cayley``); a string replaces
+    the AEI rows' ``orthogonal`` setting for that version (e.g. ``"newton-schulz"``). Returns
+    ``(totals, breakdown)``: seconds per version, and per method per version.
+    """
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     import precompute_book_results as tool
 
     from isoplast_lite.__main__ import _settings_grid, _split_setting, build_parser
 
     totals = {n: 0.0 for n in versions}
+    breakdown = {}
     cache = {}
     for name, sweep in tool.SWEEPS.items():
         a = build_parser().parse_args(["sweep", *sweep, "--out", "x.csv"])
@@ -145,10 +211,26 @@ def book_estimate(versions, args):
                 n_lambdas = 0 if method == "adam" else n_lambdas - 1
             key = (method, kind, a.n_train)
             if key not in cache:
-                cache[key] = measure(versions, method, scale, args, benchmark=bench, settings=settings)
+                # one measurement per distinct (module, settings): a version whose override does
+                # not apply to this method shares the measurement of the version it equals
+                per_version = {}
+                for v, (mod, orthogonal) in versions.items():
+                    own = dict(settings) if settings else None
+                    if orthogonal is not None and own is not None and "orthogonal" in own:
+                        own["orthogonal"] = orthogonal
+                    per_version[v] = (mod, own)
+                distinct = {}
+                for v, (mod, own) in per_version.items():
+                    distinct.setdefault((id(mod), repr(own)), v)
+                runs = {v: per_version[v][0] for v in distinct.values()}
+                timed = measure(runs, method, scale, args, benchmark=bench, settings={v: per_version[v][1] for v in runs})
+                cache[key] = {v: timed[distinct[(id(mod), repr(own))]] for v, (mod, own) in per_version.items()}
             for v, (per_step, per_task) in cache[key].items():
-                totals[v] += n_lambdas * a.tasks * (a.steps_per_task * per_step + per_task)
-    return totals
+                seconds = n_lambdas * a.tasks * (a.steps_per_task * per_step + per_task)
+                totals[v] += seconds
+                breakdown.setdefault(method, {}).setdefault(v, 0.0)
+                breakdown[method][v] += seconds
+    return totals, breakdown
 
 
 def main():
@@ -160,6 +242,9 @@ def main():
     parser.add_argument("--long", type=int, default=120)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--book-estimate", action="store_true", help="estimate chapter 8's precomputation (slow)")
+    parser.add_argument("--aei-orthogonal", default=None, choices=["newton-schulz", "cayley"],
+                        help="with --book-estimate: also estimate the current version with the AEI rows under this "
+                             "orthogonal setting (the sweeps' own is cayley); ratios against the baseline as shipped")  # fmt: skip
     args = parser.parse_args()
     versions = {"current": sys.modules["isoplast_lite.run"]}
     if args.baseline:
@@ -181,11 +266,19 @@ def main():
             if "baseline" in res:
                 print(f"{'':<15} speed-up per step x{res['baseline'][0] / res['current'][0]:.2f}, per task x{res['baseline'][1] / res['current'][1]:.2f}")
     if args.book_estimate:
-        totals = book_estimate(versions, args)
-        print("chapter 8 precomputation, estimated single-process seconds: "
-              + ", ".join(f"{v} {t:.0f} s" for v, t in totals.items()))
-        if "baseline" in totals:
-            print(f"speed-up x{totals['baseline'] / totals['current']:.2f}")
+        variants = {v: (mod, None) for v, mod in versions.items()}
+        if args.aei_orthogonal:
+            variants[f"current+{args.aei_orthogonal}"] = (versions["current"], args.aei_orthogonal)
+        totals, breakdown = book_estimate(variants, args)
+        print("chapter 8 precomputation (tools/precompute_book_results.py), estimated single-process seconds per method:")
+        print(f"{'method':<15}" + "".join(f"{v:>24}" for v in variants))
+        for method, secs in breakdown.items():
+            print(f"{method:<15}" + "".join(f"{secs[v]:24.0f}" for v in variants))
+        print(f"{'total':<15}" + "".join(f"{totals[v]:24.0f}" for v in variants))
+        ref = "baseline" if "baseline" in totals else "current"
+        for v in variants:
+            if v != ref:
+                print(f"speed-up {v} against {ref} (the sweeps as shipped): x{totals[ref] / totals[v]:.2f}")
     print(load())
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -88,7 +88,7 @@ def empirical_ntk(
     x1: torch.Tensor,
     x2: Optional[torch.Tensor] = None,
     *,
-    method: str = "jacobian",
+    method: str = "auto",
     chunk_size: Optional[int] = None,
 ) -> torch.Tensor:
     r"""The empirical neural tangent kernel :math:`\Theta(x_1, x_2) = J(x_1) J(x_2)^\top`.
@@ -106,6 +106,13 @@ def empirical_ntk(
 
     Methods (same result, different cost):
 
+    - ``"auto"`` (default): the fastest exact method that applies: ``"layerwise"`` when the
+      model has a layer it handles in closed form (a plain linear layer, see below), unless
+      ``chunk_size`` is given and some trained parameters lie outside such layers (their
+      per-example Jacobians would not be chunked); ``"jacobian"`` otherwise. On the MLPs of
+      this library (:func:`~isoplast_lite.nn.relu_mlp`, :func:`~isoplast_lite.nn.aei_mlp`
+      with Newton–Schulz weights) every trained weight is such a layer; ``benchmarks/entk.py``
+      measures it against the per-example loop.
     - ``"jacobian"``: per-example Jacobians ``vmap(jacrev(f))`` then a contraction over
       parameters. ``chunk_size`` splits ``x1`` and ``x2`` into blocks of that many examples,
       so at most ``2 * chunk_size * O * P`` Jacobian entries live at once (``P`` = number of
@@ -118,7 +125,9 @@ def empirical_ntk(
       parameter-shaped tangents live at once.
     - ``"layerwise"``: the layered form of the kernel (``PAPER.md``, our reconstruction),
       :math:`\Theta = \sum_l (B_l B_l^\top) \odot (H_{l-1} H_{l-1}^\top + 1)`, for every plain
-      ``nn.Linear`` layer called once on a ``(N, d_in)`` input: :math:`B_l` holds the
+      linear layer (an ``nn.Linear``, or an :class:`~isoplast_lite.nn.OrthogonalLinear` with
+      Newton–Schulz weights, not a subclass, not parametrized) called once on a ``(N, d_in)``
+      input, whose weight and bias are used by no other module: :math:`B_l` holds the
       per-example derivatives of the outputs with respect to the layer's output (computed with
       ``vmap(jacrev)`` through a zero perturbation added by a forward hook), :math:`H_{l-1}` its
       inputs, and the ``+ 1`` is the bias. This avoids the ``O(N^2 O^2 P)`` contraction; all
@@ -132,7 +141,7 @@ def empirical_ntk(
         x2: inputs ``(N2, *in)``; ``None`` means "same as ``x1``" (the ``"jacobian"`` method
             then computes the Jacobians once, and with chunking fills the lower blocks by
             symmetry).
-        method: ``"jacobian"``, ``"ntk_vp"`` or ``"layerwise"``.
+        method: ``"auto"``, ``"jacobian"``, ``"ntk_vp"`` or ``"layerwise"``.
         chunk_size: ``None`` (no chunking) or an int >= 1 (see above).
 
     Returns:
@@ -150,7 +159,7 @@ def empirical_ntk(
         torch.Size([5, 5, 2, 2])
         >>> torch.allclose(K, empirical_ntk(model, x, method="ntk_vp", chunk_size=3), atol=1e-5)
         True
-        >>> torch.allclose(K, empirical_ntk(model, x, method="layerwise"), atol=1e-5)
+        >>> torch.allclose(K, empirical_ntk(model, x, method="jacobian"), atol=1e-5)
         True
 
     References:
@@ -161,7 +170,7 @@ def empirical_ntk(
     check_finite_parameters("model", model)
     _check_inputs(x1, x2)
     _check_model_input(model, "x1", x1)
-    method = check_choice("method", method, ("jacobian", "ntk_vp", "layerwise"))
+    method = check_choice("method", method, NTK_METHODS)
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, minimum=1)
 
@@ -178,11 +187,20 @@ def empirical_ntk(
         return out.reshape(x.shape[0], -1)  # (N, O)
 
     with _preserve_parameters(model):
-        if method == "jacobian":
-            return _ntk_jacobian(f_batch, params, x1, x2, symmetric, chunk_size)
         if method == "ntk_vp":
             return _ntk_vp(f_batch, params, x1, x2, chunk_size)
-        return _ntk_layerwise(model, params, buffers, x1, x2, symmetric, chunk_size)
+        plan = None
+        if method in ("auto", "layerwise"):
+            plan = _layerwise_plan(model, params, buffers, x1, x2, symmetric)
+            if method == "auto" and (not plan.structured or (chunk_size is not None and plan.generic)):
+                plan = None
+        if plan is None:
+            return _ntk_jacobian(f_batch, params, x1, x2, symmetric, chunk_size)
+        return _ntk_layerwise(model, plan, buffers, x1, x2, symmetric, chunk_size)
+
+
+#: the methods of :func:`empirical_ntk` (``"auto"``: ``"layerwise"`` where it applies, else ``"jacobian"``)
+NTK_METHODS = ("auto", "jacobian", "ntk_vp", "layerwise")
 
 
 @contextlib.contextmanager
@@ -263,18 +281,33 @@ def _ntk_vp(f_batch, params, x1, x2, chunk_size):
     return rows.permute(0, 2, 1, 3).contiguous()
 
 
-def _ntk_layerwise(model, params, buffers, x1, x2, symmetric, chunk_size):
-    """Layered eNTK: structured products for plain linear layers (see :func:`empirical_ntk`)."""
+class _LayerwisePlan(NamedTuple):
+    candidates: Dict[str, nn.Module]  # the plain linear modules, by name
+    structured: Dict[str, Tuple[bool, bool]]  # module name -> (weight trained?, bias trained?)
+    h1: Dict[str, torch.Tensor]  # module name -> its input on x1, (N1, d_in)
+    h2: Dict[str, torch.Tensor]  # ... on x2, (N2, d_in)
+    fixed: Dict[str, torch.Tensor]  # parameters handled in closed form
+    generic: Dict[str, torch.Tensor]  # parameters handled by per-example Jacobians
+
+
+def _layerwise_plan(model, params, buffers, x1, x2, symmetric) -> _LayerwisePlan:
+    """Which parameters the layered form covers (see :func:`empirical_ntk`, ``"layerwise"``)."""
     from torch.nn.utils import parametrize
 
     from .nn import OrthogonalLinear
 
-    # plain linear maps x W^T + b of their trained (weight, bias); a Newton-Schulz OrthogonalLinear is one
+    # plain linear maps x W^T + b of their trained (weight, bias); a Newton-Schulz OrthogonalLinear
+    # is one. Exact types: a subclass may compute something else in its forward.
     candidates = {
         name: module
         for name, module in model.named_modules()
-        if isinstance(module, (nn.Linear, OrthogonalLinear)) and not parametrize.is_parametrized(module)
+        if type(module) in (nn.Linear, OrthogonalLinear) and not parametrize.is_parametrized(module)
     }
+    # a parameter used by two modules (tied weights) gets the contributions of both: per-example Jacobians
+    uses: Dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        uses[id(p)] = uses.get(id(p), 0) + 1
+    shared = {name for name, p in model.named_parameters() if uses[id(p)] > 1}
     inputs: Dict[str, List[torch.Tensor]] = {name: [] for name in candidates}
 
     def record(name):
@@ -294,11 +327,11 @@ def _ntk_layerwise(model, params, buffers, x1, x2, symmetric, chunk_size):
 
     h1 = probe(x1)
     h2 = h1 if symmetric else probe(x2)
-    structured = {}  # module name -> (weight trained?, bias trained?)
+    structured = {}
     for name in h1:
         if name in h2:
             w, b = f"{name}.weight" if name else "weight", f"{name}.bias" if name else "bias"
-            flags = (w in params, b in params)
+            flags = (w in params and w not in shared, b in params and b not in shared)
             if any(flags):
                 structured[name] = flags
     fixed = {}
@@ -308,6 +341,12 @@ def _ntk_layerwise(model, params, buffers, x1, x2, symmetric, chunk_size):
             if trained:
                 fixed[key] = params[key]
     generic = {k: v for k, v in params.items() if k not in fixed}
+    return _LayerwisePlan(candidates, structured, h1, h2, fixed, generic)
+
+
+def _ntk_layerwise(model, plan: _LayerwisePlan, buffers, x1, x2, symmetric, chunk_size):
+    """Layered eNTK: structured products for plain linear layers (see :func:`empirical_ntk`)."""
+    candidates, structured, h1, h2, fixed, generic = plan
     holder: Dict[str, Dict[str, torch.Tensor]] = {}
 
     def perturb(name):

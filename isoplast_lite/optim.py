@@ -13,12 +13,14 @@ References:
 from __future__ import annotations
 
 import difflib
+import functools
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 
 import torch
 from torch.optim import Optimizer
+from torch.optim.adamw import adamw as _fused_adamw  # the functional AdamW; called with fused=True
 
-from ._validation import check_int, check_nonnegative, check_unit_interval_open
+from ._validation import check_bool, check_int, check_nonnegative, check_unit_interval_open
 
 __all__ = ["AdamO", "EntryStepAdam", "adamo_update_", "hidden_head_groups"]
 
@@ -36,6 +38,22 @@ def _as_matrices(param: torch.Tensor, seed_dims: int) -> torch.Tensor:
     return param.flatten(seed_dims + 1)
 
 
+def _gram_minus_identity(theta: torch.Tensor) -> Tuple[torch.Tensor, bool]:
+    r"""``(G, tall)``: :math:`G = \theta^\top\theta - I` for tall, :math:`\theta\theta^\top - I` for wide
+    matrices, shape ``(..., k, k)`` with ``k = min(d_out, d_in)``; ``theta`` is ``(..., d_out, d_in)``."""
+    tall = theta.shape[-2] >= theta.shape[-1]
+    gram = theta.mT @ theta if tall else theta @ theta.mT  # (..., k, k)
+    gram.diagonal(dim1=-2, dim2=-1).sub_(1.0)
+    return gram, tall
+
+
+def _isometry_direction(theta: torch.Tensor) -> torch.Tensor:
+    r""":math:`\nabla R_{iso}(\theta) / 4` for a stack of matrices ``(..., d_out, d_in)``: ``theta G``
+    (tall) or ``G theta`` (wide), a new tensor of ``theta``'s shape."""
+    gram, tall = _gram_minus_identity(theta)
+    return theta @ gram if tall else gram @ theta
+
+
 def _decay_and_isometry(theta: torch.Tensor, decay: float, iso_coef: float) -> torch.Tensor:
     r"""Return ``decay * theta - iso_coef * grad R_iso(theta)`` for a stack of matrices.
 
@@ -44,10 +62,7 @@ def _decay_and_isometry(theta: torch.Tensor, decay: float, iso_coef: float) -> t
     :math:`\theta_t`, are one ``addmm``: ``addmm(theta, theta, G, beta=decay, alpha=-4 c)``
     (``G theta`` for wide matrices). ``theta`` has shape ``(..., d_out, d_in)``.
     """
-    d_out, d_in = theta.shape[-2], theta.shape[-1]
-    tall = d_out >= d_in
-    gram = theta.mT @ theta if tall else theta @ theta.mT  # (..., k, k), k = min(d_out, d_in)
-    gram.diagonal(dim1=-2, dim2=-1).sub_(1.0)
+    gram, tall = _gram_minus_identity(theta)
     alpha = -4.0 * iso_coef
     if theta.ndim == 2:
         return torch.addmm(theta, theta, gram, beta=decay, alpha=alpha) if tall else torch.addmm(theta, gram, theta, beta=decay, alpha=alpha)
@@ -267,6 +282,25 @@ class AdamO(Optimizer):
         iso_every: :math:`k` (int >= 1): take the isometry step, scaled by :math:`k`, only every
             :math:`k`-th step (1 = exact, every step).
         seed_dims: number of leading copy dimensions of every parameter of the group (>= 0).
+        fused: how a group's step is computed (the same update, see "Implementation" below):
+            ``None`` (default) the fused path whenever torch has a fused Adam kernel for every
+            parameter of the group (floating point, on CPU, CUDA, MPS, ...), else the
+            per-tensor reference; ``True`` the fused path (a ``ValueError`` if a parameter
+            has no fused kernel); ``False`` the per-tensor reference.
+
+    Implementation: two paths compute the update above. The *reference* (``fused=False``)
+    calls :func:`adamo_update_` on one tensor at a time, the operations of PyTorch's
+    single-tensor Adam/AdamW in the same order plus the isometry term. The *fused* path takes
+    the decoupled isometry directions :math:`\nabla R_{iso}(\theta_t)/4` of the group's
+    matrices (two matrix products each, at the pre-step parameters), runs PyTorch's fused
+    AdamW kernel (``torch.optim.adamw.adamw(..., fused=True)``: moments, bias corrections,
+    decay and the Adam step in one pass per tensor, the step counts read on the device) over
+    the whole group, then adds :math:`-4k\eta_{iso}\lambda` times the directions with one
+    ``torch._foreach_add_``. Both paths give the same update to rounding (the tests compare
+    them in float64, state included); the fused one reads no value from the device when
+    ``iso_every=1`` (with ``iso_every > 1``, the group's step counts once per step, to know
+    which matrices take their isometry step). With ``iso_strength=0`` the fused path is
+    ``torch.optim.AdamW(..., fused=True)`` exactly.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
@@ -300,6 +334,7 @@ class AdamO(Optimizer):
         *,
         seed_dims: int = 0,
         iso_scaling: str = "lr",
+        fused: Optional[bool] = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -311,6 +346,7 @@ class AdamO(Optimizer):
             iso_every=iso_every,
             seed_dims=seed_dims,
             iso_scaling=iso_scaling,
+            fused=fused,
         )
         _validate_hyperparameters(defaults)
         if isinstance(params, torch.Tensor):
@@ -338,6 +374,11 @@ class AdamO(Optimizer):
                 raise ValueError(
                     f"seed_dims={group['seed_dims']} exceeds the number of dimensions of a parameter "
                     f"of shape {tuple(p.shape)}"
+                )
+            if group["fused"] and not _has_fused_kernel(p):
+                raise ValueError(
+                    f"fused=True needs every parameter on a device with a fused Adam kernel "
+                    f"({', '.join(_fused_devices())}), got one on {p.device.type}; use fused=None or False"
                 )
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
@@ -370,6 +411,7 @@ class AdamO(Optimizer):
             group.setdefault("seed_dims", 0)
             group.setdefault("iso_scaling", "lr")  # state dicts saved before iso_scaling existed
             group.setdefault("initial_lr", group["lr"])
+            group.setdefault("fused", None)  # state dicts saved before the fused path existed
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], torch.Tensor]] = None) -> Optional[torch.Tensor]:
@@ -390,39 +432,111 @@ class AdamO(Optimizer):
                 loss = closure()
 
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            iso_lr = _iso_step_size(group)
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("AdamO does not support sparse gradients")
-                state = self.state[p]
-                if len(state) == 0:
-                    # number of steps taken so far (float tensor, as in torch.optim.Adam)
-                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                    # first moment m_t of the task gradient
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    # second moment v_t of the task gradient
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                adamo_update_(
-                    p,
-                    p.grad,
-                    state["exp_avg"],
-                    state["exp_avg_sq"],
-                    int(state["step"].item()),
-                    lr=group["lr"],
-                    beta1=beta1,
-                    beta2=beta2,
-                    eps=group["eps"],
-                    weight_decay=group["weight_decay"],
-                    iso_strength=group["iso_strength"],
-                    iso_lr=iso_lr,
-                    seed_dims=group["seed_dims"],
-                    iso_every=group["iso_every"],
-                )
+            fused = group["fused"]
+            if fused is None:
+                fused = all(_has_fused_kernel(p) for p in group["params"])
+            if fused:
+                self._fused_group_step(group)
+            else:
+                self._reference_group_step(group)
         return loss
+
+    def _state(self, p: torch.Tensor, step_device: torch.device) -> Dict[str, Any]:
+        """The state of ``p``, created on first use; the step count is kept on ``step_device``."""
+        state = self.state[p]
+        if len(state) == 0:
+            # number of steps taken so far (float tensor, as in torch.optim.Adam: on the CPU for
+            # the reference path, on the parameter's device for the fused kernel)
+            state["step"] = torch.tensor(0.0, dtype=torch.float32, device=step_device)
+            # first moment m_t of the task gradient
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            # second moment v_t of the task gradient
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        elif state["step"].device != step_device:  # a state loaded for the other path
+            state["step"] = state["step"].to(device=step_device, dtype=torch.float32)
+        return state
+
+    def _with_grad(self, group: Dict[str, Any]) -> list:
+        params = [p for p in group["params"] if p.grad is not None]
+        if any(p.grad.is_sparse for p in params):
+            raise RuntimeError("AdamO does not support sparse gradients")
+        return params
+
+    def _reference_group_step(self, group: Dict[str, Any]) -> None:
+        """The per-tensor reference: :func:`adamo_update_` on each parameter in turn."""
+        beta1, beta2 = group["betas"]
+        iso_lr = _iso_step_size(group)
+        for p in self._with_grad(group):
+            state = self._state(p, torch.device("cpu"))
+            state["step"] += 1
+            adamo_update_(
+                p,
+                p.grad,
+                state["exp_avg"],
+                state["exp_avg_sq"],
+                int(state["step"].item()),
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                iso_strength=group["iso_strength"],
+                iso_lr=iso_lr,
+                seed_dims=group["seed_dims"],
+                iso_every=group["iso_every"],
+            )
+
+    def _fused_group_step(self, group: Dict[str, Any]) -> None:
+        """The fused path: isometry directions at theta_t, fused AdamW, one foreach add."""
+        params = self._with_grad(group)
+        if not params:
+            return
+        states = [self._state(p, p.device) for p in params]
+        seed_dims, k = group["seed_dims"], group["iso_every"]
+        eta_iso = _iso_step_size(group)
+        coef = k * (group["lr"] if eta_iso is None else eta_iso) * group["iso_strength"]
+
+        # decoupled isometry term, evaluated at theta_t before the Adam step moves the parameters
+        iso_params = [p for p in params if _iso_applies(p, seed_dims)] if coef != 0.0 else []
+        if k > 1 and iso_params:  # only the matrices whose coming step count t has t % k == 0
+            steps = [s["step"] for p, s in zip(params, states) if _iso_applies(p, seed_dims)]
+            counts = torch.stack(steps).tolist() if len({t.device for t in steps}) == 1 else [t.item() for t in steps]
+            iso_params = [p for p, t in zip(iso_params, counts) if (int(t) + 1) % k == 0]
+        directions = [_isometry_direction(_as_matrices(p, seed_dims)).view(p.shape) for p in iso_params]
+
+        beta1, beta2 = group["betas"]
+        _fused_adamw(
+            params,
+            [p.grad for p in params],
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [],
+            [s["step"] for s in states],
+            fused=True,
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+        )
+        if iso_params:
+            torch._foreach_add_(iso_params, directions, alpha=-4.0 * coef)
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_devices() -> Tuple[str, ...]:
+    """Device types with torch's fused Adam kernel."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    except ImportError:  # pragma: no cover - older torch
+        return ("cpu", "cuda")
+    return tuple(_get_fused_kernels_supported_devices())
+
+
+def _has_fused_kernel(p: torch.Tensor) -> bool:
+    return p.is_floating_point() and p.device.type in _fused_devices()
 
 
 # keys torch itself (or its LR schedulers) may put in a param group besides the hyperparameters
@@ -431,7 +545,7 @@ _TORCH_GROUP_KEYS = frozenset({"params", "param_names", "initial_lr"})
 _REQUIRED_GROUP_KEYS = ("lr", "betas", "eps", "weight_decay", "iso_strength")
 
 
-_HYPER_KEYS = ("lr", "betas", "eps", "weight_decay", "iso_strength", "iso_lr", "iso_every", "seed_dims", "iso_scaling")
+_HYPER_KEYS = ("lr", "betas", "eps", "weight_decay", "iso_strength", "iso_lr", "iso_every", "seed_dims", "iso_scaling", "fused")
 #: the two readings of "decoupled like AdamW" (AdamO's ``iso_scaling``)
 ISO_SCALINGS = ("lr", "schedule")
 
@@ -474,6 +588,8 @@ def _validate_hyperparameters(group: Dict[str, Any]) -> None:
         check_nonnegative("iso_lr", group["iso_lr"])
     check_int("iso_every", group["iso_every"], minimum=1)
     check_int("seed_dims", group["seed_dims"], minimum=0)
+    if group.get("fused") is not None:
+        check_bool("fused", group["fused"])
     if group.get("iso_scaling", "lr") not in ISO_SCALINGS:
         raise ValueError(f"iso_scaling must be one of {ISO_SCALINGS}, got {group.get('iso_scaling')!r}")
     betas = group["betas"]

@@ -49,7 +49,7 @@ def test_empirical_ntk_equals_brute_force(gen, kind):
     x2 = torch.randn(3, 4, generator=gen, dtype=torch.float64)
     expected_11 = _brute_force_ntk(model, x1, x1)
     expected_12 = _brute_force_ntk(model, x1, x2)
-    for method in ["jacobian", "ntk_vp", "layerwise"]:
+    for method in ["auto", "jacobian", "ntk_vp", "layerwise"]:
         for chunk_size in [None, 2]:
             k11 = empirical_ntk(model, x1, method=method, chunk_size=chunk_size)
             k12 = empirical_ntk(model, x1, x2, method=method, chunk_size=chunk_size)
@@ -71,6 +71,88 @@ def test_empirical_ntk_rejects_x2_with_other_feature_size(gen):
     model = MODELS["relu"](gen)
     with pytest.raises(ValueError, match="x2"):
         empirical_ntk(model, torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64))
+
+
+def _parseval_model(gen):
+    """Parseval's net (Chung et al.): relu_mlp with a DiagonalScale after each hidden linear layer."""
+    from isoplast_lite.methods import make_method
+    from isoplast_lite.run import Config
+
+    cfg = Config("random-label-digits", "parseval", width=8, depth=2, dtype="float64")
+    model = make_method("parseval", cfg.settings).build_model(4, 3, cfg, gen).double()
+    with torch.no_grad():  # non-trivial diagonal scales and shifts
+        for block in model[:-1]:
+            block[1].weight.add_(0.3 * torch.randn(8, generator=gen, dtype=torch.float64))
+            block[1].bias.add_(0.3 * torch.randn(8, generator=gen, dtype=torch.float64))
+    return model
+
+
+DEFAULT_CASES = {**MODELS, "aei_groupsort4": lambda g: aei_mlp(4, 8, 2, 3, group_size=4, generator=g, dtype=torch.float64),
+                 "parseval_diagonal": _parseval_model}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", DEFAULT_CASES)
+def test_empirical_ntk_default_is_layerwise_where_it_applies_and_equals_jacobian(gen, kind, monkeypatch):
+    """The default ("auto") picks the layered form on these models and gives the Jacobian
+    contraction's kernel to float64 rounding, for x2 = x1 and x2 != x1, chunked or not."""
+    from isoplast_lite import diagnostics
+
+    model = DEFAULT_CASES[kind](gen)
+    x1 = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    x2 = torch.randn(4, 4, generator=gen, dtype=torch.float64)
+    chosen = []
+    real = diagnostics._ntk_layerwise
+    monkeypatch.setattr(diagnostics, "_ntk_layerwise", lambda *a: chosen.append(a[1]) or real(*a))
+    for chunk_size in [None, 4]:
+        for second in [None, x2]:
+            chosen.clear()
+            expected = empirical_ntk(model, x1, second, method="jacobian", chunk_size=chunk_size)
+            assert chosen == []
+            got = empirical_ntk(model, x1, second, chunk_size=chunk_size)
+            torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10)
+            has_generic = kind == "aei_cayley" or kind == "relu_layernorm" or kind == "parseval_diagonal"
+            layered = chunk_size is None or not has_generic  # chunked: only when every weight is layered
+            assert len(chosen) == int(layered), (kind, chunk_size)
+            if chosen:
+                plan = chosen[0]
+                n_linear = 1 if kind == "aei_cayley" else 3  # Cayley hidden weights are parametrized: the head only
+                assert len(plan.structured) == n_linear
+                assert bool(plan.generic) == has_generic
+
+
+def test_empirical_ntk_default_falls_back_to_jacobian_without_linear_layers(gen, monkeypatch):
+    from isoplast_lite import diagnostics
+
+    class Quadratic(nn.Module):  # no linear layer at all
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Parameter(torch.randn(4, 2, generator=gen, dtype=torch.float64))
+
+        def forward(self, x):
+            return (x @ self.a) ** 2
+
+    model = Quadratic()
+    x = torch.randn(5, 4, generator=gen, dtype=torch.float64)
+    monkeypatch.setattr(diagnostics, "_ntk_layerwise", lambda *a: pytest.fail("layerwise chosen"))
+    torch.testing.assert_close(empirical_ntk(model, x), _brute_force_ntk(model, x, x))
+
+
+def test_layerwise_handles_weights_tied_across_modules_and_linear_subclasses(gen):
+    """A weight used by two modules, and an nn.Linear subclass that computes something else, are
+    not in closed form: their per-example Jacobians are used (the oracle is the brute-force loop)."""
+
+    class ScaledLinear(nn.Linear):
+        def forward(self, x):
+            return 2.0 * super().forward(x)
+
+    a, b = nn.Linear(4, 4).double(), nn.Linear(4, 4).double()
+    b.weight = a.weight  # tied
+    model = nn.Sequential(a, nn.Tanh(), b, nn.Tanh(), ScaledLinear(4, 2).double())
+    x1 = torch.randn(4, 4, generator=gen, dtype=torch.float64)
+    x2 = torch.randn(3, 4, generator=gen, dtype=torch.float64)
+    for method in ["auto", "layerwise"]:
+        torch.testing.assert_close(empirical_ntk(model, x1, method=method), _brute_force_ntk(model, x1, x1), msg=method)
+        torch.testing.assert_close(empirical_ntk(model, x1, x2, method=method), _brute_force_ntk(model, x1, x2), msg=method)
 
 
 # ---------------------------------------------------------------------------- layer Jacobians
@@ -183,7 +265,7 @@ def test_empirical_ntk_handles_shared_frozen_and_biasless_layers(gen):
     x2 = torch.randn(3, 4, generator=gen, dtype=torch.float64)
     before = list(model.parameters())
     expected_11, expected_12 = _brute_force_ntk(model, x1, x1), _brute_force_ntk(model, x1, x2)
-    for method in ["jacobian", "ntk_vp", "layerwise"]:
+    for method in ["auto", "jacobian", "ntk_vp", "layerwise"]:
         torch.testing.assert_close(empirical_ntk(model, x1, method=method), expected_11, msg=method)
         torch.testing.assert_close(empirical_ntk(model, x1, x2, method=method, chunk_size=2), expected_12, msg=method)
         # the model is left as it was: same Parameter objects (torch's functional_call alone

@@ -38,20 +38,23 @@ def _assert_same_params(a, b, atol=1e-12):
         torch.testing.assert_close(p, q, atol=atol, rtol=0, msg=name)
 
 
-def test_iso_strength_zero_equals_adam(gen):
+@pytest.mark.parametrize("fused", [False, None])
+def test_iso_strength_zero_equals_adam(gen, fused):
     x, y = _data(gen)
     a, b = _model(), _model()
-    _train(a, AdamO(a.parameters(), lr=1e-2, iso_strength=0.0), x, y)
-    _train(b, torch.optim.Adam(b.parameters(), lr=1e-2), x, y)
+    _train(a, AdamO(a.parameters(), lr=1e-2, iso_strength=0.0, fused=fused), x, y)
+    # the reference path is torch's single-tensor Adam, the fused path torch's fused kernel
+    _train(b, torch.optim.Adam(b.parameters(), lr=1e-2, fused=fused is None), x, y)
     assert (a[0][0].weight - _model()[0][0].weight).abs().max() > 1e-2  # it trained
     _assert_same_params(a, b, atol=0)  # same operations in the same order: bitwise equal
 
 
-def test_iso_strength_zero_with_weight_decay_equals_adamw(gen):
+@pytest.mark.parametrize("fused", [False, None])
+def test_iso_strength_zero_with_weight_decay_equals_adamw(gen, fused):
     x, y = _data(gen)
     a, b = _model(), _model()
-    _train(a, AdamO(a.parameters(), lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.3, iso_strength=0.0), x, y)
-    _train(b, torch.optim.AdamW(b.parameters(), lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.3), x, y)
+    _train(a, AdamO(a.parameters(), lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.3, iso_strength=0.0, fused=fused), x, y)
+    _train(b, torch.optim.AdamW(b.parameters(), lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.3, fused=fused is None), x, y)
     _assert_same_params(a, b, atol=0)
 
 
@@ -231,11 +234,12 @@ def _frozen_exact_step(p, g, m, v, t, lr, b1, b2, eps, wd, lam, seed_dims):
 @pytest.mark.parametrize("shape,seed_dims", [((7, 4), 0), ((3, 8), 0), ((4, 2, 3, 3), 0), ((6,), 0), ((3, 5, 4), 1), ((3, 4, 6), 1)])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_iso_every_one_is_bitwise_the_exact_update(gen, shape, seed_dims, weight_decay):
+    """The reference path (fused=False), op for op the update as it was before iso_every existed."""
     p0 = torch.randn(shape, generator=gen)
     grads = torch.randn(STEPS, *shape, generator=gen)
     kw = dict(lr=1e-2, weight_decay=weight_decay, iso_strength=0.3, seed_dims=seed_dims)
     ps = [p0.clone().requires_grad_() for _ in range(3)]
-    opts = [AdamO([ps[0]], **kw), AdamO([ps[1]], iso_every=1, **kw)]  # default and explicit
+    opts = [AdamO([ps[0]], fused=False, **kw), AdamO([ps[1]], iso_every=1, fused=False, **kw)]  # default and explicit
     p_fn, m, v = p0.clone(), torch.zeros(shape), torch.zeros(shape)  # the pure function, no iso_every
     p_ref, m_ref, v_ref = p0.clone(), torch.zeros(shape), torch.zeros(shape)
     for t in range(STEPS):
@@ -509,3 +513,145 @@ def test_paper_setting_half_life_under_both_readings():
     predicted = math.log(2) / (16 * 1e-3)  # 43.3
     assert abs(halves["schedule"] - predicted) <= 0.1 * predicted, halves
     assert halves["lr"] > 0.99, halves  # not halved: > 99% of R_iso left after 200 steps
+
+
+# ------------------------------------------------------------------ the fused path against the reference
+
+
+def _stacked_problem(gen, S=3):
+    """Seed-stacked parameters of every kind (tall, wide, square, conv, vectors) and their targets."""
+    shapes = {"tall": (S, 12, 5), "wide": (S, 4, 9), "square": (S, 7, 7), "conv": (S, 6, 2, 3, 3), "bias": (S, 7),
+              "head": (S, 3, 7), "head_bias": (S, 3)}  # fmt: skip
+    init = {n: 0.6 * torch.randn(shape, generator=gen, dtype=torch.float64) for n, shape in shapes.items()}
+    targets = {n: torch.randn(shape, generator=gen, dtype=torch.float64) for n, shape in shapes.items()}
+    noise = {n: 0.3 * torch.randn(STEPS, *shape, generator=gen, dtype=torch.float64) for n, shape in shapes.items()}
+    return init, targets, noise
+
+
+def _run_stacked(problem, steps, opt=None, params=None, scheduler=None, start=0, head_iso=0.05, **kw):
+    """AdamO on the stacked problem: a hidden group (lambda = iso_strength) and a head group with its
+    own lambda and iso_lr, both seed_dims=1; 'wide' has no gradient on every fourth step, so the
+    parameters of a group reach different step counts. Returns (params, opt, scheduler)."""
+    init, targets, noise = problem
+    if params is None:
+        params = {n: v.clone().requires_grad_() for n, v in init.items()}
+        hidden = [params[n] for n in ("tall", "wide", "square", "conv", "bias")]
+        head = [params["head"], params["head_bias"]]
+        opt = AdamO([{"params": hidden}, {"params": head, "iso_strength": head_iso, "iso_lr": 0.02}], seed_dims=1, **kw)
+        scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.7)
+    for t in range(start, start + steps):
+        for n, p in params.items():  # the gradient of 1/2 |p - target|^2, plus noise
+            p.grad = None if (n == "wide" and t % 4 == 1) else p.detach() - targets[n] + noise[n][t]
+        opt.step()
+        scheduler.step()
+    return params, opt, scheduler
+
+
+def _assert_same_run(a, b, atol, rtol):
+    (pa, oa, _), (pb, ob, _) = a, b
+    for n in pa:
+        torch.testing.assert_close(pa[n].detach(), pb[n].detach(), atol=atol, rtol=rtol, msg=n)
+        sa, sb = oa.state[pa[n]], ob.state[pb[n]]
+        assert sa["step"].dtype == sb["step"].dtype == torch.float32 and sa["step"].item() == sb["step"].item(), n
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(sa[key], sb[key], atol=atol, rtol=rtol, msg=f"{n} {key}")
+
+
+@pytest.fixture
+def count_fused_calls(monkeypatch):
+    """Counts the calls of the fused AdamW kernel AdamO makes."""
+    import isoplast_lite.optim as optim
+
+    calls = []
+    real = optim._fused_adamw
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["fused"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optim, "_fused_adamw", counted)
+    return calls
+
+
+# float64 rounding: the two paths order the same floating-point operations differently
+ROUNDING = dict(atol=1e-13, rtol=1e-12)
+
+
+@pytest.mark.parametrize("iso_scaling", ["lr", "schedule"])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+@pytest.mark.parametrize("iso_every", [1, 3])
+def test_fused_step_equals_reference_step(gen, count_fused_calls, iso_scaling, weight_decay, iso_every):
+    problem = _stacked_problem(gen)
+    lam = 0.3 if iso_scaling == "lr" else 0.3 * 0.05  # the same step lr * lambda under both readings (stable)
+    kw = dict(lr=0.05, betas=(0.8, 0.99), eps=1e-6, weight_decay=weight_decay, iso_strength=lam, iso_every=iso_every,
+              iso_scaling=iso_scaling)  # fmt: skip
+    reference = _run_stacked(problem, STEPS, fused=False, **kw)
+    assert count_fused_calls == []
+    fused = _run_stacked(problem, STEPS, **kw)  # fused=None: the fused path on CPU
+    assert count_fused_calls == [True] * (2 * STEPS)  # one kernel call per group and step
+    _assert_same_run(fused, reference, **ROUNDING)
+    assert fused[1].state[fused[0]["wide"]]["step"].item() == STEPS - 6  # skipped steps are not counted
+    # the isometry step mattered (a test that could fail): without it the run is elsewhere
+    plain = _run_stacked(problem, STEPS, head_iso=0.0, **{**kw, "iso_strength": 0.0})
+    assert (plain[0]["square"] - fused[0]["square"]).abs().max() > 1e-3
+    assert (plain[0]["head"] - fused[0]["head"]).abs().max() > 1e-3
+
+
+def test_fused_step_with_iso_every_skips_the_isometry_between_multiples(gen):
+    problem = _stacked_problem(gen)
+    kw = dict(lr=0.05, iso_strength=0.3, iso_every=3)
+    fused = _run_stacked(problem, 2, **kw)  # steps 1 and 2: no isometry step yet
+    plain = _run_stacked(problem, 2, head_iso=0.0, **{**kw, "iso_strength": 0.0})
+    for n in fused[0]:
+        assert torch.equal(fused[0][n], plain[0][n]), n
+    _run_stacked(problem, 1, *fused[1:2], params=fused[0], scheduler=fused[2], start=2)
+    _run_stacked(problem, 1, *plain[1:2], params=plain[0], scheduler=plain[2], start=2)
+    assert not torch.equal(fused[0]["square"], plain[0]["square"])  # step 3: the amortized step
+
+
+@pytest.mark.parametrize("load_into", ["fused", "reference"])
+def test_fused_state_dict_round_trip(gen, load_into):
+    """A run saved mid-window (iso_every=3, after step 7) and resumed equals the uninterrupted run,
+    on the same path bitwise and on the other path to rounding; state dicts load across paths."""
+    problem = _stacked_problem(gen)
+    kw = dict(lr=0.05, weight_decay=0.1, iso_strength=0.3, iso_every=3)
+    whole = _run_stacked(problem, 15, **kw)
+    first = _run_stacked(problem, 7, **kw)
+    resumed = _run_stacked(problem, 0, **{**kw, "lr": 0.5, "iso_every": 1})  # settings overwritten by the load
+    for n in first[0]:
+        resumed[0][n].data.copy_(first[0][n].detach())
+    resumed[1].load_state_dict(copy.deepcopy(first[1].state_dict()))
+    resumed[2].load_state_dict(first[2].state_dict())
+    assert resumed[1].param_groups[0]["iso_every"] == 3 and resumed[1].param_groups[1]["iso_lr"] == 0.02
+    if load_into == "reference":
+        for group in resumed[1].param_groups:
+            group["fused"] = False
+    _run_stacked(problem, 8, resumed[1], params=resumed[0], scheduler=resumed[2], start=7)
+    _assert_same_run(resumed, whole, **(dict(atol=0, rtol=0) if load_into == "fused" else ROUNDING))
+
+
+def test_fused_loads_a_reference_state_dict(gen):
+    problem = _stacked_problem(gen)
+    kw = dict(lr=0.05, iso_strength=0.3, iso_every=2)
+    whole = _run_stacked(problem, 12, fused=False, **kw)
+    first = _run_stacked(problem, 5, fused=False, **kw)
+    resumed = _run_stacked(problem, 0, **kw)
+    for n in first[0]:
+        resumed[0][n].data.copy_(first[0][n].detach())
+    state = copy.deepcopy(first[1].state_dict())
+    for group in state["param_groups"]:
+        del group["fused"]  # as saved before the fused path existed
+    resumed[1].load_state_dict(state)
+    resumed[2].load_state_dict(first[2].state_dict())
+    assert all(group["fused"] is None for group in resumed[1].param_groups)
+    _run_stacked(problem, 7, resumed[1], params=resumed[0], scheduler=resumed[2], start=5)
+    _assert_same_run(resumed, whole, **ROUNDING)
+
+
+def test_fused_argument_is_checked():
+    with pytest.raises(TypeError, match="fused"):
+        AdamO([nn.Parameter(torch.ones(3, 3))], fused="yes")
+    with pytest.raises(ValueError, match="fused=True.*meta"):
+        AdamO([nn.Parameter(torch.ones(3, 3, device="meta"))], fused=True)
+    opt = AdamO([nn.Parameter(torch.ones(3, 3, device="meta"))])  # fused=None: the reference path there
+    assert opt.param_groups[0]["fused"] is None

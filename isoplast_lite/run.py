@@ -47,6 +47,11 @@ canonical JSON of the method's settings (``{"iso_strength":0.1,"iso_scaling":"lr
 method without settings; :func:`isoplast_lite.results.expand_settings` turns it into one column
 per setting). The result is a tidy ``pandas.DataFrame`` (one row per seed x task).
 
+The diagnostics of all seeds are computed at once on the stacked weights (one forward pass on
+the task data gives the logits and the features; one batched singular value or eigenvalue
+decomposition per quantity; :mod:`isoplast_lite._stacked_measure`), equal to the public
+diagnostics on each seed's own model to float rounding (tests/test_stacked_measure.py).
+
 Two more tidy tables come from the same measurement and are returned on request:
 ``run(cfg, layers=True)`` adds the per-layer table (:data:`LAYER_COLUMNS`, one row per seed x
 task x block: the scale and spread of each layer's Jacobian and weight singular values,
@@ -132,6 +137,7 @@ from .diagnostics import (
     layer_isometry,
     ntk_summary,
 )
+from ._stacked_measure import measure_stacked, stacked_blocks, stacked_forward
 from .engine import StackedModel
 from .methods import Method, StepContext, TaskContext, make_method, method_class
 from .settings import make_settings, settings_dict, settings_json
@@ -168,7 +174,8 @@ SPECTRUM_COLUMNS = CONFIG_COLUMNS + ("index", "eigenvalue")
 LIMITS = {"seeds": 10_000, "n_tasks": 1_000_000, "steps_per_task": 100_000_000, "batch_size": 10_000_000,
           "width": 1_000_000, "depth": 10_000, "probe_size": 100_000, "n_train": 100_000_000}  # fmt: skip
 MAX_LR = 10.0  # Adam moves every weight by about lr per step: lr > 10 cannot train anything
-#: the :func:`isoplast_lite.diagnostics.empirical_ntk` method of the per-task measurement
+#: the :func:`isoplast_lite.diagnostics.empirical_ntk` method of the per-task measurement; the
+#: seed-batched measurement computes the layer-wise form, any other value measures seed by seed
 NTK_METHOD = "layerwise"
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _SCHEMA = 4  # checkpoints: 2 since method settings moved out of Config (issue 10), 3 with per-layer rows, 4 with eNTK spectra
@@ -494,7 +501,11 @@ def _config_row(cfg: Config, seed: int, task: int) -> dict:
 @torch.no_grad()
 def _evaluate(stack: StackedModel, x: torch.Tensor, y: torch.Tensor):
     """Per-seed accuracy and loss, ``x`` ``(S, N, D)``."""
-    logits = stack(x)
+    return _accuracy_and_loss(stack(x), y)
+
+
+def _accuracy_and_loss(logits: torch.Tensor, y: torch.Tensor):
+    """Per-seed accuracy and mean cross-entropy of ``logits`` ``(S, N, O)`` against ``y`` ``(S, N)``."""
     loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
     acc = (logits.argmax(-1) == y).double().mean(1)
     return acc, loss
@@ -503,7 +514,13 @@ def _evaluate(stack: StackedModel, x: torch.Tensor, y: torch.Tensor):
 def _measure(stack: StackedModel, k: int, x: torch.Tensor, probe: torch.Tensor):
     """Diagnostics of seed number ``k`` on its task inputs ``x`` ``(N, D)`` and probe ``(P, D)``:
     the row's metrics, the per-layer rows (:func:`isoplast_lite.diagnostics.layer_isometry`) and
-    the eNTK's eigenvalues ``(P*O,)``, descending (those the row's ``ntk_*`` summarize)."""
+    the eNTK's eigenvalues (a list of ``P*O``), descending (those the row's ``ntk_*`` summarize).
+
+    The per-seed path, with the public diagnostics on a standalone copy of the seed's model: the
+    runner takes it for nets the seed-batched :func:`_measure_seeds` does not cover (a Cayley
+    ``OrthogonalLinear``, Parseval's diagonal layers, a custom module) and when
+    :data:`NTK_METHOD` is not ``"layerwise"``; it is the reference the batched path is tested
+    against (tests/test_stacked_measure.py)."""
     model = stack.model_for_seed(k).eval()
     feats = hidden_features(model, x)  # one forward pass for the four feature measures below
     with torch.no_grad():
@@ -525,7 +542,7 @@ def _measure(stack: StackedModel, k: int, x: torch.Tensor, probe: torch.Tensor):
     row["ntk_progress_mean"] = float(summary["progress_mean"])  # mean over random residual directions
     row["ntk_progress_worst"] = float(summary["progress_kantorovich"])  # worst case, 4 kappa / (1 + kappa)^2
     row["ntk_erank"] = float(summary["effective_rank"])
-    return row, layer_isometry(model, probe), summary["eigenvalues"].detach().double().cpu()
+    return row, layer_isometry(model, probe), summary["eigenvalues"].detach().double().cpu().tolist()
 
 
 @dataclass
@@ -589,9 +606,24 @@ def _task_rows(cfg: Config, stack: StackedModel, seeds: Sequence[int], data: _Ta
     the diagnostics of every seed, the per-layer rows and the eNTK spectrum rows (updates
     ``diverged`` with the seeds that just diverged; a diverged seed's layer and spectrum rows
     are NaN)."""
-    acc, loss = _evaluate(stack, data.x, data.y)
+    blocks = stacked_blocks(stack) if NTK_METHOD == "layerwise" else None
+    forward = None
+    if blocks is None:
+        acc, loss = _evaluate(stack, data.x, data.y)
+    else:  # one forward pass gives the logits and every feature the measurement needs
+        with torch.no_grad():
+            forward = stacked_forward(blocks, {n: p.detach() for n, p in stack.params.items()}, data.x)
+        acc, loss = _accuracy_and_loss(forward[2][-1], data.y)
     test_acc = _evaluate(stack, data.x_test, data.y_test)[0] if data.x_test is not None else None
     diverged.update(_newly_diverged(stack, loss_sum, loss))
+    live = [k for k in range(len(seeds)) if k not in diverged]
+    measured = {}  # seed number -> (metrics, layer rows, eigenvalues)
+    if blocks is not None and live:
+        measured = _measure_seeds(stack, blocks, forward, live, cfg.probe_size)
+    elif live:
+        measured = {k: _measure(stack, k, data.x[k], data.x[k, : cfg.probe_size]) for k in live}
+    acc, loss, acc_sum, loss_sum = acc.tolist(), loss.tolist(), acc_sum.tolist(), loss_sum.tolist()
+    test_acc = test_acc.tolist() if test_acc is not None else None
     rows, layer_rows, spectrum_rows = [], [], []
     for k, s in enumerate(seeds):
         if k in diverged:
@@ -599,16 +631,38 @@ def _task_rows(cfg: Config, stack: StackedModel, seeds: Sequence[int], data: _Ta
             layer_rows.extend(_diverged_layer_rows(cfg, stack, s, t))
             spectrum_rows.extend(_spectrum_rows(cfg, s, t, [math.nan] * _n_eigenvalues(cfg)))
             continue
-        row = {**_config_row(cfg, s, t), "train_acc": float(acc[k]),
-               "train_acc_online": float(acc_sum[k]) / cfg.steps_per_task,
-               "test_acc": float(test_acc[k]) if test_acc is not None else math.nan,
-               "loss": float(loss[k]), "loss_online": float(loss_sum[k]) / cfg.steps_per_task}  # fmt: skip
-        metrics, layers, eigenvalues = _measure(stack, k, data.x[k], data.x[k, : cfg.probe_size])
+        row = {**_config_row(cfg, s, t), "train_acc": acc[k], "train_acc_online": acc_sum[k] / cfg.steps_per_task,
+               "test_acc": test_acc[k] if test_acc is not None else math.nan,
+               "loss": loss[k], "loss_online": loss_sum[k] / cfg.steps_per_task}  # fmt: skip
+        metrics, layers, eigenvalues = measured[k]
         row.update(metrics, diverged=False)
         rows.append(row)
         layer_rows.extend({**_config_row(cfg, s, t), **r} for r in layers)
-        spectrum_rows.extend(_spectrum_rows(cfg, s, t, eigenvalues.tolist()))
+        spectrum_rows.extend(_spectrum_rows(cfg, s, t, eigenvalues))
     return rows, layer_rows, spectrum_rows
+
+
+def _measure_seeds(stack: StackedModel, blocks, forward, live: List[int], probe_size: int) -> Dict[int, tuple]:
+    """:func:`_measure` of the seed numbers ``live``, all at once (:mod:`isoplast_lite._stacked_measure`):
+    ``{k: (metrics, layer rows, eigenvalues)}`` with Python numbers, the same values as ``_measure``'s
+    to float rounding (tests/test_stacked_measure.py). ``forward`` is :func:`stacked_forward` of
+    every seed on its task inputs; the probe is their first ``probe_size`` inputs."""
+    params = stack.params
+    if len(live) < stack.n_seeds:
+        # a diverged seed's NaN weights stay out of the linear algebra: it is measured with a live
+        # seed's weights, then dropped, so the live seeds are measured in a batch of the same
+        # shape as without it (the same numbers, to the bit)
+        x = forward[0][0]  # (S, N, D)
+        source = torch.tensor([k if k in live else live[0] for k in range(stack.n_seeds)], device=x.device)
+        params = {n: p.detach()[source] for n, p in stack.params.items()}
+        with torch.no_grad():
+            forward = stacked_forward(blocks, params, x)
+    metrics, layers, eigenvalues = measure_stacked(blocks, params, forward, probe_size)
+    metrics = {name: v.tolist() for name, v in metrics.items()}  # one conversion per column, not per seed
+    layers = [{name: v.tolist() if torch.is_tensor(v) else [v] * stack.n_seeds for name, v in r.items()} for r in layers]
+    eigenvalues = eigenvalues.cpu().tolist()
+    return {k: ({name: v[k] for name, v in metrics.items()}, [{name: v[k] for name, v in r.items()} for r in layers], eigenvalues[k])
+            for k in live}  # fmt: skip
 
 
 def _n_eigenvalues(cfg: Config) -> int:

@@ -149,17 +149,19 @@ def test_per_layer_table_is_layer_isometry_of_each_seed_and_is_cached(tmp_path):
     captured = {}
     from isoplast_lite import run as run_mod
 
-    original = run_mod._measure
+    original = run_mod._measure_seeds
 
-    def spy(stack, k, x, probe):
-        captured[k] = (stack.model_for_seed(k), probe.clone())
-        return original(stack, k, x, probe)
+    def spy(stack, blocks, forward, live, probe_size):  # the seed-batched measurement of every live seed
+        for k in live:
+            captured[k] = (stack.model_for_seed(k), forward[0][0][k, :probe_size].clone())
+        return original(stack, blocks, forward, live, probe_size)
 
     try:
-        run_mod._measure = spy
+        run_mod._measure_seeds = spy
         _, relu_layers = run(relu, cache_dir=False, progress=False, layers=True)
     finally:
-        run_mod._measure = original
+        run_mod._measure_seeds = original
+    assert sorted(captured) == [0, 1]
     for k, (model, probe) in captured.items():
         expected = pd.DataFrame(layer_isometry(model, probe))
         got = relu_layers[relu_layers.seed == relu.seed_list[k]].reset_index(drop=True)
@@ -188,18 +190,23 @@ def test_logged_ntk_cond_equals_the_per_example_ntk(method, monkeypatch):
     monkeypatch.setattr(run_module, "NTK_METHOD", "jacobian")  # the per-example reference
     ref = run(cfg, cache_dir=False, progress=False)
     ntk = ["ntk_cond", "ntk_progress_mean", "ntk_progress_worst", "ntk_erank"]  # every measure of the eNTK
-    assert fast.drop(columns=ntk).equals(ref.drop(columns=ntk))  # same training, same other metrics
+    trained = ["seed", "task", "train_acc", "train_acc_online", "test_acc", "loss", "loss_online"]
+    pd.testing.assert_frame_equal(fast[trained], ref[trained], check_exact=True)  # same training
+    others = [c for c in fast.columns if c not in ntk + trained and fast[c].dtype.kind == "f"]
+    np.testing.assert_allclose(fast[others], ref[others], rtol=1e-9)  # the seed-batched and per-seed measurements
     for col in ntk:
         np.testing.assert_allclose(fast[col], ref[col], rtol=1e-6, err_msg=col)
     assert (ref.ntk_cond > 1).all()
 
 
 def test_measured_feature_columns_are_the_public_diagnostics():
-    """_measure computes the features once; its dormant/dead/rank values are the public functions'."""
+    """_measure computes the features once; its dormant/dead/rank values are the public functions',
+    and so are those of the seed-batched _measure_seeds (float32 here)."""
     from isoplast_lite.diagnostics import dead_fraction, dormant_fraction, effective_rank, hidden_features
     from isoplast_lite.engine import StackedModel
     from isoplast_lite.methods import make_method
-    from isoplast_lite.run import _measure
+    from isoplast_lite._stacked_measure import stacked_blocks, stacked_forward
+    from isoplast_lite.run import _measure, _measure_seeds
 
     cfg = Config("random-label-digits", "adam", width=16, depth=2)
     method = make_method("adam", None)
@@ -209,6 +216,9 @@ def test_measured_feature_columns_are_the_public_diagnostics():
             if n.endswith("bias"):
                 p.sub_(torch.linspace(0, 3, p.shape[-1]))
     x = torch.randn(40, 64, generator=torch.Generator().manual_seed(1))
+    blocks = stacked_blocks(stack)
+    with torch.no_grad():
+        batched = _measure_seeds(stack, blocks, stacked_forward(blocks, stack.params, x.expand(2, -1, -1)), [0, 1], 4)
     for k in range(2):
         row, *_ = _measure(stack, k, x, x[:4])
         model = stack.model_for_seed(k).eval()
@@ -216,6 +226,9 @@ def test_measured_feature_columns_are_the_public_diagnostics():
         assert row["dormant_0.1"] == dormant_fraction(model, x, tau=0.1)
         assert row["dead"] == dead_fraction(model, x) > 0
         assert row["feature_erank"] == float(effective_rank(hidden_features(model, x)[-1]))
+        fast = batched[k][0]  # the seed-batched measurement the runner takes for these nets
+        assert [fast[c] for c in ("dormant_0.025", "dormant_0.1", "dead")] == [row[c] for c in ("dormant_0.025", "dormant_0.1", "dead")]
+        assert fast["feature_erank"] == pytest.approx(row["feature_erank"], rel=1e-5)
 
 
 def test_spectrum_table_is_the_eigvalsh_of_the_per_example_entk_and_the_ntk_columns_summarize_it(monkeypatch):
@@ -229,13 +242,13 @@ def test_spectrum_table_is_the_eigvalsh_of_the_per_example_entk_and_the_ntk_colu
 
     cfg = Config("random-label-digits", "adam", dtype="float64", **{**TINY, "probe_size": 6})
     captured = []  # (seed number, model, probe) of every measurement: tasks outer, seeds inner
-    original = run_module._measure
+    original = run_module._measure_seeds
 
-    def spy(stack, k, x, probe):
-        captured.append((k, stack.model_for_seed(k), probe.clone()))
-        return original(stack, k, x, probe)
+    def spy(stack, blocks, forward, live, probe_size):  # the seed-batched measurement of every live seed
+        captured.extend((k, stack.model_for_seed(k), forward[0][0][k, :probe_size].clone()) for k in live)
+        return original(stack, blocks, forward, live, probe_size)
 
-    monkeypatch.setattr(run_module, "_measure", spy)
+    monkeypatch.setattr(run_module, "_measure_seeds", spy)
     df, spectra = run(cfg, cache_dir=False, progress=False, spectra=True)
     m = 6 * 10  # probe inputs x classes
     assert tuple(spectra.columns) == SPECTRUM_COLUMNS and len(spectra) == cfg.seeds * cfg.n_tasks * m

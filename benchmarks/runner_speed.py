@@ -116,6 +116,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 import statistics
@@ -218,6 +219,9 @@ def book_estimate(versions, args):
                     own = dict(settings) if settings else None
                     if orthogonal is not None and own is not None and "orthogonal" in own:
                         own["orthogonal"] = orthogonal
+                    if own:  # a setting the version does not know (redo's reset_step, added later) is its default
+                        known = {f.name for f in dataclasses.fields(mod.method_class(method).Settings)}
+                        own = {k: val for k, val in own.items() if k in known} or None
                     per_version[v] = (mod, own)
                 distinct = {}
                 for v, (mod, own) in per_version.items():

@@ -203,10 +203,6 @@ INTEGER_LOOKS_COMPUTED = re.compile(
     r"|\d+\s+(?:of|out of)\s+(?:the\s+)?\d+\s+(?:seeds|runs|tasks|units|methods|streams))"
 )
 CHAPTERS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]-*.md"))
-# Chapters whose typed integers are not fixed yet; the scan of decimals and percentages applies to
-# them in full. Chapter 8 is being rewritten on another branch: remove it here when that lands
-# (test_a_pending_chapter_still_has_typed_integers fails as soon as it has none left).
-INTEGER_SCAN_PENDING = {"08-reproducing-benchmarks"}
 
 
 def typed_numbers(markdown: str, *, integers: bool = True) -> list:
@@ -252,17 +248,8 @@ def test_the_scan_lets_settings_and_glued_integers_pass(text):
 
 @pytest.mark.parametrize("md", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_no_typed_results_in_the_prose(md):
-    integers = md.stem not in INTEGER_SCAN_PENDING
-    found = [hit for cell in jupytext.read(md).cells if cell.cell_type == "markdown" for hit in typed_numbers(cell.source, integers=integers)]
-    assert not found, f"{md.name}: numbers typed by hand (glue them, or allow them in ALLOWED with a reason): {found}"
-
-
-@pytest.mark.parametrize("stem", sorted(INTEGER_SCAN_PENDING))
-def test_a_pending_chapter_still_has_typed_integers(stem):
-    """An exemption from the integer scan lasts only while the chapter needs it."""
-    (md,) = [p for p in CHAPTERS if p.stem == stem]
     found = [hit for cell in jupytext.read(md).cells if cell.cell_type == "markdown" for hit in typed_numbers(cell.source)]
-    assert found, f"{md.name} has no typed integers left: remove it from INTEGER_SCAN_PENDING"
+    assert not found, f"{md.name}: numbers typed by hand (glue them, or allow them in ALLOWED with a reason): {found}"
 
 
 @pytest.mark.parametrize("md", CHAPTERS, ids=[p.stem for p in CHAPTERS])

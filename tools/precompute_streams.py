@@ -134,6 +134,42 @@ def result_configs(stream: str, chosen: "dict[str, dict]"):
     return cfgs
 
 
+#: the files keep float32's precision (7 significant digits): the runs compute in float32, and
+#: the full float64 repr of each number would double the size of the files
+FLOAT_FORMAT = "%.7g"
+
+
+def shipped_precision(df):
+    """``df`` as it reads back from a file written with :data:`FLOAT_FORMAT` (scores and tests
+    are computed from exactly the numbers that ship)."""
+    import io
+
+    import pandas as pd
+
+    return pd.read_csv(io.StringIO(df.to_csv(index=False, float_format=FLOAT_FORMAT)))
+
+
+def write_gz(path: Path, df) -> None:
+    """``df`` as a reproducible gzipped CSV (no timestamp in the header) at ``path``, atomically."""
+    import gzip
+
+    from isoplast_lite._files import atomic_write
+
+    data = df.to_csv(index=False, float_format=FLOAT_FORMAT).encode()
+
+    def write(handle):
+        with gzip.GzipFile(fileobj=handle, mode="wb", mtime=0, filename="") as g:
+            g.write(data)
+
+    atomic_write(path, write)
+
+
+def _label(cfg) -> str:
+    from isoplast_lite.settings import settings_json
+
+    return f"{cfg.method} {settings_json(cfg.settings)}"
+
+
 def _cost(cfg) -> float:
     return cfg.n_tasks * cfg.steps_per_task * math.sqrt(cfg.batch_size) * math.sqrt(cfg.seeds) * _SLOW.get(cfg.method, 1.0)
 
@@ -198,9 +234,6 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    sys.path.insert(0, str(ROOT / "tools"))
-    from precompute_chain import _write_gz
-
     from isoplast_lite._files import atomic_write
     from isoplast_lite.results import provenance
     from isoplast_lite.run import check_config, default_cache_dir, run
@@ -226,7 +259,7 @@ def main(argv=None) -> int:
         metric, n_tune = STREAMS[s]["metric"], tuning_tasks(STREAMS[s]["fields"]["n_tasks"])
         scores[s] = {m: {} for m in GRIDS}
         for m, v, cfg in tuning[s]:
-            scores[s][m][v] = score(run(cfg, cache_dir=cache, progress=False), metric, n_tune)
+            scores[s][m][v] = score(shipped_precision(run(cfg, cache_dir=cache, progress=False)), metric, n_tune)
         chosen[s] = {m: {GRIDS[m][0]: choose(scores[s][m], GRIDS[m][1])} for m in GRIDS}
         log(f"{s}: chosen " + ", ".join(f"{m} {GRIDS[m][0]}={chosen[s][m][GRIDS[m][0]]:g}" for m in GRIDS))
     if args.phase == "tune":
@@ -241,15 +274,17 @@ def main(argv=None) -> int:
 
     for s in args.streams:
         spec = STREAMS[s]
-        tune_rows = pd.concat([run(c, cache_dir=cache, progress=False) for _, _, c in tuning[s]], ignore_index=True)
-        rows = pd.concat([run(c, cache_dir=cache, progress=False) for c in results[s]], ignore_index=True)
-        _write_gz(out / f"{s}-tuning.csv.gz", tune_rows)
-        _write_gz(out / f"{s}.csv.gz", rows)
-        previous = manifest.get(s, {}).get("seconds_per_config", {})
-        secs = {}
-        for c in [c for _, _, c in tuning[s]] + results[s]:
-            key = c.to_json()
-            secs[key] = round(times[key][1], 1) if key in times else previous.get(key)
+        tune_rows = shipped_precision(pd.concat([run(c, cache_dir=cache, progress=False) for _, _, c in tuning[s]], ignore_index=True))
+        rows = shipped_precision(pd.concat([run(c, cache_dir=cache, progress=False) for c in results[s]], ignore_index=True))
+        write_gz(out / f"{s}-tuning.csv.gz", tune_rows)
+        write_gz(out / f"{s}.csv.gz", rows)
+        old = manifest.get(s, {})
+        previous = {**old.get("cpu_seconds_per_config", {}), **old.get("cpu_seconds", {}).get("tuning", {}), **old.get("cpu_seconds", {}).get("results", {})}
+        secs = {"tuning": {}, "results": {}}
+        for phase, cfgs in (("tuning", [c for _, _, c in tuning[s]]), ("results", results[s])):
+            for c in cfgs:
+                key = c.to_json()
+                secs[phase][_label(c)] = round(times[key][1], 1) if key in times else previous.get(_label(c), previous.get(key))
         manifest[s] = {
             "file": f"{s}.csv.gz",
             "tuning_file": f"{s}-tuning.csv.gz",
@@ -268,7 +303,8 @@ def main(argv=None) -> int:
             "chosen": chosen[s],
             "untuned": list(UNTUNED),
             "provenance": provenance(threads=1),
-            "cpu_seconds_per_config": secs,
+            "cpu_seconds": secs,
+            "float_format": FLOAT_FORMAT,
         }
     atomic_write(manifest_path, lambda h: h.write((json.dumps(manifest, indent=2, default=str) + "\n").encode()))
     search = SEARCH_SUMMARY.read_bytes()  # the search log the chapter shows (every configuration tried)

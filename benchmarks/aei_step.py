@@ -49,6 +49,11 @@ retraction at peak gives 2.05x. 1.3x needs B >= 513 at every-step retraction, or
 every k >= 16 steps at B = 32, which ``retraction_every_k.py`` shows loses orthogonality
 (|sigma - 1| up to 7% already at k = 2).
 
+At batch 128 (2026-11-30, after the batched per-task measurement and fused AdamO, which do not
+touch this step; load about 1; 15 repeats): relu 2.21 ms, aei 4.78 ms (2.17x; FLOP bound 2.20x,
+1.64x if the retraction ran at the ``mm`` peak), cayley 18.97 ms (8.59x). The target (1.3x) is
+below the FLOP bound at any batch under about 1000 at width 256.
+
 Usage:
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/aei_step.py [--widths 256 512] [--batch 32]
         [--repeats 40] [--variants relu aei cayley ns1 ...]

@@ -107,6 +107,14 @@ training steps are at 17% of the FLOP bound at book scale (width 64: per-op over
 FLOPs). A 2x needs both the per-task measurement batched over seeds, as the training is, and
 fewer ops per step.
 
+After the seed-batched per-task measurement (``isoplast_lite/_stacked_measure.py``; 2026-11-30,
+baseline = 0f370e3, ``--methods adam --scales book --repeats 1 --short 10 --long 60
+--book-estimate --aei-orthogonal newton-schulz``, load 1.1-2.7; the sweeps' ``redo.reset_step``
+dropped for the baseline, which predates it): book-scale Adam 1.38 -> 1.03 ms/step (x1.33), 0.29
+-> 0.10 s/task (x2.88). Chapter 8's book-scale precomputation: baseline as shipped 662 s, current
+with the shipped Cayley AEI rows 502 s (x1.32), current with Newton-Schulz AEI rows 285 s
+(**x2.33**; the AEI rows 132-135 s -> 24-25 s).
+
 Usage:
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/runner_speed.py [--baseline /tmp/before]
         [--methods adam adamo aei-adam] [--scales book w256] [--repeats 2] [--book-estimate]

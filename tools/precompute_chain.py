@@ -51,10 +51,11 @@ def configs(benchmark: str):
     return [Config(benchmark, method, settings=settings, **BUDGET) for method, settings in CONFIGS]
 
 
-def _write_gz(path: Path, df) -> None:
+def _write_gz(path: Path, df, float_format=None) -> None:
+    """``df`` as a reproducible gzipped CSV (no timestamp in the header) at ``path``, atomically."""
     from isoplast_lite._files import atomic_write
 
-    data = df.to_csv(index=False).encode()
+    data = df.to_csv(index=False, float_format=float_format).encode()
 
     def write(handle):
         with gzip.GzipFile(fileobj=handle, mode="wb", mtime=0, filename="") as g:  # mtime=0: reproducible bytes

@@ -150,18 +150,11 @@ def shipped_precision(df):
 
 
 def write_gz(path: Path, df) -> None:
-    """``df`` as a reproducible gzipped CSV (no timestamp in the header) at ``path``, atomically."""
-    import gzip
+    """``df`` at :data:`FLOAT_FORMAT` as a reproducible gzipped CSV at ``path`` (the chain tool's writer)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from precompute_chain import _write_gz
 
-    from isoplast_lite._files import atomic_write
-
-    data = df.to_csv(index=False, float_format=FLOAT_FORMAT).encode()
-
-    def write(handle):
-        with gzip.GzipFile(fileobj=handle, mode="wb", mtime=0, filename="") as g:
-            g.write(data)
-
-    atomic_write(path, write)
+    _write_gz(path, df, float_format=FLOAT_FORMAT)
 
 
 def _label(cfg) -> str:
@@ -279,9 +272,11 @@ def main(argv=None) -> int:
         write_gz(out / f"{s}-tuning.csv.gz", tune_rows)
         write_gz(out / f"{s}.csv.gz", rows)
         old = manifest.get(s, {})
-        previous = {**old.get("cpu_seconds_per_config", {}), **old.get("cpu_seconds", {}).get("tuning", {}), **old.get("cpu_seconds", {}).get("results", {})}
+        trained = any(c.to_json() in times for c in [c for _, _, c in tuning[s]] + results[s])
         secs = {"tuning": {}, "results": {}}
         for phase, cfgs in (("tuning", [c for _, _, c in tuning[s]]), ("results", results[s])):
+            # a configuration not trained now keeps the seconds recorded when it was (labels repeat across phases)
+            previous = {**old.get("cpu_seconds_per_config", {}), **old.get("cpu_seconds", {}).get(phase, {})}
             for c in cfgs:
                 key = c.to_json()
                 secs[phase][_label(c)] = round(times[key][1], 1) if key in times else previous.get(_label(c), previous.get(key))
@@ -302,7 +297,8 @@ def main(argv=None) -> int:
             "scores": {m: [scores[s][m][v] for v in GRIDS[m][1]] for m in GRIDS},
             "chosen": chosen[s],
             "untuned": list(UNTUNED),
-            "provenance": provenance(threads=1),
+            # when every run of the stream came from the cache, the provenance is that of the run that made them
+            "provenance": provenance(threads=1) if trained or "provenance" not in old else old["provenance"],
             "cpu_seconds": secs,
             "float_format": FLOAT_FORMAT,
         }

@@ -36,7 +36,7 @@ kernelspec:
 # Demo
 
 ```{{code-cell}} ipython3
-from myst_nb import glue
+from isoplast_lite.glue import glue
 
 accuracy = {value}
 glue("demo_acc", accuracy, display=False)
@@ -89,6 +89,41 @@ def test_prose_naming_an_unglued_value_is_an_error(reader, tmp_path):
     md.write_text(FIXTURE.format(value=0.1).replace("{glue:text}`demo_tasks:d`", "{glue:md}`demo_tasks`"))
     with pytest.raises(ValueError, match="glue:text"):
         reader.reader_cells(md, {})
+
+
+def test_library_glue_writes_what_myst_nb_glue_writes():
+    """``isoplast_lite.glue.glue`` (the chapters' helper, no book-build package) writes the same
+    display outputs as ``myst_nb.glue``, recorded and shown, for numbers, strings and numpy
+    scalars: executed in a real kernel and compared output by output."""
+    from nbclient import NotebookClient
+
+    values = ["0.764", "10", "'adam'", "np.float64(1/3)", "np.int64(7)"]
+    cells = ["import numpy as np\nfrom myst_nb import glue as reference\nfrom isoplast_lite.glue import glue"]
+    for i, v in enumerate(values):
+        for display in (False, True):
+            cells.append(f"reference('k{i}', {v}, display={display})")
+            cells.append(f"glue('k{i}', {v}, display={display})")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    outs = [c.outputs for c in nb.cells[1:]]
+    for ref, ours in zip(outs[::2], outs[1::2]):
+        assert len(ref) == 1 and ref == ours
+    recorded = outs[0][0]
+    assert all(k.startswith("application/papermill.record/") for k in recorded["data"])
+    with pytest.raises(TypeError, match="non-empty string"):
+        from isoplast_lite.glue import glue
+
+        glue("", 1)
+
+
+def test_no_chapter_imports_a_book_build_package():
+    """Colab and Binder have no myst-nb: a chapter records its values with the library's helper."""
+    root = Path(__file__).resolve().parents[1]
+    for md in sorted((root / "notebooks").glob("*.md")):
+        text = md.read_text(encoding="utf-8")
+        for package in ("myst_nb", "sphinx", "jupyter_book"):
+            assert not re.search(rf"^\s*(from|import)\s+{package}\b", text, re.M), f"{md.name} imports {package}"
 
 
 def test_glue_text_formats_as_myst_nb(reader):

@@ -18,6 +18,7 @@ from .diagnostics import (
 )
 from .isometry import isometry_grad, isometry_penalty
 from .nn import GroupSort, OrthogonalLinear, aei_mlp, relu_mlp
+from .monitor import PlasticityMonitor
 from .optim import AdamO
 
 __version__ = "0.1.0"
@@ -38,5 +39,6 @@ __all__ = [
     "effective_rank",
     "srank",
     "stable_rank",
+    "PlasticityMonitor",
     "__version__",
 ]

@@ -60,6 +60,9 @@ __all__ = [
     "REVIVAL_THRESHOLD",
     "dormant_fraction",
     "dead_fraction",
+    "dormant_units",
+    "dead_units",
+    "matrix_isometry",
     "effective_rank",
     "srank",
     "stable_rank",
@@ -659,6 +662,52 @@ def _dormant_mask(h: torch.Tensor, tau: float) -> torch.Tensor:
     return activity / mean_activity <= tau
 
 
+def _unit_matrix(name: str, features: torch.Tensor) -> torch.Tensor:
+    check_tensor(name, features, min_ndim=2, finite=True, full_precision=True)
+    return features.detach().reshape(-1, features.shape[-1])  # (rows, d): every axis but the last is a sample axis
+
+
+def dormant_units(features: torch.Tensor, tau: float = 0.025) -> torch.Tensor:
+    r"""Which units of a feature matrix are :math:`\tau`-dormant (ReDo's score, as :func:`dormant_fraction`).
+
+    The score of unit :math:`i` is :math:`\mathbb{E}|h_i| / (\frac1d \sum_k \mathbb{E}|h_k|)`,
+    the mean over every axis but the last (examples, and tokens or positions); a unit is dormant
+    if its score is :math:`\le \tau`, and every unit of a silent layer is. This is the kernel
+    of :func:`dormant_fraction`, for features of any model (a convolution's channels: pass
+    ``h.movedim(1, -1)``).
+
+    Args:
+        features: ``(..., d)`` activations, the units on the last axis.
+        tau: threshold in [0, 1].
+
+    Returns:
+        A bool tensor ``(d,)``.
+
+    Example:
+        >>> dormant_units(torch.tensor([[1.0, 0.0, 2.0], [1.0, 0.01, 0.0]]), tau=0.1)
+        tensor([False,  True, False])
+    """
+    tau = check_probability("tau", tau)
+    return _dormant_mask(_unit_matrix("features", features), tau)
+
+
+def dead_units(features: torch.Tensor) -> torch.Tensor:
+    r"""Which units of a feature matrix are dead: exactly 0 at every sample (as :func:`dead_fraction`).
+
+    Args:
+        features: ``(..., d)`` activations, the units on the last axis (every other axis is a
+            sample axis).
+
+    Returns:
+        A bool tensor ``(d,)``.
+
+    Example:
+        >>> dead_units(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+        tensor([False,  True])
+    """
+    return (_unit_matrix("features", features) == 0).all(dim=0)
+
+
 def dormant_fraction(
     model: nn.Sequential, x: torch.Tensor, tau: float = 0.025, *, per_layer: bool = False
 ) -> Union[float, List[float]]:
@@ -728,7 +777,7 @@ def dead_fraction(model: nn.Sequential, x: torch.Tensor, *, per_layer: bool = Fa
     """
     _check_block_model(model, min_blocks=2)
     check_bool("per_layer", per_layer)
-    masks = [(h == 0).all(dim=0) for h in hidden_features(model, x)]
+    masks = [dead_units(h) for h in hidden_features(model, x)]
     return _fractions(masks, per_layer)
 
 
@@ -986,6 +1035,39 @@ def _log_stats(sv: torch.Tensor):
     return float(logs.mean()), float(logs.std(correction=0)), int(values.numel()), float(values.min()), float(values.max())
 
 
+def matrix_isometry(W: torch.Tensor) -> Dict[str, Union[int, float]]:
+    r"""Scale and spread of :math:`\log\sigma` of one weight matrix, the weight columns of :func:`layer_isometry`.
+
+    ``W`` of shape ``(d_out, *in)`` is read as the ``(d_out, prod(in))`` matrix (a convolution
+    kernel ``(out, in, k, k)`` as ``(out, in k k)``, as :class:`~isoplast_lite.optim.AdamO`
+    treats it). Its singular values :math:`\sigma \le \sigma_{max} \max(d_{out}, d_{in})\,
+    \epsilon` (``numpy.linalg.matrix_rank``'s tolerance) are numerically zero: they are counted
+    in ``n_null`` and left out of the statistics, which are over the :math:`n` others:
+    ``scale`` :math:`= \frac1n\sum\log\sigma`, ``spread`` the population standard deviation of
+    :math:`\log\sigma` (float64 logs).
+
+    Args:
+        W: a weight tensor with at least 2 dimensions.
+
+    Returns:
+        A dict with ``scale``, ``spread``, ``sigma_min``, ``sigma_max`` (floats, NaN when every
+        singular value is zero), ``n`` and ``n_null`` (ints).
+
+    Example:
+        >>> r = matrix_isometry(torch.diag(torch.tensor([2.0, 0.5, 0.0])))
+        >>> round(r["scale"], 6), round(r["spread"], 4), r["n"], r["n_null"]
+        (0.0, 0.6931, 2, 1)
+    """
+    check_tensor("W", W, min_ndim=2, finite=True, full_precision=True)
+    with torch.no_grad():
+        M = W.detach().reshape(W.shape[0], -1)
+        sv = torch.linalg.svdvals(M)
+        tol = sv[:1] * max(M.shape) * torch.finfo(sv.dtype).eps
+        kept = torch.where(sv > tol, sv, torch.full_like(sv, math.nan))
+    scale, spread, count, s_min, s_max = _log_stats(kept)
+    return {"scale": scale, "spread": spread, "sigma_min": s_min, "sigma_max": s_max, "n": count, "n_null": sv.numel() - count}
+
+
 def layer_isometry(model: nn.Sequential, x: torch.Tensor) -> List[Dict[str, Union[int, float, str]]]:
     r"""Per-layer isometry of a block model on a probe: scale and spread of :math:`\log\sigma`, tidy rows.
 
@@ -1052,12 +1134,7 @@ def layer_isometry(model: nn.Sequential, x: torch.Tensor) -> List[Dict[str, Unio
             sv, active, n_null, kind = _active_svdvals(block, h)
             scale, spread, count, s_min, s_max = _log_stats(sv)
             W = _weight_matrix(_block_kind(block)[1])
-            if W is None:
-                w_stats = (math.nan,) * 5
-            else:
-                w_sv = torch.linalg.svdvals(W.reshape(W.shape[0], -1))
-                w_tol = w_sv[:1] * max(W.shape[0], W[0].numel()) * torch.finfo(w_sv.dtype).eps
-                w_stats = _log_stats(torch.where(w_sv > w_tol, w_sv, torch.full_like(w_sv, math.nan)))
+            w = dict.fromkeys(("scale", "spread", "sigma_min", "sigma_max"), math.nan) if W is None else matrix_isometry(W)
             rows.append({
                 "layer": index,
                 "kind": "head" if index == len(model) - 1 else "hidden",
@@ -1071,10 +1148,10 @@ def layer_isometry(model: nn.Sequential, x: torch.Tensor) -> List[Dict[str, Unio
                 "n_null": n_null,
                 "jac_sigma_min": s_min,
                 "jac_sigma_max": s_max,
-                "weight_scale": w_stats[0],
-                "weight_spread": w_stats[1],
-                "weight_sigma_min": w_stats[3],
-                "weight_sigma_max": w_stats[4],
+                "weight_scale": w["scale"],
+                "weight_spread": w["spread"],
+                "weight_sigma_min": w["sigma_min"],
+                "weight_sigma_max": w["sigma_max"],
             })  # fmt: skip
             h = block(h)
     return rows

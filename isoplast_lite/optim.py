@@ -22,7 +22,7 @@ from torch.optim.adamw import adamw as _fused_adamw  # the functional AdamW; cal
 
 from ._validation import check_bool, check_int, check_nonnegative, check_unit_interval_open
 
-__all__ = ["AdamO", "EntryStepAdam", "adamo_update_", "hidden_head_groups"]
+__all__ = ["AdamO", "EntryStepAdam", "adamo_update_", "hidden_head_groups", "adamo_param_groups"]
 
 
 def _iso_applies(param: torch.Tensor, seed_dims: int) -> bool:
@@ -704,3 +704,88 @@ class EntryStepAdam(Optimizer):
         keep = (~mask.to(torch.bool)).to(p.dtype).expand_as(p)
         for key in ("step", "exp_avg", "exp_avg_sq"):
             state[key].mul_(keep)
+
+
+def adamo_param_groups(model: "torch.nn.Module", iso_strength: float, *, head: Union[str, "torch.nn.Module", None] = "auto") -> list:
+    r"""AdamO's parameter groups for any model: which weights get the isometry term, which do not.
+
+    The default follows the book's MLPs (:func:`hidden_head_groups`: the hidden weight matrices
+    get :math:`\lambda`, the output head does not), extended to convolutions and transformers:
+
+    - **isometry group** (``iso_strength``): the weight of every ``nn.Linear`` (and
+      :class:`~isoplast_lite.nn.OrthogonalLinear`) and ``nn.Conv1d/2d/3d`` (a kernel
+      ``(out, in, *k)`` as the ``(out, in prod(k))`` matrix, as AdamO treats it), and the
+      projections of ``nn.MultiheadAttention`` (``in_proj_weight`` or ``q/k/v_proj_weight``, and
+      ``out_proj.weight``), so also the feed-forward ``linear1``/``linear2`` of a
+      ``TransformerEncoderLayer``;
+    - **plain group** (``iso_strength=0``, Adam): everything else: biases, normalization
+      weights, embeddings, free parameters (positional embeddings, ``bias_k``), and the head.
+
+    Note (packed attention): ``nn.MultiheadAttention`` with equal query, key and value sizes
+    holds ``W_q, W_k, W_v`` as one ``(3E, E)`` parameter; AdamO's term then acts on that stack,
+    pulling :math:`W_q^\top W_q + W_k^\top W_k + W_v^\top W_v` towards :math:`I`, not each
+    projection to an isometry (each to about :math:`1/\sqrt3` when balanced). ``kdim``/``vdim``
+    different from ``embed_dim`` give three separate parameters. A parameter shared by a
+    weight and a plain module (tied embedding and head) goes to the plain group.
+
+    Args:
+        model: any ``nn.Module``.
+        iso_strength: :math:`\lambda` of the isometry group (>= 0).
+        head: ``"auto"`` (default): the last ``nn.Linear`` in ``model.modules()`` order (outside
+            attention) is the head and is left out of the isometry group; a module name (as in
+            ``model.named_modules()``) or the module itself: that one; ``None``: no head, every
+            linear weight gets the term.
+
+    Returns:
+        ``[isometry group, plain group]``, dicts with ``params`` and ``iso_strength`` for
+        :class:`AdamO` (a group without parameters is left out).
+
+    Example:
+        >>> from torch import nn
+        >>> cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+        >>> groups = adamo_param_groups(cnn, iso_strength=0.1)
+        >>> [(g["iso_strength"], [tuple(p.shape) for p in g["params"]]) for g in groups]
+        [(0.1, [(4, 1, 3, 3)]), (0.0, [(4,), (4,), (4,), (10, 144), (10,)])]
+        >>> opt = AdamO(groups, lr=1e-3)
+    """
+    from torch import nn
+
+    from .nn import OrthogonalLinear
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_nonnegative("iso_strength", iso_strength)
+    modules = dict(model.named_modules())
+    attention_parts = {id(m) for mha in modules.values() if isinstance(mha, nn.MultiheadAttention) for m in mha.modules() if m is not mha}
+    if head == "auto":
+        linears = [m for m in modules.values() if isinstance(m, nn.Linear) and id(m) not in attention_parts]
+        head_module = linears[-1] if linears else None
+    elif head is None:
+        head_module = None
+    elif isinstance(head, str):
+        if head not in modules:
+            raise ValueError(f"head {head!r} is not a module of model; allowed: 'auto', None, a module or one of {[n for n in modules if n][:20]}")
+        head_module = modules[head]
+    elif isinstance(head, nn.Module):
+        if not any(m is head for m in modules.values()):
+            raise ValueError("head must be a module of model (or 'auto', None, a module name)")
+        head_module = head
+    else:
+        raise TypeError(f"head must be 'auto', None, a module name or an nn.Module, got {head!r}")
+
+    iso, plain = {}, {}
+    for module in modules.values():
+        own = dict(module.named_parameters(recurse=False))
+        chosen = []
+        if module is head_module:
+            chosen = []
+        elif isinstance(module, (nn.Linear, OrthogonalLinear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            chosen = ["weight"]
+        elif isinstance(module, nn.MultiheadAttention):
+            chosen = ["in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"]
+        for name, p in own.items():
+            (iso if name in chosen else plain)[id(p)] = p
+    iso = {k: p for k, p in iso.items() if k not in plain}  # shared with a plain use: plain
+    groups = [{"params": list(iso.values()), "iso_strength": float(iso_strength)},
+              {"params": list(plain.values()), "iso_strength": 0.0}]
+    return [g for g in groups if g["params"]]

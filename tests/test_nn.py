@@ -308,7 +308,7 @@ def test_public_api_matches_developing_md():
     expected = {
         "GroupSort", "OrthogonalLinear", "relu_mlp", "aei_mlp", "isometry_penalty", "isometry_grad", "AdamO",
         "empirical_ntk", "ntk_summary", "layer_jacobian_svdvals", "dormant_fraction", "dead_fraction",
-        "effective_rank", "srank", "stable_rank", "__version__",
+        "effective_rank", "srank", "stable_rank", "PlasticityMonitor", "__version__",
     }
     assert set(isoplast_lite.__all__) == expected
     assert all(hasattr(isoplast_lite, name) for name in expected)

@@ -46,7 +46,7 @@ from isoplast_lite import (
 from isoplast_lite import _files, methods, tasks
 from isoplast_lite import run as run_mod
 from isoplast_lite.__main__ import main
-from isoplast_lite.diagnostics import hidden_features
+from isoplast_lite.diagnostics import dead_units, dormant_units, hidden_features, matrix_isometry
 from isoplast_lite.isometry import partial_isometry_measures
 from isoplast_lite.results import expand_settings
 from isoplast_lite.run import LIMITS, RESULT_COLUMNS, Config, ConfigError, cache_key, check_config, run
@@ -162,6 +162,9 @@ TENSOR_DIAGNOSTICS = {
     "effective_rank": ("features", effective_rank),
     "srank": ("features", srank),
     "stable_rank": ("W", stable_rank),
+    "dormant_units": ("features", dormant_units),
+    "dead_units": ("features", dead_units),
+    "matrix_isometry": ("W", matrix_isometry),
     "isometry_penalty": ("W", isometry_penalty),
     "isometry_grad": ("W", isometry_grad),
     "partial_isometry_measures": ("W", partial_isometry_measures),

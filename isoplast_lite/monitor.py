@@ -90,7 +90,7 @@ __all__ = ["PlasticityMonitor", "PlasticityCallback", "monitored_layers", "DEFAU
 
 #: The default cadence: one record every this many optimizer steps (``benchmarks/monitor_overhead.py``
 #: measures the overhead it costs on the chapter's CNN and transformer loops).
-DEFAULT_EVERY = 100
+DEFAULT_EVERY = 200
 
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Tanh, nn.Sigmoid, nn.Softplus, GroupSort)
 _BETWEEN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.Dropout, nn.Dropout2d, nn.Identity)
@@ -373,7 +373,7 @@ class PlasticityMonitor:
             row.update(jac_scale=math.nan, jac_spread=math.nan, jac_null_share=math.nan)
         units = feats.detach().reshape(-1, feats.shape[-1])  # (rows, d)
         row.update(dormant=float(dormant_units(units, self.tau).double().mean()), dead=float(dead_units(units).double().mean()),
-                   feature_rank=float(effective_rank(units.double())), n_units=int(units.shape[1]))
+                   feature_rank=float(effective_rank(units)), n_units=int(units.shape[1]))
         return row
 
     def _ntk_summary(self) -> dict:

@@ -43,7 +43,7 @@ import pandas as pd
 __all__ = ["GROUPS", "MissingResultsError", "results_dir", "manifest", "load", "load_layers", "load_tuning", "expand_settings", "provenance", "portability"]
 
 #: the groups of shipped results (sub-folders of ``isoplast_lite/data``).
-GROUPS = ("book", "long", "chain", "streams")
+GROUPS = ("book", "long", "chain", "streams", "yourmodel")
 _DATA = Path(__file__).resolve().parent / "data"
 
 

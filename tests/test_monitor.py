@@ -125,7 +125,7 @@ def test_attention_projection_rows_match_svdvals_and_dormant_fraction(gen, packe
     _check_weight_row(df.loc["attn.out_proj"], mha.out_proj.weight)
     with torch.no_grad():
         out = mha(q, kv, kv, need_weights=False)[0]
-    assert df.loc["attn.out_proj", "feature_rank"] == pytest.approx(float(effective_rank(out.reshape(-1, E).double())), rel=1e-6)
+    assert df.loc["attn.out_proj", "feature_rank"] == pytest.approx(float(effective_rank(out.reshape(-1, E).double())), rel=1e-5)
     assert "attn.out_proj" in df.index and "attn.out_proj" not in PlasticityMonitor(model, (q, kv)).skipped
 
 

@@ -18,8 +18,21 @@ Usage: ``OMP_NUM_THREADS=1 python benchmarks/monitor_overhead.py [--repeats 7] [
 stores the table, this command and the provenance in ``isoplast_lite/data/yourmodel/overhead.json``,
 which chapter 9 shows.
 
-Measured (issue 26, 2026-12-04, torch 2.13 CPU, one thread; the table this script prints is
-quoted in chapter 9): see the output; the default cadence ``every=100`` was chosen from it.
+Measured (issue 26, 2026-12-04, torch 2.13 CPU, one thread, load 13-25 on 2 cores;
+``isoplast_lite/data/yourmodel/overhead.json``, shown in chapter 9):
+
+=============  =====  =====  =====  =============================
+every          50     100    200    400
+=============  =====  =====  =====  =============================
+CNN            15.1%  7.5%   4.4%   2.6%
+transformer    12.9%  4.9%   3.5%   0.0% (below the timing noise)
+=============  =====  =====  =====  =============================
+
+One record, in training steps (CNN 2.1 ms, transformer 4.3 ms a step): CNN 6.5 (layer
+Jacobians 3.6, dormant/dead/rank 1.6, weight singular values 0.8; the optional eNTK on 8
+examples 4.8 more), transformer 6.6 (Jacobians 3.0, units 2.6). The default cadence
+``every=200`` (``DEFAULT_EVERY``) is the smallest of these that meets the 5% target on both
+models; ``every=100`` did not (7.5% on the CNN).
 """
 
 from __future__ import annotations

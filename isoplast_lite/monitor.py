@@ -34,6 +34,10 @@ Layers (the only ones measured; every other module with parameters is listed by 
   split in three, or ``q_proj_weight`` ...) and ``"attn_out"`` (``out_proj``); their features
   are the projections of the hooked query, key and value, and the attention's output.
 
+A layer is measured on its last call in the probe's forward pass (a module applied twice, with
+shared weights, is seen at its second call); a layer the probe does not reach gets NaN rows and
+one warning.
+
 *The activation that follows a layer* is found from the model's structure: the next modules of
 the same ``nn.Sequential`` up to the first activation module (``ReLU``, ``GELU``, ``GroupSort``
 ...), if only normalization or dropout modules lie between; or the ``activation`` of an
@@ -73,6 +77,7 @@ import copy
 import io
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -269,6 +274,7 @@ class PlasticityMonitor:
         for owner in dict.fromkeys(layer.owner for layer in self.layers):  # one hook per module
             self._handles.append(owner.register_forward_hook(self._hook, with_kwargs=True))
         self._recording = False
+        self._warned: set = set()
 
     def _hook(self, module, args, kwargs, output):
         if self._recording:
@@ -332,7 +338,10 @@ class PlasticityMonitor:
 
     def _features(self, layer: _Layer) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
         if id(layer.owner) not in self._captured:
-            raise RuntimeError(f"layer {layer.name!r} ({layer.kind}) was not called by model(*probe); a monitored layer must run on the probe")
+            if layer.name not in self._warned:
+                self._warned.add(layer.name)
+                warnings.warn(f"layer {layer.name!r} ({layer.kind}) was not called by model(*probe): its rows are NaN", stacklevel=4)
+            return None, None
         args, kwargs, output = self._captured[id(layer.owner)]
         if layer.kind.startswith("attn_"):
             mha = layer.owner
@@ -353,6 +362,8 @@ class PlasticityMonitor:
     def _measure(self, layer: _Layer, inputs: Optional[torch.Tensor], feats: torch.Tensor) -> dict:
         W = layer.weight().detach()
         shape = "x".join(str(d) for d in (W.shape[0], W[0].numel()))
+        if feats is None:  # the layer did not run on the probe
+            return {"shape": shape, **dict.fromkeys(_MEASURES, math.nan)}
         if not (bool(torch.isfinite(W).all()) and bool(torch.isfinite(feats).all())
                 and (inputs is None or bool(torch.isfinite(inputs).all()))):
             # a diverged model: no measure is meaningful, but the training loop must not stop (NaN row)

@@ -383,3 +383,19 @@ def test_adamo_groups_for_attention_with_separate_projections_and_tied_weights()
         adamo_param_groups(net, 0.1, head="nope")
     with pytest.raises(ValueError, match="iso_strength"):
         adamo_param_groups(net, -1.0)
+
+
+def test_a_layer_the_probe_does_not_reach_gets_nan_rows_and_a_warning(gen):
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = nn.Linear(3, 2), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.used(x)
+
+    monitor = PlasticityMonitor(Branchy(), torch.randn(5, 3, generator=gen))
+    with pytest.warns(UserWarning, match="'unused'.*not called"):
+        monitor.record()
+    df = monitor.frame().set_index("layer")
+    assert df.loc["unused", ["weight_scale", "dormant"]].isna().all() and df.loc["used", ["weight_scale", "dormant"]].notna().all()

@@ -1,0 +1,90 @@
+"""Cloned units (issue 23): clone_pairs / clones against a brute-force loop, and the null
+directions that layer_isometry now counts, against autograd Jacobians."""
+
+import math
+
+import pytest
+import torch
+from torch.func import jacrev
+
+from isoplast_lite import relu_mlp
+from isoplast_lite.diagnostics import CLONE_TOLERANCE, clone_pairs, clones, hidden_features, layer_isometry
+
+
+def _brute_force_pairs(W, h, tol):
+    def rel(a, b):
+        scale = max(float(a.norm()), float(b.norm()))
+        return 0.0 if scale == 0 else float((a - b).norm()) / scale
+
+    W, h = W.double(), h.double()
+    return [[i, j] for i in range(W.shape[0]) for j in range(i + 1, W.shape[0])
+            if rel(W[i], W[j]) <= tol and rel(h[:, i], h[:, j]) <= tol]  # fmt: skip
+
+
+def test_clone_pairs_equal_a_brute_force_loop_on_planted_near_copies():
+    g = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        m, d, n = 12, 5, 30
+        W = torch.randn(m, d, generator=g)
+        # plant exact copies, near copies on either side of the tolerance, and two dead units
+        W[3] = W[1]
+        W[7] = W[1] * (1 + 0.5 * CLONE_TOLERANCE)
+        W[9] = W[2] + 3 * CLONE_TOLERANCE * W[2].norm() * torch.randn(d, generator=g) / math.sqrt(d)
+        W[10], W[11] = -10 - torch.rand(d, generator=g), -10 - torch.rand(d, generator=g)
+        x = torch.rand(n, d, generator=g)  # positive inputs: units 10, 11 are dead
+        h = torch.relu(x @ W.T)
+        got = clone_pairs(W, h).tolist()
+        assert got == _brute_force_pairs(W, h, CLONE_TOLERANCE)
+        assert [1, 3] in got and [1, 7] in got and [3, 7] in got and [10, 11] not in got  # dead units are not clones
+        assert clone_pairs(W, h, tol=0.0).tolist() == _brute_force_pairs(W, h, 0.0) == [[1, 3]]
+
+
+def test_clones_of_a_model_are_its_copied_units_with_bias():
+    g = torch.Generator().manual_seed(1)
+    model = relu_mlp(6, 10, 2, 3, generator=g).double()
+    with torch.no_grad():
+        model[1][0].weight[8].copy_(model[1][0].weight[2])
+        model[1][0].bias[8] = model[1][0].bias[2]
+        model[0][0].weight[4].copy_(model[0][0].weight[0])
+        model[0][0].bias[4] = model[0][0].bias[0] + 1.0  # same weights, another bias: not a clone
+    x = torch.randn(40, 6, generator=g, dtype=torch.float64)
+    got = [p.tolist() for p in clones(model, x)]
+    assert got == [[], [[2, 8]]]
+    feats = hidden_features(model, x)
+    for block, h, pairs in zip(model[:-1], feats, got):
+        full = torch.cat([block[0].weight, block[0].bias[:, None]], 1).detach()
+        assert pairs == _brute_force_pairs(full, h, CLONE_TOLERANCE)
+
+
+def test_clone_pairs_rejects_bad_input():
+    with pytest.raises(ValueError, match=r"one column per unit"):
+        clone_pairs(torch.ones(3, 2), torch.ones(5, 4))
+    with pytest.raises(ValueError, match="tol must be >= 0"):
+        clone_pairs(torch.ones(3, 2), torch.ones(5, 3), tol=-1.0)
+    with pytest.raises(TypeError, match="weights"):
+        clone_pairs([[1.0]], torch.ones(1, 1))
+
+
+def test_null_share_counts_the_zero_singular_values_of_the_autograd_jacobian():
+    g = torch.Generator().manual_seed(2)
+    model = relu_mlp(5, 7, 2, 3, generator=g).double()
+    with torch.no_grad():
+        model[0][0].weight[:3] = -model[0][0].weight[:3].abs()  # units that fire rarely on positive inputs
+        model[0][0].bias[:3] = -0.5
+        model[1][0].weight[6] = 0.0  # a zero row: a numerically zero singular value of W
+    x = torch.rand(25, 5, generator=g, dtype=torch.float64)
+    rows = layer_isometry(model, x)
+    h = x
+    for block, row in zip(model, rows):
+        zero, total = 0, 0
+        for xi in h:
+            s = torch.linalg.svdvals(jacrev(block)(xi))
+            tol = s[0] * max(s.shape[0], *jacrev(block)(xi).shape) * torch.finfo(s.dtype).eps if s[0] > 0 else 0.0
+            zero += int((s <= tol).sum())
+            total += s.numel()
+        assert row["null_share"] == pytest.approx(zero / total, abs=1e-12)
+        W = block[0].weight if isinstance(block, torch.nn.Sequential) else block.weight
+        sw = torch.linalg.svdvals(W.detach())
+        assert row["weight_null_share"] == pytest.approx(float((sw <= sw[0] * max(W.shape) * torch.finfo(sw.dtype).eps).double().mean()))
+        h = block(h).detach()
+    assert rows[0]["null_share"] > 0 and rows[1]["weight_null_share"] == pytest.approx(1 / 7)

@@ -88,3 +88,44 @@ def test_null_share_counts_the_zero_singular_values_of_the_autograd_jacobian():
         assert row["weight_null_share"] == pytest.approx(float((sw <= sw[0] * max(W.shape) * torch.finfo(sw.dtype).eps).double().mean()))
         h = block(h).detach()
     assert rows[0]["null_share"] > 0 and rows[1]["weight_null_share"] == pytest.approx(1 / 7)
+
+
+# ------------------------------------------------------------------ the clone experiment's parts
+
+from tools_loader import load_tool  # noqa: E402
+
+clone_tool = load_tool("clone_experiment")
+
+
+def test_cloning_units_keeps_the_function_and_plants_exactly_the_clone_pairs():
+    g = torch.Generator().manual_seed(3)
+    model = relu_mlp(6, 10, 2, 3, generator=g).double()
+    x = torch.randn(50, 6, generator=g, dtype=torch.float64)
+    wide = clone_tool.clone_units(model, 0, [1, 4], generator=g)
+    wide = clone_tool.clone_units(wide, 1, [0, 7, 9], generator=g)
+    torch.testing.assert_close(wide(x), model(x), rtol=1e-12, atol=1e-12)
+    assert [p.tolist() for p in clones(wide, x)] == [[[1, 10], [4, 11]], [[0, 10], [7, 11], [9, 12]]]
+    near = clone_tool.clone_units(model, 0, [1], noise=1e-4, generator=g)
+    w = near[0][0].weight.detach()
+    rel = float((w[1] - w[10]).norm() / w[1].norm())
+    assert 0 < rel < CLONE_TOLERANCE and [p.tolist() for p in clones(near, x)][0] == [[1, 10]]
+
+
+def test_isometry_step_on_a_row_difference_is_the_stated_linear_map_and_its_terms_add_up():
+    g = torch.Generator().manual_seed(4)
+    W = torch.randn(9, 5, generator=g, dtype=torch.float64) / 3
+    W[7] = W[2] + 1e-3 * torch.randn(5, generator=g, dtype=torch.float64)
+    s = 1e-3
+    from isoplast_lite import isometry_grad
+
+    after = W - s * isometry_grad(W)
+    delta0, delta1 = W[2] - W[7], after[2] - after[7]
+    # one step is exactly (I - 4 s (G - I)) delta: the frozen prediction at k = 1
+    (pred,) = clone_tool.frozen_prediction(W, [(2, 7)], s, [1]).values()
+    assert pred[1] == pytest.approx(float(delta1.norm() / delta0.norm()), rel=1e-12)
+    # the two terms' rates sum to the rate of the whole gradient, which the step realizes to first order
+    ((renorm, decor),) = clone_tool.growth_rates(W, [(2, 7)])
+    G = W.T @ W
+    exact = float(delta0 @ (torch.eye(5, dtype=W.dtype) - G) @ delta0 / (delta0 @ delta0)) * 4
+    assert renorm + decor == pytest.approx(exact, rel=1e-9)
+    assert float(delta1.norm() / delta0.norm()) - 1 == pytest.approx(s * exact, rel=1e-2)

@@ -45,6 +45,7 @@ import torch
 from ._seeding import seeded_generator
 from ._validation import check_positive
 from .methods import Method, make_method, register_method
+from .nn import relu_mlp
 from .settings import setting
 
 __all__ = ["TargetSpectrum", "target_log_spectrum", "project_spectrum", "layer_sizes", "manipulation_check",
@@ -124,7 +125,10 @@ class TargetSpectrum(Method):
       the first falsifier of the referee's test in a ReLU net;
     - ``scale=c, spread=0``: scale only (perfectly conditioned, not norm-preserving);
     - ``scale=1, spread=s``: spread only, isometry broken at the scale of an isometry;
-    - both.
+    - both;
+    - ``layernorm=True``: the same on a ReLU MLP with LayerNorm before each activation, which
+      keeps units from dying (the second falsifier asks for isometry broken *with units kept
+      alive*); the weights, not the block Jacobians, get the target there too.
 
     The directions of the spread are a random rotation :math:`R` of the layer's
     ``k``-dimensional side, drawn once per seed and layer
@@ -144,11 +148,15 @@ class TargetSpectrum(Method):
     class Settings:
         scale: float = setting(1.0, low=0, low_open=True, help="geometric mean of the target singular values (1: an isometry's)")
         spread: float = setting(0.0, low=0, help="standard deviation of log sigma* (0: all equal), applied in a fixed random rotation")
+        layernorm: bool = setting(False, help="LayerNorm before each ReLU (keeps units alive: the second falsifier's arm)")
 
     def __init__(self, settings=None):
         super().__init__(settings)
         self.rotations: Dict[str, torch.Tensor] = {}
         self.sigmas: Dict[str, torch.Tensor] = {}
+
+    def build_model(self, in_dim, out_dim, cfg, generator):
+        return relu_mlp(in_dim, cfg.width, cfg.depth, out_dim, init=cfg.init, layernorm=self.settings.layernorm, generator=generator)
 
     def target_log_spectrum(self, k: int) -> torch.Tensor:
         """This arm's target :math:`\\log\\sigma^*` for a layer of ``k`` singular values (descending)."""

@@ -60,7 +60,7 @@ def _weights_after(cfg):
     return captured
 
 
-@pytest.mark.parametrize("settings", [{}, {"scale": 0.5}, {"spread": 0.8}, {"scale": 2.0, "spread": 0.5}])
+@pytest.mark.parametrize("settings", [{}, {"scale": 0.5}, {"spread": 0.8}, {"scale": 2.0, "spread": 0.5}, {"spread": 0.8, "layernorm": True}])
 def test_every_arm_holds_its_target_spectrum_after_training(settings):
     cfg = Config("permuted-digits", "target-spectrum", settings=settings, dtype="float64", **TINY)
     got = _weights_after(cfg)

@@ -20,8 +20,9 @@ tests it. Per seed (our choices, not the paper's):
    ``STEPS[-1]`` steps: ``adam``, ``adamw`` (the ``adamw`` method's default decay), ``adamo``
    (lambda = the project's default, hidden weights), ``iso-only``: the isometry step alone on
    the hidden weights, ``W <- W - lr * lambda * grad R_iso(W)``, no task gradient, and
-   ``iso-only-schedule``: the same with the step ``lambda`` (Loshchilov & Hutter's reading of
-   "decoupled", ``PAPER.md``; 1000 times larger at lr 1e-3), where the isometry step is strong;
+   ``iso-only-strong``: the same with the step ``ISO_STRONG = 1e-2`` (100 times larger, where the
+   isometry step is strong; the step ``lambda = 0.1`` of Loshchilov & Hutter's reading diverges
+   from these trained weights: a singular value above about 2.5 overshoots);
 4. at the steps of ``STEPS`` every planted pair is measured on a probe of 256 task-1 inputs: the
    relative distances of the incoming weights (with bias) and of the activations, and whether it
    is still a clone (:func:`isoplast_lite.diagnostics.clone_pairs`' definition and tolerance);
@@ -39,7 +40,7 @@ the growth rate of ``|delta|`` per step and per unit of step size ``s`` from eac
 (``rate_renormalize``, ``rate_decorrelate``: ``-<term_i - term_j, delta> / |delta|^2``, positive
 pushes apart; the growth per step is ``s`` times it), and the growth the frozen-``G``
 prediction ``|(I - 4 s (G_0 - I))^k delta_0| / |delta_0|`` gives (``predicted_growth``, with the
-optimizer's ``s``: ``lr * lambda`` for ``iso-only``, ``lambda`` for ``iso-only-schedule``; NaN
+optimizer's ``s``: ``lr * lambda`` for ``iso-only``, ``ISO_STRONG`` for ``iso-only-strong``; NaN
 for the optimizers with a task gradient) beside the measured one.
 
 Writes ``clone-experiment.csv.gz`` (one row per seed x condition x optimizer x step x layer x
@@ -66,7 +67,8 @@ STEPS = (0, 1, 10, 100, 400, 1600, 3200)  # measured on task 1
 K = 8  # units cloned per hidden layer
 NEAR = 1e-4  # relative perturbation of a "near" copy
 ALIVE = 0.05  # a unit may be cloned if it fires on at least this share of the probe
-OPTIMIZERS = ("adam", "adamw", "adamo", "iso-only", "iso-only-schedule")
+OPTIMIZERS = ("adam", "adamw", "adamo", "iso-only", "iso-only-strong")
+ISO_STRONG = 1e-2  # the step of iso-only-strong: 100 times lr * lambda
 CONDITIONS = ("exact", "near")
 SALT = 31
 
@@ -207,7 +209,7 @@ def run_seed(seed: int, source):
             else:
                 opt = None
             W0 = [W.detach().clone() for W in hidden]
-            iso_step = {"iso-only": LR * lam, "iso-only-schedule": lam}.get(name)
+            iso_step = {"iso-only": LR * lam, "iso-only-strong": ISO_STRONG}.get(name)
             pred = {layer: frozen_prediction(W0[layer], planted[(cond, layer)], iso_step, STEPS) for layer in range(DEPTH)} if iso_step else None
             rates = {layer: growth_rates(W0[layer], planted[(cond, layer)]) for layer in range(DEPTH)}
             batches = task_b.batch_indices(max(STEPS), BATCH)

@@ -1342,7 +1342,7 @@ def _relative_distances(a: torch.Tensor) -> torch.Tensor:
     """``D[i, j] = ||a_i - a_j|| / max(||a_i||, ||a_j||)`` for the rows of ``a`` (0 when both are 0)."""
     a = a.double()
     norms = a.norm(dim=1)  # (m,)
-    dist = torch.cdist(a.unsqueeze(0), a.unsqueeze(0)).squeeze(0)  # (m, m)
+    dist = torch.cdist(a.unsqueeze(0), a.unsqueeze(0), compute_mode="donot_use_mm_for_euclid_dist").squeeze(0)  # (m, m), exact differences
     scale = torch.maximum(norms.unsqueeze(0), norms.unsqueeze(1))
     return torch.where(scale > 0, dist / torch.where(scale > 0, scale, torch.ones_like(scale)), torch.zeros_like(dist))
 

@@ -129,3 +129,20 @@ def test_isometry_step_on_a_row_difference_is_the_stated_linear_map_and_its_term
     exact = float(delta0 @ (torch.eye(5, dtype=W.dtype) - G) @ delta0 / (delta0 @ delta0)) * 4
     assert renorm + decor == pytest.approx(exact, rel=1e-9)
     assert float(delta1.norm() / delta0.norm()) - 1 == pytest.approx(s * exact, rel=1e-2)
+
+
+def test_the_shipped_clone_experiment_is_complete_and_consistent_with_its_definition():
+    from isoplast_lite import results
+
+    df = results.load_clones()
+    entry = results.manifest("clones")["clone-experiment"]
+    cfg = entry["settings"]
+    assert sorted(df.optimizer.unique()) == sorted(cfg["optimizers"]) and sorted(df.condition.unique()) == ["exact", "near"]
+    assert sorted(df.step.unique()) == cfg["steps_measured"] and df.seed.nunique() == cfg["seeds"] >= 2
+    sizes = df.groupby(["seed", "condition", "optimizer", "step", "layer"]).size()
+    assert (sizes == cfg["units_cloned_per_layer"]).all()
+    # a planted pair is a clone exactly when both distances are within the tolerance (the definition, re-applied)
+    assert (df.is_clone == ((df.w_dist <= CLONE_TOLERANCE) & (df.h_dist <= CLONE_TOLERANCE))).all()
+    start = df[df.step == 0]
+    assert start.is_clone.all() and (start[start.condition == "exact"].w_dist == 0).all()
+    assert entry["max_logit_change_exact_clone"] < 1e-5  # float32: cloning did not change the function

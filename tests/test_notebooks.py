@@ -170,16 +170,22 @@ def test_toc_lists_every_chapter_and_every_entry_exists():
 
 
 def test_install_cell_matches_config(chapter):
-    """The first code cell is the install cell generated from repository.url in _config.yml."""
+    """The first code cell is the install cell generated from _config.yml and the library version."""
     tool = _load_sync_tool()
-    url, branch = tool.repository_url(ROOT / "_config.yml")
-    expected = tool.install_cell_source(url, branch)
+    url, _ = tool.repository_url(ROOT / "_config.yml")
+    version = tool.library_version(ROOT)
+    expected = tool.install_cell_source(url, version)
     for nb in (jupytext.read(chapter), nbformat.read(chapter.with_suffix(".ipynb"), as_version=4)):
         first = _code_cells(nb)[0]
         assert first.source == expected, "run `python tools/sync_install_cells.py`"
         assert "hide-cell" in first.metadata.get("tags", [])
-    assert "torch" not in expected.split("find_spec", 1)[1].split("isoplast_lite @")[0]
-    assert f"git+{url}@{branch}" in expected
+    import isoplast_lite
+
+    assert version == isoplast_lite.__version__
+    # pinned to the release tag, with the extra the chapters need, and never torch
+    assert expected.count(f"isoplast_lite[{tool.EXTRA}] @ git+{url}@v{version}") == 2
+    assert "torch" not in expected.split("import sys", 1)[1]
+    assert "%matplotlib inline" in expected.splitlines()  # figures whatever MPLBACKEND says
 
 
 def test_parameters_cell(chapter):

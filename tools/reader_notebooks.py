@@ -341,9 +341,9 @@ def run_time_sentence(md: Path, timings: Path = TIMINGS) -> str:
     """
     import json
 
-    chapter = str(int(md.name[:2]))
+    chapter = str(int(md.name[:2])) if md.name[:2].isdigit() else None
     data = json.loads(timings.read_text(encoding="utf-8")) if timings.is_file() else {}
-    row = data.get("chapters", {}).get(chapter)
+    row = data.get("chapters", {}).get(chapter) if chapter else None
     if not row:
         return "*Run time: not measured yet (`tools/course_timings.py --measure`).*"
     machine = data.get("machine", {})

@@ -186,6 +186,8 @@ def test_install_cell_matches_config(chapter):
     assert expected.count(f"isoplast_lite[{tool.EXTRA}] @ git+{url}@v{version}") == 2
     assert "torch" not in expected.split("import sys", 1)[1]
     assert "%matplotlib inline" in expected.splitlines()  # figures whatever MPLBACKEND says
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert tool.install_requirement(url, version) in readme, "README's pip line names another release"
 
 
 def test_parameters_cell(chapter):

@@ -169,7 +169,7 @@ def test_the_header_has_launch_badges_and_the_measured_run_time(tool, tmp_path):
     md = tmp_path / "03-demo.md"
     links = tool.launch_links(md)
     assert links["colab"].endswith("/blob/main/notebooks/03-demo.ipynb")
-    assert links["binder"].startswith("https://mybinder.org/v2/gh/") and links["binder"].endswith("labpath=notebooks%2F03-demo.ipynb")
+    assert links["binder"].startswith("https://mybinder.org/v2/gh/") and links["binder"].endswith("?urlpath=tree/notebooks/03-demo.ipynb")
     timings = tmp_path / "timings.json"
     timings.write_text(json.dumps({"machine": {"cores": 2, "torch": "2.13.0+cpu"},
                                    "chapters": {"3": {"cold_s": 150.0, "warm_s": 20.4, "measured": "2026-12-05 01:00 UTC"}}}))

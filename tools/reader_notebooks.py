@@ -331,7 +331,7 @@ def launch_links(md: Path, config: Path = CONFIG, folder: str = "notebooks") -> 
     owner_name = url.split("github.com/", 1)[1]
     path = f"{folder}/{md.stem}.ipynb"
     return {"colab": f"https://colab.research.google.com/github/{owner_name}/blob/{branch}/{path}",
-            "binder": f"https://mybinder.org/v2/gh/{owner_name}/{branch}?labpath={path.replace('/', '%2F')}"}
+            "binder": f"https://mybinder.org/v2/gh/{owner_name}/{branch}?urlpath=tree/{path}"}  # as the book's button
 
 
 def run_time_sentence(md: Path, timings: Path = TIMINGS) -> str:

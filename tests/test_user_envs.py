@@ -99,22 +99,6 @@ def _kernel(venv: Path, env: dict, cwd: Path) -> None:
                    env=env, cwd=cwd, check=True, capture_output=True)  # fmt: skip
 
 
-def _papermill(venv: Path, env: dict, src: Path, out: Path, fast: bool) -> "tuple[nbformat.NotebookNode, float]":
-    """Execute ``src`` with the environment's papermill; return the executed notebook and the seconds."""
-    papermill = venv / "bin" / "papermill"
-    start = time.perf_counter()
-    proc = subprocess.run([str(papermill), str(src), str(out), "-p", "FAST", str(fast), "-k", "python3",
-                           "--cwd", str(src.parent), "--execution-timeout", "900", "--no-progress-bar"],
-                          env=env, cwd=src.parent, capture_output=True, text=True, timeout=3600)  # fmt: skip
-    seconds = time.perf_counter() - start
-    nb = nbformat.read(out, as_version=4) if out.exists() else None
-    if proc.returncode != 0:
-        errors = [f"{o.ename}: {o.evalue}" for c in (nb.cells if nb else []) if c.cell_type == "code"
-                  for o in c.get("outputs", []) if o.output_type == "error"]  # fmt: skip
-        pytest.fail(f"{src.name} failed after {seconds:.0f} s: {errors or proc.stderr[-3000:]}")
-    return nb, seconds
-
-
 def _images(nb) -> list:
     """Per code cell, the number of image outputs (what a reader sees as figures)."""
     return [sum(1 for o in c.get("outputs", []) if any(k.startswith("image/") for k in o.get("data", {})))
@@ -201,44 +185,78 @@ def colab(colab_bare):
     return colab_bare
 
 
-@pytest.mark.parametrize("chapter", READER, ids=[p.stem for p in READER])
-def test_reader_notebook_runs_in_colab(colab, chapter):
-    src = colab["work"] / chapter.name
-    shutil.copy(chapter, src)
-    mode = "full" if FULL else "fast"
-    try:
-        nb, seconds = _papermill(colab["venv"], colab["env"], src, colab["work"] / f"out-{chapter.name}", fast=not FULL)
-    except BaseException:
-        _report("colab", chapter.name, False, float("nan"), mode)
-        raise
-    _report("colab", chapter.name, True, seconds, mode)
-    committed = nbformat.read(chapter, as_version=4)
-    # papermill adds a cell for the injected parameters; compare the chapter's own cells
-    ran = nbformat.v4.new_notebook(cells=[c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])])
-    assert _images(ran) == _images(committed), "with MPLBACKEND=Agg a figure went missing (or appeared)"
-    assert not [t for t in _stderr(ran) if "findfont" in t], "font warnings on stderr"
+def _execute(venv: Path, env: dict, src: Path, out: Path, fast: bool) -> dict:
+    """Run one notebook with the environment's papermill: ``{"nb", "seconds", "error"}``."""
+    papermill = venv / "bin" / "papermill"
+    start = time.perf_counter()
+    proc = subprocess.run([str(papermill), str(src), str(out), "-p", "FAST", str(fast), "-k", "python3",
+                           "--cwd", str(src.parent), "--execution-timeout", "900", "--no-progress-bar"],
+                          env=env, cwd=src.parent, capture_output=True, text=True, timeout=3600)  # fmt: skip
+    seconds = time.perf_counter() - start
+    nb = nbformat.read(out, as_version=4) if out.exists() else None
+    error = None
+    if proc.returncode != 0:
+        errors = [f"{o.ename}: {o.evalue}" for c in (nb.cells if nb else []) if c.cell_type == "code"
+                  for o in c.get("outputs", []) if o.output_type == "error"]  # fmt: skip
+        error = f"{src.name} failed after {seconds:.0f} s: {errors or proc.stderr[-3000:]}"
+    if nb is not None:  # the chapter's own cells, without the one papermill adds for the parameters
+        nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    return {"nb": nb, "seconds": seconds, "error": error}
+
+
+def _student_prefix(path: Path, work: Path) -> Path:
+    """The student notebook ``path`` cut before its first skeleton cell, written into ``work``."""
+    nb = nbformat.read(path, as_version=4)
+    first = next((i for i, c in enumerate(nb.cells) if "skeleton" in c.metadata.get("tags", [])), len(nb.cells))
+    nb.cells = nb.cells[:first]
+    src = work / f"student-{path.name}"
+    nbformat.write(nb, src)
+    return src
 
 
 @pytest.fixture(scope="session")
-def student_notebooks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("student")
-    return load_tool("student_edition").write_student_notebooks(ROOT, out)
+def colab_runs(colab, tmp_path_factory):
+    """Every reader notebook and every student notebook (up to its first skeleton), executed in
+    the Colab-like environment, a few at a time (each kernel trains on one thread: the chapters
+    call ``torch.set_num_threads(1)``). Keyed ``("reader"|"student", notebook name)``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    student_dir = tmp_path_factory.mktemp("student")
+    students = load_tool("student_edition").write_student_notebooks(ROOT, student_dir)
+    work = colab["work"]
+    jobs = {}
+    for chapter in READER:
+        shutil.copy(chapter, work / chapter.name)
+        jobs[("reader", chapter.name)] = (work / chapter.name, work / f"out-{chapter.name}", not FULL)
+    for path in students:
+        src = _student_prefix(path, work)
+        jobs[("student", path.name)] = (src, work / f"out-{src.name}", True)
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        futures = {key: pool.submit(_execute, colab["venv"], colab["env"], *job) for key, job in jobs.items()}
+        runs = {key: f.result() for key, f in futures.items()}
+    for (kind, name), run in runs.items():
+        mode = ("full" if FULL else "fast") if kind == "reader" else "fast, up to the first skeleton"
+        _report("colab", f"{'student/' if kind == 'student' else ''}{name}", run["error"] is None, run["seconds"], mode)
+    return runs
 
 
-def test_student_notebooks_run_in_colab_up_to_their_first_skeleton(colab, student_notebooks):
-    assert [p.name for p in student_notebooks] == [p.name for p in READER]
-    for path in student_notebooks:
-        nb = nbformat.read(path, as_version=4)
-        first = next((i for i, c in enumerate(nb.cells) if "skeleton" in c.metadata.get("tags", [])), len(nb.cells))
-        nb.cells = nb.cells[:first]
-        src = colab["work"] / f"student-{path.name}"
-        nbformat.write(nb, src)
-        try:
-            _, seconds = _papermill(colab["venv"], colab["env"], src, colab["work"] / f"out-student-{path.name}", fast=True)
-        except BaseException:
-            _report("colab", f"student/{path.name}", False, float("nan"), "fast, up to the first skeleton")
-            raise
-        _report("colab", f"student/{path.name}", True, seconds, "fast, up to the first skeleton")
+@pytest.mark.parametrize("chapter", READER, ids=[p.stem for p in READER])
+def test_reader_notebook_runs_in_colab(colab_runs, chapter):
+    run = colab_runs[("reader", chapter.name)]
+    if run["error"]:
+        pytest.fail(run["error"])
+    committed = nbformat.read(chapter, as_version=4)
+    assert _images(run["nb"]) == _images(committed), "with MPLBACKEND=Agg a figure went missing (or appeared)"
+    assert not [t for t in _stderr(run["nb"]) if "findfont" in t], "font warnings on stderr"
+
+
+@pytest.mark.parametrize("chapter", READER, ids=[p.stem for p in READER])
+def test_student_notebook_runs_in_colab_up_to_its_first_skeleton(colab_runs, chapter):
+    run = colab_runs[("student", chapter.name)]
+    if run["error"]:
+        pytest.fail(run["error"])
+    assert any(c.cell_type == "code" and c.get("outputs") for c in run["nb"].cells), "nothing ran"
 
 
 # --------------------------------------------------------------------------- Binder
@@ -263,13 +281,10 @@ def binder(tmp_path_factory):
 
 def test_a_chapter_runs_on_binder(binder):
     src = binder["clone"] / "notebooks" / f"{BINDER_CHAPTER}.ipynb"
-    try:
-        nb, seconds = _papermill(binder["venv"], binder["env"], src, binder["tmp"] / f"out-{src.name}", fast=True)
-    except BaseException:
-        _report("binder", src.name, False, float("nan"), "fast")
-        raise
-    _report("binder", src.name, True, seconds, "fast")
+    run = _execute(binder["venv"], binder["env"], src, binder["tmp"] / f"out-{src.name}", fast=True)
+    _report("binder", src.name, run["error"] is None, run["seconds"], "fast")
+    if run["error"]:
+        pytest.fail(run["error"])
     where = _python(binder["venv"], binder["env"], "import isoplast_lite; print(isoplast_lite.__file__)", binder["tmp"])
     assert Path(where).is_relative_to(binder["clone"]), where  # postBuild's editable install of the clone
-    ran = nbformat.v4.new_notebook(cells=[c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])])
-    assert _images(ran) == _images(nbformat.read(src, as_version=4)), "with MPLBACKEND=Agg a figure went missing"
+    assert _images(run["nb"]) == _images(nbformat.read(src, as_version=4)), "with MPLBACKEND=Agg a figure went missing"

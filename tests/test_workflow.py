@@ -73,6 +73,8 @@ def test_triggers_and_python(workflow):
     assert build["container"]["image"].startswith("python:3.11-"), "Python 3.11, as the README's python3.11"
     assert build["container"]["image"].endswith("-bookworm"), "Debian bookworm: the Chromium the browser tests use"
     assert build["env"]["ISOPLAST_REQUIRE_HTML"] == "1", "built-HTML and browser tests must fail, not skip"
+    assert build["env"]["MPLBACKEND"] == "Agg", "the build proves figures survive a non-interactive backend"
+    assert "export MPLBACKEND=Agg" in (ROOT / ".ci" / "run").read_text()
     install = " ".join(s.get("run", "") for s in build["steps"])
     assert "apt-get install" in install and "chromium" in install
 

@@ -155,6 +155,26 @@ def test_committed_ipynb_is_executed(chapter):
     assert "FAST mode" not in texts and "FAST smoke run" not in texts
 
 
+#: stderr a committed reader notebook still shows, with its cause; each entry must still occur
+#: (fix the cause, then remove the entry): seaborn's figure-level functions call tight_layout on
+#: a figure that the book's theme lays out with constrained layout (plots.set_theme)
+KNOWN_STDERR = {"03-aei-groupsort": "The figure layout has changed to tight",
+                "04-isometry-regularizer": "The figure layout has changed to tight"}  # fmt: skip
+
+
+def test_committed_ipynb_has_no_stderr_noise(chapter):
+    """What a reader opens carries no warnings (font lookups, layout engines) on stderr."""
+    nb = nbformat.read(chapter.with_suffix(".ipynb"), as_version=4)
+    stderr = ["".join(o.get("text", "")) for c in _code_cells(nb) for o in c.outputs
+              if o.output_type == "stream" and o.get("name") == "stderr"]  # fmt: skip
+    assert not [t for t in stderr if "findfont" in t], "matplotlib font warnings in a committed notebook"
+    known = KNOWN_STDERR.get(chapter.stem)
+    unexplained = [t for t in stderr if not (known and known in t)]
+    assert not unexplained, unexplained
+    if known:
+        assert any(known in t for t in stderr), f"{chapter.stem}: the known warning is gone: remove it from KNOWN_STDERR"
+
+
 def test_toc_lists_every_chapter_and_every_entry_exists():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
     files = _toc_files(toc)

@@ -21,6 +21,10 @@ from .nn import GroupSort, OrthogonalLinear, aei_mlp, relu_mlp
 from .monitor import PlasticityMonitor
 from .optim import AdamO
 
+# the method registry, built-in methods included (methods.py registers interventions.py's at its
+# end; importing it here, before any submodule can import interventions first, keeps them built in)
+from . import methods as _methods  # noqa: E402,F401  isort: skip
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -45,12 +45,12 @@ interrupted run resumes at the task where it stopped. A configuration whose loss
 become NaN/inf is recorded as diverged (column "diverged", metrics NaN) and a sweep goes on.
 Bad input: one line on stderr and exit status 2 (--debug shows the traceback).
 
-Full-scale GPU examples (the paper's setup: depth 4, width 512, lr 1e-4, lambda 1e-3, 8 seeds):
+Full-scale GPU examples (the paper states lr 1e-3, lambda 1e-3, 8 seeds; width and depth are our guesses):
   python -m isoplast_lite run --benchmark permuted-mnist --method adamo --set iso_strength=1e-3 \\
-      --lr 1e-4 --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 \\
+      --lr 1e-3 --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 \\
       --batch-size 128 --n-train 10000 --device cuda --out permuted-mnist-adamo.csv
   python -m isoplast_lite run --benchmark random-label-cifar10 --method adamo --set iso_strength=1e-3 \\
-      --lr 1e-4 --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 \\
+      --lr 1e-3 --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 \\
       --batch-size 128 --n-train 10000 --device cuda --out random-label-cifar10-adamo.csv
 
 A sweep on a SLURM cluster (one GPU job per configuration, at most 16 at once, through
@@ -58,7 +58,7 @@ submitit; the cache must be on a file system the nodes share; re-running the sam
 after a failure or a preemption recomputes nothing that finished):
   python -m isoplast_lite sweep --benchmark permuted-mnist random-label-cifar10 \\
       --method adam adamw l2 l2-init shrink-perturb redo spectral layernorm coupled-iso \\
-      adamo aei-adam aei-adamo --set iso_strength=1e-4,1e-3,1e-2 --lr 1e-4 --seeds 8 --width 512 \\
+      adamo aei-adam aei-adamo --set iso_strength=1e-4,1e-3,1e-2 --lr 1e-3 --seeds 8 --width 512 \\
       --depth 4 --tasks 50 --steps-per-task 2000 --batch-size 128 --n-train 10000 \\
       --device cuda --cache-dir /shared/$USER/isoplast-cache --out sweep.csv \\
       --executor slurm --slurm-partition gpu --slurm-gpus-per-job 1 --slurm-cpus-per-job 4 \\

@@ -55,6 +55,9 @@ __all__ = [
     "layer_isometry",
     "weight_singular_values",
     "hidden_features",
+    "clone_pairs",
+    "clones",
+    "CLONE_TOLERANCE",
     "firing_share",
     "revived",
     "REVIVAL_THRESHOLD",
@@ -1110,6 +1113,14 @@ def layer_isometry(model: nn.Sequential, x: torch.Tensor) -> List[Dict[str, Unio
           ``active_share`` (float): the share of (input, unit) pairs whose unit is active
           (pre-activation :math:`> 0`; 1.0 for GroupSort, linear and other blocks);
           ``n_null`` (int): directions of the active span dropped as numerically zero.
+        - ``null_share`` (float): the share of the Jacobian's :math:`N \min(d_l, d_{l-1})`
+          singular values that are zero: past the active span (an inactive or dead unit's
+          direction) or numerically zero (below the resolution above). It is
+          ``1 - directions_share``, reported in its own column so that the isometry measure
+          counts null directions (:math:`\sigma = 0`, the farthest a singular value can be from
+          1) beside the scale and spread of the rest, instead of leaving them out (issue 23).
+          ``weight_null_share`` (float): the same share for :math:`W_l`'s singular values
+          (numerically zero ones; NaN for a block without a linear module).
         - ``jac_sigma_min``, ``jac_sigma_max`` (float): extremes of the pooled :math:`\sigma`.
         - ``weight_scale``, ``weight_spread``, ``weight_sigma_min``, ``weight_sigma_max``
           (float): of :math:`W_l`'s singular values (NaN for a block without a linear module).
@@ -1135,6 +1146,7 @@ def layer_isometry(model: nn.Sequential, x: torch.Tensor) -> List[Dict[str, Unio
             scale, spread, count, s_min, s_max = _log_stats(sv)
             W = _weight_matrix(_block_kind(block)[1])
             w = dict.fromkeys(("scale", "spread", "sigma_min", "sigma_max"), math.nan) if W is None else matrix_isometry(W)
+            w_null = math.nan if W is None else w["n_null"] / (w["n"] + w["n_null"])
             rows.append({
                 "layer": index,
                 "kind": "head" if index == len(model) - 1 else "hidden",
@@ -1146,12 +1158,14 @@ def layer_isometry(model: nn.Sequential, x: torch.Tensor) -> List[Dict[str, Unio
                 "inputs_share": float((~torch.isnan(sv)).any(1).double().mean()),
                 "active_share": 1.0 if active is None else float(active.double().mean()),
                 "n_null": n_null,
+                "null_share": 1.0 - count / sv.numel(),
                 "jac_sigma_min": s_min,
                 "jac_sigma_max": s_max,
                 "weight_scale": w["scale"],
                 "weight_spread": w["spread"],
                 "weight_sigma_min": w["sigma_min"],
                 "weight_sigma_max": w["sigma_max"],
+                "weight_null_share": w_null,
             })  # fmt: skip
             h = block(h)
     return rows
@@ -1390,3 +1404,108 @@ def stable_rank(W: torch.Tensor) -> torch.Tensor:
         top = s[..., :1]
         ratio = (s / torch.where(top > 0, top, torch.ones_like(top))).square().sum(dim=-1)  # scale-safe: sigma_i / sigma_1 <= 1
         return torch.where(top.squeeze(-1) > 0, ratio, torch.zeros_like(ratio))
+
+
+# ----------------------------------------------------------------------------------------------
+# Cloned units (a trap of gradient trajectories besides dead units)
+# ----------------------------------------------------------------------------------------------
+
+#: Default of :func:`clone_pairs` / :func:`clones`: two units are clones when their incoming
+#: weights and their activations on the probe differ by at most 0.1% (relative, see there).
+CLONE_TOLERANCE = 1e-3
+
+
+def _relative_distances(a: torch.Tensor) -> torch.Tensor:
+    """``D[i, j] = ||a_i - a_j|| / max(||a_i||, ||a_j||)`` for the rows of ``a`` (0 when both are 0)."""
+    a = a.double()
+    norms = a.norm(dim=1)  # (m,)
+    dist = torch.cdist(a.unsqueeze(0), a.unsqueeze(0), compute_mode="donot_use_mm_for_euclid_dist").squeeze(0)  # (m, m), exact differences
+    scale = torch.maximum(norms.unsqueeze(0), norms.unsqueeze(1))
+    return torch.where(scale > 0, dist / torch.where(scale > 0, scale, torch.ones_like(scale)), torch.zeros_like(dist))
+
+
+def clone_pairs(weights: torch.Tensor, activations: torch.Tensor, *, tol: float = CLONE_TOLERANCE) -> torch.Tensor:
+    r"""Pairs of units that are clones: their incoming weights and their activations coincide.
+
+    Units :math:`i \ne j` of a layer with incoming weights :math:`w_i` (a row of :math:`W`,
+    with its bias appended by the caller if it has one) and activations :math:`h_i \in
+    \mathbb{R}^N` on a probe of :math:`N` inputs are clones when both relative distances are at
+    most ``tol``:
+
+    .. math:: \frac{\lVert w_i - w_j\rVert}{\max(\lVert w_i\rVert, \lVert w_j\rVert)} \le
+              \text{tol} \quad\text{and}\quad
+              \frac{\lVert h_i - h_j\rVert}{\max(\lVert h_i\rVert, \lVert h_j\rVert)} \le \text{tol}
+
+    (a distance between two zero vectors is 0). Clones compute the same function on the probe
+    and receive gradients that differ only through their outgoing weights: a manifold of
+    parameter space that gradient descent does not leave (Barriers for Learning in an Evolving
+    World, 2025; ``PAPER.md``, "A second trap: cloned units"). The definition and the default
+    tolerance are ours; the weights decide (two dead units with different weights share zero
+    activations but are not clones). Computed in float64.
+
+    Args:
+        weights: incoming weights ``(m, d)``, one row per unit.
+        activations: the units' activations on the probe ``(N, m)``.
+        tol: the relative tolerance, ``>= 0``.
+
+    Returns:
+        A long tensor ``(P, 2)`` of the pairs ``(i, j)``, ``i < j``, in lexicographic order.
+
+    Shape:
+        ``weights``: ``(m, d)``; ``activations``: ``(N, m)``; result ``(P, 2)``.
+
+    Example:
+        >>> W = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0005]])
+        >>> h = torch.relu(torch.tensor([[1.0, 2.0], [3.0, -1.0]]) @ W.T)
+        >>> clone_pairs(W, h).tolist()
+        [[0, 2]]
+    """
+    check_tensor("weights", weights, ndim=2, finite=True, full_precision=True)
+    check_tensor("activations", activations, ndim=2, finite=True, full_precision=True)
+    tol = check_real("tol", tol)
+    if tol < 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    if activations.shape[1] != weights.shape[0]:
+        raise ValueError(f"activations must have one column per unit (row of weights): weights {tuple(weights.shape)}, "
+                         f"activations {tuple(activations.shape)}")  # fmt: skip
+    close = (_relative_distances(weights) <= tol) & (_relative_distances(activations.mT) <= tol)
+    return torch.triu(close, diagonal=1).nonzero()
+
+
+def clones(model: nn.Sequential, x: torch.Tensor, *, tol: float = CLONE_TOLERANCE) -> List[torch.Tensor]:
+    r"""The cloned pairs of each hidden block of a block model (:func:`clone_pairs`).
+
+    For hidden block :math:`l`, the incoming weights of unit :math:`i` are row :math:`i` of
+    :math:`W_l` with the bias :math:`b_{l,i}` appended, and its activations are the block's
+    outputs (:func:`hidden_features`) on the probe ``x``. The runner's count is
+    ``[len(p) for p in clones(model, x)]``.
+
+    Args:
+        model: an ``nn.Sequential`` of hidden blocks then a head, each hidden block with a
+            linear module whose outputs are the block's units.
+        x: probe inputs ``(N, *in)``.
+        tol: the relative tolerance of :func:`clone_pairs`.
+
+    Returns:
+        One long tensor ``(P_l, 2)`` per hidden block.
+
+    Example:
+        >>> from isoplast_lite import relu_mlp
+        >>> model = relu_mlp(4, 6, 1, 2, generator=torch.Generator().manual_seed(0))
+        >>> with torch.no_grad():
+        ...     _ = model[0][0].weight[5].copy_(model[0][0].weight[1])  # unit 5 a copy of unit 1
+        >>> [p.tolist() for p in clones(model, torch.randn(32, 4))]
+        [[[1, 5]]]
+    """
+    feats = hidden_features(model, x)
+    result = []
+    for block, h in zip(model[:-1], feats):
+        linear = _block_kind(block)[1]
+        W = _weight_matrix(linear)
+        if W is None or W.shape[0] != h.shape[1]:
+            raise ValueError(f"clones needs hidden blocks whose linear module's outputs are the block's units; block {block!r} has none")
+        W = W.reshape(W.shape[0], -1)
+        if getattr(linear, "bias", None) is not None:
+            W = torch.cat([W, linear.bias.detach().reshape(-1, 1).to(W.dtype)], dim=1)
+        result.append(clone_pairs(W, h, tol=tol))
+    return result

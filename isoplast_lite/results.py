@@ -10,7 +10,9 @@ network. Two groups:
 * ``"long"``: the longer issue-budget runs (20 tasks x 800 steps, width 256) of chapter 8
   (``data/long/*.csv.gz``);
 * ``"chain"``: the book-scale runs with per-layer tables of the chapter "Does isometry cause
-  plasticity?" (``data/chain/``, written by ``tools/precompute_chain.py``; :func:`load_layers`).
+  plasticity?" (``data/chain/``, written by ``tools/precompute_chain.py``; :func:`load_layers`);
+* ``"clones"``: the cloned-unit experiment of that chapter (``data/clones/``, written by
+  ``tools/clone_experiment.py``; :func:`load_clones`).
 
 Each group has a ``manifest.json``: for every file its command and its **provenance** (torch
 version, CPU capability, torch thread count, library version and date it was made with; see
@@ -40,10 +42,11 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["GROUPS", "MissingResultsError", "results_dir", "manifest", "load", "load_layers", "load_tuning", "expand_settings", "provenance", "portability"]
+__all__ = ["GROUPS", "MissingResultsError", "results_dir", "manifest", "load", "load_layers", "load_tuning", "load_clones", "expand_settings",
+           "provenance", "portability"]  # fmt: skip
 
 #: the groups of shipped results (sub-folders of ``isoplast_lite/data``).
-GROUPS = ("book", "long", "chain", "streams", "yourmodel")
+GROUPS = ("book", "long", "chain", "streams", "clones", "yourmodel")
 _DATA = Path(__file__).resolve().parent / "data"
 
 
@@ -231,3 +234,16 @@ def load_tuning(name: str, group: str = "streams") -> pd.DataFrame:
     from .run import with_diverged_column
 
     return expand_settings(with_diverged_column(pd.read_csv(_shipped_file(name, group, "tuning_file"))))
+
+
+def load_clones(name: str = "clone-experiment") -> pd.DataFrame:
+    """Load the cloned-unit experiment (``tools/clone_experiment.py``, group ``"clones"``): one
+    row per seed x condition (``exact`` / ``near`` copies) x optimizer x step x hidden layer x
+    planted pair, with the pair's relative weight and activation distances, whether it is still
+    a clone, and the isometry gradient's growth rates and prediction (the tool's docstring).
+
+    Raises:
+        KeyError: ``name`` is not in the manifest.
+        MissingResultsError: the file listed in the manifest is missing.
+    """
+    return pd.read_csv(_shipped_file(name, "clones", "file"))

@@ -84,17 +84,17 @@ Before training, :func:`check_config` rejects what cannot run (a device that is 
 training images than the data set holds, sizes the memory cannot hold, a width a method cannot
 use) with a :class:`ConfigError` naming the settings at fault.
 
-Full-scale configurations for a GPU (use ``--device cuda``; the paper's reported setup is depth
-4, width 512, lr 1e-4, lambda 1e-3, 8 seeds; its task counts and budgets are unknown)::
+Full-scale configurations for a GPU (use ``--device cuda``; the paper states lr 1e-3 for Adam and
+AdamO, lambda 1e-3 and 8 seeds; the width, depth, task counts and budgets are our guesses)::
 
     python -m isoplast_lite run --benchmark permuted-mnist --method adamo --set iso_strength=1e-3 \\
-        --lr 1e-4 --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 \\
+        --lr 1e-3 --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 \\
         --batch-size 128 --n-train 10000 --device cuda --out permuted-mnist-adamo.csv
-    python -m isoplast_lite run --benchmark random-label-mnist --method adam --lr 1e-4 \\
+    python -m isoplast_lite run --benchmark random-label-mnist --method adam --lr 1e-3 \\
         --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 --batch-size 128 \\
         --n-train 10000 --device cuda --out random-label-mnist-adam.csv
     python -m isoplast_lite run --benchmark random-label-cifar10 --method adamo --set iso_strength=1e-3 \\
-        --lr 1e-4 --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 \\
+        --lr 1e-3 --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 \\
         --batch-size 128 --n-train 10000 --device cuda --out random-label-cifar10-adamo.csv
 
 (The MNIST and CIFAR-10 data are downloaded once, SHA-256 verified, on first use; see

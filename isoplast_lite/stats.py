@@ -2,6 +2,10 @@
 
 * :func:`mean_ci`: the mean over seeds and its Student-t interval, the one convention of the
   whole project (``mean -/+ t_{(1+level)/2, n-1} * s / sqrt(n)``).
+* :func:`tost`, :func:`holm`, :func:`cluster_bootstrap`, :func:`min_detectable_effect`: what a
+  referee asks of a comparison of arms over seeds: equivalence within a margin fixed in advance
+  (two one-sided tests), a family of tests corrected by Holm's step-down, intervals that
+  resample whole seeds, and the smallest effect a paired comparison could have detected.
 * :func:`rerun_agreement`: does a re-run (another CPU, thread count or torch) agree with shipped
   numbers? Float32 training is chaotic: the last bits of another SIMD kernel or another reduction
   order grow over the steps of a task into different trajectories, so a re-run is compared with
@@ -21,7 +25,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["mean_ci", "rerun_agreement", "spearman_ci", "LOG_METRICS", "DEFAULT_ATOL"]
+__all__ = ["mean_ci", "rerun_agreement", "spearman_ci", "tost", "holm", "cluster_bootstrap", "min_detectable_effect",
+           "LOG_METRICS", "DEFAULT_ATOL"]
 
 #: metrics that span orders of magnitude: compared as log10.
 LOG_METRICS = frozenset({"ntk_cond", "jac_sv_ratio"})
@@ -166,8 +171,8 @@ def spearman_ci(
 
     Rows of one seed (its tasks, its methods' runs from the same seed) are not independent; the
     interval resamples the seeds with replacement, recomputes the correlation on all rows of the
-    drawn seeds, and takes the percentile interval of the ``n_boot`` replicates (Efron &
-    Tibshirani 1993, the cluster bootstrap). Rows where ``x`` or ``y`` is NaN are dropped.
+    drawn seeds, and takes the percentile interval of the ``n_boot`` replicates
+    (:func:`cluster_bootstrap`). Rows where ``x`` or ``y`` is NaN are dropped.
 
     Returns:
         ``(lo, rho, hi)``.
@@ -187,18 +192,246 @@ def spearman_ci(
     data = df[[cluster, x, y]].dropna()
     if len(data) < 3:
         raise ValueError(f"need at least 3 rows with both {x!r} and {y!r}, got {len(data)}")
-    rho = float(stats.spearmanr(data[x], data[y]).statistic)
-    groups = {k: g[[x, y]].to_numpy(float) for k, g in data.groupby(cluster)}
-    keys = list(groups)
+
+    def rho(frame: pd.DataFrame) -> float:
+        if np.ptp(frame[x].to_numpy(float)) == 0 or np.ptp(frame[y].to_numpy(float)) == 0:
+            return math.nan  # a constant column has no rank correlation
+        return float(stats.spearmanr(frame[x], frame[y]).statistic)
+
+    return cluster_bootstrap(data, rho, cluster=cluster, n_boot=n_boot, level=level, seed=seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Comparisons a referee accepts: equivalence, multiplicity, seed-level intervals, power
+# ----------------------------------------------------------------------------------------------
+
+
+def _level(level) -> float:
+    from ._validation import check_real
+
+    level = check_real("level", level)
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    return level
+
+
+def _sample(name: str, values) -> np.ndarray:
+    x = np.asarray(values, dtype=float).ravel()
+    if np.isinf(x).any():
+        raise ValueError(f"{name} must be finite or NaN (dropped), got an infinity")
+    return x
+
+
+def tost(x: Iterable[float], y: "Iterable[float] | None" = None, *, margin: float, alpha: float = 0.05) -> dict:
+    r"""Two one-sided tests (TOST) of equivalence within ``margin``, paired over seeds.
+
+    The differences :math:`d_s = x_s - y_s` (or :math:`d_s = x_s` when ``y`` is ``None``) of
+    :math:`n` seeds have mean :math:`\bar d` and standard error :math:`se = s_d/\sqrt n`. The
+    null hypothesis "the arms differ by at least the margin" (:math:`|\delta| \ge m`) is the
+    union of :math:`\delta \le -m` and :math:`\delta \ge m`; each is tested one-sided,
+
+    .. math:: t_- = \frac{\bar d + m}{se}, \quad p_- = P(T_{n-1} \ge t_-), \qquad
+              t_+ = \frac{\bar d - m}{se}, \quad p_+ = P(T_{n-1} \le t_+),
+
+    and equivalence is declared at level ``alpha`` when both reject: :math:`p = \max(p_-, p_+)
+    \le \alpha`, which is the same as the :math:`1 - 2\alpha` interval of :math:`\delta` lying
+    inside :math:`(-m, m)` (Schuirmann 1987). The margin must be fixed before the data are
+    seen. Pairs with a NaN are dropped.
+
+    Args:
+        x: one value per seed (the arm), or the paired differences when ``y`` is ``None``.
+        y: one value per seed of the reference arm, in the same seed order as ``x``.
+        margin: the equivalence margin :math:`m > 0`, in the units of ``x``.
+        alpha: level of each one-sided test.
+
+    Returns:
+        A dict: ``n``, ``diff`` (:math:`\bar d`), ``se``, ``lo``/``hi`` (the :math:`1 - 2\alpha`
+        t-interval of :math:`\delta`), ``p_lower`` (:math:`p_-`), ``p_upper`` (:math:`p_+`),
+        ``p`` (their maximum) and ``equivalent`` (bool). With zero spread the p-values are 0 or
+        1 (the mean is inside the margin or not).
+
+    Example:
+        >>> r = tost([0.80, 0.82, 0.79, 0.81], [0.80, 0.81, 0.80, 0.80], margin=0.05)
+        >>> r["equivalent"], round(r["diff"], 4)
+        (True, 0.0025)
+
+    References:
+        Schuirmann (1987), "A comparison of the two one-sided tests procedure and the power
+        approach for assessing the equivalence of average bioavailability", J. Pharmacokinet.
+        Biopharm. 15(6).
+    """
+    from scipy import stats
+
+    from ._validation import check_positive
+
+    margin = check_positive("margin", margin)
+    alpha = _level(alpha)
+    if alpha >= 0.5:
+        raise ValueError(f"alpha must lie in (0, 0.5), got {alpha}")
+    d = _sample("x", x)
+    if y is not None:
+        yy = _sample("y", y)
+        if yy.shape != d.shape:
+            raise ValueError(f"x and y must hold one value per seed each (paired), got {d.size} and {yy.size} values")
+        d = d - yy
+    d = d[~np.isnan(d)]
+    n = int(d.size)
+    if n < 2:
+        raise ValueError(f"tost needs at least 2 paired values that are not NaN, got {n}")
+    mean = float(d.mean())
+    se = float(d.std(ddof=1) / math.sqrt(n))
+    if se > 0:
+        p_lower = float(stats.t.sf((mean + margin) / se, n - 1))
+        p_upper = float(stats.t.cdf((mean - margin) / se, n - 1))
+        half = float(stats.t.ppf(1 - alpha, n - 1) * se)
+    else:
+        p_lower, p_upper, half = float(mean <= -margin), float(mean >= margin), 0.0
+    p = max(p_lower, p_upper)
+    return {"n": n, "diff": mean, "se": se, "lo": mean - half, "hi": mean + half,
+            "p_lower": p_lower, "p_upper": p_upper, "p": p, "equivalent": bool(p <= alpha)}  # fmt: skip
+
+
+def holm(pvalues: Iterable[float], alpha: float = 0.05) -> pd.DataFrame:
+    r"""Holm's step-down correction of a family of ``m`` tests (strong control of the
+    family-wise error rate at ``alpha``, any dependence between the tests).
+
+    Sort the p-values :math:`p_{(1)} \le \dots \le p_{(m)}`; the adjusted p-values are
+    :math:`\tilde p_{(i)} = \min\big(1, \max_{j \le i} (m - j + 1)\, p_{(j)}\big)`, and a test is
+    rejected when :math:`\tilde p \le \alpha`: equivalently, reject :math:`p_{(1)}, \dots,
+    p_{(k-1)}` where :math:`k` is the first index with :math:`p_{(k)} > \alpha / (m - k + 1)`.
+
+    Args:
+        pvalues: the family's p-values (each in ``[0, 1]``), in any order.
+        alpha: the family-wise error rate.
+
+    Returns:
+        A frame in the input order: ``p``, ``p_adjusted``, ``reject`` (bool).
+
+    Example:
+        >>> holm([0.01, 0.04, 0.03]).round(3).to_dict("list")
+        {'p': [0.01, 0.04, 0.03], 'p_adjusted': [0.03, 0.06, 0.06], 'reject': [True, False, False]}
+
+    References:
+        Holm (1979), "A simple sequentially rejective multiple test procedure", Scand. J. Stat. 6(2).
+    """
+    alpha = _level(alpha)
+    p = np.asarray(list(pvalues), dtype=float)
+    if p.ndim != 1 or p.size == 0:
+        raise ValueError(f"pvalues must be a non-empty list of numbers, got {p.size} values")
+    if np.isnan(p).any() or (p < 0).any() or (p > 1).any():
+        raise ValueError(f"pvalues must lie in [0, 1] (no NaN), got {p.tolist()}")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adjusted_sorted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    adjusted = np.empty(m)
+    adjusted[order] = adjusted_sorted
+    return pd.DataFrame({"p": p, "p_adjusted": adjusted, "reject": adjusted <= alpha})
+
+
+def cluster_bootstrap(
+    df: pd.DataFrame,
+    statistic,
+    *,
+    cluster: str = "seed",
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> "tuple[float, float, float]":
+    r"""A statistic of the rows of ``df`` with a percentile interval that resamples whole clusters.
+
+    Rows of one seed (its tasks, its streams, every arm run from that seed) are not independent;
+    the seeds are. Each of ``n_boot`` replicates draws as many clusters as there are, with
+    replacement, stacks all their rows (a cluster drawn twice appears twice) and evaluates
+    ``statistic``; the interval is the ``(1 - level)/2`` and ``(1 + level)/2`` quantiles of the
+    replicates (Efron & Tibshirani 1993; the cluster bootstrap of Davison & Hinkley 1997,
+    section 3.8). Replicates where the statistic is NaN (e.g. a correlation of a constant
+    column) are dropped; if none remains the interval collapses to the estimate.
+
+    Args:
+        df: tidy rows with a ``cluster`` column.
+        statistic: ``frame -> float``, evaluated on ``df`` (the estimate) and on each replicate.
+        cluster: the column naming the independent units (the seeds).
+        n_boot: number of replicates (>= 1).
+        level: confidence level in ``(0, 1)``.
+        seed: the seed of the resampling (numpy's default generator).
+
+    Returns:
+        ``(lo, estimate, hi)``.
+
+    Example:
+        >>> df = pd.DataFrame({"seed": [0, 0, 1, 1, 2, 2], "acc": [0.5, 0.7, 0.6, 0.6, 0.8, 0.8]})
+        >>> lo, est, hi = cluster_bootstrap(df, lambda d: d.acc.mean(), n_boot=200)
+        >>> round(est, 3), lo <= est <= hi
+        (0.667, True)
+    """
+    from ._validation import check_int
+
+    level = _level(level)
+    n_boot = check_int("n_boot", n_boot, minimum=1)
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}")
+    if cluster not in df.columns:
+        raise ValueError(f"df has no column {cluster!r} (the cluster); columns: {list(df.columns)}")
+    if not callable(statistic):
+        raise TypeError(f"statistic must be a callable frame -> float, got {type(statistic).__name__}")
+    if len(df) == 0:
+        raise ValueError("df must have at least one row")
+    estimate = float(statistic(df))
+    groups = list(df.groupby(cluster, sort=True).indices.values())  # row positions of each cluster
     rng = np.random.default_rng(seed)
     reps = []
-    for _ in range(int(n_boot)):
-        drawn = np.concatenate([groups[keys[i]] for i in rng.integers(0, len(keys), len(keys))])
-        if np.ptp(drawn[:, 0]) == 0 or np.ptp(drawn[:, 1]) == 0:
-            continue  # a constant column has no rank correlation
-        reps.append(stats.spearmanr(drawn[:, 0], drawn[:, 1]).statistic)
+    for _ in range(n_boot):
+        drawn = df.iloc[np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])]
+        value = float(statistic(drawn))
+        if not math.isnan(value):
+            reps.append(value)
     if not reps:
-        return rho, rho, rho
-    alpha = (1 - float(level)) / 2
-    lo, hi = np.quantile(reps, [alpha, 1 - alpha])
-    return float(lo), rho, float(hi)
+        return estimate, estimate, estimate
+    lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), estimate, float(hi)
+
+
+def min_detectable_effect(n: int, sd: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    r"""The smallest true mean difference a two-sided paired t-test detects with ``power``.
+
+    With :math:`n` pairs whose differences have standard deviation :math:`s`, the test statistic
+    at a true difference :math:`\delta` follows a noncentral t with :math:`n - 1` degrees of
+    freedom and noncentrality :math:`\delta\sqrt n / s`; the result is the :math:`\delta > 0`
+    at which :math:`P(|T| > t_{1-\alpha/2, n-1}) =` ``power``. For large :math:`n` it tends to
+    :math:`(z_{1-\alpha/2} + z_{\text{power}})\, s/\sqrt n`. An arm whose difference with the
+    reference was "not significant" could still differ by anything below this value: report it
+    beside every null result.
+
+    Args:
+        n: number of pairs (seeds), >= 2.
+        sd: standard deviation of the paired differences (> 0, e.g. the sample's).
+        alpha: two-sided level of the test.
+        power: the power required, in ``(alpha, 1)``.
+
+    Returns:
+        :math:`\delta` in the units of ``sd``.
+
+    Example:
+        >>> round(min_detectable_effect(8, 1.0), 2)  # 8 seeds: about 1.16 standard deviations
+        1.16
+    """
+    from scipy import optimize, stats
+
+    from ._validation import check_int, check_positive
+
+    n = check_int("n", n, minimum=2)
+    sd = check_positive("sd", sd)
+    alpha = _level(alpha)
+    power = _level(power)
+    if power <= alpha:
+        raise ValueError(f"power must exceed alpha ({alpha}), got {power}")
+    df = n - 1
+    crit = float(stats.t.ppf(1 - alpha / 2, df))
+
+    def shortfall(nc: float) -> float:
+        lower_tail = float(stats.nct.cdf(-crit, df, nc))  # scipy returns NaN where it underflows
+        return float(stats.nct.sf(crit, df, nc)) + (0.0 if math.isnan(lower_tail) else lower_tail) - power
+
+    upper = crit + float(stats.norm.ppf(power)) + 10.0
+    nc = optimize.brentq(shortfall, 0.0, upper, xtol=1e-12)
+    return nc * sd / math.sqrt(n)

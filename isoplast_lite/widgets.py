@@ -558,7 +558,8 @@ class LambdaPanel:
             ax.set_xlabel(_x_title(self.x))
         ax.set_ylabel(self.title)
         ax.legend(fontsize=8)
-        fig.tight_layout()
+        if fig.get_layout_engine() is None:  # the book's theme lays figures out (constrained layout)
+            fig.tight_layout()  # already; a second engine would only warn on stderr
         self.figure = fig
         self.status.value = f"showing λ = {self.selected:g}, mean over {int(sel['n'].max())} seed(s)"
         with self.output:

@@ -140,3 +140,46 @@ def test_every_glued_number_is_pasted(chapter_page):
     assert len(pasted) == roles, f"{md.stem}: {roles} glue roles in the source, {len(pasted)} pasted values in the page"
     assert all(span.get_text(strip=True) for span in pasted), f"{md.stem}: an empty pasted value"
     assert "glue:text" not in soup.select_one("article").get_text()
+
+
+def _download_ipynb(md, soup) -> "dict":
+    """The notebook that the page's "Download .ipynb" button serves, parsed."""
+    import json
+
+    hrefs = [a.get("href", "") for a in soup.find_all("a") if a.get("href", "").endswith(f"{md.stem}.ipynb")
+             and "_sources" in a.get("href", "")]  # fmt: skip
+    assert hrefs, f"{md.stem}: no download link to its .ipynb"
+    path = (HTML / "notebooks" / hrefs[0]).resolve()
+    assert path.is_file(), f"{md.stem}: the download link points to a missing file {hrefs[0]}"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_download_ipynb_serves_the_reader_notebook(chapter_page):
+    import hashlib
+    import json
+
+    md, soup = chapter_page
+    nb = _download_ipynb(md, soup)
+    # the reader notebook (tools/reader_notebooks.py), not myst-nb's conversion of the MyST source
+    assert nb["metadata"]["isoplast"]["source_sha256"] == hashlib.sha256(md.read_bytes()).hexdigest()
+    assert nb == json.loads(md.with_suffix(".ipynb").read_text(encoding="utf-8"))
+    text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    for raw in ("```{", "{glue:text}", "{cite:", "{solution-start}", "{exercise}"):
+        assert raw not in text, f"{md.stem}: raw MyST {raw!r} in the downloaded notebook"
+    assert any(o.get("output_type") == "display_data" for c in nb["cells"] for o in c.get("outputs", []))
+
+
+def test_the_student_edition_page_lists_every_student_notebook():
+    import json
+
+    soup = _soup("book/student-edition.html")
+    links = [a.get("href", "") for a in soup.select("article a")]
+    for md in CHAPTERS:
+        name = f"student/notebooks/{md.stem}.ipynb"
+        assert f"https://colab.research.google.com/github/{ORG_REPO}/blob/{BRANCH}/{name}" in links, md.stem
+        assert f"https://mybinder.org/v2/gh/{ORG_REPO}/{BRANCH}?urlpath=tree/{name}" in links, md.stem
+        download = [h for h in links if h.endswith(f"{md.stem}.ipynb") and "_downloads" in h]
+        assert download, f"{md.stem}: no download of the student notebook"
+        nb = json.loads((HTML / "book" / download[0]).resolve().read_text(encoding="utf-8"))
+        tags = [t for c in nb["cells"] for t in c.get("metadata", {}).get("tags", [])]
+        assert "skeleton" in tags and "solution" not in tags, f"{md.stem}: not the student edition"

@@ -117,3 +117,15 @@ def test_warm_up_fills_the_cache_and_the_next_run_is_served_from_it(tmp_path):
 def test_warm_cache_refuses_an_unknown_chapter():
     with pytest.raises(ValueError, match="chapter"):
         warm_cache.chapter_source(99)
+
+
+def test_every_chapter_has_its_learning_objectives():
+    section = GUIDE.split("## Learning objectives", 1)[1].split("\n## ", 1)[0]
+    items = re.findall(r"^(\d+)\. \*\*(.+?)\*\*(.*?)(?=^\d+\. \*\*|\Z)", section, flags=re.M | re.S)
+    chapters = {int(p.name[:2]): p for p in sorted(timings.ROOT.glob("notebooks/[0-9][0-9]-*.md"))}
+    assert [int(n) for n, _, _ in items] == sorted(chapters), "one numbered objective per chapter, in order"
+    for n, title, body in items:
+        heading = re.search(r"^# (.+)$", chapters[int(n)].read_text(encoding="utf-8"), flags=re.M).group(1)
+        norm = lambda t: t.replace("\u2013", "-").strip().rstrip(".").lower()  # noqa: E731
+        assert norm(heading).startswith(norm(title)), (n, title, heading)  # the chapter's title (or its start)
+        assert len(body.split()) >= 20, f"chapter {n}: an objective, not a title"

@@ -155,6 +155,26 @@ def test_committed_ipynb_is_executed(chapter):
     assert "FAST mode" not in texts and "FAST smoke run" not in texts
 
 
+#: stderr a committed reader notebook still shows, with its cause; each entry must still occur
+#: (fix the cause, then remove the entry): seaborn's figure-level functions call tight_layout on
+#: a figure that the book's theme lays out with constrained layout (plots.set_theme)
+KNOWN_STDERR = {"03-aei-groupsort": "The figure layout has changed to tight",
+                "04-isometry-regularizer": "The figure layout has changed to tight"}  # fmt: skip
+
+
+def test_committed_ipynb_has_no_stderr_noise(chapter):
+    """What a reader opens carries no warnings (font lookups, layout engines) on stderr."""
+    nb = nbformat.read(chapter.with_suffix(".ipynb"), as_version=4)
+    stderr = ["".join(o.get("text", "")) for c in _code_cells(nb) for o in c.outputs
+              if o.output_type == "stream" and o.get("name") == "stderr"]  # fmt: skip
+    assert not [t for t in stderr if "findfont" in t], "matplotlib font warnings in a committed notebook"
+    known = KNOWN_STDERR.get(chapter.stem)
+    unexplained = [t for t in stderr if not (known and known in t)]
+    assert not unexplained, unexplained
+    if known:
+        assert any(known in t for t in stderr), f"{chapter.stem}: the known warning is gone: remove it from KNOWN_STDERR"
+
+
 def test_toc_lists_every_chapter_and_every_entry_exists():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
     files = _toc_files(toc)
@@ -170,16 +190,24 @@ def test_toc_lists_every_chapter_and_every_entry_exists():
 
 
 def test_install_cell_matches_config(chapter):
-    """The first code cell is the install cell generated from repository.url in _config.yml."""
+    """The first code cell is the install cell generated from _config.yml and the library version."""
     tool = _load_sync_tool()
-    url, branch = tool.repository_url(ROOT / "_config.yml")
-    expected = tool.install_cell_source(url, branch)
+    url, _ = tool.repository_url(ROOT / "_config.yml")
+    version = tool.library_version(ROOT)
+    expected = tool.install_cell_source(url, version)
     for nb in (jupytext.read(chapter), nbformat.read(chapter.with_suffix(".ipynb"), as_version=4)):
         first = _code_cells(nb)[0]
         assert first.source == expected, "run `python tools/sync_install_cells.py`"
         assert "hide-cell" in first.metadata.get("tags", [])
-    assert "torch" not in expected.split("find_spec", 1)[1].split("isoplast_lite @")[0]
-    assert f"git+{url}@{branch}" in expected
+    import isoplast_lite
+
+    assert version == isoplast_lite.__version__
+    # pinned to the release tag, with the extra the chapters need, and never torch
+    assert expected.count(f"isoplast_lite[{tool.EXTRA}] @ git+{url}@v{version}") == 2
+    assert "torch" not in expected.split("import sys", 1)[1]
+    assert "%matplotlib inline" in expected.splitlines()  # figures whatever MPLBACKEND says
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert tool.install_requirement(url, version) in readme, "README's pip line names another release"
 
 
 def test_parameters_cell(chapter):

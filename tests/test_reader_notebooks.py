@@ -54,9 +54,13 @@ Compute {eq}`eq-first`.
 :class: dropdown
 ```
 
+The answer is $42$.
+
 ```{code-cell} ipython3
 answer = 42
 ```
+
+More of the solution.
 
 ```{solution-end}
 ```
@@ -139,3 +143,38 @@ def test_the_real_chapters_convert_completely(tool, tmp_path):
         shutil.copy(md, copy)
         nb = tool.reader_cells(copy, bib)
         assert any("References" in c.source or "- " in c.source for c in nb.cells if c.cell_type == "markdown")
+
+
+def test_solutions_are_collapsed(tool, chapter):
+    nb = tool.reader_cells(chapter, BIB)
+    md = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    opening = next(t for t in md if tool.SOLUTION_NOTE in t)
+    # the solution's text sits inside a closed <details> block, the exercise outside it
+    before, inside = opening.split("<details>", 1)
+    assert "Compute" in before and "The answer is $42$." in inside.split("</details>")[0]
+    assert tool.SOLUTION_SUMMARY in inside and "<details open" not in opening
+    rest = next(t for t in md if "More of the solution." in t)
+    assert rest.startswith("<details>") and rest.index("More of the solution.") < rest.index("</details>")
+    assert rest.index("</details>") < rest.index(tool.END_NOTE)
+    code = next(c for c in nb.cells if c.cell_type == "code" and "answer = 42" in c.source)
+    assert code.source.splitlines()[0] == tool.SOLUTION_TITLE and code.metadata["cellView"] == "form"
+    assert code.metadata["jupyter"] == {"source_hidden": True, "outputs_hidden": True}
+    plain = next(c for c in nb.cells if c.cell_type == "code" and "not a solution" in c.source)
+    assert "cellView" not in plain.metadata and not plain.source.startswith("#@title")
+
+
+def test_the_header_has_launch_badges_and_the_measured_run_time(tool, tmp_path):
+    import json
+
+    md = tmp_path / "03-demo.md"
+    links = tool.launch_links(md)
+    assert links["colab"].endswith("/blob/main/notebooks/03-demo.ipynb")
+    assert links["binder"].startswith("https://mybinder.org/v2/gh/") and links["binder"].endswith("?urlpath=tree/notebooks/03-demo.ipynb")
+    timings = tmp_path / "timings.json"
+    timings.write_text(json.dumps({"machine": {"cores": 2, "torch": "2.13.0+cpu"},
+                                   "chapters": {"3": {"cold_s": 150.0, "warm_s": 20.4, "measured": "2026-12-05 01:00 UTC"}}}))
+    sentence = tool.run_time_sentence(md, timings)
+    assert "2.5 min the first time" in sentence and "20 s again" in sentence and "2026-12-05" in sentence
+    assert "not measured" in tool.run_time_sentence(tmp_path / "04-other.md", timings)
+    head = tool.header_cell(md).source
+    assert f"]({links['colab']})" in head and f"]({links['binder']})" in head

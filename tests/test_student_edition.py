@@ -224,3 +224,31 @@ def test_strip_solutions_handles_plain_and_gated_and_rejects_unbalanced():
     bad.cells = [nbformat.v4.new_markdown_cell("```{solution-end}\n```\n")]
     with pytest.raises(tool.SolutionMarkupError):
         tool.strip_solutions(bad)
+
+
+def test_the_committed_student_notebooks_and_their_page_are_current(student_dir):
+    # Colab and Binder open the committed files: they must be what the tool writes now
+    tool = _tool()
+    committed = sorted((ROOT / "student" / "notebooks").glob("*.ipynb"))
+    assert [p.name for p in committed] == [p.stem + ".ipynb" for p in CHAPTERS], \
+        "run `python tools/student_edition.py --notebooks-only` and commit student/notebooks"
+    for path in committed:
+        fresh = nbformat.read(student_dir / path.name, as_version=4)
+        old = nbformat.read(path, as_version=4)
+        same = [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in old.cells] == \
+               [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in fresh.cells]
+        assert same, f"{path.name} is stale: run `python tools/student_edition.py --notebooks-only`"
+    page = (ROOT / "book" / "student-edition.md").read_text(encoding="utf-8")
+    assert page == tool.student_page(ROOT), "book/student-edition.md is stale"
+
+
+def test_the_student_page_links_every_student_notebook():
+    tool = _tool()
+    page = tool.student_page(ROOT)
+    for md in CHAPTERS:
+        name = f"student/notebooks/{md.stem}.ipynb"
+        assert f"/blob/main/{name})" in page and f"?urlpath=tree/{name})" in page
+        assert f"<../{name}>`" in page
+    nb_header = nbformat.read(ROOT / "student" / "notebooks" / f"{CHAPTERS[0].stem}.ipynb", as_version=4)
+    head = next(c for c in nb_header.cells if "isoplast-student-note" in c.metadata.get("tags", []))
+    assert f"/blob/main/student/notebooks/{CHAPTERS[0].stem}.ipynb)" in head.source and tool.STUDENT_NOTE in head.source

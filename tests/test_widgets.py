@@ -196,3 +196,22 @@ def test_method_toggle_chart_draws_seed_summaries_with_fixed_styles_and_a_legend
     assert cond["encoding"]["y"]["scale"]["type"] == "log"
     with pytest.raises(ValueError, match="no rows"):
         W.method_toggle_chart(df, "train_acc", methods=["adamw"])
+
+
+def test_lambda_panel_under_the_book_theme_warns_nothing():
+    # the book's theme lays every figure out with constrained layout; the panel must not ask
+    # for a second layout engine (matplotlib warns on stderr, which a reader notebook would show)
+    pytest.importorskip("ipywidgets")
+    import warnings
+
+    import matplotlib as mpl
+
+    from isoplast_lite import plots
+
+    with mpl.rc_context():
+        plots.set_theme()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            panel = W.lambda_panel(synthetic_sweep(), "train_acc")
+            panel.slider.value = 1.0
+        assert panel.figure.get_layout_engine() is not None

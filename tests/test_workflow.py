@@ -73,6 +73,8 @@ def test_triggers_and_python(workflow):
     assert build["container"]["image"].startswith("python:3.11-"), "Python 3.11, as the README's python3.11"
     assert build["container"]["image"].endswith("-bookworm"), "Debian bookworm: the Chromium the browser tests use"
     assert build["env"]["ISOPLAST_REQUIRE_HTML"] == "1", "built-HTML and browser tests must fail, not skip"
+    assert build["env"]["MPLBACKEND"] == "Agg", "the build proves figures survive a non-interactive backend"
+    assert "export MPLBACKEND=Agg" in (ROOT / ".ci" / "run").read_text()
     install = " ".join(s.get("run", "") for s in build["steps"])
     assert "apt-get install" in install and "chromium" in install
 
@@ -102,3 +104,37 @@ def test_deploys_to_pages_from_main_only(workflow):
     assert deploy["environment"]["name"] == "github-pages"
     assert deploy["concurrency"]["cancel-in-progress"] is False
     assert workflow["permissions"] == {"contents": "read"}, "least privilege outside the deploy job"
+
+
+def _evaluate_on(expression, ref: str, event: str):
+    """The value of a `cancel-in-progress` for a run on ``ref``: a literal, or the one
+    comparison this workflow uses (``${{ github.ref != 'refs/heads/X' }}``)."""
+    if isinstance(expression, bool):
+        return expression
+    match = re.fullmatch(r"\$\{\{\s*github\.ref\s*(!=|==)\s*'([^']+)'\s*\}\}", str(expression).strip())
+    assert match, f"cancel-in-progress: unexpected expression {expression!r}"
+    return (ref != match.group(2)) if match.group(1) == "!=" else (ref == match.group(2))
+
+
+def test_a_deploy_of_main_is_never_cancelled(workflow):
+    # the run-level group: a push to main never cancels main's running build (it ends in the
+    # Pages upload that the deploy job needs); a pull request's newer push does cancel
+    top = workflow["concurrency"]
+    assert _evaluate_on(top["cancel-in-progress"], "refs/heads/main", "push") is False
+    assert _evaluate_on(top["cancel-in-progress"], "refs/pull/7/merge", "pull_request") is True
+    assert workflow["jobs"]["deploy"]["concurrency"]["cancel-in-progress"] is False
+    assert "concurrency" not in workflow["jobs"]["build"], "a job-level group could cancel the build of main"
+
+
+def test_the_saved_runner_cache_is_bounded(workflow):
+    steps = workflow["jobs"]["build"]["steps"]
+    runs = [s.get("run", "") for s in steps]
+    prune = [i for i, r in enumerate(runs) if "tools/prune_cache.py" in r]
+    assert len(prune) == 1, "a step must bound ~/.cache/isoplast before the cache is saved"
+    step = steps[prune[0]]
+    match = re.search(r"tools/prune_cache\.py\s+~/\.cache/isoplast\s+--max-mb\s+(\d+)", step["run"])
+    assert match and 0 < int(match.group(1)) <= 1000, step["run"]
+    assert prune[0] > runs.index(_readme_commands()[1]), "after the tests (they write the cache)"
+    assert step.get("if") == "always()", "a failing test must not skip the bound"
+    # the step runs the tool that tests/test_prune_cache.py tests
+    assert (ROOT / "tools" / "prune_cache.py").is_file()

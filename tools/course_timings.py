@@ -10,7 +10,9 @@ from the longer entry, since the task count is part of the cache key) and writes
 with the machine it ran on, to ``book/course-timings.json``.
 
 ``--render`` rewrites the tables of ``book/course-guide.md`` between the markers
-``<!-- timings:NAME -->`` ... ``<!-- /timings:NAME -->`` from that JSON; ``--check`` exits 1
+``<!-- timings:NAME -->`` ... ``<!-- /timings:NAME -->`` from that JSON, and the header cell of
+every reader notebook (its launch badges and run time, ``reader_notebooks.header_cell``) in
+place, without executing anything; ``--check`` exits 1
 when the guide does not match it (``tests/test_course_guide.py`` runs the check). The guide's
 numbers are never typed by hand.
 
@@ -35,6 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
+import reader_notebooks  # noqa: E402
 import warm_cache  # noqa: E402
 
 JSON = ROOT / "book" / "course-timings.json"
@@ -100,8 +103,7 @@ def measure(chapters, out: Path = JSON, take_home: bool = True) -> dict:
     return data
 
 
-def _minutes(s: float) -> str:
-    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
+_minutes = reader_notebooks.minutes  # one way to write a duration, in the guide and the notebooks
 
 
 def tables(data: dict) -> dict:
@@ -170,6 +172,12 @@ def main(argv=None) -> int:
         return 0
     if args.render or args.measure:
         GUIDE.write_text(new, encoding="utf-8")
+        # the reader notebooks open with the same run times (their header cell): rewritten in
+        # place, nothing executed
+        for n in sorted(data["chapters"], key=int):
+            md = warm_cache.chapter_source(int(n))
+            if md.with_suffix(".ipynb").is_file() and reader_notebooks.refresh_header(md.with_suffix(".ipynb"), md):
+                print(f"header updated: {md.with_suffix('.ipynb').relative_to(ROOT)}")
     return 0
 
 

@@ -49,6 +49,13 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 BIB = ROOT / "book" / "references.bib"
 SOLUTION_NOTE = "**Solution** (try the exercise first). The code cell below is the solution."
+END_NOTE = "*(End of the solution.)*"
+#: the summary line of a collapsed solution (its Markdown folds in a <details> block)
+SOLUTION_SUMMARY = "<summary><b>Solution</b> (try the exercise first; click to open)</summary>"
+#: the first line of a solution code cell: Colab's form view shows this title, not the code
+SOLUTION_TITLE = "#@title Solution (try the exercise first; double-click to show the code)"
+TIMINGS = ROOT / "book" / "course-timings.json"
+CONFIG = ROOT / "_config.yml"
 
 _FENCE = re.compile(r"^(?P<fence>`{3,}|:{3,})\{(?P<name>[\w:-]+)\}[ \t]*(?P<arg>[^\n]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$",
                     re.M | re.S)  # fmt: skip
@@ -195,7 +202,7 @@ def _directive(ctx: Context, m: re.Match) -> str:
     if name == "solution-start":
         return SOLUTION_NOTE
     if name == "solution-end":
-        return "*(End of the solution.)*"
+        return END_NOTE
     if name == "bibliography":
         if not ctx.cited:
             return ""
@@ -286,8 +293,111 @@ def fill_glue(nb, values: dict, missing: "str | None" = None):
     return nb
 
 
+def _fold_solution_text(text: str, open_at_start: bool) -> "tuple[str, bool]":
+    """Fold the solution parts of one converted Markdown cell into ``<details>`` blocks.
+
+    A solution runs from :data:`SOLUTION_NOTE` (or the start of the cell, when a solution is
+    open there) to :data:`END_NOTE` (or the end of the cell). Returns the text and whether a
+    solution is still open at the end of the cell.
+    """
+    out, pos, is_open = [], 0, open_at_start
+    while True:
+        if not is_open:
+            start = text.find(SOLUTION_NOTE, pos)
+            if start < 0:
+                out.append(text[pos:])
+                return "".join(out), False
+            out.append(text[pos:start])
+            pos, is_open = start, True
+        end = text.find(END_NOTE, pos)
+        body = text[pos:end if end >= 0 else len(text)].strip("\n")
+        if body:
+            out.append(f"<details>\n{SOLUTION_SUMMARY}\n\n{body}\n\n</details>\n\n")
+        if end < 0:
+            return "".join(out).rstrip("\n"), True
+        out.append(END_NOTE)
+        pos, is_open = end + len(END_NOTE), False
+
+
+def launch_links(md: Path, config: Path = CONFIG, folder: str = "notebooks") -> dict:
+    """``{"colab": url, "binder": url}`` that open ``folder/<md stem>.ipynb`` of the repository.
+
+    The repository and branch are ``repository`` of ``_config.yml``, as the book's buttons.
+    """
+    import yaml
+
+    repo = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("repository") or {}
+    url, branch = repo["url"].rstrip("/"), repo.get("branch", "main")
+    owner_name = url.split("github.com/", 1)[1]
+    path = f"{folder}/{md.stem}.ipynb"
+    return {"colab": f"https://colab.research.google.com/github/{owner_name}/blob/{branch}/{path}",
+            "binder": f"https://mybinder.org/v2/gh/{owner_name}/{branch}?urlpath=tree/{path}"}  # as the book's button
+
+
+def run_time_sentence(md: Path, timings: Path = TIMINGS) -> str:
+    """The measured run time of chapter ``md`` (``book/course-timings.json``, the course guide's).
+
+    Cold: a fresh runner cache, every experiment trains; warm: a second run reads the cache.
+    """
+    import json
+
+    chapter = str(int(md.name[:2])) if md.name[:2].isdigit() else None
+    data = json.loads(timings.read_text(encoding="utf-8")) if timings.is_file() else {}
+    row = data.get("chapters", {}).get(chapter) if chapter else None
+    if not row:
+        return "*Run time: not measured yet (`tools/course_timings.py --measure`).*"
+    machine = data.get("machine", {})
+    where = f"{machine.get('cores', '?')} CPU cores, torch {machine.get('torch', '?')}"
+    date = str(row.get("measured", "")).split(" ")[0]
+    return (f"*Run time, full mode: about {minutes(row['cold_s'])} the first time (cold: every experiment "
+            f"trains) and {minutes(row['warm_s'])} again (warm: the runner cache answers), measured on "
+            f"{where}" + (f" on {date}" if date else "") + " (`book/course-timings.json`).*")
+
+
+def minutes(seconds: float) -> str:
+    """A duration as the course guide writes it: seconds below 90 s, else minutes."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def header_cell(md: Path, folder: str = "notebooks", note: "str | None" = None) -> nbformat.NotebookNode:
+    """The first cell of a generated notebook: launch badges, measured run time, and ``note``."""
+    links = launch_links(md, folder=folder)
+    badges = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({links['colab']}) "
+              f"[![Launch Binder](https://mybinder.org/badge_logo.svg)]({links['binder']})")
+    note = note if note is not None else (
+        f"*This notebook is generated from the book's source `notebooks/{md.name}`; the outputs "
+        "below come from a full run of the chapter (what the published page shows). Re-run it "
+        "to train live: on another CPU the numbers differ within the spread of the seeds.*")
+    head = nbformat.v4.new_markdown_cell(f"{badges}\n\n{run_time_sentence(md)}\n\n{note}")
+    head.metadata["tags"] = ["isoplast-reader-note"]
+    return head
+
+
+def refresh_header(ipynb: Path, md: Path) -> bool:
+    """Rewrite the header cell of the generated notebook ``ipynb`` (badges, run time) in place,
+    without executing anything: ``tools/course_timings.py --render`` calls it after a measurement.
+    Returns True when the file changed."""
+    nb = nbformat.read(ipynb, as_version=4)
+    if not nb.cells or "isoplast-reader-note" not in nb.cells[0].metadata.get("tags", []):
+        raise ValueError(f"{ipynb} does not start with a header cell: regenerate it")
+    fresh = header_cell(md).source
+    if nb.cells[0].source == fresh:
+        return False
+    nb.cells[0].source = fresh
+    from isoplast_lite._files import atomic_write
+
+    text = nbformat.writes(nb).encode()
+    atomic_write(ipynb, lambda h: h.write(text))
+    return True
+
+
 def reader_cells(md: Path, bib: "dict | None" = None) -> nbformat.NotebookNode:
-    """The unexecuted reader notebook of chapter ``md``: converted Markdown, folded solutions."""
+    """The unexecuted reader notebook of chapter ``md``: converted Markdown, collapsed solutions.
+
+    A solution's Markdown folds into a ``<details>`` block (closed in Jupyter and Colab); its code
+    cells are folded (``jupyter.source_hidden`` and ``outputs_hidden`` in JupyterLab/Notebook 7;
+    in Colab the form view shows only the first line, :data:`SOLUTION_TITLE`).
+    """
     bib = load_bibliography() if bib is None else bib
     text = md.read_text(encoding="utf-8")
     nb = jupytext.read(md)
@@ -297,26 +407,26 @@ def reader_cells(md: Path, bib: "dict | None" = None) -> nbformat.NotebookNode:
     in_solution = False
     for cell in nb.cells:
         if cell.cell_type == "markdown":
+            was_open = in_solution
             for line in cell.source.splitlines():  # the markers, in order, as the student edition reads them
                 if "{solution-start}" in line:
                     in_solution = True
                 elif "{solution-end}" in line:
                     in_solution = False
-            cell.source = myst_to_markdown(cell.source, ctx)
+            cell.source, still_open = _fold_solution_text(myst_to_markdown(cell.source, ctx), was_open)
+            if still_open != in_solution:
+                raise ValueError(f"{md.name}: the solution markers and their conversion disagree")
         elif cell.cell_type == "code" and in_solution:
-            cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
+            cell.metadata.setdefault("jupyter", {}).update(source_hidden=True, outputs_hidden=True)
+            cell.metadata["cellView"] = "form"
+            if not cell.source.startswith(SOLUTION_TITLE):
+                cell.source = f"{SOLUTION_TITLE}\n{cell.source}"
             tags = cell.metadata.setdefault("tags", [])
             if "solution" not in tags:
                 tags.append("solution")
     nb.metadata.pop("jupytext", None)
     nb.metadata["isoplast"] = {"source": f"notebooks/{md.name}", "source_sha256": source_sha256(md)}
-    head = nbformat.v4.new_markdown_cell(
-        f"*This notebook is generated from the book's source `notebooks/{md.name}`; the outputs "
-        "below come from a full run of the chapter (what the published page shows). Re-run it "
-        "to train live: on another CPU the numbers differ within the spread of the seeds.*"
-    )
-    head.metadata["tags"] = ["isoplast-reader-note"]
-    nb.cells.insert(0, head)
+    nb.cells.insert(0, header_cell(md))
     return nb
 
 

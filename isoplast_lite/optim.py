@@ -367,6 +367,11 @@ class AdamO(Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         group.setdefault("initial_lr", group["lr"])  # eta_t = lr / initial_lr for iso_scaling="schedule"
+        try:
+            _check_iso_stable(group)
+        except ValueError:
+            self.param_groups.pop()
+            raise
         for p in group["params"]:
             if not p.is_floating_point():
                 raise TypeError(f"params must be floating-point tensors, got dtype {p.dtype}")
@@ -591,7 +596,10 @@ def iso_stability_product(group: Dict[str, Any]) -> float:
 
 
 def _check_iso_stable(group: Dict[str, Any]) -> None:
-    """Raise ``ValueError`` when the group's isometry step cannot converge (:func:`iso_stability_product`)."""
+    """Raise ``ValueError`` when the group's isometry step cannot converge (:func:`iso_stability_product`);
+    a group none of whose parameters gets the isometry step (vectors only, or no params yet) passes."""
+    if not any(_iso_applies(p, group.get("seed_dims", 0)) for p in group.get("params", ())):
+        return
     product = iso_stability_product(group)
     if product > ISO_STABILITY_LIMIT:
         reading = group.get("iso_scaling", "lr")

@@ -11,6 +11,10 @@ network. Two groups:
   (``data/long/*.csv.gz``);
 * ``"chain"``: the book-scale runs with per-layer tables of the chapter "Does isometry cause
   plasticity?" (``data/chain/``, written by ``tools/precompute_chain.py``; :func:`load_layers`).
+* ``"paper"``: the paper's stated setting (lr 1e-3, lambda 1e-3, 8 seeds) under both readings
+  of AdamO (``data/paper/``, written by ``tools/precompute_paper_setting.py``): rows, per-layer
+  tables, eNTK spectra and the hidden weights' singular values at the end of each stream
+  (:func:`load_table`).
 
 Each group has a ``manifest.json``: for every file its command and its **provenance** (torch
 version, CPU capability, torch thread count, library version and date it was made with; see
@@ -40,10 +44,10 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["GROUPS", "MissingResultsError", "results_dir", "manifest", "load", "load_layers", "load_tuning", "expand_settings", "provenance", "portability"]
+__all__ = ["GROUPS", "MissingResultsError", "results_dir", "manifest", "load", "load_layers", "load_table", "load_tuning", "expand_settings", "provenance", "portability"]
 
 #: the groups of shipped results (sub-folders of ``isoplast_lite/data``).
-GROUPS = ("book", "long", "chain", "streams")
+GROUPS = ("book", "long", "chain", "streams", "paper")
 _DATA = Path(__file__).resolve().parent / "data"
 
 
@@ -126,6 +130,17 @@ def _shipped_file(name: str, group: str, key: str) -> Path:
     if not path.is_file():
         raise MissingResultsError(f"{path} is missing: reinstall isoplast_lite")
     return path
+
+
+def load_table(name: str, group: str, key: str) -> pd.DataFrame:
+    """Load another table shipped beside result ``name``: the file its manifest entry lists under
+    ``key`` (e.g. ``"spectra_file"`` or ``"sv_file"`` of the ``"paper"`` group), as it was written.
+
+    Raises:
+        KeyError: ``name`` is not in the manifest, or its entry lists no ``key``.
+        MissingResultsError: the file is missing.
+    """
+    return pd.read_csv(_shipped_file(name, group, key))
 
 
 def load_layers(name: str, group: str = "chain") -> pd.DataFrame:

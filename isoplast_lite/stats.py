@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["mean_ci", "rerun_agreement", "spearman_ci", "LOG_METRICS", "DEFAULT_ATOL"]
+__all__ = ["mean_ci", "rerun_agreement", "spearman_ci", "holm", "LOG_METRICS", "DEFAULT_ATOL"]
 
 #: metrics that span orders of magnitude: compared as log10.
 LOG_METRICS = frozenset({"ntk_cond", "jac_sv_ratio"})
@@ -202,3 +202,28 @@ def spearman_ci(
     alpha = (1 - float(level)) / 2
     lo, hi = np.quantile(reps, [alpha, 1 - alpha])
     return float(lo), rho, float(hi)
+
+
+def holm(p_values: Iterable[float]) -> "list[float]":
+    """Holm's step-down adjusted p-values (family-wise error rate), in the order given.
+
+    With ``m`` p-values sorted ascending, ``p_(i)`` is adjusted to
+    ``max_{j <= i} min(1, (m - j + 1) p_(j))``; a hypothesis is rejected at level ``alpha`` iff its
+    adjusted p-value is ``<= alpha`` (Holm 1979). Minimal (issue 22); NaN stays NaN and does
+    not count in ``m``.
+
+    Example:
+        >>> [round(p, 3) for p in holm([0.01, 0.04, 0.03])]
+        [0.03, 0.06, 0.06]
+    """
+    p = np.asarray(list(p_values), dtype=float)
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError(f"p_values must lie in [0, 1], got {p.tolist()}")
+    valid = np.flatnonzero(~np.isnan(p))
+    out = np.full(p.shape, np.nan)
+    m = valid.size
+    running = 0.0
+    for rank, i in enumerate(valid[np.argsort(p[valid], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out.tolist()

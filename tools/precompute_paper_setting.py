@@ -176,12 +176,57 @@ def sv_frame(cfg, cache: Path):
     return pd.DataFrame(rows)
 
 
+def partial_tables(cfgs, cache: Path):
+    """The tables of runs still under way, from the runner's checkpoints, cut at the tasks every
+    arm has finished (a REDUCED horizon, labelled as such in the manifest); the singular values
+    are those of each arm's checkpoint, at the task it had reached (its ``task`` column). ``(rows, layers, spectra, sv, tasks_done)``."""
+    import pandas as pd
+    import torch
+
+    from isoplast_lite.run import LAYER_COLUMNS, RESULT_COLUMNS, SPECTRUM_COLUMNS, cache_key, run
+    from isoplast_lite.settings import settings_json
+
+    parts, done = [], []
+    for c in cfgs:
+        folder = cache / cache_key(c)
+        if (folder / "result.csv").is_file():
+            rows, layers, spectra = run(c, cache_dir=cache, progress=False, layers=True, spectra=True)
+            parts.append((c, rows, layers, spectra, None))
+            done.append(c.n_tasks)
+            continue
+        state = torch.load(folder / ("seeds-" + "-".join(map(str, c.seed_list)) + ".ckpt"), map_location="cpu", weights_only=False)
+        parts.append((c, pd.DataFrame(state["rows"], columns=RESULT_COLUMNS), pd.DataFrame(state["layer_rows"], columns=LAYER_COLUMNS),
+                      pd.DataFrame(state["spectrum_rows"], columns=SPECTRUM_COLUMNS), state))  # fmt: skip
+        done.append(int(state["next_task"]))
+    tasks = min(done)
+    out = {"rows": [], "layers": [], "spectra": [], "sv": []}
+    for c, rows, layers, spectra, state in parts:
+        out["rows"].append(rows[rows.task < tasks])
+        out["layers"].append(layers[layers.task < tasks])
+        out["spectra"].append(spectra[spectra.task.isin([0, tasks - 1])])
+        if c.method == "fresh":
+            continue
+        if state is None:
+            raise ValueError(f"{c.method} finished but another arm did not: re-run without --partial when all have")
+        weights = [t for t in state["stack"]["params"].values() if t.ndim == 3]
+        rows_sv = []
+        for index, w in enumerate(weights):
+            for seed, sv in zip(c.seed_list, torch.linalg.svdvals(w.double()).tolist()):
+                rows_sv += [dict(benchmark=c.benchmark, method=c.method, settings=settings_json(c.settings), lr=c.lr, seed=seed,
+                                 task=int(state["next_task"]) - 1, layer=index, kind="head" if index == len(weights) - 1 else "hidden", index=i, sigma=v)
+                            for i, v in enumerate(sv)]  # fmt: skip
+        out["sv"].append(pd.DataFrame(rows_sv))
+    return (*(pd.concat(out[k], ignore_index=True) for k in ("rows", "layers", "spectra", "sv")), tasks)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=list(BENCHMARKS))
     parser.add_argument("--jobs", type=int, default=1, help="configurations trained at once, one thread each (default 1)")
     parser.add_argument("--cache", default=None, help="the runner's cache folder (default: $ISOPLAST_CACHE or the runner's default)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--partial", action="store_true",
+                        help="do not train: write the runs under way, cut at the task every arm has reached (labelled reduced)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
@@ -196,7 +241,7 @@ def main(argv=None) -> int:
     cache = Path(args.cache) if args.cache else default_cache_dir()
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     cfgs = {name: configs(name) for name in args.benchmarks}
-    times = run_all([c for cs in cfgs.values() for c in cs], cache, args.jobs, log)
+    times = {} if args.partial else run_all([c for cs in cfgs.values() for c in cs], cache, args.jobs, log)
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -204,11 +249,19 @@ def main(argv=None) -> int:
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     _init_worker()
     for name, cs in cfgs.items():
-        rows, layers, spectra = zip(*(run(c, cache_dir=cache, progress=False, layers=True, spectra=True) for c in cs))
-        rows, layers, spectra = pd.concat(rows, ignore_index=True), pd.concat(layers, ignore_index=True), pd.concat(spectra, ignore_index=True)
-        last = cs[0].n_tasks - 1
-        spectra = spectra[spectra.task.isin([0, last])]
-        sv = pd.concat([sv_frame(c, cache) for c in cs if c.method != "fresh"], ignore_index=True)
+        reduced = None
+        if args.partial and not all(_cached(c, cache) for c in cs):
+            rows, layers, spectra, sv, tasks_done = partial_tables(cs, cache)
+            last = tasks_done - 1
+            reduced = {"tasks_done": tasks_done, "tasks_planned": cs[0].n_tasks, "steps_done": tasks_done * cs[0].steps_per_task,
+                       "why": "the machine was shared by several CPU-heavy sessions; the runs continue from the runner's "
+                              "checkpoints with the command above (without --partial)"}  # fmt: skip
+        else:
+            rows, layers, spectra = zip(*(run(c, cache_dir=cache, progress=False, layers=True, spectra=True) for c in cs))
+            rows, layers, spectra = pd.concat(rows, ignore_index=True), pd.concat(layers, ignore_index=True), pd.concat(spectra, ignore_index=True)
+            last = cs[0].n_tasks - 1
+            spectra = spectra[spectra.task.isin([0, last])]
+            sv = pd.concat([sv_frame(c, cache) for c in cs if c.method != "fresh"], ignore_index=True)
         files = {"file": f"{name}.csv.gz", "layers_file": f"{name}-layers.csv.gz", "spectra_file": f"{name}-spectra.csv.gz", "sv_file": f"{name}-sv.csv.gz"}
         for key, df in zip(files, (rows, layers, spectra, sv)):
             write_gz(out / files[key], df)
@@ -223,6 +276,7 @@ def main(argv=None) -> int:
             "arms": [f"{m} {settings_json(c.settings)}" for (m, _), c in zip(ARMS, cs)],
             "paper": {"states": "lr 1e-3 for Adam and AdamO, lambda 1e-3, 8 seeds (PAPER.md)", **PAPER},
             "spectra_tasks": [0, last],
+            "reduced": reduced,
             "provenance": provenance(threads=1) if trained or "provenance" not in old else old["provenance"],
             "cpu_seconds": {f"{c.method} {settings_json(c.settings)}": round(times[c.to_json()][1], 1) if c.to_json() in times
                             else old.get("cpu_seconds", {}).get(f"{c.method} {settings_json(c.settings)}") for c in cs},

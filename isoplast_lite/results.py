@@ -113,7 +113,33 @@ def load(name: str, group: str = "book") -> pd.DataFrame:
     """
     from .run import with_diverged_column
 
-    return expand_settings(with_diverged_column(pd.read_csv(_shipped_file(name, group, "file"))))
+    df = with_diverged_column(pd.read_csv(_shipped_file(name, group, "file")))
+    return expand_settings(_float32_resolution(df, manifest(group)[name]))
+
+
+def _float32_resolution(df: pd.DataFrame, entry: dict) -> pd.DataFrame:
+    """Files made before issue 22 formed the eNTK in float32: their ``ntk_cond`` resolves only up to
+    ``1 / ntk_resolution(1, M, float32)`` (about 5e4 for M = 160). Above it the number is
+    round-off: it becomes ``inf`` ("beyond resolution") and ``ntk_resolved`` says which rows are
+    numbers. Files with an ``ntk_resolved`` column (float64 kernels) are returned unchanged."""
+    if "ntk_resolved" in df.columns and df["ntk_resolved"].notna().any():
+        return df
+    import numpy as np
+    import torch
+
+    from .diagnostics import ntk_resolution
+    from .tasks import SOURCE_SIZES, parse_benchmark
+
+    config = entry.get("config") or {}
+    probe = int(config.get("probe_size", 16))  # the runner's default probe size
+    size = df["benchmark"].map(lambda b: probe * SOURCE_SIZES[parse_benchmark(b)[1]][2])
+    limit = 1.0 / size.map(lambda m: ntk_resolution(1.0, int(m), torch.float32))  # the largest resolved kappa
+    measured = df["ntk_cond"].notna()
+    resolved = measured & (df["ntk_cond"] < limit)
+    df = df.copy()
+    df["ntk_resolved"] = pd.array(np.where(measured, resolved, pd.NA), dtype="boolean")
+    df.loc[measured & ~resolved, "ntk_cond"] = np.inf
+    return df
 
 
 def _shipped_file(name: str, group: str, key: str) -> Path:

@@ -127,3 +127,24 @@ def test_ntk_columns_do_not_depend_on_the_thread_count_given_the_weights():
         torch.set_num_threads(threads)
     for col in NTK_COLUMNS:
         np.testing.assert_allclose(got[1][col].double().numpy(), got[2][col].double().numpy(), rtol=1e-9, err_msg=col)
+
+
+def test_shipped_float32_condition_numbers_beyond_float32_resolution_read_as_inf():
+    """Files made before issue 22 formed the eNTK in float32: results.load reads a kappa at or
+    above 1 / (M eps32) as inf with ntk_resolved False, keeps the others as they were written."""
+    import pandas as pd
+
+    from isoplast_lite import results
+
+    name = "random-label-digits"
+    raw = pd.read_csv(results.results_dir("long") / results.manifest("long")[name]["file"])
+    assert "ntk_resolved" not in raw.columns
+    df = results.load(name, "long")
+    limit = 1.0 / (16 * 10 * 2.0**-23)  # probe 16 (the runner's default) x 10 classes
+    measured = raw.ntk_cond.notna().to_numpy()
+    beyond = measured & (raw.ntk_cond.to_numpy() >= limit)
+    assert beyond.any() and (~beyond & measured).any()
+    assert np.isinf(df.ntk_cond.to_numpy()[beyond]).all() and not df.ntk_resolved.to_numpy()[beyond].any()
+    keep = measured & ~beyond
+    np.testing.assert_array_equal(df.ntk_cond.to_numpy()[keep], raw.ntk_cond.to_numpy()[keep])
+    assert df.ntk_resolved.to_numpy()[keep].all()

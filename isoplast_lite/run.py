@@ -92,8 +92,9 @@ Before training, :func:`check_config` rejects what cannot run (a device that is 
 training images than the data set holds, sizes the memory cannot hold, a width a method cannot
 use) with a :class:`ConfigError` naming the settings at fault.
 
-Full-scale configurations for a GPU (use ``--device cuda``; the paper's reported setup is depth
-4, width 512, lr 1e-4, lambda 1e-3, 8 seeds; its task counts and budgets are unknown)::
+Full-scale configurations for a GPU (use ``--device cuda``; the paper states lr 1e-3 for Adam
+and AdamO, lambda 1e-3 and 8 seeds (``PAPER.md``); depth, width, task counts and budgets are
+unknown: the depth 4, width 512 and lr 1e-4 below are ours, an example of a larger run)::
 
     python -m isoplast_lite run --benchmark permuted-mnist --method adamo --set iso_strength=1e-3 \\
         --lr 1e-4 --seeds 8 --width 512 --depth 4 --tasks 50 --steps-per-task 2000 \\

@@ -292,8 +292,8 @@ def _ntk_eigenvalues(blocks, params, inputs, zs, metrics) -> torch.Tensor:
     resolved = s_min > resolution.squeeze(-1)
     cond = torch.where(resolved, s_max / s_min, torch.full_like(s_max, math.inf))  # beyond resolution: inf
     metrics["ntk_cond"] = cond
-    metrics["ntk_rank"] = (s > resolution).sum(-1)
-    metrics["ntk_resolved"] = resolved
+    metrics["ntk_rank"] = (s > resolution).sum(-1).double()  # floats: a diverged seed's row is NaN
+    metrics["ntk_resolved"] = resolved.double()  # 1.0 resolved, 0.0 beyond resolution
     metrics["ntk_progress_worst"] = torch.where(torch.isinf(cond), torch.zeros_like(cond), 4.0 * cond / (1.0 + cond) ** 2)
     metrics["ntk_erank"] = _effective_rank_from_svals(s)
     # the same directions for every seed: ntk_summary's generator seeded with 0 (run._measure)

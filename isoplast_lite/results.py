@@ -120,7 +120,7 @@ def load(name: str, group: str = "book") -> pd.DataFrame:
 def _float32_resolution(df: pd.DataFrame, entry: dict) -> pd.DataFrame:
     """Files made before issue 22 formed the eNTK in float32: their ``ntk_cond`` resolves only up to
     ``1 / ntk_resolution(1, M, float32)`` (about 5e4 for M = 160). Above it the number is
-    round-off: ``ntk_resolved`` is ``False`` there ("beyond resolution"; a sentence that quotes
+    round-off: ``ntk_resolved`` is 0.0 there ("beyond resolution"; a sentence that quotes
     such a kappa must say so). The number itself is kept as written, so the figures that take
     geometric means of it still draw (an ``inf`` has no mean); files with an ``ntk_resolved``
     column (float64 kernels, where the runner writes ``inf``) are returned unchanged."""
@@ -139,7 +139,7 @@ def _float32_resolution(df: pd.DataFrame, entry: dict) -> pd.DataFrame:
     measured = df["ntk_cond"].notna()
     resolved = measured & (df["ntk_cond"] < limit)
     df = df.copy()
-    df["ntk_resolved"] = pd.array(np.where(measured, resolved, pd.NA), dtype="boolean")
+    df["ntk_resolved"] = np.where(measured, resolved.astype(float), np.nan)  # 1.0 / 0.0 / NaN, as the runner writes it
     return df
 
 

@@ -37,7 +37,8 @@ column                 meaning
                        :func:`isoplast_lite.diagnostics.ntk_resolution` (beyond resolution:
                        the kernel is numerically singular; never a round-off number)
 ``ntk_rank``           the eNTK's numerical rank: eigenvalues above that resolution
-``ntk_resolved``       ``True`` when ``ntk_cond`` is a resolved number (files written before
+``ntk_resolved``       1.0 when ``ntk_cond`` is a resolved number, 0.0 when it is beyond
+                       resolution (floats, so a diverged row is NaN; files written before
                        issue 22 formed the kernel in float32: :mod:`isoplast_lite.results`
                        reads their ``ntk_cond`` against the float32 resolution)
 ``ntk_progress_mean``  mean over random residual directions of the fraction of the ideal loss
@@ -550,8 +551,8 @@ def _measure(stack: StackedModel, k: int, x: torch.Tensor, probe: torch.Tensor):
     kernel = empirical_ntk(model, probe, method=NTK_METHOD, dtype=torch.float64)
     summary = ntk_summary(kernel, generator=torch.Generator().manual_seed(0))
     row["ntk_cond"] = float(summary["condition_number"])  # inf when beyond resolution
-    row["ntk_rank"] = int(summary["rank"])
-    row["ntk_resolved"] = bool(summary["resolved"])
+    row["ntk_rank"] = float(summary["rank"])  # floats, like every metric: a diverged seed's row is NaN
+    row["ntk_resolved"] = float(summary["resolved"])  # 1.0 resolved, 0.0 beyond resolution
     row["ntk_progress_mean"] = float(summary["progress_mean"])  # mean over random residual directions
     row["ntk_progress_worst"] = float(summary["progress_kantorovich"])  # worst case, 4 kappa / (1 + kappa)^2
     row["ntk_erank"] = float(summary["effective_rank"])

@@ -262,6 +262,8 @@ def main(argv=None) -> int:
             last = cs[0].n_tasks - 1
             spectra = spectra[spectra.task.isin([0, last])]
             sv = pd.concat([sv_frame(c, cache) for c in cs if c.method != "fresh"], ignore_index=True)
+        # 1.0 / 0.0 as the runner now writes it (runs started before that change logged True / False)
+        rows = rows.assign(ntk_resolved=rows.ntk_resolved.map({True: 1.0, False: 0.0, 1.0: 1.0, 0.0: 0.0}).astype(float))
         files = {"file": f"{name}.csv.gz", "layers_file": f"{name}-layers.csv.gz", "spectra_file": f"{name}-spectra.csv.gz", "sv_file": f"{name}-sv.csv.gz"}
         for key, df in zip(files, (rows, layers, spectra, sv)):
             write_gz(out / files[key], df)

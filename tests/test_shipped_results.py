@@ -86,7 +86,8 @@ def test_every_shipped_file_records_its_command_and_provenance(group):
         assert (results.results_dir(group) / entry["file"]).is_file(), (group, name)
         commands = entry["command"] if isinstance(entry["command"], list) else [entry["command"]]
         prefix = {"chain": "python tools/precompute_chain.py", "streams": "python tools/precompute_streams.py",
-                  "clones": "python tools/clone_experiment.py"}.get(group, "python -m isoplast_lite sweep ")  # fmt: skip
+                  "clones": "python tools/clone_experiment.py",
+                  "paper": "python tools/precompute_paper_setting.py"}.get(group, "python -m isoplast_lite sweep ")  # fmt: skip
         assert all(c.startswith(prefix) for c in commands), (group, name)
         made = entry["provenance"]
         for part in made if isinstance(made, list) else [made]:

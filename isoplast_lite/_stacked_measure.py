@@ -4,7 +4,8 @@
 at once, what :func:`isoplast_lite.run._measure` computes seed by seed on a standalone copy of
 each model: the feature measures (dormant / dead fractions, effective rank of the last
 features), the weight norm, the pooled layer-Jacobian singular values (``jac_sv_*``), the
-layer-wise eNTK on the probe and its summary (``ntk_*`` and the spectrum), and the rows of
+layer-wise eNTK on the probe (in float64, from the weights as stored) and its summary (``ntk_*``
+and the spectrum, with the resolution of :func:`isoplast_lite.diagnostics.ntk_resolution`), and the rows of
 :func:`isoplast_lite.diagnostics.layer_isometry`. It works on the stacked ``(S, ...)`` tensors
 with batched products and one batched ``svdvals`` / ``eigvalsh`` per quantity, and forms each
 block Jacobian once for both Jacobian measures. ``tests/test_stacked_measure.py`` checks that
@@ -38,7 +39,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .diagnostics import _block_kind, _effective_rank_from_svals, _progress
+from .diagnostics import _block_kind, _effective_rank_from_svals, _progress, ntk_resolution
 from .nn import GroupSort, OrthogonalLinear
 
 #: the number of random residual directions of ``ntk_progress_mean`` (ntk_summary's default)
@@ -245,7 +246,11 @@ def measure_stacked(blocks: List[_Block], params: Dict[str, torch.Tensor], forwa
     sv_min = torch.where(counted, sv, torch.full_like(sv, math.inf)).amin(1)
     metrics["jac_sv_ratio"] = torch.where(counted.any(1), sv_max / sv_min, torch.full_like(sv_max, math.nan))
 
-    eigenvalues = _ntk_eigenvalues(blocks, params, inputs, zs, metrics)
+    # the eNTK in float64 from the weights as stored (exact in float64): the probe's forward again,
+    # in float64, so the kernel has float64 round-off only (diagnostics.ntk_resolution)
+    params64 = {n: p.double() for n, p in params.items()}
+    inputs64, zs64, _ = stacked_forward(blocks, params64, inputs[0].double())
+    eigenvalues = _ntk_eigenvalues(blocks, params64, inputs64, zs64, metrics)
     return metrics, layers, eigenvalues
 
 
@@ -283,8 +288,12 @@ def _ntk_eigenvalues(blocks, params, inputs, zs, metrics) -> torch.Tensor:
     total, top = s.sum(-1, keepdim=True), s.amax(-1, keepdim=True)
     s = torch.where(torch.isfinite(total), s, s / torch.where(top > 0, top, torch.ones_like(top)))  # _scale_safe per seed
     s_max, s_min = s.amax(-1).double(), s.amin(-1).double()
-    cond = torch.where(s_min == 0, torch.full_like(s_max, math.inf), s_max / s_min)
+    resolution = ntk_resolution(s_max, M, dtype).unsqueeze(-1)  # (S, 1)
+    resolved = s_min > resolution.squeeze(-1)
+    cond = torch.where(resolved, s_max / s_min, torch.full_like(s_max, math.inf))  # beyond resolution: inf
     metrics["ntk_cond"] = cond
+    metrics["ntk_rank"] = (s > resolution).sum(-1).double()  # floats: a diverged seed's row is NaN
+    metrics["ntk_resolved"] = resolved.double()  # 1.0 resolved, 0.0 beyond resolution
     metrics["ntk_progress_worst"] = torch.where(torch.isinf(cond), torch.zeros_like(cond), 4.0 * cond / (1.0 + cond) ** 2)
     metrics["ntk_erank"] = _effective_rank_from_svals(s)
     # the same directions for every seed: ntk_summary's generator seeded with 0 (run._measure)

@@ -50,6 +50,7 @@ from ._validation import (
 __all__ = [
     "empirical_ntk",
     "ntk_summary",
+    "ntk_resolution",
     "layer_jacobian_svdvals",
     "active_jacobian_svdvals",
     "layer_isometry",
@@ -96,6 +97,7 @@ def empirical_ntk(
     *,
     method: str = "auto",
     chunk_size: Optional[int] = None,
+    dtype: Optional[torch.dtype] = None,
 ) -> torch.Tensor:
     r"""The empirical neural tangent kernel :math:`\Theta(x_1, x_2) = J(x_1) J(x_2)^\top`.
 
@@ -149,9 +151,14 @@ def empirical_ntk(
             symmetry).
         method: ``"auto"``, ``"jacobian"``, ``"ntk_vp"`` or ``"layerwise"``.
         chunk_size: ``None`` (no chunking) or an int >= 1 (see above).
+        dtype: ``None`` (the model's dtype) or a floating dtype in which the whole computation
+            runs: the parameters, buffers and inputs are cast to it (a float32 value is exact
+            in float64, so ``dtype=torch.float64`` gives the kernel *of the weights as stored*
+            to float64 round-off, without the float32 forward's own error; the runner does
+            this, see :func:`ntk_resolution`). The model itself is not changed.
 
     Returns:
-        The kernel, a tensor of shape ``(N1, N2, O, O)``.
+        The kernel, a tensor of shape ``(N1, N2, O, O)`` (of ``dtype`` when given).
 
     Shape:
         ``x1``: ``(N1, *in)``, ``x2``: ``(N2, *in)``; output ``(N1, N2, O, O)``.
@@ -167,6 +174,9 @@ def empirical_ntk(
         True
         >>> torch.allclose(K, empirical_ntk(model, x, method="jacobian"), atol=1e-5)
         True
+        >>> K64 = empirical_ntk(model, x, dtype=torch.float64)
+        >>> K64.dtype, torch.allclose(K.double(), K64, atol=1e-5)
+        (torch.float64, True)
 
     References:
         Jacot et al. (2018); Novak et al. (2022); PyTorch tutorial "Neural Tangent Kernels"
@@ -179,14 +189,22 @@ def empirical_ntk(
     method = check_choice("method", method, NTK_METHODS)
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype in (torch.float32, torch.float64)):
+        raise TypeError(f"dtype must be None, torch.float32 or torch.float64, got {dtype!r}")
 
-    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        t = t.detach()
+        return t.to(dtype) if dtype is not None and t.is_floating_point() else t
+
+    params = {name: cast(p) for name, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise ValueError("model must have at least one parameter with requires_grad=True")
-    buffers = {name: b.detach() for name, b in model.named_buffers()}
-    x1 = x1.detach()
+    buffers = {name: cast(b) for name, b in model.named_buffers()}
+    # a parameter that is not trained stays in the module: cast it too, so the forward runs in one dtype
+    buffers.update({name: cast(p) for name, p in model.named_parameters() if not p.requires_grad})
+    x1 = cast(x1)
     symmetric = x2 is None
-    x2 = x1 if symmetric else x2.detach()
+    x2 = x1 if symmetric else cast(x2)
 
     def f_batch(p: Dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         out = functional_call(model, (p, buffers), (x,))
@@ -387,6 +405,56 @@ def _ntk_layerwise(model, plan: _LayerwisePlan, buffers, x1, x2, symmetric, chun
     return kernel
 
 
+def ntk_resolution(lambda_max, size: int, dtype: torch.dtype = torch.float64):
+    r"""The resolution of a symmetric kernel's eigenvalues: below it an eigenvalue counts as zero.
+
+    The rule (the one home of it: :func:`ntk_summary` and the runner's seed-batched measurement
+    call this function) is
+
+    .. math:: \tau = M \, \varepsilon \, \lambda_{max},
+
+    with :math:`M` the size of the ``(M, M)`` kernel matrix, :math:`\varepsilon` the machine
+    epsilon of the dtype its entries were formed in, and :math:`\lambda_{max}` its largest
+    absolute eigenvalue: the convention of ``numpy.linalg.matrix_rank`` and LAPACK. Why it is
+    the right scale: a symmetric eigensolver is backward stable, so the computed eigenvalues are
+    the exact ones of :math:`\Theta + E` with :math:`\lVert E\rVert_2` a modest multiple of
+    :math:`\varepsilon \lVert\Theta\rVert_2`, and by Weyl's inequality every eigenvalue moves
+    by at most :math:`\lVert E\rVert_2`; entries formed in that dtype carry a relative error of
+    order :math:`\varepsilon` of the largest entries as well, which the factor :math:`M` covers
+    (:math:`\lVert E\rVert_2 \le M \max|E_{ij}|`). An eigenvalue at or below :math:`\tau`
+    is therefore not distinguishable from zero, the numerical rank counts the eigenvalues above
+    it, and a condition number :math:`\lambda_{max}/\lambda_{min}` with
+    :math:`\lambda_{min} \le \tau` (so above :math:`1/(M\varepsilon)`) is **beyond
+    resolution**: :func:`ntk_summary` reports it as ``inf``, never as a number.
+
+    Which :math:`\varepsilon`: the runner forms the kernel in float64 from the float32 weights
+    as stored (``empirical_ntk(..., dtype=torch.float64)``: a float32 value is exact in
+    float64, so the float32 forward's own rounding does not enter), hence
+    :math:`\varepsilon = 2^{-52}` and condition numbers up to about :math:`10^{13}` are
+    resolved for :math:`M = 160`. A kernel formed in float32 (the shipped results before issue
+    22) resolves only :math:`1/(M\,2^{-23})`, about :math:`5 \cdot 10^4` at :math:`M = 160`.
+
+    Args:
+        lambda_max: the largest absolute eigenvalue (a float, or a tensor of them: then the
+            result is a tensor of the same shape).
+        size: :math:`M`, the kernel matrix's side (probe inputs x outputs), >= 1.
+        dtype: the floating dtype the kernel's entries were formed in.
+
+    Returns:
+        :math:`\tau`, of the type of ``lambda_max``.
+
+    Example:
+        >>> ntk_resolution(1.0, 160) == 160 * 2.0 ** -52
+        True
+        >>> round(1.0 / ntk_resolution(1.0, 160, torch.float32))  # the largest resolved kappa of a float32 kernel
+        52429
+    """
+    size = check_int("size", size, minimum=1)
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    return size * torch.finfo(dtype).eps * lambda_max
+
+
 def ntk_summary(
     ntk: torch.Tensor,
     *,
@@ -400,7 +468,12 @@ def ntk_summary(
     Let :math:`\lambda_1 \ge \dots \ge \lambda_M` be its eigenvalues and
     :math:`s_i = |\lambda_i|` its singular values (equal for a PSD kernel).
 
-    - ``condition_number`` :math:`\kappa = s_{max} / s_{min}` (``inf`` if :math:`s_{min} = 0`).
+    - ``condition_number`` :math:`\kappa = s_{max} / s_{min}`, or ``inf`` when :math:`s_{min}`
+      is at or below the resolution :math:`\tau` of :func:`ntk_resolution` (the kernel is
+      numerically singular: a number there would be round-off, never reported); ``resolved``
+      says which (``True``: :math:`\kappa` is a resolved number).
+    - ``rank``: the numerical rank, the number of :math:`s_i > \tau`; ``resolution``: :math:`\tau`
+      (in the kernel's dtype's :math:`\varepsilon`).
     - ``effective_rank``: Roy & Vetterli's :math:`\exp H(p)`, :math:`p_i = s_i / \sum_j s_j`
       (see :func:`effective_rank`).
     - ``progress_mean``: **our reconstruction** of the paper's plasticity measure (``PAPER.md``):
@@ -433,12 +506,16 @@ def ntk_summary(
     Returns:
         A dict with ``"eigenvalues"`` (tensor ``(M,)``, descending) and the Python floats
         ``"condition_number"``, ``"effective_rank"``, ``"progress_mean"``,
-        ``"progress_kantorovich"``, ``"trace"``, ``"lambda_max"``, ``"lambda_min"``.
+        ``"progress_kantorovich"``, ``"trace"``, ``"lambda_max"``, ``"lambda_min"``,
+        ``"resolution"``, the int ``"rank"`` and the bool ``"resolved"``.
 
     Example:
         >>> s = ntk_summary(torch.diag(torch.tensor([1.0, 4.0])), generator=torch.Generator().manual_seed(0))
-        >>> s["condition_number"], s["progress_kantorovich"]
-        (4.0, 0.64)
+        >>> s["condition_number"], s["progress_kantorovich"], s["rank"], s["resolved"]
+        (4.0, 0.64, 2, True)
+        >>> t = ntk_summary(torch.diag(torch.tensor([1.0, 1e-16], dtype=torch.float64)))
+        >>> t["condition_number"], t["rank"], t["resolved"]  # 1e-16 is below 2 * 2^-52 (4.4e-16): beyond resolution
+        (inf, 1, False)
         >>> 0.64 <= s["progress_mean"] <= 1.0
         True
 
@@ -466,7 +543,10 @@ def ntk_summary(
         eigenvalues = torch.linalg.eigvalsh(theta).flip(0)  # (M,), descending
         s = _scale_safe(eigenvalues.abs())
         s_max, s_min = float(s.max()), float(s.min())
-        cond = math.inf if s_min == 0.0 else s_max / s_min
+        resolution = ntk_resolution(s_max, theta.shape[0], theta.dtype)
+        rank = int((s > resolution).sum())
+        resolved = s_min > resolution
+        cond = s_max / s_min if resolved else math.inf
         kantorovich = 0.0 if math.isinf(cond) else 4.0 * cond / (1.0 + cond) ** 2
 
         u = torch.randn(n_directions, theta.shape[0], generator=generator, dtype=theta.dtype, device=theta.device)
@@ -485,6 +565,9 @@ def ntk_summary(
         "trace": float(theta.diagonal().sum()),
         "lambda_max": float(eigenvalues[0]),
         "lambda_min": float(eigenvalues[-1]),
+        "resolution": float(ntk_resolution(float(eigenvalues.abs().max()), theta.shape[0], theta.dtype)),
+        "rank": rank,
+        "resolved": bool(resolved),
     }
 
 

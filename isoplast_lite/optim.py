@@ -22,7 +22,7 @@ from torch.optim.adamw import adamw as _fused_adamw  # the functional AdamW; cal
 
 from ._validation import check_bool, check_int, check_nonnegative, check_unit_interval_open
 
-__all__ = ["AdamO", "EntryStepAdam", "adamo_update_", "hidden_head_groups", "adamo_param_groups"]
+__all__ = ["AdamO", "EntryStepAdam", "adamo_update_", "hidden_head_groups", "iso_stability_product", "adamo_param_groups"]
 
 
 def _iso_applies(param: torch.Tensor, seed_dims: int) -> bool:
@@ -367,6 +367,11 @@ class AdamO(Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         group.setdefault("initial_lr", group["lr"])  # eta_t = lr / initial_lr for iso_scaling="schedule"
+        try:
+            _check_iso_stable(group)
+        except ValueError:
+            self.param_groups.pop()
+            raise
         for p in group["params"]:
             if not p.is_floating_point():
                 raise TypeError(f"params must be floating-point tensors, got dtype {p.dtype}")
@@ -559,6 +564,56 @@ def _iso_step_size(group: Dict[str, Any]) -> Optional[float]:
     return (1.0 if group["iso_lr"] is None else group["iso_lr"]) * multiplier
 
 
+#: the isometry step converges to sigma = 1 only while 8 * s * lambda < 2 (see :func:`iso_stability_product`)
+ISO_STABILITY_LIMIT = 2.0
+
+
+def iso_stability_product(group: Dict[str, Any]) -> float:
+    r"""The product :math:`8 k s \lambda` that decides whether a group's isometry step converges.
+
+    Near :math:`\sigma = 1` the decoupled step :math:`W \leftarrow W - c\,4(WW^\top W - W)`
+    with :math:`c = k s \lambda` acts on each singular value alone,
+    :math:`\sigma \leftarrow \sigma - 4c(\sigma^3 - \sigma)`, whose derivative at the fixed
+    point is :math:`1 - 8c`: the step multiplies :math:`\sigma - 1` by :math:`1 - 8c` and the
+    fixed point is unstable once :math:`8c > 2` (``ISO_STABILITY_LIMIT``). :math:`s` is the
+    isometry step size of the group's reading (``iso_scaling``): ``iso_lr`` or the current
+    ``lr`` under ``"lr"``, ``iso_lr`` (or 1) times the schedule multiplier under
+    ``"schedule"``; :math:`k` = ``iso_every`` (the amortized step is :math:`k` times larger);
+    :math:`\lambda` = ``iso_strength``. :class:`AdamO` refuses a group with a product above
+    the limit, at construction and at every step after a scheduler changed ``lr`` (the check
+    runs only when a hyperparameter changed: a comparison of a tuple per step).
+
+    Example:
+        >>> g = dict(lr=1e-3, iso_lr=None, iso_scaling="schedule", iso_strength=1e-3, iso_every=1)
+        >>> round(iso_stability_product(g), 12)  # Loshchilov & Hutter's reading: s = 1
+        0.008
+        >>> round(iso_stability_product(dict(g, iso_scaling="lr")), 12)  # PyTorch's: s = lr
+        8e-06
+    """
+    s = _iso_step_size(group)
+    s = group["lr"] if s is None else s
+    return 8.0 * group.get("iso_every", 1) * s * group["iso_strength"]
+
+
+def _check_iso_stable(group: Dict[str, Any]) -> None:
+    """Raise ``ValueError`` when the group's isometry step cannot converge (:func:`iso_stability_product`);
+    a group none of whose parameters gets the isometry step (vectors only, or no params yet) passes."""
+    if not any(_iso_applies(p, group.get("seed_dims", 0)) for p in group.get("params", ())):
+        return
+    product = iso_stability_product(group)
+    if product > ISO_STABILITY_LIMIT:
+        reading = group.get("iso_scaling", "lr")
+        s = _iso_step_size(group)
+        s = group["lr"] if s is None else s
+        every = f" * iso_every {group.get('iso_every', 1)}" if group.get("iso_every", 1) != 1 else ""
+        raise ValueError(
+            f"iso_scaling={reading!r}: the isometry step cannot converge: 8 * s * lambda = 8 * {s:g} * {group['iso_strength']:g}{every}"
+            f" = {product:g} > {ISO_STABILITY_LIMIT:g} (s = the isometry step size of this reading, "
+            f"{'iso_lr or lr' if reading == 'lr' else 'iso_lr (or 1) times the schedule multiplier lr / initial_lr'}; near sigma = 1 "
+            f"a step multiplies sigma - 1 by 1 - 8 s lambda); allowed: 8 * s * lambda <= {ISO_STABILITY_LIMIT:g}, lower iso_strength or iso_lr"
+        )
+
+
 def _validate_groups(groups, checked: Optional[list] = None) -> list:
     """Check every group's hyperparameters; the error names the group index.
 
@@ -592,6 +647,7 @@ def _validate_hyperparameters(group: Dict[str, Any]) -> None:
         check_bool("fused", group["fused"])
     if group.get("iso_scaling", "lr") not in ISO_SCALINGS:
         raise ValueError(f"iso_scaling must be one of {ISO_SCALINGS}, got {group.get('iso_scaling')!r}")
+    _check_iso_stable(group)
     betas = group["betas"]
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")

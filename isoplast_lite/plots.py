@@ -204,12 +204,15 @@ def seed_summary(df: pd.DataFrame, y: str, *, x: str = "task", by: str = "method
     if log and (df[y] <= 0).any():
         warnings.warn(f"{y}: {int((df[y] <= 0).sum())} values <= 0 have no logarithm and are left out of the geometric mean",
                       stacklevel=2)
+    if log and np.isinf(df[y].to_numpy(float)).any():
+        warnings.warn(f"{y}: {int(np.isinf(df[y].to_numpy(float)).sum())} values beyond resolution (inf) are left out of the geometric mean",
+                      stacklevel=2)
     rows = []
     for (key, xv), group in df.groupby([by, x], sort=True, observed=True):
         v = group[y].to_numpy(float)
         v = v[~np.isnan(v)]
-        if log:
-            v = np.log10(v[v > 0])
+        if log:  # inf: a condition number beyond resolution (diagnostics.ntk_resolution) has no logarithm either
+            v = np.log10(v[(v > 0) & np.isfinite(v)])
         if v.size == 0:
             continue
         lo, center, hi = mean_ci(v, level)
@@ -309,9 +312,9 @@ def lineplot(ax, df: pd.DataFrame, y: str, *, x: str = "task", hue: str = "metho
                 ax.plot(xs, one[y], color=style["color"], linestyle=style["linestyle"], lw=0.8, alpha=0.45)
         ax.plot(s[x], s["center"], label=names.get(value, str(value)), color=style["color"], linestyle=style["linestyle"],
                 marker=style["marker"], markersize=3.5, lw=1.8)
-        if band and value not in with_seeds:
+        if band and value not in with_seeds and len(s):
             ax.fill_between(s[x], s["lo"], s["hi"], color=style["color"], alpha=0.15, lw=0)
-    if log:
+    if log and len(summary):  # nothing to draw (every value NaN or beyond resolution): a linear, empty axis
         ax.set_yscale("log")
     elif y in FRACTIONS:  # an interval may reach past [0, 1]: the axis stops at the possible range
         boxes = [a.dataLim for a in ax.get_shared_y_axes().get_siblings(ax) if a.has_data()]  # a shared row: all of it

@@ -12,7 +12,11 @@ network. Two groups:
 * ``"chain"``: the book-scale runs with per-layer tables of the chapter "Does isometry cause
   plasticity?" (``data/chain/``, written by ``tools/precompute_chain.py``; :func:`load_layers`);
 * ``"clones"``: the cloned-unit experiment of that chapter (``data/clones/``, written by
-  ``tools/clone_experiment.py``; :func:`load_clones`).
+  ``tools/clone_experiment.py``; :func:`load_clones`);
+* ``"paper"``: the paper's stated setting (lr 1e-3, lambda 1e-3, 8 seeds) under both readings
+  of AdamO (``data/paper/``, written by ``tools/precompute_paper_setting.py``): rows, per-layer
+  tables, eNTK spectra and the hidden weights' singular values at the end of each stream
+  (:func:`load_table`).
 
 Each group has a ``manifest.json``: for every file its command and its **provenance** (torch
 version, CPU capability, torch thread count, library version and date it was made with; see
@@ -42,11 +46,11 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["GROUPS", "MissingResultsError", "results_dir", "manifest", "load", "load_layers", "load_tuning", "load_clones", "expand_settings",
-           "provenance", "portability"]  # fmt: skip
+__all__ = ["GROUPS", "MissingResultsError", "results_dir", "manifest", "load", "load_layers", "load_table", "load_tuning",
+           "load_clones", "expand_settings", "provenance", "portability"]  # fmt: skip
 
 #: the groups of shipped results (sub-folders of ``isoplast_lite/data``).
-GROUPS = ("book", "long", "chain", "streams", "clones", "yourmodel")
+GROUPS = ("book", "long", "chain", "streams", "clones", "paper", "yourmodel")
 _DATA = Path(__file__).resolve().parent / "data"
 
 
@@ -112,7 +116,34 @@ def load(name: str, group: str = "book") -> pd.DataFrame:
     """
     from .run import with_diverged_column
 
-    return expand_settings(with_diverged_column(pd.read_csv(_shipped_file(name, group, "file"))))
+    df = with_diverged_column(pd.read_csv(_shipped_file(name, group, "file")))
+    return expand_settings(_float32_resolution(df, manifest(group)[name]))
+
+
+def _float32_resolution(df: pd.DataFrame, entry: dict) -> pd.DataFrame:
+    """Files made before issue 22 formed the eNTK in float32: their ``ntk_cond`` resolves only up to
+    ``1 / ntk_resolution(1, M, float32)`` (about 5e4 for M = 160). Above it the number is
+    round-off: ``ntk_resolved`` is 0.0 there ("beyond resolution"; a sentence that quotes
+    such a kappa must say so). The number itself is kept as written, so the figures that take
+    geometric means of it still draw (an ``inf`` has no mean); files with an ``ntk_resolved``
+    column (float64 kernels, where the runner writes ``inf``) are returned unchanged."""
+    if "ntk_resolved" in df.columns and df["ntk_resolved"].notna().any():
+        return df
+    import numpy as np
+    import torch
+
+    from .diagnostics import ntk_resolution
+    from .tasks import SOURCE_SIZES, parse_benchmark
+
+    config = entry.get("config") or {}
+    probe = int(config.get("probe_size", 16))  # the runner's default probe size
+    size = df["benchmark"].map(lambda b: probe * SOURCE_SIZES[parse_benchmark(b)[1]][2])
+    limit = 1.0 / size.map(lambda m: ntk_resolution(1.0, int(m), torch.float32))  # the largest resolved kappa
+    measured = df["ntk_cond"].notna()
+    resolved = measured & (df["ntk_cond"] < limit)
+    df = df.copy()
+    df["ntk_resolved"] = np.where(measured, resolved.astype(float), np.nan)  # 1.0 / 0.0 / NaN, as the runner writes it
+    return df
 
 
 def _shipped_file(name: str, group: str, key: str) -> Path:
@@ -129,6 +160,17 @@ def _shipped_file(name: str, group: str, key: str) -> Path:
     if not path.is_file():
         raise MissingResultsError(f"{path} is missing: reinstall isoplast_lite")
     return path
+
+
+def load_table(name: str, group: str, key: str) -> pd.DataFrame:
+    """Load another table shipped beside result ``name``: the file its manifest entry lists under
+    ``key`` (e.g. ``"spectra_file"`` or ``"sv_file"`` of the ``"paper"`` group), as it was written.
+
+    Raises:
+        KeyError: ``name`` is not in the manifest, or its entry lists no ``key``.
+        MissingResultsError: the file is missing.
+    """
+    return pd.read_csv(_shipped_file(name, group, key))
 
 
 def load_layers(name: str, group: str = "chain") -> pd.DataFrame:

@@ -31,7 +31,16 @@ column                 meaning
                        the per-layer table of ``run(..., layers=True)`` separates them)
 ``jac_sv_ratio``       their max / min over the non-zero ones (> 1e-6 max; inactive ReLUs give
                        exact zeros, which ``dead`` and ``dormant_*`` already count)
-``ntk_cond``           condition number of the empirical NTK on the probe
+``ntk_cond``           condition number of the empirical NTK on the probe (formed in float64
+                       from the weights as stored); ``inf`` when the smallest eigenvalue is at
+                       or below the resolution of
+                       :func:`isoplast_lite.diagnostics.ntk_resolution` (beyond resolution:
+                       the kernel is numerically singular; never a round-off number)
+``ntk_rank``           the eNTK's numerical rank: eigenvalues above that resolution
+``ntk_resolved``       1.0 when ``ntk_cond`` is a resolved number, 0.0 when it is beyond
+                       resolution (floats, so a diverged row is NaN; files written before
+                       issue 22 formed the kernel in float32: :mod:`isoplast_lite.results`
+                       reads their ``ntk_cond`` against the float32 resolution)
 ``ntk_progress_mean``  mean over random residual directions of the fraction of the ideal loss
                        decrease one optimally sized gradient step achieves (ours,
                        :func:`isoplast_lite.diagnostics.ntk_summary`; depends on the spectrum's
@@ -151,11 +160,11 @@ __all__ = [
 METRIC_COLUMNS = (
     "train_acc", "train_acc_online", "test_acc", "loss", "loss_online", "dormant_0.025", "dormant_0.1",
     "dead", "feature_erank", "weight_norm", "jac_sv_mean", "jac_sv_std", "jac_sv_ratio", "ntk_cond",
-    "ntk_progress_mean", "ntk_progress_worst", "ntk_erank",
+    "ntk_progress_mean", "ntk_progress_worst", "ntk_erank", "ntk_rank", "ntk_resolved",
 )  # fmt: skip
 #: metrics added after results were shipped: files written before lack them (NaN when read,
 #: :func:`with_diverged_column`)
-LATER_METRICS = ("ntk_progress_mean", "ntk_progress_worst", "ntk_erank")
+LATER_METRICS = ("ntk_progress_mean", "ntk_progress_worst", "ntk_erank", "ntk_rank", "ntk_resolved")
 CONFIG_COLUMNS = ("benchmark", "method", "settings", "lr", "seed", "task")
 RESULT_COLUMNS = CONFIG_COLUMNS + METRIC_COLUMNS + ("diverged",)
 #: the per-layer table (``run(..., layers=True)``): one row per seed x task x block, the measures
@@ -537,8 +546,12 @@ def _measure(stack: StackedModel, k: int, x: torch.Tensor, probe: torch.Tensor):
     # the layer-wise form (every linear map of these nets is a plain or Newton-Schulz linear
     # layer; anything else falls back to per-example Jacobians inside empirical_ntk): the same
     # kernel as method="jacobian" (tests/test_run.py) at a fraction of the cost
-    summary = ntk_summary(empirical_ntk(model, probe, method=NTK_METHOD), generator=torch.Generator().manual_seed(0))
-    row["ntk_cond"] = float(summary["condition_number"])
+    # in float64 from the weights as stored: float64 round-off only (diagnostics.ntk_resolution)
+    kernel = empirical_ntk(model, probe, method=NTK_METHOD, dtype=torch.float64)
+    summary = ntk_summary(kernel, generator=torch.Generator().manual_seed(0))
+    row["ntk_cond"] = float(summary["condition_number"])  # inf when beyond resolution
+    row["ntk_rank"] = float(summary["rank"])  # floats, like every metric: a diverged seed's row is NaN
+    row["ntk_resolved"] = float(summary["resolved"])  # 1.0 resolved, 0.0 beyond resolution
     row["ntk_progress_mean"] = float(summary["progress_mean"])  # mean over random residual directions
     row["ntk_progress_worst"] = float(summary["progress_kantorovich"])  # worst case, 4 kappa / (1 + kappa)^2
     row["ntk_erank"] = float(summary["effective_rank"])

@@ -202,6 +202,7 @@ ALLOWED = [
     (r"factors \(0\.4, 0\.1|\$0\.4\\,\\sigma\$|weights to 40%", "Shrink & Perturb's default factors (runner), a setting"),
     # conventions
     (r"95% (interval|confidence|CI|\$t\$-interval)|their 95% intervals|Welch's 95%", "confidence level, a convention"),
+    (r"1 - 8 s\\lambda|\(16 ?s\\lambda\)", "the isometry step's linearization near sigma = 1 (chapter 5), a formula"),
     (r"99\.9% bound", "the level of stats.rerun_agreement, a convention"),
     (r"t_\{0\.975,7\}", "the t quantile's name"),
     (r"chance is 0\.10", "1/10: ten classes"),

@@ -1,6 +1,7 @@
 """Tests of AdamO against torch.optim.Adam/AdamW and a hand-written reference of PAPER.md."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -655,3 +656,65 @@ def test_fused_argument_is_checked():
         AdamO([nn.Parameter(torch.ones(3, 3, device="meta"))], fused=True)
     opt = AdamO([nn.Parameter(torch.ones(3, 3, device="meta"))])  # fused=None: the reference path there
     assert opt.param_groups[0]["fused"] is None
+
+
+# ---------------------------------------------------------------- stability of the isometry step (issue 22)
+
+
+def _scalar_iteration_diverges(c: float, sigma0: float = 1.01, steps: int = 200) -> bool:
+    """The singular-value map sigma <- sigma - 4c(sigma^3 - sigma), iterated in float64: does |sigma - 1| grow?"""
+    sigma = sigma0
+    for _ in range(steps):
+        sigma = sigma - 4.0 * c * (sigma**3 - sigma)
+        if not math.isfinite(sigma) or abs(sigma - 1.0) > 10.0:
+            return True
+    return abs(sigma - 1.0) > abs(sigma0 - 1.0)
+
+
+@pytest.mark.parametrize("reading, lr, strength, accepted", [
+    ("schedule", 1e-3, 0.2, True),    # s = 1: 8 * 1 * 0.2 = 1.6
+    ("schedule", 1e-3, 0.3, False),   # 8 * 1 * 0.3 = 2.4
+    ("lr", 1e-3, 0.3, True),          # s = lr: 2.4e-3
+    ("lr", 0.5, 0.6, False),          # 8 * 0.5 * 0.6 = 2.4
+])  # fmt: skip
+def test_adamo_refuses_an_isometry_step_that_cannot_converge(reading, lr, strength, accepted):
+    """AdamO accepts exactly the settings whose isometry step converges to sigma = 1, checked
+    against the scalar map the step applies to each singular value (an independent iteration)."""
+    from isoplast_lite.optim import iso_stability_product
+
+    w = torch.nn.Parameter(torch.eye(3))
+    s = 1.0 if reading == "schedule" else lr
+    assert _scalar_iteration_diverges(s * strength) == (not accepted)
+    if accepted:
+        opt = AdamO([w], lr=lr, iso_strength=strength, iso_scaling=reading)
+        assert iso_stability_product(opt.param_groups[0]) == pytest.approx(8 * s * strength)
+        return
+    with pytest.raises(ValueError) as err:
+        AdamO([w], lr=lr, iso_strength=strength, iso_scaling=reading)
+    message = str(err.value)
+    assert f"iso_scaling={reading!r}" in message and "8 * s * lambda" in message
+    assert f"{8 * s * strength:g}" in message
+
+
+def test_adamo_stability_checked_when_a_scheduler_raises_the_step():
+    """Under Loshchilov & Hutter's reading the step follows the schedule multiplier: a scheduler
+    that raises lr past the limit is refused at the next step, and a stable one trains on."""
+    w = torch.nn.Parameter(torch.eye(3) * 1.1)
+    opt = AdamO([w], lr=1e-3, iso_strength=0.2, iso_scaling="schedule")  # 8 * 1 * 0.2 = 1.6
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 if t < 2 else 2.0)  # then 3.2
+    for _ in range(2):
+        w.grad = torch.zeros_like(w)
+        opt.step()
+        sched.step()
+    w.grad = torch.zeros_like(w)
+    with pytest.raises(ValueError, match=r"iso_scaling='schedule'.*8 \* s \* lambda = 8 \* 2 \* 0.2"):
+        opt.step()
+    # PyTorch's reading at the same lr schedule stays far below the limit
+    v = torch.nn.Parameter(torch.eye(3) * 1.1)
+    opt = AdamO([v], lr=1e-3, iso_strength=0.2, iso_scaling="lr")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 if t < 2 else 2.0)
+    for _ in range(4):
+        v.grad = torch.zeros_like(v)
+        opt.step()
+        sched.step()
+    assert torch.isfinite(v).all()

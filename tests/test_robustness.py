@@ -220,11 +220,12 @@ def test_3_modules_let_nan_through_visibly():
 
 
 def test_4_a_diverging_config_is_recorded_cached_and_not_redone(tmp_path, monkeypatch):
-    cfg = Config("random-label-digits", "adamo", settings={"iso_strength": 100.0}, lr=0.01, seeds=2, n_tasks=3, steps_per_task=20,
+    # (AdamO now refuses an isometry step that cannot converge, so the exploding step is AdamW's decay)
+    cfg = Config("random-label-digits", "adamw", settings={"weight_decay": 1000.0}, lr=0.01, seeds=2, n_tasks=3, steps_per_task=20,
                  batch_size=8, width=16, depth=2, n_train=32, probe_size=4)  # fmt: skip
     df = run(cfg, cache_dir=tmp_path, progress=False)
     assert tuple(df.columns) == RESULT_COLUMNS and len(df) == 6
-    assert df.diverged.all()  # lambda * lr = 1: the isometry step explodes within the first task
+    assert df.diverged.all()  # lr * weight_decay = 10: each step multiplies every weight by -9: non-finite within 60 steps
     assert df[list(run_mod.METRIC_COLUMNS)].isna().all().all()  # never a plausible number
     monkeypatch.setattr(run_mod, "_train_seed_batch", lambda *a, **k: (_ for _ in ()).throw(AssertionError("redone")))
     again, spectra = run(cfg, cache_dir=tmp_path, progress=False, spectra=True)
@@ -249,14 +250,15 @@ def test_4_one_seed_diverging_leaves_the_others_untouched(monkeypatch):
 
 def test_4_sweep_goes_on_after_a_diverging_config(tmp_path):
     out = tmp_path / "sweep.csv"
-    argv = ["sweep", "--benchmark", "random-label-digits", "--method", "adamo", "--set", "iso_strength=0.1,100,0.01",
+    # AdamO refuses an isometry step that cannot converge (8 lr lambda > 2), so the diverging config is AdamW's
+    argv = ["sweep", "--benchmark", "random-label-digits", "--method", "adamw", "--set", "weight_decay=0.1,1e6,0.01",
             "--lr", "0.01", *TINY, "--no-cache", "--out", str(out)]  # fmt: skip
     status, stdout, _ = _cli(argv)
     assert status == 0 and "diverged" in stdout
     df = expand_settings(pd.read_csv(out))
-    assert sorted(df.iso_strength.unique()) == [0.01, 0.1, 100.0]  # the third lambda ran
-    assert df.groupby("iso_strength").diverged.any().to_dict() == {0.01: False, 0.1: False, 100.0: True}
-    for _, rows in df.groupby(["iso_strength", "seed"]):  # diverged from a task on, for good
+    assert sorted(df.weight_decay.unique()) == [0.01, 0.1, 1e6]  # the third value ran
+    assert df.groupby("weight_decay").diverged.any().to_dict() == {0.01: False, 0.1: False, 1e6: True}
+    for _, rows in df.groupby(["weight_decay", "seed"]):  # diverged from a task on, for good
         flags = rows.sort_values("task").diverged.tolist()
         assert flags == sorted(flags)
     png = tmp_path / "sweep.png"

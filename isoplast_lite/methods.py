@@ -102,7 +102,7 @@ from ._seeding import seeded_generator
 from ._validation import ConfigError
 from .diagnostics import _dormant_mask
 from .engine import StackedModel, retract_stacked_
-from .isometry import _isometry_penalty_matrix
+from .isometry import gram_deviation, isometry_direction, isometry_penalty_matrix
 from .nn import ORTHOGONAL_METHODS, aei_mlp, relu_mlp
 from .optim import ISO_SCALINGS, AdamO, EntryStepAdam, hidden_head_groups
 from .settings import NoSettings, describe_settings, make_settings, setting, setting_specs, settings_dict
@@ -670,7 +670,7 @@ class CoupledIso(Method):
         lam = self.settings.iso_strength
         if lam == 0:
             return None
-        return lam * sum(_isometry_penalty_matrix(stack.params[n][k]) for n in stack.hidden_weight_names() for k in range(stack.n_seeds))
+        return lam * sum(isometry_penalty_matrix(stack.params[n][k]) for n in stack.hidden_weight_names() for k in range(stack.n_seeds))
 
 
 @dataclass(frozen=True)
@@ -852,9 +852,8 @@ class Parseval(Method):
             return None
         total = 0.0
         for n in stack.hidden_weight_names():
-            W = stack.params[n]  # (S, out, in)
-            eye = torch.eye(W.shape[1], dtype=W.dtype, device=W.device)
-            total = total + (W @ W.mT - self.settings.target_scale * eye).square().sum()
+            W = stack.params[n]  # (S, out, in); rows whatever the shape: W W^T - s I
+            total = total + gram_deviation(W, self.settings.target_scale, tall=False)[0].square().sum()
         return coef * total
 
 
@@ -922,11 +921,8 @@ class AdamOTarget(Method):
             return
         with torch.no_grad():
             for n, T in self.targets.items():
-                W = stack.params[n]  # (S, out, in)
-                if W.shape[1] <= W.shape[2]:  # wide or square: rows, W W^T -> T
-                    W.sub_(4 * step * ((W @ W.mT - T) @ W))
-                else:  # tall: columns, W^T W -> T
-                    W.sub_(4 * step * (W @ (W.mT @ W - T)))
+                W = stack.params[n]  # (S, out, in); wide or square: rows, W W^T -> T; tall: W^T W -> T
+                W.sub_(4 * step * isometry_direction(W, T, tall=W.shape[1] > W.shape[2]))
 
 
 BUILTIN_METHODS: Tuple[str, ...] = tuple(METHODS)

@@ -21,6 +21,7 @@ from torch.optim import Optimizer
 from torch.optim.adamw import adamw as _fused_adamw  # the functional AdamW; called with fused=True
 
 from ._validation import check_bool, check_int, check_nonnegative, check_unit_interval_open
+from .isometry import decayed_isometry_step, isometry_direction
 
 __all__ = ["AdamO", "EntryStepAdam", "adamo_update_", "hidden_head_groups"]
 
@@ -36,40 +37,6 @@ def _as_matrices(param: torch.Tensor, seed_dims: int) -> torch.Tensor:
     ``flatten`` (not ``reshape(..., -1)``) so that empty parameters, e.g. ``(0, 3)``, work too.
     """
     return param.flatten(seed_dims + 1)
-
-
-def _gram_minus_identity(theta: torch.Tensor) -> Tuple[torch.Tensor, bool]:
-    r"""``(G, tall)``: :math:`G = \theta^\top\theta - I` for tall, :math:`\theta\theta^\top - I` for wide
-    matrices, shape ``(..., k, k)`` with ``k = min(d_out, d_in)``; ``theta`` is ``(..., d_out, d_in)``."""
-    tall = theta.shape[-2] >= theta.shape[-1]
-    gram = theta.mT @ theta if tall else theta @ theta.mT  # (..., k, k)
-    gram.diagonal(dim1=-2, dim2=-1).sub_(1.0)
-    return gram, tall
-
-
-def _isometry_direction(theta: torch.Tensor) -> torch.Tensor:
-    r""":math:`\nabla R_{iso}(\theta) / 4` for a stack of matrices ``(..., d_out, d_in)``: ``theta G``
-    (tall) or ``G theta`` (wide), a new tensor of ``theta``'s shape."""
-    gram, tall = _gram_minus_identity(theta)
-    return theta @ gram if tall else gram @ theta
-
-
-def _decay_and_isometry(theta: torch.Tensor, decay: float, iso_coef: float) -> torch.Tensor:
-    r"""Return ``decay * theta - iso_coef * grad R_iso(theta)`` for a stack of matrices.
-
-    Note (fusion): with :math:`G = \theta^\top\theta - I` (tall) the isometry gradient is
-    :math:`4\theta G`, so the weight-decay and isometry terms, both evaluated at
-    :math:`\theta_t`, are one ``addmm``: ``addmm(theta, theta, G, beta=decay, alpha=-4 c)``
-    (``G theta`` for wide matrices). ``theta`` has shape ``(..., d_out, d_in)``.
-    """
-    gram, tall = _gram_minus_identity(theta)
-    alpha = -4.0 * iso_coef
-    if theta.ndim == 2:
-        return torch.addmm(theta, theta, gram, beta=decay, alpha=alpha) if tall else torch.addmm(theta, gram, theta, beta=decay, alpha=alpha)
-    if theta.ndim == 3:
-        return torch.baddbmm(theta, theta, gram, beta=decay, alpha=alpha) if tall else torch.baddbmm(theta, gram, theta, beta=decay, alpha=alpha)
-    prod = theta @ gram if tall else gram @ theta
-    return prod.mul_(alpha).add_(theta, alpha=decay)
 
 
 def adamo_update_(
@@ -167,7 +134,7 @@ def adamo_update_(
     # Decoupled terms at theta_t (before the Adam step touches param).
     new_theta = None
     if iso_coef != 0.0 and _iso_applies(param, seed_dims):
-        new_theta = _decay_and_isometry(_as_matrices(param, seed_dims), decay, iso_coef).view(param.shape)
+        new_theta = decayed_isometry_step(_as_matrices(param, seed_dims), decay, iso_coef).view(param.shape)
     elif weight_decay != 0.0:
         param.mul_(decay)
 
@@ -502,7 +469,7 @@ class AdamO(Optimizer):
             steps = [s["step"] for p, s in zip(params, states) if _iso_applies(p, seed_dims)]
             counts = torch.stack(steps).tolist() if len({t.device for t in steps}) == 1 else [t.item() for t in steps]
             iso_params = [p for p, t in zip(iso_params, counts) if (int(t) + 1) % k == 0]
-        directions = [_isometry_direction(_as_matrices(p, seed_dims)).view(p.shape) for p in iso_params]
+        directions = [isometry_direction(_as_matrices(p, seed_dims)).view(p.shape) for p in iso_params]
 
         beta1, beta2 = group["betas"]
         _fused_adamw(

@@ -5,8 +5,8 @@ import torch
 
 from isoplast_lite import isometry_grad, isometry_penalty
 from isoplast_lite.isometry import (
-    _isometry_grad_matrix,
-    _isometry_penalty_matrix,
+    isometry_grad_matrix,
+    isometry_penalty_matrix,
     isometry_grad_terms,
     newton_schulz,
     partial_isometry_measures,
@@ -50,8 +50,8 @@ def test_penalty_and_grad_vanish_at_semi_orthogonal_matrices(gen, shape):
 def test_batched_private_helpers_equal_per_matrix_loop(gen):
     for shape in [(7, 4), (3, 8)]:
         stack = torch.randn(3, 2, *shape, generator=gen, dtype=torch.float64)  # (S1, S2, out, in)
-        grads = _isometry_grad_matrix(stack)
-        penalties = _isometry_penalty_matrix(stack)
+        grads = isometry_grad_matrix(stack)
+        penalties = isometry_penalty_matrix(stack)
         assert grads.shape == stack.shape and penalties.shape == (3, 2)
         for i in range(3):
             for j in range(2):

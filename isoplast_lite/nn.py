@@ -288,8 +288,8 @@ class OrthogonalLinear(nn.Module):
 
     def _mark_retracted(self) -> None:
         """Record the weight as it is now (its identity and version) as needing no retraction."""
-        w = self._parameters["weight"]
-        self._retracted_key = (id(w), w._version)
+        w = self._parameters.get("weight")  # absent if a parametrization took it over
+        self._retracted_key = None if w is None else (id(w), w._version)
 
     def _retract_if_changed(self) -> None:
         """One Newton–Schulz retraction if this layer's own weight changed in place since the last one.

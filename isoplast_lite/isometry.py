@@ -293,7 +293,7 @@ def isometry_grad_terms(W: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """
     check_tensor("W", W, min_ndim=2, finite=True)
     M = _as_matrix(W)  # (d_out, d_in)
-    gram = M @ M.mT  # (d_out, d_out): w_i . w_j
+    gram = gram_deviation(M, 0.0, tall=False)[0]  # (d_out, d_out): w_i . w_j, the row Gram matrix itself
     sq_norms = gram.diagonal()  # (d_out,): |w_i|^2
     renormalize = 4.0 * (sq_norms - 1.0).unsqueeze(-1) * M
     decorrelate = 4.0 * (gram - torch.diag_embed(sq_norms)) @ M

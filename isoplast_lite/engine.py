@@ -31,9 +31,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
-from .isometry import _newton_schulz
+from .isometry import newton_schulz_steps
 from ._seeding import seeded_generator
-from .nn import GroupSort, OrthogonalLinear, _group_sort
+from .nn import GroupSort, OrthogonalLinear, group_sort_unchecked
 
 __all__ = ["StackedModel", "retract_stacked_", "seeded_generator"]
 
@@ -149,7 +149,7 @@ class StackedModel:
                     w, b = params[name + "weight"], params[name + "bias"]  # (S, out, in), (S, out)
                     h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
                 elif kind == "groupsort":
-                    h = _group_sort(h, layer.group_size)
+                    h = group_sort_unchecked(h, layer.group_size)
                 elif kind == "layernorm":
                     w, b = params[name + "weight"], params[name + "bias"]  # (S, d)
                     h = F.layer_norm(h, layer.normalized_shape, eps=layer.eps) * w.unsqueeze(1) + b.unsqueeze(1)
@@ -214,4 +214,4 @@ def retract_stacked_(stack: StackedModel, steps: int = 1) -> None:
     with torch.no_grad():
         for name in stack.orthogonal_names:
             W = stack.params[name]  # (S, out, in)
-            W.copy_(_newton_schulz(W, steps))
+            W.copy_(newton_schulz_steps(W, steps))

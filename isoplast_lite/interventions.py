@@ -142,12 +142,15 @@ class TargetSpectrum(Method):
 
     name = "target-spectrum"
     summary = "ours, an intervention: Adam, then hidden singular values set to a target spectrum (scale, log-normal spread) after every step"
+    family = "interventions"
+    colour = "vermillion"
+    cost = 10.0  # the SVD projection after every step: x10-x15 an Adam step (benchmarks/target_spectrum.py)
     _SALT = 29
 
     @dataclass(frozen=True)
     class Settings:
-        scale: float = setting(1.0, low=0, low_open=True, help="geometric mean of the target singular values (1: an isometry's)")
-        spread: float = setting(0.0, low=0, help="standard deviation of log sigma* (0: all equal), applied in a fixed random rotation")
+        scale: float = setting(1.0, low=0, low_open=True, stackable=True, help="geometric mean of the target singular values (1: an isometry's)")
+        spread: float = setting(0.0, low=0, stackable=True, help="standard deviation of log sigma* (0: all equal), applied in a fixed random rotation")
         layernorm: bool = setting(False, help="LayerNorm before each ReLU (keeps units alive: the second falsifier's arm)")
 
     def __init__(self, settings=None):

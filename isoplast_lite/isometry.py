@@ -18,6 +18,14 @@ penalty values differ, by the constant :math:`|d_{out} - d_{in}|` (the zero eige
 larger Gram matrix). The code uses the smaller Gram matrix for speed, and
 :func:`isometry_grad_terms` splits the one gradient into its two row terms (``PAPER.md``).
 
+This module is the one home of the isometry maths. Its unchecked kernels on stacks of matrices
+``(..., d_out, d_in)`` (:func:`gram_deviation`: Gram minus target; :func:`isometry_direction`:
+the gradient over 4; :func:`decayed_isometry_step`: decay and isometry step fused;
+:func:`isometry_penalty_matrix`, :func:`isometry_grad_matrix`; :func:`newton_schulz_steps`:
+the retraction) are what :class:`~isoplast_lite.optim.AdamO` (both paths), the ``coupled-iso``,
+``parseval`` and ``adamo-target`` methods, the layers and the runner call; the checked public
+functions below wrap them.
+
 Conv kernels ``(out, in, k, ...)`` are reshaped to ``(out, in * k * ...)`` first.
 
 References:
@@ -38,6 +46,13 @@ import torch
 from ._validation import check_bool, check_choice, check_int, check_positive, check_real, check_tensor
 
 __all__ = [
+    "gram_deviation",
+    "isometry_direction",
+    "decayed_isometry_step",
+    "isometry_penalty_matrix",
+    "isometry_grad_matrix",
+    "newton_schulz_steps",
+    "check_interval",
     "isometry_penalty",
     "isometry_grad",
     "isometry_grad_terms",
@@ -52,37 +67,114 @@ def _as_matrix(W: torch.Tensor) -> torch.Tensor:
     return W if W.ndim == 2 else W.reshape(W.shape[0], -1)
 
 
-def _gram_minus_identity(W: torch.Tensor) -> torch.Tensor:
-    """``W^T W - I`` (tall) or ``W W^T - I`` (wide) for a stack ``(..., d_out, d_in)``."""
-    d_out, d_in = W.shape[-2], W.shape[-1]
-    gram = W.mT @ W if d_out >= d_in else W @ W.mT  # (..., k, k), k = min(d_out, d_in)
-    gram.diagonal(dim1=-2, dim2=-1).sub_(1.0)
-    return gram
+# ----------------------------------------------------------------------------------------------
+# The kernel: the one home of the Gram deviation and the isometry direction. Every user of the
+# isometry maths calls these (AdamO's two paths, the coupled penalty, Parseval, adamo-target,
+# the Newton-Schulz step): public within the package, unchecked (the callers validate once),
+# stacks ``(..., d_out, d_in)`` with any leading dimensions, no device sync.
+# ----------------------------------------------------------------------------------------------
 
 
-def _isometry_penalty_matrix(W: torch.Tensor) -> torch.Tensor:
+def gram_deviation(W: torch.Tensor, target=1.0, *, tall: Optional[bool] = None) -> Tuple[torch.Tensor, bool]:
+    r"""``(G, tall)``: the Gram matrix of a stack of matrices minus its target, and which one it is.
+
+    .. math::
+        G = W^\top W - T \ \text{(tall: columns)}, \qquad G = W W^\top - T \ \text{(wide: rows)},
+
+    of shape ``(..., k, k)``. Unchecked kernel shared by the package.
+
+    Args:
+        W: a stack of matrices ``(..., d_out, d_in)``.
+        target: :math:`T`: a number ``t`` (:math:`T = tI`, subtracted from the diagonal; the
+            isometry's ``1.0``) or a tensor broadcastable to ``(..., k, k)``.
+        tall: ``None`` (default) the smaller Gram matrix, columns when ``d_out >= d_in`` (ties
+            included); ``True`` columns, ``False`` rows, whatever the shape.
+
+    Returns:
+        ``(G, tall)``; ``G`` is a new tensor (differentiable when ``W`` requires grad).
+
+    Example:
+        >>> G, tall = gram_deviation(torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+        >>> G, tall
+        (tensor([[3., 0.],
+                [0., 0.]]), True)
+    """
+    if tall is None:
+        tall = W.shape[-2] >= W.shape[-1]
+    gram = W.mT @ W if tall else W @ W.mT  # (..., k, k)
+    if isinstance(target, torch.Tensor):
+        gram.sub_(target)
+    else:
+        gram.diagonal(dim1=-2, dim2=-1).sub_(target)
+    return gram, tall
+
+
+def isometry_direction(W: torch.Tensor, target=1.0, *, tall: Optional[bool] = None) -> torch.Tensor:
+    r"""The descent direction of :math:`\lVert \mathrm{Gram}(W) - T\rVert_F^2`, divided by 4.
+
+    ``W G`` (tall) or ``G W`` (wide) with ``(G, tall) =`` :func:`gram_deviation` ``(W, target,
+    tall=tall)``: for :math:`T = I`, :math:`\nabla R_{iso}(W) / 4`. A new tensor of ``W``'s
+    shape ``(..., d_out, d_in)``. Unchecked kernel shared by the package (AdamO's fused path,
+    ``adamo-target``; :func:`isometry_grad` is 4 times it).
+
+    Example:
+        >>> isometry_direction(2 * torch.eye(2))  # 2 * (4 - 1) on the diagonal
+        tensor([[6., 0.],
+                [0., 6.]])
+    """
+    gram, tall = gram_deviation(W, target, tall=tall)
+    return W @ gram if tall else gram @ W
+
+
+def decayed_isometry_step(W: torch.Tensor, decay: float, coef: float) -> torch.Tensor:
+    r"""``decay * W - coef * grad R_iso(W)`` for a stack of matrices, as one fused product.
+
+    Note (fusion): with :math:`G = W^\top W - I` (tall) the isometry gradient is :math:`4 W G`,
+    so a decay and an isometry step both evaluated at :math:`W` are one ``addmm``:
+    ``addmm(W, W, G, beta=decay, alpha=-4 coef)`` (``G W`` for wide matrices; ``baddbmm`` for
+    ``(S, d_out, d_in)``). Unchecked kernel shared by the package (AdamO's reference path).
+
+    Example:
+        >>> decayed_isometry_step(2 * torch.eye(2), 1.0, 0.001)  # 2 - 0.001 * 4 * 2 * 3
+        tensor([[1.9760, 0.0000],
+                [0.0000, 1.9760]])
+    """
+    gram, tall = gram_deviation(W)
+    alpha = -4.0 * coef
+    a, b = (W, gram) if tall else (gram, W)
+    if W.ndim == 2:
+        return torch.addmm(W, a, b, beta=decay, alpha=alpha)
+    if W.ndim == 3:
+        return torch.baddbmm(W, a, b, beta=decay, alpha=alpha)
+    return (a @ b).mul_(alpha).add_(W, alpha=decay)
+
+
+def isometry_penalty_matrix(W: torch.Tensor) -> torch.Tensor:
     """Batched :math:`R_{iso}` of a stack of matrices ``(..., d_out, d_in)`` -> ``(...)``.
 
-    Private but shared: the runner calls it on seed-stacked weights ``(S, out, in)``.
-    No argument checks (the callers validate once).
+    The unchecked form of :func:`isometry_penalty` (the runner's coupled penalty calls it every
+    step on seed slices; a finiteness check would synchronize a GPU).
+
+    Example:
+        >>> isometry_penalty_matrix(torch.stack([torch.eye(2), 2 * torch.eye(2)]))
+        tensor([ 0., 18.])
     """
-    return _gram_minus_identity(W).square().sum(dim=(-2, -1))
+    return gram_deviation(W)[0].square().sum(dim=(-2, -1))
 
 
-def _isometry_grad_matrix(W: torch.Tensor) -> torch.Tensor:
-    r"""Batched :math:`\nabla R_{iso}` of a stack of matrices ``(..., d_out, d_in)``.
-
-    Private but shared: :class:`~isoplast_lite.optim.AdamO` uses it for parameters with
-    ``seed_dims`` leading copy dimensions, and the runner may call it on seed-stacked weights
-    ``(S, out, in)``. Tall/wide is decided by the last two dimensions. No argument checks.
+def isometry_grad_matrix(W: torch.Tensor) -> torch.Tensor:
+    r"""Batched :math:`\nabla R_{iso}` of a stack of matrices ``(..., d_out, d_in)``: 4 times
+    :func:`isometry_direction`; the unchecked form of :func:`isometry_grad`.
 
     Returns:
         ``4 W (W^T W - I)`` if ``d_out >= d_in`` else ``4 (W W^T - I) W``, same shape as ``W``.
+
+    Example:
+        >>> isometry_grad_matrix(torch.stack([torch.eye(2), 2 * torch.eye(2)]))[1]
+        tensor([[24.,  0.],
+                [ 0., 24.]])
     """
-    d_out, d_in = W.shape[-2], W.shape[-1]
-    gram = _gram_minus_identity(W)
-    out = W @ gram if d_out >= d_in else gram @ W  # (..., d_out, d_in)
-    return out.mul_(4.0)
+    return isometry_direction(W).mul_(4.0)
 
 
 def isometry_penalty(W: torch.Tensor) -> torch.Tensor:
@@ -102,7 +194,7 @@ def isometry_penalty(W: torch.Tensor) -> torch.Tensor:
 
     Raises:
         ValueError: ``W`` holds NaN or inf (checked with one reduction, which synchronizes a
-            GPU; the runner's methods call the unchecked private form every step).
+            GPU; the runner's methods call the unchecked :func:`isometry_penalty_matrix` every step).
 
     Shape:
         ``W``: ``(out, in)`` or ``(out, in, *kernel)``; output ``()``.
@@ -117,7 +209,7 @@ def isometry_penalty(W: torch.Tensor) -> torch.Tensor:
         Rosseau, Müller & Nowé (2026), ICML, Eq. 16.
     """
     check_tensor("W", W, min_ndim=2, finite=True)
-    return _isometry_penalty_matrix(_as_matrix(W))
+    return isometry_penalty_matrix(_as_matrix(W))
 
 
 def isometry_grad(W: torch.Tensor) -> torch.Tensor:
@@ -153,7 +245,7 @@ def isometry_grad(W: torch.Tensor) -> torch.Tensor:
         Rosseau, Müller & Nowé (2026), ICML, Eq. 16 and its gradient.
     """
     check_tensor("W", W, min_ndim=2, finite=True)
-    return _isometry_grad_matrix(_as_matrix(W)).reshape(W.shape)
+    return isometry_grad_matrix(_as_matrix(W)).reshape(W.shape)
 
 
 def isometry_grad_terms(W: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -201,7 +293,7 @@ def isometry_grad_terms(W: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """
     check_tensor("W", W, min_ndim=2, finite=True)
     M = _as_matrix(W)  # (d_out, d_in)
-    gram = M @ M.mT  # (d_out, d_out): w_i . w_j
+    gram = gram_deviation(M, 0.0, tall=False)[0]  # (d_out, d_out): w_i . w_j, the row Gram matrix itself
     sq_norms = gram.diagonal()  # (d_out,): |w_i|^2
     renormalize = 4.0 * (sq_norms - 1.0).unsqueeze(-1) * M
     decorrelate = 4.0 * (gram - torch.diag_embed(sq_norms)) @ M
@@ -266,9 +358,7 @@ def _cubic_step(X: torch.Tensor, c1: float, c3: float) -> torch.Tensor:
     orthogonal :math:`X` only receives a small correction (less float32 rounding). Two matrix
     products; for ``(S, m, n)`` stacks they are batched (``baddbmm``).
     """
-    tall = X.shape[-2] >= X.shape[-1]
-    E = X.mT @ X if tall else X @ X.mT  # (..., k, k), k = min(m, n)
-    E.diagonal(dim1=-2, dim2=-1).sub_(1.0)
+    E, tall = gram_deviation(X)  # (..., k, k), k = min(m, n)
     a, b = (X, E) if tall else (E, X)
     if X.ndim == 2:
         return torch.addmm(X, a, b, beta=c1 + c3, alpha=c3)
@@ -277,8 +367,10 @@ def _cubic_step(X: torch.Tensor, c1: float, c3: float) -> torch.Tensor:
     return (a @ b).mul_(c3).add_(X, alpha=c1 + c3)
 
 
-def _newton_schulz(X: torch.Tensor, steps: int, coefficients: str = "bjorck", interval: Optional[Tuple[float, float]] = None) -> torch.Tensor:
-    """Unchecked iteration of :func:`newton_schulz` without the normalization (runner, layers)."""
+def newton_schulz_steps(X: torch.Tensor, steps: int, coefficients: str = "bjorck", interval: Optional[Tuple[float, float]] = None) -> torch.Tensor:
+    """``steps`` unchecked iterations of :func:`newton_schulz` without the normalization: the
+    retraction kernel shared by the layers (:mod:`isoplast_lite.nn`) and the runner
+    (:func:`isoplast_lite.engine.retract_stacked_`); ``interval`` as checked by :func:`check_interval`."""
     lo, hi = interval if interval is not None else (1.0, 1.0)
     for _ in range(steps):
         if coefficients == "bjorck":
@@ -379,15 +471,16 @@ def newton_schulz(
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     coefficients = check_choice("coefficients", coefficients, COEFFICIENTS)
-    interval = _check_interval(coefficients, interval)
+    interval = check_interval(coefficients, interval)
     X = W
     if normalize:
         X = X / (torch.linalg.matrix_norm(X, keepdim=True) + eps)  # (..., m, n), sigma in (0, 1]
-    return _newton_schulz(X, steps, coefficients, interval)
+    return newton_schulz_steps(X, steps, coefficients, interval)
 
 
-def _check_interval(coefficients: str, interval) -> Optional[Tuple[float, float]]:
-    """``interval`` as a pair of floats ``0 < lo <= hi`` (required iff ``coefficients="chebyshev"``)."""
+def check_interval(coefficients: str, interval) -> Optional[Tuple[float, float]]:
+    """The checked ``interval`` argument of :func:`newton_schulz` (and of the layers' retractions):
+    ``interval`` as a pair of floats ``0 < lo <= hi`` (required iff ``coefficients="chebyshev"``)."""
     if coefficients != "chebyshev":
         return None
     if not isinstance(interval, (tuple, list)) or len(interval) != 2:

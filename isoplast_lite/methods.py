@@ -102,7 +102,7 @@ from ._seeding import seeded_generator
 from ._validation import ConfigError
 from .diagnostics import _dormant_mask
 from .engine import StackedModel, retract_stacked_
-from .isometry import _isometry_penalty_matrix
+from .isometry import gram_deviation, isometry_direction, isometry_penalty_matrix
 from .nn import ORTHOGONAL_METHODS, aei_mlp, relu_mlp
 from .optim import ISO_SCALINGS, AdamO, EntryStepAdam, hidden_head_groups
 from .settings import NoSettings, describe_settings, make_settings, setting, setting_specs, settings_dict
@@ -112,9 +112,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["METHODS", "BUILTIN_METHODS", "Method", "StepContext", "TaskContext", "StackedModel", "register_method",
            "unregister_method", "make_method", "method_class", "methods_with_setting", "describe_methods",
-           "fresh_parameters", "DEFAULT_ISO_STRENGTH"]  # fmt: skip
+           "fresh_parameters", "DEFAULT_ISO_STRENGTH", "MethodInfo", "method_info"]  # fmt: skip
 
-DEFAULT_ISO_STRENGTH = 0.1  # our probes at lr 1e-3 (PAPER.md; the paper states 1e-3, also at lr 1e-3)
+#: The runner's default lambda (adamo, coupled-iso, aei-adamo, adamo-target): our probes' 0.1 at
+#: lr 1e-3 (PAPER.md, "our own first probes"). Why not the paper's stated 1e-3, which is
+#: ``optim.AdamO``'s own default (the optimizer alone follows the paper)? Under the "lr" reading
+#: the isometry step is lr * lambda * grad R_iso, and near sigma = 1 R_iso halves in about
+#: ln 2 / (16 lr lambda) steps: 43 000 at lr 1e-3 and lambda 1e-3, ten times the book's runs
+#: (10 tasks x 400 steps), against 430 at lambda 0.1. Chapters that run the paper's setting set
+#: lambda explicitly, and the streams tune it (Method.tuning).
+DEFAULT_ISO_STRENGTH = 0.1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -184,6 +191,21 @@ class Method:
         version: part of the cache key; bump it when the method's behaviour changes, so cached
             results of the old behaviour are not served.
 
+    Metadata (what figures and tools know of a method; read with :func:`method_info`, declared
+    on the registered class itself and never inherited: a subclass is another method):
+        family: the figures' group (``plots.FAMILIES``: panels, line style and marker);
+            ``"other"`` by default.
+        colour: its colour in every figure, an Okabe–Ito name of :data:`isoplast_lite.plots.OKABE_ITO`
+            (unique within its family) or a matplotlib colour; ``None``: a colour from a hash
+            of the name.
+        tuning: ``(setting, values)``, the grid its main hyperparameter is tuned over (e.g. by
+            ``tools/precompute_streams.py``); ``None``: nothing to tune.
+        cost: the cost of one training step relative to Adam's at the book's widths (a hint
+            for schedulers that start the longest runs first).
+        compared: one of the benchmark comparisons (``tools/precompute_streams.py`` tunes it
+            over ``tuning`` and runs it); ``False`` by default, so a method is compared only
+            when it says so (our interventions, ``adamo-target``, are not).
+
     Args:
         settings: ``None`` (defaults), a dict of some settings, or a ``Settings`` instance;
             validated (:class:`~isoplast_lite.settings.SettingError` on an unknown name, a wrong
@@ -194,6 +216,11 @@ class Method:
     summary: ClassVar[str] = "Adam (Kingma & Ba 2015) on a ReLU MLP"
     Settings: ClassVar[type] = NoSettings
     version: ClassVar[int] = 1
+    family: ClassVar[str] = "other"
+    colour: ClassVar[Optional[str]] = None
+    tuning: ClassVar[Optional[Tuple[str, Tuple[Any, ...]]]] = None
+    cost: ClassVar[float] = 1.0
+    compared: ClassVar[bool] = False
 
     def __init__(self, settings: Any = None):
         self.settings = make_settings(self.name, self.Settings, settings)
@@ -270,8 +297,71 @@ def register_method(cls: Optional[type] = None, *, replace: bool = False):
     make_settings(name, cls.Settings, settings_dict(cls.Settings()))  # the defaults must be allowed values
     if not isinstance(cls.version, int) or isinstance(cls.version, bool):
         raise TypeError(f"{cls.__qualname__}.version must be an int, got {cls.version!r}")
+    _check_metadata(cls, name)
     METHODS[name] = cls
     return cls
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What figures and tools know of a registered method (:func:`method_info`).
+
+    Attributes:
+        name, family, colour, tuning, cost, compared: the class's declarations (see
+            :class:`Method`), defaults where it declares none.
+        stackable: the names of its settings declared ``stackable`` (:func:`~isoplast_lite.settings.setting`).
+    """
+
+    name: str
+    family: str
+    colour: Optional[str]
+    tuning: Optional[Tuple[str, Tuple[Any, ...]]]
+    cost: float
+    compared: bool
+    stackable: Tuple[str, ...]
+
+
+_METADATA = ("family", "colour", "tuning", "cost", "compared")
+
+
+def _declared(cls: type, attr: str) -> Any:
+    """``cls``'s own declaration of ``attr``, else :class:`Method`'s default (never a parent's)."""
+    return cls.__dict__[attr] if attr in cls.__dict__ else Method.__dict__[attr]
+
+
+def method_info(name: str) -> MethodInfo:
+    """The metadata of the method registered as ``name`` (family, colour, tuning grid, ...).
+
+    Example:
+        >>> method_info("adamo").family, method_info("adamo").tuning
+        ("the paper's", ('iso_strength', (0.01, 0.1, 1.0)))
+        >>> method_info("adamo").stackable
+        ('iso_strength',)
+    """
+    cls = method_class(name)
+    values = {attr: _declared(cls, attr) for attr in _METADATA}
+    stackable = tuple(s.name for s in setting_specs(cls.Settings) if s.stackable)
+    return MethodInfo(name=name, stackable=stackable, **values)
+
+
+def _check_metadata(cls: type, name: str) -> None:
+    """Raise naming the attribute if ``cls``'s metadata is malformed (see :class:`Method`)."""
+    where = cls.__qualname__
+    family, colour, tuning, cost, compared = (_declared(cls, a) for a in _METADATA)
+    if not isinstance(family, str) or not family.strip() or "\n" in family:
+        raise TypeError(f"{where}.family must be a one-line str (a figure group), got {family!r}")
+    if colour is not None and (not isinstance(colour, str) or not colour):
+        raise TypeError(f"{where}.colour must be None or a colour name, got {colour!r}")
+    if not isinstance(cost, (int, float)) or isinstance(cost, bool) or not math.isfinite(cost) or cost <= 0:
+        raise ValueError(f"{where}.cost must be a finite number > 0 (relative to Adam's step), got {cost!r}")
+    if not isinstance(compared, bool):
+        raise TypeError(f"{where}.compared must be a bool, got {compared!r}")
+    if tuning is None:
+        return
+    if not (isinstance(tuning, tuple) and len(tuning) == 2 and isinstance(tuning[1], tuple) and tuning[1]):
+        raise TypeError(f"{where}.tuning must be None or (setting name, non-empty tuple of values), got {tuning!r}")
+    for value in tuning[1]:  # every value must be allowed (SettingError names the setting otherwise)
+        make_settings(name, cls.Settings, {tuning[0]: value})
 
 
 def unregister_method(name: str) -> None:
@@ -354,6 +444,9 @@ class Adam(Method):
 
     name = "adam"
     summary = "Adam (Kingma & Ba 2015) on a ReLU MLP"
+    family = "Adam-like"
+    compared = True
+    colour = "black"
 
 
 @register_method
@@ -366,10 +459,14 @@ class AdamWMethod(Method):
 
     name = "adamw"
     summary = "AdamW, decoupled weight decay (Loshchilov & Hutter 2019; PyTorch's lr-coupled convention)"
+    family = "Adam-like"
+    compared = True
+    colour = "sky"
+    tuning = ("weight_decay", (0.01, 0.1, 1.0, 10.0))
 
     @dataclass(frozen=True)
     class Settings:
-        weight_decay: float = setting(1e-2, low=0, help="each step multiplies every parameter by 1 - lr * weight_decay (PyTorch's default 1e-2)")
+        weight_decay: float = setting(1e-2, low=0, stackable=True, help="each step multiplies every parameter by 1 - lr * weight_decay (PyTorch's default 1e-2)")
 
     def make_optimizer(self, stack, cfg):
         return torch.optim.AdamW(list(stack.params.values()), lr=cfg.lr, weight_decay=self.settings.weight_decay, fused=True)
@@ -384,10 +481,14 @@ class L2(Method):
 
     name = "l2"
     summary = "Adam + strength * sum ||theta||^2 in the loss (all parameters)"
+    family = "Adam-like"
+    compared = True
+    colour = "green"
+    tuning = ("strength", (1e-5, 1e-4, 1e-3))
 
     @dataclass(frozen=True)
     class Settings:
-        strength: float = setting(1e-4, low=0, help="coefficient of sum ||theta||^2 (our default, not tuned)")
+        strength: float = setting(1e-4, low=0, stackable=True, help="coefficient of sum ||theta||^2 (our default, not tuned)")
 
     def penalty(self, stack, ctx):
         return self.settings.strength * sum((p * p).sum() for p in stack.params.values())
@@ -403,10 +504,14 @@ class L2Init(Method):
 
     name = "l2-init"
     summary = "L2 Init (Kumar et al. 2023): Adam + strength * sum ||theta - theta_0||^2"
+    family = "Adam-like"
+    compared = True
+    colour = "purple"
+    tuning = ("strength", (1e-3, 1e-2, 1e-1))
 
     @dataclass(frozen=True)
     class Settings:
-        strength: float = setting(1e-2, low=0, help="coefficient of sum ||theta - theta_0||^2 (our default, not tuned)")
+        strength: float = setting(1e-2, low=0, stackable=True, help="coefficient of sum ||theta - theta_0||^2 (our default, not tuned)")
 
     def __init__(self, settings=None):
         super().__init__(settings)
@@ -436,12 +541,16 @@ class ShrinkPerturb(Method):
 
     name = "shrink-perturb"
     summary = "Shrink & Perturb (Ash & Adams 2020) at each task boundary"
+    family = "resets"
+    compared = True
+    colour = "sky"
+    tuning = ("shrink", (0.4, 0.8, 0.95))
     _SALT = 11
 
     @dataclass(frozen=True)
     class Settings:
-        shrink: float = setting(0.4, low=0, high=1, help="factor multiplying the weights at each task boundary (our choice, not tuned)")
-        perturb: float = setting(0.1, low=0, help="factor of the fresh initialization added at each task boundary")
+        shrink: float = setting(0.4, low=0, high=1, stackable=True, help="factor multiplying the weights at each task boundary (our choice, not tuned)")
+        perturb: float = setting(0.1, low=0, stackable=True, help="factor of the fresh initialization added at each task boundary")
 
     def fresh_params(self, stack: StackedModel, cfg, task: int) -> Dict[str, torch.Tensor]:
         """Stacked parameters of a fresh initialization for each seed at ``task``."""
@@ -472,12 +581,16 @@ class ShrinkPerturbStep(Method):
 
     name = "shrink-perturb-step"
     summary = "Shrink & Perturb at every step (Dohare et al. 2024): decay plus Gaussian noise"
+    family = "resets"
+    compared = True
+    colour = "purple"
+    tuning = ("noise", (1e-5, 1e-4, 1e-3))  # at the default shrink 1e-4
     _SALT = 23
 
     @dataclass(frozen=True)
     class Settings:
-        shrink: float = setting(1e-4, low=0, high=1, help="per-step decay: parameters are multiplied by 1 - shrink after each step")
-        noise: float = setting(1e-4, low=0, help="standard deviation of the Gaussian noise added to every parameter after each step")
+        shrink: float = setting(1e-4, low=0, high=1, stackable=True, help="per-step decay: parameters are multiplied by 1 - shrink after each step")
+        noise: float = setting(1e-4, low=0, stackable=True, help="standard deviation of the Gaussian noise added to every parameter after each step")
 
     def __init__(self, settings=None):
         super().__init__(settings)
@@ -523,11 +636,15 @@ class ReDo(Method):
 
     name = "redo"
     summary = "ReDo (Sokar et al. 2023): recycle tau-dormant units at each task boundary"
+    family = "resets"
+    compared = True
+    colour = "green"
+    tuning = ("tau", (0.0, 0.025, 0.1))
     _SALT = 13
 
     @dataclass(frozen=True)
     class Settings:
-        tau: float = setting(0.1, low=0, high=1, help="dormancy threshold of the normalized score (Sokar et al.'s supervised setting)")
+        tau: float = setting(0.1, low=0, high=1, stackable=True, help="dormancy threshold of the normalized score (Sokar et al.'s supervised setting)")
         reset_step: bool = setting(True, help="restart the Adam step count of recycled entries as well as their moments (EntryStepAdam)")
 
     version = 2  # 2: restarts the step count of recycled entries (EntryStepAdam)
@@ -587,11 +704,15 @@ class Spectral(Method):
 
     name = "spectral"
     summary = "spectral regularization (Lewandowski et al. 2025): Adam + strength * sum (sigma_max^2 - 1)^2"
+    family = "regularizers"
+    compared = True
+    colour = "sky"
+    tuning = ("strength", (1e-4, 1e-3, 1e-2))
     _SALT = 17
 
     @dataclass(frozen=True)
     class Settings:
-        strength: float = setting(1e-4, low=0, help="coefficient of sum (sigma_max(W)^2 - 1)^2 (our default, not tuned)")
+        strength: float = setting(1e-4, low=0, stackable=True, help="coefficient of sum (sigma_max(W)^2 - 1)^2 (our default, not tuned)")
         n_power_iter: int = setting(1, low=1, high=100, help="power-iteration steps per training step")
 
     def __init__(self, settings=None):
@@ -640,6 +761,9 @@ class LayerNormMLP(Method):
 
     name = "layernorm"
     summary = "Adam on a ReLU MLP with LayerNorm before each activation (Lyle et al. 2023)"
+    family = "regularizers"
+    compared = True
+    colour = "green"
 
     def build_model(self, in_dim, out_dim, cfg, generator):
         return relu_mlp(in_dim, cfg.width, cfg.depth, out_dim, init=cfg.init, layernorm=True, generator=generator)
@@ -647,7 +771,7 @@ class LayerNormMLP(Method):
 
 @dataclass(frozen=True)
 class IsoSettings:
-    iso_strength: float = setting(DEFAULT_ISO_STRENGTH, low=0, help="lambda, the isometry strength (our probes' 0.1 at lr 1e-3; the paper states 1e-3 at lr 1e-3)")
+    iso_strength: float = setting(DEFAULT_ISO_STRENGTH, low=0, stackable=True, help="lambda, the isometry strength (our probes' 0.1 at lr 1e-3; the paper states 1e-3, AdamO's own default: see DEFAULT_ISO_STRENGTH)")
 
 
 @register_method
@@ -664,18 +788,23 @@ class CoupledIso(Method):
 
     name = "coupled-iso"
     summary = "Adam + iso_strength * sum R_iso(W) in the loss over hidden weights (the coupled ablation of AdamO)"
+    family = "regularizers"
+    compared = True
+    colour = "purple"
+    tuning = ("iso_strength", (1e-3, 1e-2, 1e-1))
+    cost = 3.0
     Settings = IsoSettings
 
     def penalty(self, stack, ctx):
         lam = self.settings.iso_strength
         if lam == 0:
             return None
-        return lam * sum(_isometry_penalty_matrix(stack.params[n][k]) for n in stack.hidden_weight_names() for k in range(stack.n_seeds))
+        return lam * sum(isometry_penalty_matrix(stack.params[n][k]) for n in stack.hidden_weight_names() for k in range(stack.n_seeds))
 
 
 @dataclass(frozen=True)
 class AdamOSettings:
-    iso_strength: float = setting(DEFAULT_ISO_STRENGTH, low=0, help="lambda, the isometry strength (our probes' 0.1 at lr 1e-3; the paper states 1e-3 at lr 1e-3)")
+    iso_strength: float = setting(DEFAULT_ISO_STRENGTH, low=0, stackable=True, help="lambda, the isometry strength (our probes' 0.1 at lr 1e-3; the paper states 1e-3, AdamO's own default: see DEFAULT_ISO_STRENGTH)")
     iso_scaling: str = setting("lr", choices=ISO_SCALINGS,
                                help="'lr': step lr*lambda as PyTorch's AdamW; 'schedule': lambda times the schedule multiplier as Loshchilov & Hutter")  # fmt: skip
 
@@ -693,6 +822,11 @@ class AdamOMethod(Method):
 
     name = "adamo"
     summary = "AdamO: decoupled isometry step on the hidden weights (the paper's method)"
+    family = "the paper's"
+    compared = True
+    colour = "vermillion"
+    tuning = ("iso_strength", (0.01, 0.1, 1.0))
+    cost = 1.2
     Settings = AdamOSettings
 
     def make_optimizer(self, stack, cfg):
@@ -723,6 +857,10 @@ class AEIAdam(Method):
 
     name = "aei-adam"
     summary = "almost-everywhere isometric net (orthogonal hidden weights + GroupSort, Anil et al. 2019) with Adam"
+    family = "the paper's"
+    compared = True
+    colour = "orange"
+    cost = 1.3
     Settings = AEISettings
     group_size = 2  # MaxMin
     retraction_steps = 1
@@ -743,7 +881,7 @@ class AEIAdam(Method):
 
 @dataclass(frozen=True)
 class AEIAdamOSettings:
-    iso_strength: float = setting(DEFAULT_ISO_STRENGTH, low=0, help="lambda of the isometry step on the free head")
+    iso_strength: float = setting(DEFAULT_ISO_STRENGTH, low=0, stackable=True, help="lambda of the isometry step on the free head")
     iso_scaling: str = setting("lr", choices=ISO_SCALINGS, help="'lr' as PyTorch's AdamW; 'schedule' as Loshchilov & Hutter (see adamo)")
     orthogonal: str = setting("newton-schulz", choices=ORTHOGONAL_METHODS, help="how hidden weights stay orthogonal (see aei-adam)")
 
@@ -758,6 +896,11 @@ class AEIAdamO(AEIAdam):
 
     name = "aei-adamo"
     summary = "the AEI net trained with AdamO; the isometry step acts on the free head"
+    family = "the paper's"
+    compared = True
+    colour = "blue"
+    tuning = ("iso_strength", (0.01, 0.1, 1.0))
+    cost = 1.3
     Settings = AEIAdamOSettings
 
     def make_optimizer(self, stack, cfg):
@@ -779,6 +922,9 @@ class Fresh(Method):
 
     name = "fresh"
     summary = "reference: Adam on a network re-initialized (weights and optimizer state) at every task"
+    family = "reference"
+    compared = True
+    colour = "#7F7F7F"  # grey: never a method's colour
     _SALT = 19
 
     def at_task_boundary(self, stack, opt, ctx):
@@ -832,11 +978,16 @@ class Parseval(Method):
 
     name = "parseval"
     summary = "Parseval regularization (Chung et al. 2024): strength (64/width)^2 sum ||W W^T - s I||^2, diagonal scale layers"
+    family = "regularizers"
+    compared = True
+    colour = "orange"
+    tuning = ("strength", (1e-4, 1e-3, 1e-2))
+    cost = 3.0
 
     @dataclass(frozen=True)
     class Settings:
-        strength: float = setting(1e-3, low=0, help="lambda at width 64 (Chung et al.'s value), scaled by (64/width)^2")
-        target_scale: float = setting(1.0, low=0, low_open=True, help="s in W W^T -> s I (our orthogonal init has gain 1)")
+        strength: float = setting(1e-3, low=0, stackable=True, help="lambda at width 64 (Chung et al.'s value), scaled by (64/width)^2")
+        target_scale: float = setting(1.0, low=0, low_open=True, stackable=True, help="s in W W^T -> s I (our orthogonal init has gain 1)")
         diagonal_layers: bool = setting(True, help="add a learnable per-unit scale after each hidden linear layer")
 
     def build_model(self, in_dim, out_dim, cfg, generator):
@@ -852,9 +1003,8 @@ class Parseval(Method):
             return None
         total = 0.0
         for n in stack.hidden_weight_names():
-            W = stack.params[n]  # (S, out, in)
-            eye = torch.eye(W.shape[1], dtype=W.dtype, device=W.device)
-            total = total + (W @ W.mT - self.settings.target_scale * eye).square().sum()
+            W = stack.params[n]  # (S, out, in); rows whatever the shape: W W^T - s I
+            total = total + gram_deviation(W, self.settings.target_scale, tall=False)[0].square().sum()
         return coef * total
 
 
@@ -891,12 +1041,14 @@ class AdamOTarget(Method):
 
     name = "adamo-target"
     summary = "ours, an intervention: Adam + a decoupled step pulling hidden singular values to I, c I or a spread [1/c, c]"
+    family = "interventions"
+    colour = "blue"
 
     @dataclass(frozen=True)
     class Settings:
-        iso_strength: float = setting(DEFAULT_ISO_STRENGTH, low=0, help="lambda of the decoupled step (step lr * lambda, as adamo)")
+        iso_strength: float = setting(DEFAULT_ISO_STRENGTH, low=0, stackable=True, help="lambda of the decoupled step (step lr * lambda, as adamo)")
         target: str = setting("identity", choices=("identity", "scaled", "spread"), help="the spectrum the singular values are pulled to")
-        c: float = setting(2.0, low=0, low_open=True, help="'scaled': every singular value to c; 'spread': geometric from 1/c to c")
+        c: float = setting(2.0, low=0, low_open=True, stackable=True, help="'scaled': every singular value to c; 'spread': geometric from 1/c to c")
 
     def _sigma(self, k: int, dtype, device) -> torch.Tensor:
         """The target singular values of a layer with ``k`` of them (the diagonal of ``sqrt(T)``)."""
@@ -928,11 +1080,8 @@ class AdamOTarget(Method):
             return
         with torch.no_grad():
             for n, T in self.targets.items():
-                W = stack.params[n]  # (S, out, in)
-                if W.shape[1] <= W.shape[2]:  # wide or square: rows, W W^T -> T
-                    W.sub_(4 * step * ((W @ W.mT - T) @ W))
-                else:  # tall: columns, W^T W -> T
-                    W.sub_(4 * step * (W @ (W.mT @ W - T)))
+                W = stack.params[n]  # (S, out, in); wide or square: rows, W W^T -> T; tall: W^T W -> T
+                W.sub_(4 * step * isometry_direction(W, T, tall=W.shape[1] > W.shape[2]))
 
 
 from . import interventions as _interventions  # noqa: E402,F401  (registers target-spectrum, issue 23)

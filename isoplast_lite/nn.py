@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 from ._validation import check_bool, check_choice, check_generator, check_int, check_module, check_real, check_tensor
-from .isometry import COEFFICIENTS, _check_interval, _newton_schulz
+from .isometry import COEFFICIENTS, check_interval, newton_schulz_steps
 
 __all__ = ["group_sort", "GroupSort", "OrthogonalLinear", "orthogonal_", "relu_mlp", "aei_mlp", "retract_", "retract_after_step",
            "ORTHOGONAL_METHODS"]
@@ -62,11 +62,12 @@ def group_sort(x: torch.Tensor, group_size: int = 2) -> torch.Tensor:
     """
     group_size = check_int("group_size", group_size, minimum=1)
     check_tensor("x", x, min_ndim=1, floating=False, nonempty=False)
-    return _group_sort(x, group_size)
+    return group_sort_unchecked(x, group_size)
 
 
-def _group_sort(x: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Unchecked :func:`group_sort` except for the divisibility test (shapes are static)."""
+def group_sort_unchecked(x: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Unchecked :func:`group_sort` except for the divisibility test (shapes are static): the kernel
+    that :class:`GroupSort` and the runner's stacked forward (:mod:`isoplast_lite.engine`) call."""
     features = x.shape[-1]
     if features % group_size != 0:
         raise ValueError(
@@ -112,7 +113,7 @@ class GroupSort(nn.Module):
         self.group_size = check_int("group_size", group_size, minimum=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _group_sort(x, self.group_size)
+        return group_sort_unchecked(x, self.group_size)
 
     def extra_repr(self) -> str:
         return f"group_size={self.group_size}"
@@ -161,11 +162,21 @@ class OrthogonalLinear(nn.Module):
     so every singular value of :math:`W` equals 1. Two mechanisms (``method``):
 
     - ``"newton-schulz"`` (default; the paper's): ``weight`` is an ordinary parameter that any
-      optimizer updates freely, and after each optimizer step :meth:`retract_` (or
-      :func:`retract_` on the whole model, or the hook of :func:`retract_after_step`) pulls it
-      back by one Björck / Newton–Schulz step :math:`W \leftarrow \tfrac32 W - \tfrac12 W W^\top
-      W`, the polar factor of :math:`W` to first order
-      (:func:`isoplast_lite.isometry.newton_schulz`). If the step moved the singular values by
+      optimizer updates freely, and one Björck / Newton–Schulz step :math:`W \leftarrow
+      \tfrac32 W - \tfrac12 W W^\top W`, the polar factor of :math:`W` to first order
+      (:func:`isoplast_lite.isometry.newton_schulz`), pulls it back after each change: the
+      layer retracts lazily, at the first forward after its weight changed in place (an
+      optimizer step, an in-place edit), whatever loop trains it. A change is detected by the
+      weight's version counter (``weight._version``, a Python integer: no device sync and no
+      work in a forward that follows no change). :meth:`retract_` (or :func:`retract_` on the
+      whole model, or the hook of :func:`retract_after_step`) does it right after the step
+      instead, and the next forward then finds nothing to do; both give the same numbers.
+      A weight read directly after a step (``layer.weight``, ``state_dict``) is the optimizer's,
+      not yet retracted. A weight loaded by ``load_state_dict``, assigned as a new parameter or
+      copied with the module (``copy.deepcopy``) is taken as it is (a saved state is restored
+      exactly); weights passed to ``torch.func.functional_call`` belong to the caller and are
+      never modified (the runner retracts its stacked weights itself,
+      :func:`isoplast_lite.engine.retract_stacked_`). If the step moved the singular values by
       :math:`\delta`, one retraction leaves them within about :math:`\tfrac32\delta^2` of 1.
       Documented bound: with one retraction after each Adam step at lr 1e-3, after 1000 steps
       every retracted weight has :math:`\max|\sigma - 1| \le 10^{-3}` and
@@ -173,8 +184,8 @@ class OrthogonalLinear(nn.Module):
       about :math:`5\cdot 10^{-5}` at width 64 and :math:`5\cdot 10^{-4}` at width 256 in
       float32, while one Adam step alone moves them by about :math:`2\cdot 10^{-2}`). Cost:
       two matrix products per layer and step (:math:`4\,d_{out} d_{in} \min(d_{out}, d_{in})`
-      FLOPs, independent of the batch), no work in the forward or backward pass. **Without a retraction the weight drifts** like any ``Linear``
-      weight: the training loop must call it.
+      FLOPs, independent of the batch), once per change (``benchmarks/orthogonal_lazy.py``
+      measures the lazy check and retraction against explicit ones).
     - ``"cayley"`` (exact reference): ``torch.nn.utils.parametrizations.orthogonal`` with the
       Cayley map and its default *trivialization*: the trained parameter is
       ``parametrizations.weight.original`` (an unconstrained matrix whose strictly lower triangle
@@ -219,7 +230,10 @@ class OrthogonalLinear(nn.Module):
         >>> gap = lambda w: float((w.T @ w - torch.eye(3)).abs().max())
         >>> round(gap(layer.weight.detach()), 2)
         0.32
-        >>> w = layer.retract_(steps=4).weight.detach()  # ... and retractions bring it back
+        >>> _ = layer(torch.ones(1, 3))  # the next forward retracts it once ...
+        >>> round(gap(layer.weight.detach()), 2)
+        0.09
+        >>> w = layer.retract_(steps=4).weight.detach()  # ... and more retractions by hand
         >>> w.shape, gap(w) < 1e-5
         (torch.Size([5, 3]), True)
         >>> exact = OrthogonalLinear(3, 5, method="cayley", generator=torch.Generator().manual_seed(0))
@@ -257,6 +271,7 @@ class OrthogonalLinear(nn.Module):
         # weights, layer by layer, in ``aei_mlp``).
         seed = None if generator is None else int(torch.randint(0, 2**62, (1,), generator=generator))
         if self.method == "newton-schulz":
+            self._mark_retracted()
             return
         # From here on ``self.weight`` is computed from ``parametrizations.weight.original``.
         if seed is None:
@@ -267,7 +282,40 @@ class OrthogonalLinear(nn.Module):
                 parametrizations.orthogonal(self, "weight", orthogonal_map="cayley", use_trivialization=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.method == "newton-schulz":
+            self._retract_if_changed()
         return nn.functional.linear(x, self.weight, self.bias)
+
+    def _mark_retracted(self) -> None:
+        """Record the weight as it is now (its identity and version) as needing no retraction."""
+        w = self._parameters.get("weight")  # absent if a parametrization took it over
+        self._retracted_key = None if w is None else (id(w), w._version)
+
+    def _retract_if_changed(self) -> None:
+        """One Newton–Schulz retraction if this layer's own weight changed in place since the last one.
+
+        Note (lazy retraction). The key is ``(id, _version)`` of the registered parameter; the
+        version counter grows with every in-place write (optimizer steps, ``copy_``), so a
+        forward after no change costs one tuple comparison. A tensor that is not an
+        ``nn.Parameter`` (``functional_call``'s arguments, ``torch.func`` wrappers) is the
+        caller's and is left alone; a new parameter object (assigned, or a ``deepcopy``) is
+        adopted as it is.
+        """
+        w = self.weight
+        if type(w) is not nn.Parameter:
+            return
+        key = getattr(self, "_retracted_key", None)
+        if key == (id(w), w._version):
+            return
+        if key is not None and key[0] == id(w):
+            with torch.no_grad():
+                w.copy_(newton_schulz_steps(w, 1))
+        self._mark_retracted()
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        if self.method == "newton-schulz":
+            self._mark_retracted()  # a saved state is restored as it was saved
 
     @torch.no_grad()
     def retract_(self, steps: int = 1, *, coefficients: str = "bjorck", interval: Optional[Tuple[float, float]] = None) -> "OrthogonalLinear":
@@ -286,9 +334,14 @@ class OrthogonalLinear(nn.Module):
             ``self``.
         """
         steps, coefficients, interval = _check_retraction(steps, coefficients, interval)
-        if self.method == "newton-schulz":
-            self.weight.copy_(_newton_schulz(self.weight, steps, coefficients, interval))
+        self._retract(steps, coefficients, interval)
         return self
+
+    @torch.no_grad()
+    def _retract(self, steps: int, coefficients: str, interval: Optional[Tuple[float, float]]) -> None:
+        if self.method == "newton-schulz":
+            self.weight.copy_(newton_schulz_steps(self.weight, steps, coefficients, interval))
+            self._mark_retracted()
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
@@ -298,16 +351,18 @@ class OrthogonalLinear(nn.Module):
 def _check_retraction(steps, coefficients, interval):
     steps = check_int("steps", steps, minimum=1)
     coefficients = check_choice("coefficients", coefficients, COEFFICIENTS)
-    return steps, coefficients, _check_interval(coefficients, interval)
+    return steps, coefficients, check_interval(coefficients, interval)
 
 
 @torch.no_grad()
 def retract_(model: nn.Module, steps: int = 1, *, coefficients: str = "bjorck", interval: Optional[Tuple[float, float]] = None) -> nn.Module:
     """Retract every Newton–Schulz :class:`OrthogonalLinear` of ``model`` (see its ``retract_``).
 
-    Call it after each optimizer step, whatever the optimizer (or let
-    :func:`retract_after_step` do so). Modules of other kinds, and ``"cayley"`` layers, are left
-    alone; a model without orthogonal layers is a no-op.
+    Optional since the layers retract lazily (at the first forward after a change, see
+    :class:`OrthogonalLinear`): called after each optimizer step (or by the hook of
+    :func:`retract_after_step`) it retracts at once, e.g. to read or save retracted weights, or
+    with more ``steps``. Modules of other kinds, and ``"cayley"`` layers, are left alone; a
+    model without orthogonal layers is a no-op.
 
     Args:
         model: any module.
@@ -334,8 +389,8 @@ def retract_(model: nn.Module, steps: int = 1, *, coefficients: str = "bjorck", 
     check_module("model", model)
     steps, coefficients, interval = _check_retraction(steps, coefficients, interval)
     for module in model.modules():
-        if isinstance(module, OrthogonalLinear) and module.method == "newton-schulz":
-            module.weight.copy_(_newton_schulz(module.weight, steps, coefficients, interval))
+        if isinstance(module, OrthogonalLinear):
+            module._retract(steps, coefficients, interval)
     return model
 
 

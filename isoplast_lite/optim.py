@@ -21,6 +21,7 @@ from torch.optim import Optimizer
 from torch.optim.adamw import adamw as _fused_adamw  # the functional AdamW; called with fused=True
 
 from ._validation import check_bool, check_int, check_nonnegative, check_unit_interval_open
+from .isometry import decayed_isometry_step, isometry_direction
 
 __all__ = ["AdamO", "EntryStepAdam", "adamo_update_", "hidden_head_groups", "iso_stability_product", "adamo_param_groups"]
 
@@ -36,40 +37,6 @@ def _as_matrices(param: torch.Tensor, seed_dims: int) -> torch.Tensor:
     ``flatten`` (not ``reshape(..., -1)``) so that empty parameters, e.g. ``(0, 3)``, work too.
     """
     return param.flatten(seed_dims + 1)
-
-
-def _gram_minus_identity(theta: torch.Tensor) -> Tuple[torch.Tensor, bool]:
-    r"""``(G, tall)``: :math:`G = \theta^\top\theta - I` for tall, :math:`\theta\theta^\top - I` for wide
-    matrices, shape ``(..., k, k)`` with ``k = min(d_out, d_in)``; ``theta`` is ``(..., d_out, d_in)``."""
-    tall = theta.shape[-2] >= theta.shape[-1]
-    gram = theta.mT @ theta if tall else theta @ theta.mT  # (..., k, k)
-    gram.diagonal(dim1=-2, dim2=-1).sub_(1.0)
-    return gram, tall
-
-
-def _isometry_direction(theta: torch.Tensor) -> torch.Tensor:
-    r""":math:`\nabla R_{iso}(\theta) / 4` for a stack of matrices ``(..., d_out, d_in)``: ``theta G``
-    (tall) or ``G theta`` (wide), a new tensor of ``theta``'s shape."""
-    gram, tall = _gram_minus_identity(theta)
-    return theta @ gram if tall else gram @ theta
-
-
-def _decay_and_isometry(theta: torch.Tensor, decay: float, iso_coef: float) -> torch.Tensor:
-    r"""Return ``decay * theta - iso_coef * grad R_iso(theta)`` for a stack of matrices.
-
-    Note (fusion): with :math:`G = \theta^\top\theta - I` (tall) the isometry gradient is
-    :math:`4\theta G`, so the weight-decay and isometry terms, both evaluated at
-    :math:`\theta_t`, are one ``addmm``: ``addmm(theta, theta, G, beta=decay, alpha=-4 c)``
-    (``G theta`` for wide matrices). ``theta`` has shape ``(..., d_out, d_in)``.
-    """
-    gram, tall = _gram_minus_identity(theta)
-    alpha = -4.0 * iso_coef
-    if theta.ndim == 2:
-        return torch.addmm(theta, theta, gram, beta=decay, alpha=alpha) if tall else torch.addmm(theta, gram, theta, beta=decay, alpha=alpha)
-    if theta.ndim == 3:
-        return torch.baddbmm(theta, theta, gram, beta=decay, alpha=alpha) if tall else torch.baddbmm(theta, gram, theta, beta=decay, alpha=alpha)
-    prod = theta @ gram if tall else gram @ theta
-    return prod.mul_(alpha).add_(theta, alpha=decay)
 
 
 def adamo_update_(
@@ -167,7 +134,7 @@ def adamo_update_(
     # Decoupled terms at theta_t (before the Adam step touches param).
     new_theta = None
     if iso_coef != 0.0 and _iso_applies(param, seed_dims):
-        new_theta = _decay_and_isometry(_as_matrices(param, seed_dims), decay, iso_coef).view(param.shape)
+        new_theta = decayed_isometry_step(_as_matrices(param, seed_dims), decay, iso_coef).view(param.shape)
     elif weight_decay != 0.0:
         param.mul_(decay)
 
@@ -191,7 +158,7 @@ class AdamO(Optimizer):
     .. math::
         &\textbf{input}: \eta\ (\text{lr}),\ \beta_1, \beta_2\ (\text{betas}),\ \epsilon,\
             \mu\ (\text{weight\_decay}),\ \lambda\ (\text{iso\_strength}),\
-            \eta_{iso}\ (\text{iso\_lr}; \text{None} \Rightarrow \eta),\
+            \eta_{iso}\ (\text{from iso\_lr and iso\_scaling, below}),\
             k\ (\text{iso\_every})\\
         &m_0 \leftarrow 0,\ v_0 \leftarrow 0 \\
         &\textbf{for}\ t = 1, 2, \ldots: \\
@@ -223,11 +190,30 @@ class AdamO(Optimizer):
     explicit Euler step of size :math:`k\,\eta_{iso}\lambda` on :math:`R_{iso}`, stable only
     while :math:`4k\,\eta_{iso}\lambda\,(3\sigma_{max}^2 - 1) < 2`.
 
-    How the coefficients meet the learning rate: the isometry step is
-    ``iso_lr * iso_strength * grad R_iso``. With ``iso_lr=None`` it is
-    ``lr * iso_strength * grad R_iso`` with the group's *current* ``lr``, so a learning-rate
-    scheduler scales it too; a number fixes it regardless of schedules. ``weight_decay`` is
-    AdamW's: ``theta <- theta - lr * weight_decay * theta``.
+    Step size of the isometry term, one formula per reading (``iso_scaling``): the step at
+    :math:`t` is :math:`s_t\,\nabla R_{iso}(\theta_{t-1})` on the steps that take it, with
+    :math:`\eta_t` the group's current ``lr`` and :math:`\eta_0` its ``lr`` at construction
+    (``initial_lr``):
+
+    .. math::
+        \text{"lr"}: \quad s_t = k\,\lambda \cdot
+            \begin{cases} \eta_t & \text{iso\_lr = None} \\ \text{iso\_lr} & \text{otherwise} \end{cases}
+        \qquad\qquad
+        \text{"schedule"}: \quad s_t = k\,\lambda \cdot \frac{\eta_t}{\eta_0} \cdot
+            \begin{cases} 1 & \text{iso\_lr = None} \\ \text{iso\_lr} & \text{otherwise} \end{cases}
+
+    So ``iso_lr=None`` means "the learning rate" under ``"lr"`` (a scheduler scales the step
+    with ``lr``) and "1" under ``"schedule"`` (only the schedule's multiplier
+    :math:`\eta_t/\eta_0` scales it); a number replaces that factor (under ``"lr"`` it is then
+    fixed regardless of schedules). ``weight_decay`` is AdamW's in both:
+    ``theta <- theta - lr * weight_decay * theta``.
+
+    Default :math:`\lambda` = ``iso_strength=1e-3``, the paper's stated value (``PAPER.md``,
+    quoted with its lr 1e-3). The runner's methods default to
+    :data:`isoplast_lite.methods.DEFAULT_ISO_STRENGTH` = 0.1 instead, our probes' value, for a
+    stated reason: under the ``"lr"`` reading at lr 1e-3, :math:`\lambda = 10^{-3}` halves
+    :math:`R_{iso}` in about :math:`\ln 2 / (16\,\eta\lambda) \approx 43\,000` steps, ten times
+    longer than the book's runs; 0.1 brings it to about 430.
 
     Which parameters get the isometry step: those with ``ndim - seed_dims >= 2`` (weight
     matrices and conv kernels, reshaped to ``(out, in * k * ...)``); biases and other vectors
@@ -507,7 +493,7 @@ class AdamO(Optimizer):
             steps = [s["step"] for p, s in zip(params, states) if _iso_applies(p, seed_dims)]
             counts = torch.stack(steps).tolist() if len({t.device for t in steps}) == 1 else [t.item() for t in steps]
             iso_params = [p for p, t in zip(iso_params, counts) if (int(t) + 1) % k == 0]
-        directions = [_isometry_direction(_as_matrices(p, seed_dims)).view(p.shape) for p in iso_params]
+        directions = [isometry_direction(_as_matrices(p, seed_dims)).view(p.shape) for p in iso_params]
 
         beta1, beta2 = group["betas"]
         _fused_adamw(

@@ -7,8 +7,10 @@ project's one interval convention (:func:`isoplast_lite.stats.mean_ci`).
 
 * :func:`set_theme`: the book's seaborn theme (call once per chapter).
 * :func:`method_style` / :func:`method_palette`: fixed colour, line style and marker per method;
-  :data:`FAMILIES` groups the methods; an unknown (e.g. user-registered) name gets a colour
-  from a hash of its name, the same in every process.
+  colours and :data:`FAMILIES` (the groups) come from each method's class (``Method.colour``,
+  ``Method.family``), so a user-registered method declares its own; one that declares no
+  colour gets a colour from a hash of its name, the same in every process.
+* :func:`method_order`: the book's order of methods (references, then family by family).
 * :func:`label`: the words or math for a column name (``"test_acc"`` -> ``"test accuracy"``).
 * :func:`seed_summary`: per group and x, the mean over seeds and its interval; on log measures
   the geometric mean (the interval of the mean of log10, mapped back).
@@ -33,7 +35,7 @@ from __future__ import annotations
 import math
 import warnings
 import zlib
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -42,7 +44,7 @@ from .stats import mean_ci
 
 __all__ = [
     "set_theme", "FAMILIES", "REFERENCES", "LABELS", "LOG_MEASURES", "FRACTIONS", "DEFAULT_MEASURES",
-    "family", "method_style", "method_palette", "label", "seed_summary", "lineplot",
+    "family", "method_style", "method_palette", "method_order", "label", "seed_summary", "lineplot",
     "small_multiples", "task_axis", "legend_outside", "run_labels", "plot_results",
 ]  # fmt: skip
 
@@ -52,31 +54,54 @@ OKABE_ITO = {
     "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7",
 }  # fmt: skip
 
-#: Method families (our grouping), in panel order. The paper's methods come last.
-FAMILIES: Dict[str, tuple] = {
-    "Adam-like": ("adam", "adamw", "l2", "l2-init"),
-    "resets": ("shrink-perturb", "shrink-perturb-step", "redo"),
-    "regularizers": ("spectral", "layernorm", "coupled-iso", "parseval"),
-    "the paper's": ("adamo", "aei-adam", "aei-adamo"),
-}
+#: families that get no panel of their own: "other" (undeclared) and the fresh-network reference
+_NOT_PANELS = ("other", "reference")
+
+
+class _Families(Mapping):
+    """``{family: (method, ...)}`` read from the registry at each use: every registered method
+    (user-registered ones too) with its class's ``family``, families in the order of their first
+    method's registration, methods in registration order; ``"other"`` and ``"reference"`` have no
+    panel and are left out."""
+
+    def _current(self) -> Dict[str, tuple]:
+        from .methods import METHODS, method_info
+
+        out: Dict[str, list] = {}
+        for name in METHODS:
+            fam = method_info(name).family
+            if fam not in _NOT_PANELS:
+                out.setdefault(fam, []).append(name)
+        return {f: tuple(ms) for f, ms in out.items()}
+
+    def __getitem__(self, key: str) -> tuple:
+        return self._current()[key]
+
+    def __iter__(self):
+        return iter(self._current())
+
+    def __len__(self) -> int:
+        return len(self._current())
+
+    def __repr__(self) -> str:
+        return repr(self._current())
+
+
+#: Method families in panel order, from each method's declaration (``Method.family``, see
+#: :mod:`isoplast_lite.methods`): "Adam-like", "resets", "regularizers", "the paper's", then our
+#: interventions and any family a user-registered method declares.
+FAMILIES: Mapping = _Families()
 #: drawn in every panel of :func:`small_multiples` as references.
 REFERENCES = ("adam", "adamo")
 
-# Colours are unique within a family and never the references' black and vermillion, so a panel
-# (one family + the references) has at most 5 distinct colours; the family sets line style and
-# marker, so (colour, style) is unique over the whole book.
-_COLOURS = {
-    "adam": "black", "adamw": "sky", "l2": "green", "l2-init": "purple",
-    "shrink-perturb": "sky", "shrink-perturb-step": "purple", "redo": "green",
-    "spectral": "sky", "layernorm": "green", "coupled-iso": "purple", "parseval": "orange",
-    "adamo": "vermillion", "aei-adam": "orange", "aei-adamo": "blue",
-}  # fmt: skip
+# A method's colour is declared on its class (``Method.colour``: unique within its family and
+# never the references' black and vermillion, so a panel, one family + the references, has at
+# most 5 distinct colours); the family sets line style and marker, so (colour, style) is unique
+# over the whole book.
 _FAMILY_STYLE = {
     "Adam-like": ("-", "o"), "resets": ("--", "s"), "regularizers": ("-.", "^"),
-    "the paper's": ("-", "D"), "other": (":", "v"),
+    "the paper's": ("-", "D"), "interventions": (":", "P"), "reference": ("--", "."), "other": (":", "v"),
 }  # fmt: skip
-#: the fresh-network reference of plasticity (``methods.Fresh``): grey and dashed, never a method's colour
-_REFERENCE_STYLES = {"fresh": {"color": "#7F7F7F", "linestyle": "--", "marker": "."}}
 _HASHED = ("orange", "sky", "green", "blue", "purple", "yellow")  # for names we do not know
 
 #: column -> the words (or math) a figure shows.
@@ -115,7 +140,7 @@ def set_theme() -> None:
 
 
 def family(method: str) -> str:
-    """The family of ``method`` in :data:`FAMILIES`, or ``"other"``.
+    """The family ``method``'s class declares (``Method.family``), or ``"other"`` for a name not registered.
 
     Example:
         >>> family("redo"), family("my-method")
@@ -123,26 +148,52 @@ def family(method: str) -> str:
     """
     if not isinstance(method, str):
         raise TypeError(f"method must be a str, got {type(method).__name__}")
-    return next((f for f, members in FAMILIES.items() if method in members), "other")
+    from .methods import METHODS, method_info
+
+    return method_info(method).family if method in METHODS else "other"
 
 
 def method_style(method: str) -> dict:
     """Fixed ``{"color", "linestyle", "marker"}`` of ``method``, the same in every figure.
 
-    A name outside :data:`FAMILIES` gets a dotted line and a colour chosen by the CRC-32 of its
-    name (deterministic across processes, unlike ``hash``); the reference ``"fresh"`` (a fresh
-    network at every task) is grey and dashed.
+    The colour is the one the method's class declares (``Method.colour``); a method that
+    declares none, or a name not registered, gets a colour chosen by the CRC-32 of its name
+    (deterministic across processes, unlike ``hash``). The family sets the line style and marker
+    (dotted for ``"other"``); the reference ``"fresh"`` (a fresh network at every task) is grey
+    and dashed.
 
     Example:
         >>> method_style("adam")
         {'color': '#000000', 'linestyle': '-', 'marker': 'o'}
     """
-    if method in _REFERENCE_STYLES:
-        return dict(_REFERENCE_STYLES[method])
+    from .methods import METHODS, method_info
+
     fam = family(method)
-    name = _COLOURS.get(method) or _HASHED[zlib.crc32(method.encode("utf-8")) % len(_HASHED)]
-    linestyle, marker = _FAMILY_STYLE[fam]
-    return {"color": OKABE_ITO[name], "linestyle": linestyle, "marker": marker}
+    declared = method_info(method).colour if method in METHODS else None
+    name = declared or _HASHED[zlib.crc32(method.encode("utf-8")) % len(_HASHED)]
+    linestyle, marker = _FAMILY_STYLE.get(fam, _FAMILY_STYLE["other"])
+    return {"color": OKABE_ITO.get(name, name), "linestyle": linestyle, "marker": marker}
+
+
+def method_order(methods: Optional[Sequence[str]] = None) -> list:
+    """The book's order of methods: :data:`REFERENCES`, then those outside the panel families
+    (the fresh reference, undeclared families), then family by family (:data:`FAMILIES`).
+
+    Args:
+        methods: the names to order (default: every registered method); names not registered
+            go with those outside the families, in their given order.
+
+    Example:
+        >>> method_order(["layernorm", "fresh", "redo", "adam"])
+        ['adam', 'fresh', 'redo', 'layernorm']
+    """
+    from .methods import METHODS
+
+    names = list(METHODS) if methods is None else [str(m) for m in methods]
+    in_families = [m for ms in FAMILIES.values() for m in ms]
+    refs = [m for m in REFERENCES if m in names]
+    outside = [m for m in names if m not in refs and m not in in_families]
+    return refs + outside + [m for m in in_families if m in names and m not in refs]
 
 
 def method_palette(methods: Sequence[str]) -> dict:
@@ -357,7 +408,7 @@ def small_multiples(df: pd.DataFrame, y: Union[str, Sequence[str]], *, families:
     present = list(dict.fromkeys(df["method"].astype(str)))
     refs = [r for r in references if r in present]
     members = {f: [m for m in ms if m in present and m not in refs] for f, ms in FAMILIES.items()}
-    members["other"] = [m for m in present if family(m) == "other" and m not in refs]
+    members["other"] = [m for m in present if family(m) not in members and m not in refs]
     if families is None:
         families = [f for f, ms in members.items() if ms] or ["the paper's"]
     unknown = [f for f in families if f not in members]

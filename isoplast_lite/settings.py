@@ -64,6 +64,10 @@ class SettingSpec:
         is allowed. default: the default value. help: one line saying what it means.
         low, high: bounds of a number (``None``: unbounded); ``low_open``/``high_open`` make
         them strict. choices: the allowed values of a ``str`` setting (``None``: any).
+        stackable: the setting only scales per-seed computations (a penalty, a decay, a step
+        size, a threshold), so runs that differ only in it could share one stacked model,
+        seed-like (a declaration for the runner; ``False``: it changes the architecture, the
+        optimizer or the control flow).
     """
 
     name: str
@@ -76,6 +80,7 @@ class SettingSpec:
     low_open: bool = False
     high_open: bool = False
     choices: Optional[Tuple[str, ...]] = None
+    stackable: bool = False
 
     def allowed(self) -> str:
         """What is allowed, in words (for error messages and ``--help``)."""
@@ -95,7 +100,8 @@ class SettingSpec:
 
 
 def setting(default: Any, *, help: str, low: Optional[float] = None, high: Optional[float] = None,
-            low_open: bool = False, high_open: bool = False, choices: Optional[Tuple[str, ...]] = None) -> Any:  # fmt: skip
+            low_open: bool = False, high_open: bool = False, choices: Optional[Tuple[str, ...]] = None,
+            stackable: bool = False) -> Any:  # fmt: skip
     """A dataclass field declaring one method setting (use as the field's default).
 
     Args:
@@ -103,11 +109,15 @@ def setting(default: Any, *, help: str, low: Optional[float] = None, high: Optio
         help: one line: what the setting means (shown by ``--help``).
         low, high: bounds of a numeric setting; ``low_open``/``high_open`` make them strict.
         choices: the allowed values of a ``str`` setting.
+        stackable: whether runs differing only in this setting may be stacked beside seeds
+            (see :class:`SettingSpec`; default ``False``, the safe answer).
     """
     if not isinstance(help, str) or not help.strip() or "\n" in help:
         raise ValueError(f"help must be one non-empty line, got {help!r}")
+    if not isinstance(stackable, bool):
+        raise TypeError(f"stackable must be a bool, got {stackable!r}")
     meta = {"help": help, "low": low, "high": high, "low_open": bool(low_open), "high_open": bool(high_open),
-            "choices": None if choices is None else tuple(choices)}  # fmt: skip
+            "choices": None if choices is None else tuple(choices), "stackable": stackable}  # fmt: skip
     return dataclasses.field(default=default, metadata={_META: meta})
 
 

@@ -5,8 +5,8 @@ import torch
 
 from isoplast_lite import isometry_grad, isometry_penalty
 from isoplast_lite.isometry import (
-    _isometry_grad_matrix,
-    _isometry_penalty_matrix,
+    isometry_grad_matrix,
+    isometry_penalty_matrix,
     isometry_grad_terms,
     newton_schulz,
     partial_isometry_measures,
@@ -50,8 +50,8 @@ def test_penalty_and_grad_vanish_at_semi_orthogonal_matrices(gen, shape):
 def test_batched_private_helpers_equal_per_matrix_loop(gen):
     for shape in [(7, 4), (3, 8)]:
         stack = torch.randn(3, 2, *shape, generator=gen, dtype=torch.float64)  # (S1, S2, out, in)
-        grads = _isometry_grad_matrix(stack)
-        penalties = _isometry_penalty_matrix(stack)
+        grads = isometry_grad_matrix(stack)
+        penalties = isometry_penalty_matrix(stack)
         assert grads.shape == stack.shape and penalties.shape == (3, 2)
         for i in range(3):
             for j in range(2):
@@ -138,3 +138,29 @@ def test_grad_terms_cancel_row_by_row_at_a_semi_orthogonal_tall_matrix(gen):
     torch.testing.assert_close(r + d, isometry_grad(conv))
     with pytest.raises(ValueError, match="W"):
         isometry_grad_terms(torch.full((2, 2), float("nan")))
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 4), (3, 4, 7), (2, 5, 5)])
+def test_the_kernel_is_the_textbook_formula_bit_for_bit(gen, shape):
+    """gram_deviation / isometry_direction against the formulas the methods wrote before (one kernel
+    since issue 25): Parseval's ``W W^T - s I`` (rows, with gradients), adamo-target's
+    ``(W W^T - T) W`` / ``W (W^T W - T)`` and AdamO's ``W (W^T W - I)`` / ``(W W^T - I) W``."""
+    from isoplast_lite.isometry import gram_deviation, isometry_direction
+
+    W = torch.randn(*shape, generator=gen).requires_grad_(True)
+    V = W.detach().clone().requires_grad_(True)
+    eye = torch.eye(shape[1])
+    mine = gram_deviation(W, 1.7, tall=False)[0].square().sum()
+    textbook = (V @ V.mT - 1.7 * eye).square().sum()
+    assert torch.equal(mine, textbook)
+    mine.backward(), textbook.backward()
+    assert torch.equal(W.grad, V.grad)
+    X = W.detach()
+    k = min(shape[1], shape[2])
+    T = torch.diag(torch.logspace(-0.3, 0.3, k) ** 2)
+    rows = shape[1] <= shape[2]
+    expected = (X @ X.mT - T) @ X if rows else X @ (X.mT @ X - T)
+    assert torch.equal(isometry_direction(X, T, tall=not rows), expected)
+    tall = shape[1] >= shape[2]
+    expected = X @ (X.mT @ X - torch.eye(k)) if tall else (X @ X.mT - torch.eye(k)) @ X
+    assert torch.equal(isometry_direction(X), expected)

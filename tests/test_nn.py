@@ -313,3 +313,51 @@ def test_public_api_matches_developing_md():
     assert set(isoplast_lite.__all__) == expected
     assert all(hasattr(isoplast_lite, name) for name in expected)
     assert isoplast_lite.__version__ == "0.1.0"
+
+
+def test_orthogonal_linear_stays_orthogonal_in_a_plain_adam_loop():
+    """No retract_ call anywhere: the layer retracts lazily before each forward after a step.
+
+    Oracle: the same loop with an explicit retract_ after every step (bit for bit), and an
+    nn.Linear with the same initial weight, which drifts far off the orthogonal set."""
+    g = torch.Generator().manual_seed(0)
+    layers = [OrthogonalLinear(12, 12, generator=torch.Generator().manual_seed(3)) for _ in range(2)]
+    plain = torch.nn.Linear(12, 12)
+    plain.load_state_dict(layers[0].state_dict())
+    x, y = torch.randn(32, 12, generator=g), torch.randn(32, 12, generator=g)
+    for i, mod in enumerate([*layers, plain]):
+        opt = torch.optim.Adam(mod.parameters(), lr=1e-2)
+        for _ in range(20):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(mod(x), y).backward()
+            opt.step()
+            if i == 1:
+                retract_(mod)  # the explicit retraction: the next forward finds nothing to do
+        mod(x)
+    gap = [float(torch.linalg.matrix_norm(m.weight.detach().T @ m.weight.detach() - torch.eye(12))) for m in (*layers, plain)]
+    assert gap[0] < 0.05 and gap[2] > 1.0, gap
+    assert torch.equal(layers[0].weight, layers[1].weight)
+
+
+def test_lazy_retraction_leaves_copies_loaded_states_and_functional_weights_alone(gen):
+    layer = OrthogonalLinear(6, 4, generator=gen)
+    with torch.no_grad():
+        layer.weight.mul_(1.1)  # an in-place change: retracted at the next forward
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+    twin = copy.deepcopy(layer)
+    loaded = OrthogonalLinear(6, 4)
+    loaded.load_state_dict(state)
+    x = torch.randn(3, 6, generator=gen)
+    out = torch.func.functional_call(layer, {k: v.clone() for k, v in state.items()}, (x,))
+    torch.testing.assert_close(out, x @ state["weight"].T + state["bias"])  # the caller's weights, as given
+    assert torch.equal(layer.weight, state["weight"])  # untouched by the functional call
+    for m in (twin, loaded):  # a copy and a loaded state are taken as they are
+        m(x)
+        assert torch.equal(m.weight, state["weight"])
+    layer(x)
+    w = layer.weight.detach()
+    assert not torch.equal(w, state["weight"])
+    torch.testing.assert_close(w, newton_schulz(state["weight"], steps=1, normalize=False), rtol=0, atol=1e-6)
+    before = w.clone()
+    layer(x)  # no change since: nothing to do
+    assert torch.equal(layer.weight, before)

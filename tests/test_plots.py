@@ -60,7 +60,7 @@ def _assert_legend_outside(fig):
 def test_small_multiples_panels_labels_ticks_legend():
     df = _frame()
     fig = plots.small_multiples(df, ["train_acc", "ntk_cond"])
-    assert [ax.get_title() for ax in fig.axes[:4]] == list(plots.FAMILIES)
+    assert [ax.get_title() for ax in fig.axes[:4]] == list(plots.FAMILIES)[:4]  # the families present (not the interventions)
     for ax in fig.axes:
         names = [ln.get_label() for ln in _mean_lines(ax)]
         assert names[-2:] == ["adam", "adamo"]  # the references in every panel, drawn last (on top)

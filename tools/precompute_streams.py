@@ -6,15 +6,17 @@ Two phases, both through the runner's cache (``--cache``, default ``$ISOPLAST_CA
 interrupted precomputation resumes where it stopped and no configuration is trained twice:
 
 1. **Tuning** (the same small budget for every method that has a main hyperparameter,
-   AdamO's lambda included): each value of :data:`GRIDS` on :data:`TUNE_SEEDS` (seeds 100-101,
+   AdamO's lambda included): each value of :func:`grids` (each method's ``Method.tuning``) on :data:`TUNE_SEEDS` (seeds 100-101,
    never used for the results) over the first quarter of the stream (:func:`tuning_tasks`).
    The score of a value is the accuracy reached on each new task (:data:`STREAMS` ``metric``:
    held-out accuracy on the permuted and label-shuffled streams, end-of-task training accuracy
    on the random-label ones, which have no held-out labels), averaged over the second half of
    the tuning tasks and over the tuning seeds. The highest score wins; a value whose run
    diverged scores minus infinity; ties go to the earlier value of the grid.
-2. **Results**: every method at its chosen value (and the untuned ones: ``adam``, the
-   ``fresh`` reference, ``layernorm``, ``aei-adam``) on seeds 0-7 over the whole stream.
+2. **Results**: every method at its chosen value (and the untuned ones, :func:`untuned`:
+   ``adam``, the ``fresh`` reference, ``layernorm``, ``aei-adam``) on seeds 0-7 over the whole
+   stream. The methods are the registry's compared ones (``Method.compared``), so a method
+   registered with a tuning grid is tuned and run with no edit here.
 
 Writes, per stream, ``{stream}.csv.gz`` (the results' rows), ``{stream}-tuning.csv.gz`` (every
 tuning run's rows), ``search.csv`` (a copy of ``tools/search_streams/summary.csv``, the search
@@ -66,27 +68,38 @@ STREAMS = {
         metric="test_acc", source="tools/search_streams.py (confirmed on seeds 10-15): a long stream of 4-epoch tasks, width 32"),
 }
 
-#: method -> (its main hyperparameter, the values tried): 3-4 values each, around the method's
-#: published or default value. Shrink & Perturb per step tunes its noise at a fixed shrink of 1e-4.
-GRIDS = {
-    "adamo": ("iso_strength", (0.01, 0.1, 1.0)),
-    "adamw": ("weight_decay", (0.01, 0.1, 1.0, 10.0)),
-    "l2": ("strength", (1e-5, 1e-4, 1e-3)),
-    "l2-init": ("strength", (1e-3, 1e-2, 1e-1)),
-    "shrink-perturb": ("shrink", (0.4, 0.8, 0.95)),
-    "shrink-perturb-step": ("noise", (1e-5, 1e-4, 1e-3)),
-    "redo": ("tau", (0.0, 0.025, 0.1)),
-    "spectral": ("strength", (1e-4, 1e-3, 1e-2)),
-    "coupled-iso": ("iso_strength", (1e-3, 1e-2, 1e-1)),
-    "parseval": ("strength", (1e-4, 1e-3, 1e-2)),
-    "aei-adamo": ("iso_strength", (0.01, 0.1, 1.0)),
-}
-#: methods without a main hyperparameter to tune (the learning rate is the stream's, for all)
-UNTUNED = ("adam", "fresh", "layernorm", "aei-adam")
 RESULT_SEEDS = dict(seeds=8, first_seed=0)
 TUNE_SEEDS = dict(seeds=2, first_seed=100)
-#: methods whose step costs several times Adam's at these widths (the scheduler starts them first)
-_SLOW = {"parseval": 3.0, "coupled-iso": 3.0, "aei-adamo": 1.3, "aei-adam": 1.3, "adamo": 1.2}
+
+
+def grids() -> "dict[str, tuple[str, tuple]]":
+    """Method -> (its main hyperparameter, the values tried), from each compared method's class
+    (``Method.tuning``: 3-4 values around the method's published or default value), in the
+    book's order (``plots.method_order``: AdamO first). Read from the registry at each call, so a
+    method registered from a user module is tuned with no edit here."""
+    from isoplast_lite.methods import method_info
+    from isoplast_lite.plots import method_order
+
+    infos = [method_info(m) for m in method_order()]
+    return {i.name: i.tuning for i in infos if i.compared and i.tuning is not None}
+
+
+def untuned() -> "tuple[str, ...]":
+    """The compared methods without a main hyperparameter to tune (the learning rate is the
+    stream's, for all), in the book's order: Adam, the ``fresh`` reference, LayerNorm, AEI."""
+    from isoplast_lite.methods import method_info
+    from isoplast_lite.plots import method_order
+
+    return tuple(m for m in method_order() if method_info(m).compared and method_info(m).tuning is None)
+
+
+def __getattr__(name: str):
+    """``GRIDS`` and ``UNTUNED``: :func:`grids` and :func:`untuned` now (the registry's state)."""
+    if name == "GRIDS":
+        return grids()
+    if name == "UNTUNED":
+        return untuned()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def tuning_tasks(n_tasks: int) -> int:
@@ -105,7 +118,7 @@ def tuning_configs(stream: str):
 
     spec = STREAMS[stream]
     fields = dict(spec["fields"], n_tasks=tuning_tasks(spec["fields"]["n_tasks"]), **TUNE_SEEDS)
-    return [(m, v, Config(method=m, settings={name: v}, **fields)) for m, (name, values) in GRIDS.items() for v in values]
+    return [(m, v, Config(method=m, settings={name: v}, **fields)) for m, (name, values) in grids().items() for v in values]
 
 
 def score(rows, metric: str, n_tuning_tasks: int) -> float:
@@ -129,8 +142,8 @@ def result_configs(stream: str, chosen: "dict[str, dict]"):
     from isoplast_lite.run import Config
 
     fields = dict(STREAMS[stream]["fields"], **RESULT_SEEDS)
-    cfgs = [Config(method=m, **fields) for m in UNTUNED]
-    cfgs += [Config(method=m, settings=chosen[m], **fields) for m in GRIDS]
+    cfgs = [Config(method=m, **fields) for m in untuned()]
+    cfgs += [Config(method=m, settings=chosen[m], **fields) for m in grids()]
     return cfgs
 
 
@@ -164,7 +177,11 @@ def _label(cfg) -> str:
 
 
 def _cost(cfg) -> float:
-    return cfg.n_tasks * cfg.steps_per_task * math.sqrt(cfg.batch_size) * math.sqrt(cfg.seeds) * _SLOW.get(cfg.method, 1.0)
+    """Relative work of a run (the scheduler starts the largest first); ``Method.cost`` is the
+    method's step cost relative to Adam's."""
+    from isoplast_lite.methods import method_info
+
+    return cfg.n_tasks * cfg.steps_per_task * math.sqrt(cfg.batch_size) * math.sqrt(cfg.seeds) * method_info(cfg.method).cost
 
 
 def _init_worker():
@@ -244,6 +261,7 @@ def main(argv=None) -> int:
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
 
+    GRIDS, UNTUNED = grids(), untuned()  # noqa: N806 (the registry's, read once per run)
     started = time.perf_counter()
     log(f"tuning: {sum(len(v) for v in tuning.values())} configurations")
     times = run_all([c for s in args.streams for _, _, c in tuning[s]], cache, args.jobs, log)

@@ -68,17 +68,20 @@ recorded without training. The diverged rows are cached like any others, so a re
 redo the run. Files written before the column existed lack it; :func:`with_diverged_column`
 reads a missing column as "not diverged".
 
-Cache: results are stored under ``cache_dir`` (default ``$ISOPLAST_CACHE`` or
-``~/.cache/isoplast``) in a folder named by the SHA-256 of the canonical JSON of the config
-(:meth:`Config.to_json`: the run's fields, the method's name, ``version`` and settings; no other
-method's) plus ``isoplast_lite.__version__``. After every task the model, optimizer and method
-state and the rows so far are checkpointed atomically (``torch.save`` to a temporary file, then
-``os.replace``), so an interrupted run (Ctrl-C) resumes at the task where it stopped and a
-re-run of a finished config returns from the cache. Every CSV of an entry has a SHA-256 sidecar
+Cache (:mod:`isoplast_lite.cache`): results are stored under ``cache_dir`` (default
+``$ISOPLAST_CACHE`` or ``~/.cache/isoplast``) in a folder named by :func:`cache_key`: the SHA-256
+of the config's canonical JSON (:meth:`Config.to_json`: the run's fields, the method's name,
+``version`` and settings; no other method's), ``isoplast_lite.__version__``, the method's identity
+(module, qualified name, hash of its source) and a hash of the library code that computes results
+(``key.json`` in the folder lists them). After every task the model, optimizer and method state and
+the rows so far are checkpointed atomically (tensors and plain values only, read back with
+``torch.load(weights_only=True)``; a SHA-256 sidecar written after the file and checked before it
+is read), so an interrupted run (Ctrl-C) resumes at the task where it stopped and a re-run of a
+finished config returns from the cache. Every CSV of an entry has a SHA-256 sidecar
 (``result.csv.sha256``, ``sha256sum -c`` format) that is verified when the entry is served; an
-unreadable, malformed or edited entry is recomputed with a warning (entries of earlier versions,
-without a sidecar, are served after the schema check). Temporary files left by interrupted
-writes are removed at the next run of the config.
+unreadable, malformed, edited or unverifiable (no sidecar) entry or checkpoint is recomputed with a
+one-line warning. Temporary files left by interrupted writes are removed at the next run of the
+config.
 
 Before training, :func:`check_config` rejects what cannot run (a device that is not there, more
 training images than the data set holds, sizes the memory cannot hold, a width a method cannot
@@ -111,8 +114,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
 import json
 import math
 import os
@@ -125,7 +126,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import __version__, _files
+from . import _files, cache
+from .cache import cache_key, default_cache_dir
 from ._validation import ConfigError, check_choice, check_int, check_nonnegative, check_positive, check_probability
 from .diagnostics import (
     _dormant_mask,
@@ -282,16 +284,6 @@ class Config:
         return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
 
-def cache_key(cfg: Config) -> str:
-    """SHA-256 of the canonical JSON of ``cfg`` and the library version."""
-    return hashlib.sha256((cfg.to_json() + "|" + __version__).encode()).hexdigest()
-
-
-def default_cache_dir() -> Path:
-    """``$ISOPLAST_CACHE`` or ``~/.cache/isoplast``."""
-    return Path(os.environ.get("ISOPLAST_CACHE", Path.home() / ".cache" / "isoplast"))
-
-
 def with_diverged_column(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with the columns of today's result files: files written before a column existed
     lack it. A missing ``diverged`` means "not diverged" (such runs were finite, or they
@@ -411,13 +403,6 @@ def check_config(cfg: Config, *, seed_batch: Optional[int] = None) -> None:
                                   f"the {available / 1e9:.3g} GB available on {device}; allowed: smaller sizes")  # fmt: skip
 
 
-def _write_entry(path: Path, df: pd.DataFrame) -> None:
-    """Write a cache CSV atomically, then its SHA-256 sidecar."""
-    data = df.to_csv(index=False).encode()
-    _files.atomic_write(path, lambda h: h.write(data))
-    _files.write_checksum(path, data)
-
-
 def _progress_enabled(progress: Optional[bool]) -> bool:
     if progress is not None:
         return bool(progress)
@@ -426,39 +411,7 @@ def _progress_enabled(progress: Optional[bool]) -> bool:
 
 def _load_entry(path: Path, n_rows: int, columns: tuple = RESULT_COLUMNS) -> Optional[pd.DataFrame]:
     """A cached CSV of ``n_rows`` rows and ``columns``, verified against its checksum (``None``: recompute it)."""
-    if not path.exists():
-        return None
-    try:
-        data = path.read_bytes()
-        if _files.verify_checksum(path, data) is False:
-            raise ValueError(f"its content does not match its checksum {_files.checksum_path(path).name}: edited or damaged")
-        df = pd.read_csv(io.BytesIO(data))
-        if columns == RESULT_COLUMNS:
-            df = with_diverged_column(df)
-        if tuple(df.columns) != columns:
-            raise ValueError(f"columns {tuple(df.columns)} != {columns}")
-        if len(df) != n_rows:
-            raise ValueError(f"{len(df)} rows, expected {n_rows}")
-        return df
-    except Exception as err:  # unreadable / wrong schema / edited: recompute
-        warnings.warn(f"corrupt cache entry {path} ({err}); recomputing", RuntimeWarning, stacklevel=3)
-        path.unlink(missing_ok=True)
-        _files.checksum_path(path).unlink(missing_ok=True)
-        return None
-
-
-def _load_checkpoint(path: Path, key: str) -> Optional[dict]:
-    if not path.exists():
-        return None
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(ckpt, dict) or ckpt.get("schema") != _SCHEMA or ckpt.get("key") != key:
-            raise ValueError("wrong schema or key")
-        return ckpt
-    except Exception as err:
-        warnings.warn(f"corrupt checkpoint {path} ({err}); restarting this config", RuntimeWarning, stacklevel=3)
-        path.unlink(missing_ok=True)
-        return None
+    return cache.load_entry(path, n_rows, columns, with_diverged_column if columns == RESULT_COLUMNS else None, stacklevel=4)
 
 
 def _to_device(obj, device):
@@ -691,7 +644,7 @@ def _save_checkpoint(path: Path, key: str, next_task: int, tables: Tuple[List[di
     state = {"schema": _SCHEMA, "key": key, "next_task": next_task, "rows": rows, "layer_rows": layer_rows, "spectrum_rows": spectrum_rows,
              "stack": _to_device(stack.state(), "cpu"), "opt": opt.state_dict(),
              "method": _to_device(method.state_dict(), "cpu")}  # fmt: skip
-    _files.atomic_write(path, lambda h: torch.save(state, h))
+    cache.save_checkpoint(path, state)
 
 
 def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], key: str, progress: bool,
@@ -713,7 +666,7 @@ def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], 
     layer_rows: List[dict] = []
     spectrum_rows: List[dict] = []
     start = 0
-    ckpt = _load_checkpoint(ckpt_path, key) if ckpt_path is not None else None
+    ckpt = cache.load_checkpoint(ckpt_path, key, schema=_SCHEMA) if ckpt_path is not None else None
     if ckpt is not None:
         stack.load_state(_to_device(ckpt["stack"], device))
         opt.load_state_dict(ckpt["opt"])
@@ -834,12 +787,12 @@ def run(
             missing = " or ".join(_TABLES[t][2] for t, e in zip(wanted, extra) if e is None)
             warnings.warn(f"cache entry {folder} has no {missing} (made before it existed); recomputing", RuntimeWarning, stacklevel=2)
             for stale in folder.glob("*.csv"):
-                stale.unlink()
-                _files.checksum_path(stale).unlink(missing_ok=True)
+                cache.remove_entry_file(stale)
     check_config(cfg, seed_batch=seed_batch)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         _files.atomic_write(folder / "config.json", lambda h: h.write(cfg.to_json().encode()))
+        _files.atomic_write(folder / "key.json", lambda h: h.write(json.dumps(cache.key_parts(cfg), indent=1, sort_keys=True).encode()))
     parts: Dict[str, list] = {"result": [], "layers": [], "spectra": []}
     for b in range(0, len(seeds), seed_batch):
         batch = seeds[b : b + seed_batch]
@@ -854,8 +807,8 @@ def run(
             got = dict(zip(files, trained))
             if folder is not None:
                 for t, (name, _) in files.items():
-                    _write_entry(folder / name, got[t])
-                (folder / f"{stem}.ckpt").unlink(missing_ok=True)
+                    cache.write_entry(folder / name, got[t])
+                cache.remove_entry_file(folder / f"{stem}.ckpt")
         for t in parts:
             parts[t].append(got[t])
     order = {"result": ["seed", "task"], "layers": ["seed", "task", "layer"], "spectra": ["seed", "task", "index"]}
@@ -864,6 +817,6 @@ def run(
               for t in parts}  # fmt: skip
     if folder is not None:
         for t, (file, _, _) in _TABLES.items():
-            _write_entry(folder / f"{file}.csv", tables[t])
-        _write_entry(folder / "result.csv", tables["result"])  # last: its presence means the entry is complete
+            cache.write_entry(folder / f"{file}.csv", tables[t])
+        cache.write_entry(folder / "result.csv", tables["result"])  # last: its presence means the entry is complete
     return (tables["result"], *(tables[t] for t in wanted)) if wanted else tables["result"]

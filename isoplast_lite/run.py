@@ -413,10 +413,6 @@ def check_config(cfg: Config, *, seed_batch: Optional[int] = None) -> None:
     n_images = SOURCE_SIZES[source][0]
     if cfg.n_train is not None and cfg.n_train > n_images:
         raise ConfigError({"n_train": cfg.n_train}, f"more than the {n_images} training images of {source!r}; allowed: 1 to {n_images}")
-    n_train = n_images if cfg.n_train is None else cfg.n_train
-    if cfg.batch_size > n_train:
-        raise ConfigError({"batch_size": cfg.batch_size, "n_train": cfg.n_train},
-                          f"a minibatch larger than the task's {n_train} training images repeats images within a step; allowed: batch_size 1 to {n_train}")  # fmt: skip
     _hook(make_method(cfg.method, cfg.settings), "check", cfg, passing=(ValueError, TypeError))
     n_seeds = cfg.seeds if seed_batch is None else min(cfg.seeds, check_int("seed_batch", seed_batch, minimum=1))
     seconds = _time_lower_bound(cfg, device)

@@ -33,6 +33,14 @@ The runner's disk cache is the single source of truth, whichever the executor:
   stopped; an exception raised by the configuration itself (a bug, bad data) is not retried;
 - a sweep that is itself interrupted is simply run again: the finished configurations come
   from the cache, the others resume from their checkpoints.
+- one failing configuration never sinks a sweep, in any executor: its exception (a method's
+  hook names the method and the hook, :class:`isoplast_lite.run.MethodError`) or its job's death
+  (a killed worker is named with its signal) is recorded as a :class:`Failure`, the others run,
+  and the sweep returns their rows (``failures=[]``) or raises one :class:`SweepError` at the
+  end; the command line writes every good row, prints a closing summary and exits 1.
+- local jobs run with the thread count of a serial run in this process (``threads``, default
+  ``torch.get_num_threads()``), so a ``local`` sweep gives the rows of a ``serial`` one; a
+  SIGTERM or SIGINT to the sweep cancels its workers before it exits.
 
 So the cache folder must be one that every job can write: on a cluster, a shared file system
 (``--cache-dir`` on it, or ``$ISOPLAST_CACHE``). The results do not depend on the executor: a

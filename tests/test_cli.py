@@ -136,7 +136,7 @@ def test_a_second_writer_on_one_out_is_refused(tmp_path, capsys):
 @pytest.mark.parametrize("body, needle", [("import sys\nsys.exit(0)\n", "sys.exit(0)"), ("raise KeyboardInterrupt\n", "interrupted")])
 def test_an_import_that_exits_or_is_interrupted_is_an_error(tmp_path, body, needle):
     (tmp_path / "quits.py").write_text(body)
-    proc = subprocess.run([sys.executable, "-m", "isoplast_lite", "--import", "quits", "run", "--benchmark", "random-label-digits",
+    proc = subprocess.run([sys.executable, "-m", "isoplast_lite", "run", "--import", "quits", "--benchmark", "random-label-digits",
                            "--method", "adam", *TINY, "--no-cache"], cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert needle in proc.stderr and "Traceback" not in proc.stderr

@@ -255,7 +255,7 @@ class Fragile(Adam):
 def test_a_failing_configuration_is_recorded_and_the_others_finish(tmp_path):
     (tmp_path / "fragile_method.py").write_text(FAILING_MODULE)
     out = tmp_path / "s.csv"
-    argv = [sys.executable, "-m", "isoplast_lite", "--import", "fragile_method", "sweep", "--benchmark", "random-label-digits",
+    argv = [sys.executable, "-m", "isoplast_lite", "sweep", "--import", "fragile_method", "--benchmark", "random-label-digits",
             "--method", "adam", "fragile", "l2", *TINY, "--cache-dir", str(tmp_path / "c"), "--out", str(out)]  # fmt: skip
     proc = subprocess.run(argv, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stderr

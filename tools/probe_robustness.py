@@ -191,7 +191,7 @@ PROBES = {
         from pathlib import Path
         d = Path(os.environ["PROBE_DIR"])
         (d / "frag.py").write_text("from isoplast_lite.methods import Adam, register_method\\n@register_method\\nclass F(Adam):\\n    name='fragile'\\n    def after_step(self, s, o, c):\\n        raise KeyError('x')\\n")
-        p = subprocess.run([sys.executable, "-m", "isoplast_lite", "--import", "frag", "sweep", "--benchmark", "random-label-digits",
+        p = subprocess.run([sys.executable, "-m", "isoplast_lite", "sweep", "--import", "frag", "--benchmark", "random-label-digits",
                             "--method", "fragile", "adam", *"{CLI_TINY}".split(), "--cache-dir", str(d / "c"), "--out", str(d / "o.csv")],
                            cwd=d, capture_output=True, text=True)
         if "Traceback" in p.stderr:
@@ -206,7 +206,7 @@ PROBES = {
         from pathlib import Path
         d = Path(os.environ["PROBE_DIR"])
         (d / "quit.py").write_text("import sys\\nsys.exit(0)\\n")
-        p = subprocess.run([sys.executable, "-m", "isoplast_lite", "--import", "quit", "run", "--benchmark", "random-label-digits",
+        p = subprocess.run([sys.executable, "-m", "isoplast_lite", "run", "--import", "quit", "--benchmark", "random-label-digits",
                             "--method", "adam", *"{CLI_TINY}".split(), "--no-cache"], cwd=d, capture_output=True, text=True)
         print("silent" if p.returncode == 0 else ("traceback" if "Traceback" in p.stderr else "clear"))
     """,

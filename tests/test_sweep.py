@@ -331,8 +331,9 @@ def test_a_killed_worker_is_reported_as_killed(tmp_path):
     cache, out = tmp_path / "cache", tmp_path / "dist.csv"
     proc = _sweep(out, cache, SLOW, "--executor", "local", "--workers", "2", "--max-retries", "0", start_new_session=True)
     try:
-        victim = _wait_for(lambda: _workers(proc.pid), what="a worker")
-        os.kill(victim[0], signal.SIGTERM)
+        # a worker that is training (it has written a checkpoint): its job has started
+        victim = _wait_for(lambda: list(cache.glob("*/*.ckpt")) and len(_workers(proc.pid)) == 2 and _workers(proc.pid), what="a worker training")
+        os.kill(victim[-1], signal.SIGTERM)  # the oldest worker
         stdout, stderr = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:

@@ -235,16 +235,19 @@ PROBES = {
         df = pd.DataFrame({"benchmark": "random-label-digits", "method": "adam", "settings": "{}", "lr": 1e-3, "seed": 0,
                            "task": [0, 1], "train_acc": [-0.5, 0.3], "test_acc": float("nan"), "diverged": "maybe"})
         df.to_csv(d / "r.csv", index=False)
-        p = subprocess.run([sys.executable, "-m", "isoplast_lite", "plot", str(d / "r.csv"), "-o", str(d / "f.png"), "--measures"],
+        p = subprocess.run([sys.executable, "-m", "isoplast_lite", "plot", str(d / "r.csv"), "-o", str(d / "f.png")],
                            capture_output=True, text=True)
         print("traceback" if "Traceback" in p.stderr else ("silent" if p.returncode == 0 else "clear"))
     """,
     "--batch-size 10000000 (small net)": f"""
         import subprocess, sys
-        p = subprocess.run([sys.executable, "-m", "isoplast_lite", "run", "--benchmark", "random-label-digits", "--method", "adam",
+        try:
+          p = subprocess.run([sys.executable, "-m", "isoplast_lite", "run", "--benchmark", "random-label-digits", "--method", "adam",
                             "--seeds", "1", "--tasks", "1", "--steps-per-task", "1", "--width", "8", "--depth", "1",
                             "--batch-size", "10000000", "--no-cache", "--no-progress"], capture_output=True, text=True, timeout=40)
-        print("traceback" if "Traceback" in p.stderr else ("clear" if p.returncode != 0 else "silent"))
+          print("traceback" if "Traceback" in p.stderr else ("clear" if p.returncode != 0 else "silent"))
+        except subprocess.TimeoutExpired:
+          print("hang")
     """,
     "newton_schulz(W, steps=10**9)": """
         import torch

@@ -415,12 +415,6 @@ def check_config(cfg: Config, *, seed_batch: Optional[int] = None) -> None:
         raise ConfigError({"n_train": cfg.n_train}, f"more than the {n_images} training images of {source!r}; allowed: 1 to {n_images}")
     _hook(make_method(cfg.method, cfg.settings), "check", cfg, passing=(ValueError, TypeError))
     n_seeds = cfg.seeds if seed_batch is None else min(cfg.seeds, check_int("seed_batch", seed_batch, minimum=1))
-    seconds = _time_lower_bound(cfg, device)
-    if seconds > MAX_SECONDS:
-        fields = {"seeds": cfg.seeds, "tasks": cfg.n_tasks, "steps_per_task": cfg.steps_per_task, "batch_size": cfg.batch_size,
-                  "width": cfg.width, "depth": cfg.depth}  # fmt: skip
-        raise ConfigError(fields, f"needs at least {seconds / 86400:.3g} days on {device} even at {_FLOPS[device.type]:.0e} "
-                                  f"floating-point operations per second; allowed: at most {MAX_SECONDS / 86400:.0f} days (smaller sizes)")  # fmt: skip
     available = _available_memory(device)
     terms = _memory_terms(cfg, n_seeds)
     need = sum(b for b, _ in terms.values())
@@ -429,6 +423,12 @@ def check_config(cfg: Config, *, seed_batch: Optional[int] = None) -> None:
         fields = {f: getattr(cfg, f) for f in fields} | {"seeds": cfg.seeds}
         raise ConfigError(fields, f"needs about {need / 1e9:.3g} GB of memory (mostly {what}, {n_seeds} seeds stacked), more than "
                                   f"the {available / 1e9:.3g} GB available on {device}; allowed: smaller sizes")  # fmt: skip
+    seconds = _time_lower_bound(cfg, device)
+    if seconds > MAX_SECONDS:
+        fields = {"seeds": cfg.seeds, "tasks": cfg.n_tasks, "steps_per_task": cfg.steps_per_task, "batch_size": cfg.batch_size,
+                  "width": cfg.width, "depth": cfg.depth}  # fmt: skip
+        raise ConfigError(fields, f"needs at least {seconds / 86400:.3g} days on {device} even at {_FLOPS[device.type]:.0e} "
+                                  f"floating-point operations per second; allowed: at most {MAX_SECONDS / 86400:.0f} days (smaller sizes)")  # fmt: skip
 
 
 def _progress_enabled(progress: Optional[bool]) -> bool:

@@ -152,3 +152,17 @@ def test_an_infinite_penalty_counts_as_divergence():
     assert df.diverged.all()  # the objective is infinite from the first step
     finite = run(cfg.replace(settings={"strength": 1e-4}), cache_dir=False, progress=False)
     assert not finite.diverged.any()
+
+
+def test_a_run_longer_than_the_time_bound_is_refused_before_work():
+    from isoplast_lite.run import MAX_SECONDS, Config, ConfigError, _time_lower_bound, check_config
+
+    import torch
+
+    cfg = Config("random-label-digits", "adam", seeds=1, n_tasks=1_000_000, steps_per_task=100_000, width=256, depth=3)
+    # the bound, recomputed: 6 operations per parameter, example and step at 1e12 per second
+    params = 64 * 256 + 2 * 256 * 256 + 256 * 10
+    assert _time_lower_bound(cfg, torch.device("cpu")) >= 1_000_000 * 100_000 * 32 * params * 6 / 1e12 > MAX_SECONDS
+    with pytest.raises(ConfigError, match="allowed: at most 30 days"):
+        check_config(cfg)
+    check_config(cfg.replace(n_tasks=2, steps_per_task=10))  # an ordinary size passes

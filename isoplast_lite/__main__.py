@@ -14,6 +14,7 @@ import itertools
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -209,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a setting of the method, e.g. --set iso_strength=1e-3 (repeat for several; see the list below)")
     p_run.add_argument("--lr", type=_lr, default=1e-3, help="learning rate (default 1e-3)")
     p_run.add_argument("--out", default=None, help="CSV file to write (default: print a per-task summary only)")
+    p_run.add_argument("--force", action="store_true", help="let --out replace a file that is not a results CSV of this tool")
     _add_common(p_run)
 
     p_sweep = sub.add_parser("sweep", help="run a grid of benchmarks x methods x settings x lrs into one CSV", epilog=epilog, formatter_class=fmt)
@@ -218,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a grid of a setting, applied to every chosen method that has it (METHOD.NAME=... for one method)")
     p_sweep.add_argument("--lr", nargs="+", type=_lr, default=[1e-3])
     p_sweep.add_argument("--out", required=True, help="CSV file to write (rewritten after every config)")
+    p_sweep.add_argument("--force", action="store_true", help="let --out replace a file that is not a results CSV of this tool")
+    p_sweep.add_argument("--threads", type=_size("seeds"), default=None,
+                         help="torch threads of each configuration (default: what a serial run here uses, torch.get_num_threads())")
     _add_common(p_sweep)
     _add_executor(p_sweep)
 
@@ -258,7 +263,10 @@ def _import_modules(argv: Sequence[str]) -> List[str]:
         try:
             importlib.import_module(name)
         except Exception as err:  # an ImportError, or any error the module raises while importing
-            raise _InputError(f"--import {name!r}: cannot import it ({type(err).__name__}: {err}); allowed: an importable module that registers methods") from None
+            raise _InputError(f"--import {name!r}: cannot import it ({type(err).__name__}: {_one_line(err)}); allowed: an importable module that registers methods") from None
+        except (SystemExit, KeyboardInterrupt) as err:  # a module that exits or is interrupted is an error, not a success
+            what = f"it called sys.exit({err.code!r})" if isinstance(err, SystemExit) else "it was interrupted (KeyboardInterrupt)"
+            raise _InputError(f"--import {name!r}: importing it did not finish: {what}; allowed: a module that registers methods and returns") from None
     return names
 
 
@@ -273,10 +281,23 @@ def _split_setting(flag: str, text: str) -> Tuple[Optional[str], str, str]:
     return (method or None), name, value.strip()
 
 
+def _no_repeats(flag: str, pairs: Sequence[Tuple[Optional[str], str, str]]) -> None:
+    """A setting named twice (same method scope) is an error, not "the last one wins"."""
+    seen: Dict[Tuple[Optional[str], str], str] = {}
+    for target, name, value in pairs:
+        key = (target, name)
+        shown = f"{target}.{name}" if target else name
+        if key in seen:
+            raise _InputError(f"{flag} {shown}={value}: {shown} is already set ({shown}={seen[key]}); allowed: each setting once "
+                              f"(a sweep takes several values as {shown}=V1,V2,...)")  # fmt: skip
+        seen[key] = value
+
+
 def _method_settings(flag: str, method: str, pairs: Sequence[Tuple[Optional[str], str, str]]) -> Dict[str, object]:
     """The settings of ``method`` from parsed ``--set`` pairs (all of which must apply to it)."""
     cls = method_class(method)
     out = {}
+    _no_repeats(flag, pairs)
     for target, name, value in pairs:
         if target is not None and target != method:
             raise _InputError(f"{flag} {target}.{name}={value}: method {target!r} is not the chosen method {method!r}")
@@ -294,6 +315,7 @@ def _settings_grid(flag: str, methods: Sequence[str], pairs: Sequence[Tuple[Opti
     be declared by at least one; ``METHOD.NAME=...`` applies to that method only.
     """
     grids: Dict[str, Dict[str, list]] = {m: {} for m in methods}
+    _no_repeats(flag, pairs)
     for target, name, values in pairs:
         if target is not None and target not in grids:
             raise _InputError(f"{flag} {target}.{name}={values}: {target!r} is not one of the chosen methods ({', '.join(methods)})")
@@ -331,15 +353,61 @@ def _run_one(args, cfg):
 # ---------------------------------------------------------------- checks made before any work
 
 
-def _check_output(flag: str, path: str) -> Path:
+def _check_output(flag: str, path: str, *, results: bool = False, force: bool = False) -> Path:
     """The file ``path`` will be written to (a symlink's target); leftovers of its earlier
-    interrupted writes are removed."""
+    interrupted writes are removed. With ``results``, an existing file is replaced only if it is
+    a CSV of results this tool wrote (its header is the result columns), or with ``force``."""
     try:
         target = _files.check_output_file(flag, path)
     except ValueError as err:
         raise _InputError(str(err)) from None
+    if results and not force and target.is_file() and target.stat().st_size > 0:
+        from .run import RESULT_COLUMNS
+
+        try:
+            with open(target, "rb") as handle:
+                header = handle.readline(1 << 16).decode("utf-8", "replace").strip()
+        except OSError as err:
+            raise _InputError(f"{flag} {path!r}: cannot read the existing file ({err.strerror})") from None
+        if header != ",".join(RESULT_COLUMNS):
+            raise _InputError(f"{flag} {path!r}: exists and is not a results CSV written by this tool (its first line is not the result "
+                              "columns); allowed: a new file, a results CSV, or --force to replace it")  # fmt: skip
     _files.clean_stale_temps(target.parent, target=target.name)
     return target
+
+
+_LOCKS: list = []  # open lock files, held until the process ends
+
+
+def _lock_output(flag: str, target: Path) -> None:
+    """Hold an exclusive lock for the writer of ``target`` until this process ends; refuse if another process holds it."""
+    import fcntl
+
+    lock = target.with_name(f".{target.name}.lock")
+    try:
+        handle = open(lock, "a+")
+    except OSError as err:
+        raise _InputError(f"{flag} {str(target)!r}: cannot create its lock file {lock} ({err.strerror})") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise _InputError(f"{flag} {str(target)!r}: another sweep is writing it ({holder}); allowed: another --out, or wait for it to finish") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    _LOCKS.append((lock, handle))
+
+
+def _release_locks() -> None:
+    """Release the ``--out`` locks of this command (its writes are done)."""
+    while _LOCKS:
+        lock, handle = _LOCKS.pop()
+        lock.unlink(missing_ok=True)
+        handle.close()
 
 
 def _check_cache(args) -> None:
@@ -407,11 +475,12 @@ def _summary(df) -> str:
 
 def _prepare_run(args, parser):
     settings = _method_settings("--set", args.method, [_split_setting("--set", t) for t in args.settings])
-    if args.out is not None:
-        _check_output("--out", args.out)
+    target = _check_output("--out", args.out, results=True, force=args.force) if args.out is not None else None
     _check_cache(args)
     cfg = _config(args, args.benchmark, args.method, settings, args.lr)
     _check_configs(args, [cfg])
+    if target is not None:
+        _lock_output("--out", target)
 
     def execute() -> int:
         df = _run_one(args, cfg)
@@ -454,7 +523,7 @@ def _check_executor(args) -> dict:
 def _prepare_sweep(args, parser):
     import dataclasses
 
-    _check_output("--out", args.out)
+    target = _check_output("--out", args.out, results=True, force=args.force)
     _check_cache(args)
     slurm = _check_executor(args)
     grids = _settings_grid("--set", list(dict.fromkeys(args.method)), [_split_setting("--set", t) for t in args.settings])
@@ -469,10 +538,12 @@ def _prepare_sweep(args, parser):
         _check_configs(args, [dataclasses.replace(c, device="cpu") for c in configs])
     else:
         _check_configs(args, configs)
+    _lock_output("--out", target)
 
     def execute() -> int:
         import pandas as pd
 
+        from .run import RESULT_COLUMNS
         from .sweep import describe, run_sweep
 
         done: Dict[int, "pd.DataFrame"] = {}
@@ -485,11 +556,20 @@ def _prepare_sweep(args, parser):
                 print("    " + note, flush=True)
             _write_csv(pd.concat([done[k] for k in sorted(done)], ignore_index=True), args.out)
 
+        failures: list = []
+        warnings.filterwarnings("ignore", message="configuration failed", category=RuntimeWarning)  # listed below
+        threads = args.threads if args.threads is not None else args.slurm_cpus_per_job
         run_sweep(configs, executor=args.executor, cache_dir=False if args.no_cache else args.cache_dir,
                   seed_batch=args.seed_batch, progress=False if args.no_progress else None, workers=args.workers,
-                  threads=args.slurm_cpus_per_job, jobs_dir=args.jobs_dir, max_retries=args.max_retries,
-                  slurm=slurm or None, on_result=on_result)  # fmt: skip
-        return 0
+                  threads=threads, jobs_dir=args.jobs_dir, max_retries=args.max_retries,
+                  slurm=slurm or None, on_result=on_result, failures=failures)  # fmt: skip
+        if not done:  # nothing finished: an empty results CSV, so --out never holds what it held before
+            _write_csv(pd.DataFrame(columns=list(RESULT_COLUMNS)), args.out)
+        for f in failures:
+            print(f"failed: {f}", file=sys.stderr, flush=True)
+        ok = len(configs) - len(failures)
+        print(f"{ok} of {len(configs)} configurations finished, {len(failures)} failed; {args.out} holds the rows of the {ok}", flush=True)
+        return 1 if failures else 0
 
     return execute
 
@@ -596,6 +676,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         execute = _COMMANDS[args.command](args, parser)
     except _EXPECTED as err:
+        _release_locks()
         if args.debug:
             raise
         hint = "" if isinstance(err, _InputError) else " (--debug shows the traceback)"
@@ -607,6 +688,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         sys.stderr.write(f"{prog}: error: {_one_line(err)} (--debug shows the traceback)\n")
         raise SystemExit(1) from None
+    finally:
+        _release_locks()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -268,9 +268,7 @@ def load_shipped(model: str) -> Tuple[pd.DataFrame, pd.DataFrame]:
         of the manifest entry (``isoplast_lite.results.manifest("yourmodel")[model]`` holds
         the command, configuration and provenance).
     """
-    from .results import manifest, results_dir
+    from .results import load_table
 
-    model = check_choice("model", model, ("cnn", "transformer"))
-    entry = manifest("yourmodel")[model]
-    folder = results_dir("yourmodel")
-    return pd.read_csv(folder / entry["file"]), pd.read_csv(folder / entry["layers_file"], dtype={"layer": str})
+    model = check_choice("model", model, ("cnn", "transformer"))  # files read only after their SHA-256 matched
+    return load_table(model, "yourmodel", "file"), load_table(model, "yourmodel", "layers_file", dtype={"layer": str})

@@ -721,6 +721,11 @@ def hidden_features(model: nn.Sequential, x: torch.Tensor) -> List[torch.Tensor]
         A list with one tensor ``(N, d_l)`` per hidden block (flattened after the batch
         dimension), computed without autograd.
 
+    Raises:
+        ValueError: a block's features are not finite (an overflow), so every unit measure built
+            on them (:func:`dormant_fraction`, :func:`dead_fraction`, ...) rejects them as
+            :func:`effective_rank` does.
+
     Example:
         >>> from isoplast_lite import relu_mlp
         >>> feats = hidden_features(relu_mlp(3, 8, 2, 2), torch.randn(5, 3))
@@ -734,8 +739,11 @@ def hidden_features(model: nn.Sequential, x: torch.Tensor) -> List[torch.Tensor]
     feats = []
     with torch.no_grad():
         h = x
-        for block in model[:-1]:
+        for i, block in enumerate(model[:-1]):
             h = block(h)
+            if not bool(torch.isfinite(h).all()):  # finite weights and inputs can still overflow
+                raise ValueError(f"model: hidden block {i} gives non-finite features on x (an overflow: its weights or inputs are too large "
+                                 f"for {h.dtype}); allowed: a model whose features are finite")  # fmt: skip
             feats.append(h.reshape(h.shape[0], -1))
     return feats
 

@@ -450,6 +450,33 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join([*lines, line])
 
 
+#: columns that hold a fraction: a value outside [0, 1] is not a result of the runner
+_FRACTIONS = ("train_acc", "train_acc_online", "test_acc", "dormant_0.025", "dormant_0.1", "dead")
+#: columns that cannot be negative
+_NONNEGATIVE = ("loss", "loss_online", "feature_erank", "weight_norm", "jac_sv_mean", "jac_sv_std", "jac_sv_ratio", "ntk_cond", "ntk_erank")
+
+
+def _check_result_values(df: pd.DataFrame, wanted: Sequence[str]) -> None:
+    """Ranges, duplicated rows and the booleans of ``diverged``: one-line ``ValueError``s."""
+    for col in wanted:
+        values = pd.to_numeric(df[col], errors="coerce")
+        finite = values[np.isfinite(values)]
+        if col in _FRACTIONS and ((finite < 0) | (finite > 1)).any():
+            bad = float(finite[(finite < 0) | (finite > 1)].iloc[0])
+            raise ValueError(f"column {col} holds {bad:g}, not a fraction; allowed: values in [0, 1] (or NaN)")
+        if col in _NONNEGATIVE and (finite < 0).any():
+            raise ValueError(f"column {col} holds {float(finite[finite < 0].iloc[0]):g}; allowed: values >= 0 (or NaN)")
+    ident = [c for c in ("benchmark", "method", "settings", "iso_strength", "lr", "seed", "task") if c in df.columns]
+    dup = df.duplicated(ident)
+    if dup.any():
+        raise ValueError(f"{int(dup.sum())} duplicated rows (the same {', '.join(ident)}); allowed: one row per run, seed and task")
+    if "diverged" in df.columns:
+        text = df["diverged"].astype(str).str.strip().str.lower()
+        bad = ~text.isin(("true", "false", "1", "0", "1.0", "0.0"))
+        if bad.any():
+            raise ValueError(f"column diverged holds {df['diverged'][bad].iloc[0]!r}; allowed: True or False")
+
+
 def _diverged_from(data: pd.DataFrame) -> dict:
     """Run label -> the first task (0-based) in which one of its seeds diverged."""
     if "diverged" not in data.columns:
@@ -523,6 +550,7 @@ def plot_results(df: pd.DataFrame, *, measures: Optional[Sequence[str]] = None, 
         measures = [m for m in DEFAULT_MEASURES if m in df.columns]
     wanted = [accuracy, *measures]
     _check_frame(df, ["method", "seed", "task", *wanted], numeric=wanted)
+    _check_result_values(df, wanted)
     data = df.assign(run=run_labels(df))
     diverged = _diverged_from(data)
     names = {r: f"{r} [diverged from task {t + 1}]" for r, t in diverged.items()}

@@ -18,11 +18,21 @@ network. Two groups:
   tables, eNTK spectra and the hidden weights' singular values at the end of each stream
   (:func:`load_table`).
 
-Each group has a ``manifest.json``: for every file its command and its **provenance** (torch
+Each group has a ``manifest.json``: for every file its command, its SHA-256 (``"sha256"``: one
+digest per file of the entry, checked on every load) and its **provenance** (torch
 version, CPU capability, torch thread count, library version and date it was made with; see
 :func:`provenance`). Float32 training is chaotic, so the same command on another CPU, thread count
 or torch gives other numbers within the spread of the seeds: compare such numbers statistically
 (:func:`isoplast_lite.stats.rerun_agreement`), never bit for bit.
+
+Nothing shipped is trusted: a file whose bytes do not match the manifest's SHA-256, a manifest
+entry naming a path outside its group's folder, an unreadable or truncated file, a missing
+column, duplicated rows, a run with missing tasks or a method that is not registered is a one-line
+:class:`CorruptResultsError` naming the file. After regenerating shipped files (the
+``tools/precompute_*.py`` tools do it themselves, and after a merge) refresh every manifest's
+checksums with the one command::
+
+    python -m isoplast_lite.results --write-checksums
 
 ``$ISOPLAST_RESULTS`` points the loaders at another folder holding ``book/`` and ``long/`` (e.g.
 freshly regenerated files).
@@ -46,8 +56,9 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["GROUPS", "MissingResultsError", "results_dir", "manifest", "load", "load_layers", "load_table", "load_tuning",
-           "load_clones", "expand_settings", "provenance", "portability"]  # fmt: skip
+__all__ = ["GROUPS", "MissingResultsError", "CorruptResultsError", "write_checksums", "write_folder_checksums", "verify",
+           "results_dir", "manifest", "load", "load_layers", "load_table", "load_tuning", "load_clones", "expand_settings",
+           "provenance", "portability"]  # fmt: skip
 
 #: the groups of shipped results (sub-folders of ``isoplast_lite/data``).
 GROUPS = ("book", "long", "chain", "streams", "clones", "paper", "yourmodel")
@@ -59,6 +70,18 @@ class MissingResultsError(FileNotFoundError):
 
     def _render_traceback_(self):  # IPython calls this instead of printing the traceback
         return [f"{type(self).__name__}: {self}"]
+
+
+class CorruptResultsError(ValueError):
+    """A shipped result file fails its checks (checksum, format, columns, rows). One line in Jupyter."""
+
+    def _render_traceback_(self):
+        return [f"{type(self).__name__}: {self}"]
+
+
+#: manifest keys that name a file, and the columns each kind of file must have (besides the
+#: settings columns that :func:`expand_settings` adds)
+_FILE_KEYS = ("file", "layers_file", "tuning_file", "spectra_file", "sv_file")
 
 
 def _check_group(group: str) -> str:
@@ -114,10 +137,7 @@ def load(name: str, group: str = "book") -> pd.DataFrame:
         KeyError: ``name`` is not in the manifest (the message lists the names that are).
         MissingResultsError: the file listed in the manifest is missing.
     """
-    from .run import with_diverged_column
-
-    df = with_diverged_column(pd.read_csv(_shipped_file(name, group, "file")))
-    return expand_settings(_float32_resolution(df, manifest(group)[name]))
+    return expand_settings(_float32_resolution(_read_checked(name, group, "file"), manifest(group)[name]))
 
 
 def _float32_resolution(df: pd.DataFrame, entry: dict) -> pd.DataFrame:
@@ -146,6 +166,72 @@ def _float32_resolution(df: pd.DataFrame, entry: dict) -> pd.DataFrame:
     return df
 
 
+def _verified_csv(name: str, group: str, key: str, **read_csv) -> pd.DataFrame:
+    """The table of manifest entry ``name`` under ``key``, read only after its SHA-256 matched
+    the manifest's; a file that does not parse is one :class:`CorruptResultsError` line."""
+    import gzip
+    import io
+    import zlib
+
+    path = _shipped_file(name, group, key)
+    data = path.read_bytes()
+    recorded = manifest(group)[name].get("sha256", {})
+    recorded = recorded.get(key) if isinstance(recorded, dict) else None
+    if recorded is None:
+        raise CorruptResultsError(f"shipped file {path}: no SHA-256 in its manifest (run `python -m isoplast_lite.results --write-checksums` after regenerating it)")
+    if _sha256(data) != recorded:
+        raise CorruptResultsError(f"shipped file {path}: its SHA-256 does not match its manifest (edited or damaged): reinstall isoplast_lite")
+    try:
+        df = pd.read_csv(io.BytesIO(data), compression="gzip" if path.name.endswith(".gz") else None, **read_csv)
+    except (OSError, EOFError, ValueError, UnicodeDecodeError, zlib.error, gzip.BadGzipFile) as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise CorruptResultsError(f"shipped file {path}: unreadable ({type(err).__name__}: {first})") from None
+    return df
+
+
+#: the groups whose ``file`` / ``layers_file`` / ``tuning_file`` hold the runner's rows (checked
+#: for columns, duplicates, tasks, methods); other tables are checked by their SHA-256 alone
+_RUNNER_GROUPS = ("book", "long", "chain", "streams", "paper")
+
+
+def _read_checked(name: str, group: str, key: str) -> pd.DataFrame:
+    """The runner's table of manifest entry ``name`` under ``key``: checksum, then format and shape checked."""
+    from .methods import METHODS
+    from .run import CONFIG_COLUMNS, LAYER_COLUMNS, RESULT_COLUMNS, with_diverged_column
+
+    path = _shipped_file(name, group, key)
+    df = _verified_csv(name, group, key)
+    layers = key == "layers_file"
+    if not layers:
+        df = with_diverged_column(df)
+    required = LAYER_COLUMNS if layers else RESULT_COLUMNS
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise CorruptResultsError(f"shipped file {path}: missing columns {missing}")
+    ident = list(CONFIG_COLUMNS) + (["layer"] if layers else [])
+    dup = df.duplicated(ident)
+    if dup.any():
+        raise CorruptResultsError(f"shipped file {path}: {int(dup.sum())} duplicated rows (same {', '.join(ident)})")
+    unknown = sorted(set(df["method"].astype(str)) - set(METHODS))
+    if unknown:
+        raise CorruptResultsError(f"shipped file {path}: unknown methods {unknown}; allowed: registered methods")
+    runs = df.groupby(["benchmark", "method", "settings", "lr", "seed"], dropna=False)["task"]
+    tasks = runs.nunique()
+    # every run has tasks 0 to T-1 (each once: no duplicates above), and a file's runs all have
+    # the same T (tuning runs are cut at their own budgets)
+    if len(tasks) and (runs.min().ne(0).any() or (runs.max() + 1).ne(tasks).any() or (tasks.nunique() > 1 and key != "tuning_file")):
+        raise CorruptResultsError(f"shipped file {path}: rows missing (the runs do not all have tasks 0 to {int(tasks.max()) - 1})")
+    if not layers and not df["diverged"].isin([True, False]).all():
+        raise CorruptResultsError(f"shipped file {path}: column diverged holds values other than True/False")
+    return df
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
 def _shipped_file(name: str, group: str, key: str) -> Path:
     """The file that manifest entry ``name`` of ``group`` lists under ``key``, checked."""
     if not isinstance(name, str) or not name:
@@ -156,21 +242,27 @@ def _shipped_file(name: str, group: str, key: str) -> Path:
     if key not in entries[name]:
         what = {"layers_file": "per-layer table", "tuning_file": "tuning runs"}.get(key, key)
         raise KeyError(f"shipped result {name!r} of group {group!r} has no {what}")
-    path = results_dir(group) / entries[name][key]
+    folder = results_dir(group).resolve()
+    listed = entries[name][key]
+    path = folder / listed if isinstance(listed, str) else None
+    if path is None or not path.resolve().is_relative_to(folder) or path.resolve() == folder:
+        raise CorruptResultsError(f"manifest {folder / 'manifest.json'}: entry {name!r} names {listed!r}, not a file in {folder}")
     if not path.is_file():
         raise MissingResultsError(f"{path} is missing: reinstall isoplast_lite")
     return path
 
 
-def load_table(name: str, group: str, key: str) -> pd.DataFrame:
+def load_table(name: str, group: str, key: str, **read_csv) -> pd.DataFrame:
     """Load another table shipped beside result ``name``: the file its manifest entry lists under
-    ``key`` (e.g. ``"spectra_file"`` or ``"sv_file"`` of the ``"paper"`` group), as it was written.
+    ``key`` (e.g. ``"spectra_file"`` or ``"sv_file"`` of the ``"paper"`` group), as it was
+    written, after its SHA-256 matched the manifest's (``read_csv``: passed to ``pandas.read_csv``).
 
     Raises:
         KeyError: ``name`` is not in the manifest, or its entry lists no ``key``.
         MissingResultsError: the file is missing.
+        CorruptResultsError: its checksum or format is wrong.
     """
-    return pd.read_csv(_shipped_file(name, group, key))
+    return _verified_csv(name, group, key, **read_csv)
 
 
 def load_layers(name: str, group: str = "chain") -> pd.DataFrame:
@@ -182,7 +274,7 @@ def load_layers(name: str, group: str = "chain") -> pd.DataFrame:
         KeyError: ``name`` is not in the manifest, or has no per-layer table.
         MissingResultsError: the file listed in the manifest is missing.
     """
-    return expand_settings(pd.read_csv(_shipped_file(name, group, "layers_file")))
+    return expand_settings(_read_checked(name, group, "layers_file"))
 
 
 def expand_settings(df: pd.DataFrame) -> pd.DataFrame:
@@ -273,9 +365,9 @@ def load_tuning(name: str, group: str = "streams") -> pd.DataFrame:
         KeyError: ``name`` is not in the manifest, or has no tuning runs.
         MissingResultsError: the file listed in the manifest is missing.
     """
-    from .run import with_diverged_column
+    return expand_settings(_read_checked(name, group, "tuning_file"))
 
-    return expand_settings(with_diverged_column(pd.read_csv(_shipped_file(name, group, "tuning_file"))))
+
 
 
 def load_clones(name: str = "clone-experiment") -> pd.DataFrame:
@@ -288,4 +380,99 @@ def load_clones(name: str = "clone-experiment") -> pd.DataFrame:
         KeyError: ``name`` is not in the manifest.
         MissingResultsError: the file listed in the manifest is missing.
     """
-    return pd.read_csv(_shipped_file(name, "clones", "file"))
+    return _verified_csv(name, "clones", "file")
+
+
+def write_checksums(groups=None, *, base: "os.PathLike[str] | str | None" = None) -> dict:
+    """Record in each manifest the SHA-256 of every file its entries name (``entry["sha256"]``).
+
+    The one command to run after regenerating shipped files or merging branches that did:
+    ``python -m isoplast_lite.results --write-checksums``. It trusts the files as they are, so
+    run it only on files you made.
+
+    Args:
+        groups: names of :data:`GROUPS` (default all that exist).
+        base: the data folder (default: ``$ISOPLAST_RESULTS`` or the package's).
+
+    Returns:
+        ``{group: number of files checksummed}``.
+    """
+    groups = [g for g in GROUPS if (_base(base) / g / "manifest.json").is_file()] if groups is None else [_check_group(g) for g in groups]
+    return {group: write_folder_checksums(_base(base) / group) for group in groups}
+
+
+def write_folder_checksums(folder: "os.PathLike[str] | str") -> int:
+    """:func:`write_checksums` of one folder holding a ``manifest.json`` (what the
+    ``tools/precompute_*.py`` tools call after writing theirs); returns the files checksummed."""
+    from ._files import atomic_write
+
+    folder = Path(folder).resolve()
+    path = folder / "manifest.json"
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    count = 0
+    for name, entry in entries.items():
+        sums = {}
+        for key in _FILE_KEYS:
+            if key in entry:
+                target = (folder / entry[key]).resolve()
+                if not target.is_relative_to(folder) or not target.is_file():
+                    raise CorruptResultsError(f"manifest {path}: entry {name!r} names {entry[key]!r}, not a file in {folder}")
+                sums[key] = _sha256(target.read_bytes())
+                count += 1
+        entry["sha256"] = sums
+    text = json.dumps(entries, indent=2) + "\n"
+    atomic_write(path, lambda h: h.write(text.encode()))
+    return count
+
+
+def verify(groups=None) -> int:
+    """Load every shipped file of ``groups`` (default all) with every check; returns how many passed.
+
+    Raises:
+        CorruptResultsError: the first file that fails, named.
+    """
+    n = 0
+    for group in GROUPS if groups is None else groups:
+        for name, entry in manifest(group).items():
+            for key in _FILE_KEYS:
+                if key in entry:
+                    if group in _RUNNER_GROUPS and key in ("file", "layers_file", "tuning_file"):
+                        _read_checked(name, group, key)
+                    else:
+                        _verified_csv(name, group, key)
+                    n += 1
+    return n
+
+
+def _base(base) -> Path:
+    if base is not None:
+        return Path(base)
+    env = os.environ.get("ISOPLAST_RESULTS")
+    return Path(env) if env else _DATA
+
+
+def _main(argv=None) -> int:
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m isoplast_lite.results", description="Checksums of the shipped result files.")
+    p.add_argument("--write-checksums", action="store_true", help="record every shipped file's SHA-256 in its manifest")
+    p.add_argument("--verify", action="store_true", help="load every shipped file with all checks")
+    p.add_argument("--group", nargs="+", choices=GROUPS, default=None)
+    args = p.parse_args(argv)
+    if not (args.write_checksums or args.verify):
+        p.error("give --write-checksums or --verify")
+    try:
+        if args.write_checksums:
+            for group, n in write_checksums(args.group).items():
+                print(f"{group}: {n} checksums written")
+        if args.verify:
+            print(f"{verify(args.group)} shipped files verified")
+    except (CorruptResultsError, MissingResultsError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -70,24 +70,29 @@ whole spectrum whose condition number, expected progress and effective rank the 
 columns summarize). Both are cached and checkpointed with the rows.
 
 Divergence is a result, not a crash: after each task the runner checks, per seed, that its
-weights, its online loss and its end-of-task loss are finite. A seed that fails is recorded
+weights, its online loss and its end-of-task loss are finite, and that the method's penalty was
+finite at every step (the penalty is one number summed over the seeds: a non-finite one counts
+for every seed of the batch). A seed that fails is recorded
 as diverged from that task on (its metrics NaN; the other seeds train on, unaffected, since
 seeds never interact); once every seed of a batch has diverged, the remaining tasks are
 recorded without training. The diverged rows are cached like any others, so a re-run does not
 redo the run. Files written before the column existed lack it; :func:`with_diverged_column`
 reads a missing column as "not diverged".
 
-Cache: results are stored under ``cache_dir`` (default ``$ISOPLAST_CACHE`` or
-``~/.cache/isoplast``) in a folder named by the SHA-256 of the canonical JSON of the config
-(:meth:`Config.to_json`: the run's fields, the method's name, ``version`` and settings; no other
-method's) plus ``isoplast_lite.__version__``. After every task the model, optimizer and method
-state and the rows so far are checkpointed atomically (``torch.save`` to a temporary file, then
-``os.replace``), so an interrupted run (Ctrl-C) resumes at the task where it stopped and a
-re-run of a finished config returns from the cache. Every CSV of an entry has a SHA-256 sidecar
+Cache (:mod:`isoplast_lite.cache`): results are stored under ``cache_dir`` (default
+``$ISOPLAST_CACHE`` or ``~/.cache/isoplast``) in a folder named by :func:`cache_key`: the SHA-256
+of the config's canonical JSON (:meth:`Config.to_json`: the run's fields, the method's name,
+``version`` and settings; no other method's), ``isoplast_lite.__version__``, the method's identity
+(module, qualified name, hash of its source) and a hash of the library code that computes results
+(``key.json`` in the folder lists them). After every task the model, optimizer and method state and
+the rows so far are checkpointed atomically (tensors and plain values only, read back with
+``torch.load(weights_only=True)``; a SHA-256 sidecar written after the file and checked before it
+is read), so an interrupted run (Ctrl-C) resumes at the task where it stopped and a re-run of a
+finished config returns from the cache. Every CSV of an entry has a SHA-256 sidecar
 (``result.csv.sha256``, ``sha256sum -c`` format) that is verified when the entry is served; an
-unreadable, malformed or edited entry is recomputed with a warning (entries of earlier versions,
-without a sidecar, are served after the schema check). Temporary files left by interrupted
-writes are removed at the next run of the config.
+unreadable, malformed, edited or unverifiable (no sidecar) entry or checkpoint is recomputed with a
+one-line warning. Temporary files left by interrupted writes are removed at the next run of the
+config.
 
 Before training, :func:`check_config` rejects what cannot run (a device that is not there, more
 training images than the data set holds, sizes the memory cannot hold, a width a method cannot
@@ -120,8 +125,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
 import json
 import math
 import os
@@ -134,7 +137,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import __version__, _files
+from . import _files, cache
+from .cache import cache_key, default_cache_dir
 from ._validation import ConfigError, check_choice, check_int, check_nonnegative, check_positive, check_probability
 from .diagnostics import (
     _dormant_mask,
@@ -155,7 +159,7 @@ from .tasks import BENCHMARKS, SOURCE_SIZES, load_source, make_stream, parse_ben
 __all__ = [
     "Config", "run", "check_config", "ConfigError", "cache_key", "default_cache_dir", "with_diverged_column",
     "METRIC_COLUMNS", "RESULT_COLUMNS", "CONFIG_COLUMNS", "LAYER_COLUMNS", "LAYER_MEASURES", "SPECTRUM_COLUMNS",
-    "LIMITS", "MAX_LR",
+    "LIMITS", "MAX_LR", "MAX_SECONDS", "MethodError",
 ]  # fmt: skip
 METRIC_COLUMNS = (
     "train_acc", "train_acc_online", "test_acc", "loss", "loss_online", "dormant_0.025", "dormant_0.1",
@@ -291,16 +295,6 @@ class Config:
         return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
 
-def cache_key(cfg: Config) -> str:
-    """SHA-256 of the canonical JSON of ``cfg`` and the library version."""
-    return hashlib.sha256((cfg.to_json() + "|" + __version__).encode()).hexdigest()
-
-
-def default_cache_dir() -> Path:
-    """``$ISOPLAST_CACHE`` or ``~/.cache/isoplast``."""
-    return Path(os.environ.get("ISOPLAST_CACHE", Path.home() / ".cache" / "isoplast"))
-
-
 def with_diverged_column(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with the columns of today's result files: files written before a column existed
     lack it. A missing ``diverged`` means "not diverged" (such runs were finite, or they
@@ -360,8 +354,28 @@ def _memory_terms(cfg: Config, n_seeds: int) -> Dict[str, tuple]:
         f"{n_params:.3g} parameters per seed": (n_seeds * n_params * b * 6 + cfg.probe_size * n_classes * n_params * b, ("width", "depth")),
         "the minibatch indices of a task": (n_seeds * cfg.steps_per_task * cfg.batch_size * 8 * 2, ("steps_per_task", "batch_size")),
         "the activations of a step": (n_seeds * cfg.batch_size * w * d * b * 4, ("batch_size", "width")),
+        "the minibatch inputs of a step": (n_seeds * cfg.batch_size * in_dim * b * 2, ("batch_size",)),
         "the task data": (n_seeds * n_train * in_dim * b * 3, ("n_train",)),
     }
+
+
+#: the longest run check_config accepts, in seconds of a lower bound of its time (30 days)
+MAX_SECONDS = 30 * 86400
+#: floating-point operations per second assumed by the time bound: above what the device type
+#: sustains on these small matrices (so the bound is a lower one), per device type
+_FLOPS = {"cpu": 1e12, "cuda": 1e15, "mps": 1e14}
+#: seconds of Python and kernel-launch overhead per layer and optimizer step, a lower bound
+_LAYER_OVERHEAD = 1e-5
+
+
+def _time_lower_bound(cfg: Config, device: torch.device) -> float:
+    """Seconds that training ``cfg`` takes at least: 6 operations per parameter, example and step
+    (forward and backward) at :data:`_FLOPS`, plus :data:`_LAYER_OVERHEAD` per layer and step."""
+    n_images, in_dim, n_classes = SOURCE_SIZES[parse_benchmark(cfg.benchmark)[1]]
+    w, d = cfg.width, cfg.depth
+    n_params = in_dim * w + (d - 1) * w * w + w * n_classes
+    steps = cfg.seeds * cfg.n_tasks * cfg.steps_per_task
+    return steps * cfg.batch_size * n_params * 6 / _FLOPS.get(device.type, 1e15) + cfg.n_tasks * cfg.steps_per_task * (d + 1) * 3 * _LAYER_OVERHEAD
 
 
 def _check_device(device: str) -> torch.device:
@@ -408,7 +422,7 @@ def check_config(cfg: Config, *, seed_batch: Optional[int] = None) -> None:
     n_images = SOURCE_SIZES[source][0]
     if cfg.n_train is not None and cfg.n_train > n_images:
         raise ConfigError({"n_train": cfg.n_train}, f"more than the {n_images} training images of {source!r}; allowed: 1 to {n_images}")
-    make_method(cfg.method, cfg.settings).check(cfg)
+    _hook(make_method(cfg.method, cfg.settings), "check", cfg, passing=(ValueError, TypeError))
     n_seeds = cfg.seeds if seed_batch is None else min(cfg.seeds, check_int("seed_batch", seed_batch, minimum=1))
     available = _available_memory(device)
     terms = _memory_terms(cfg, n_seeds)
@@ -418,13 +432,12 @@ def check_config(cfg: Config, *, seed_batch: Optional[int] = None) -> None:
         fields = {f: getattr(cfg, f) for f in fields} | {"seeds": cfg.seeds}
         raise ConfigError(fields, f"needs about {need / 1e9:.3g} GB of memory (mostly {what}, {n_seeds} seeds stacked), more than "
                                   f"the {available / 1e9:.3g} GB available on {device}; allowed: smaller sizes")  # fmt: skip
-
-
-def _write_entry(path: Path, df: pd.DataFrame) -> None:
-    """Write a cache CSV atomically, then its SHA-256 sidecar."""
-    data = df.to_csv(index=False).encode()
-    _files.atomic_write(path, lambda h: h.write(data))
-    _files.write_checksum(path, data)
+    seconds = _time_lower_bound(cfg, device)
+    if seconds > MAX_SECONDS:
+        fields = {"seeds": cfg.seeds, "tasks": cfg.n_tasks, "steps_per_task": cfg.steps_per_task, "batch_size": cfg.batch_size,
+                  "width": cfg.width, "depth": cfg.depth}  # fmt: skip
+        raise ConfigError(fields, f"needs at least {seconds / 86400:.3g} days on {device} even at {_FLOPS[device.type]:.0e} "
+                                  f"floating-point operations per second; allowed: at most {MAX_SECONDS / 86400:.0f} days (smaller sizes)")  # fmt: skip
 
 
 def _progress_enabled(progress: Optional[bool]) -> bool:
@@ -435,39 +448,24 @@ def _progress_enabled(progress: Optional[bool]) -> bool:
 
 def _load_entry(path: Path, n_rows: int, columns: tuple = RESULT_COLUMNS) -> Optional[pd.DataFrame]:
     """A cached CSV of ``n_rows`` rows and ``columns``, verified against its checksum (``None``: recompute it)."""
-    if not path.exists():
-        return None
-    try:
-        data = path.read_bytes()
-        if _files.verify_checksum(path, data) is False:
-            raise ValueError(f"its content does not match its checksum {_files.checksum_path(path).name}: edited or damaged")
-        df = pd.read_csv(io.BytesIO(data))
-        if columns == RESULT_COLUMNS:
-            df = with_diverged_column(df)
-        if tuple(df.columns) != columns:
-            raise ValueError(f"columns {tuple(df.columns)} != {columns}")
-        if len(df) != n_rows:
-            raise ValueError(f"{len(df)} rows, expected {n_rows}")
-        return df
-    except Exception as err:  # unreadable / wrong schema / edited: recompute
-        warnings.warn(f"corrupt cache entry {path} ({err}); recomputing", RuntimeWarning, stacklevel=3)
-        path.unlink(missing_ok=True)
-        _files.checksum_path(path).unlink(missing_ok=True)
-        return None
+    return cache.load_entry(path, n_rows, columns, with_diverged_column if columns == RESULT_COLUMNS else None, stacklevel=4)
 
 
-def _load_checkpoint(path: Path, key: str) -> Optional[dict]:
-    if not path.exists():
-        return None
+class MethodError(RuntimeError):
+    """A method's hook raised an exception: the message names the method, the hook and the error
+    in one line; the original exception is its ``__cause__`` (``--debug`` shows its traceback)."""
+
+
+def _hook(method: Method, name: str, *args, passing: tuple = ()):
+    """``method.<name>(*args)``; an exception (other than ``passing`` ones) becomes a :class:`MethodError`."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(ckpt, dict) or ckpt.get("schema") != _SCHEMA or ckpt.get("key") != key:
-            raise ValueError("wrong schema or key")
-        return ckpt
+        return getattr(method, name)(*args)
+    except passing:
+        raise
     except Exception as err:
-        warnings.warn(f"corrupt checkpoint {path} ({err}); restarting this config", RuntimeWarning, stacklevel=3)
-        path.unlink(missing_ok=True)
-        return None
+        text = (str(err).strip().splitlines() or [""])[0]
+        raise MethodError(f"method {getattr(method, 'name', '?')!r} ({type(method).__module__}.{type(method).__qualname__}), hook {name}: "
+                          f"{type(err).__name__}: {text}") from err  # fmt: skip
 
 
 def _to_device(obj, device):
@@ -598,17 +596,20 @@ def _train_task(cfg: Config, method: Method, stack: StackedModel, opt, data: _Ta
         per_seed = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(S, -1).mean(1)
         ctx = StepContext(cfg=cfg, task=t, step=i, stack=stack, x=xb, y=yb, logits=logits)
         total = per_seed.sum()
-        extra = method.penalty(stack, ctx)
+        extra = _hook(method, "penalty", stack, ctx)
         if extra is not None:
             total = total + extra
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
         ctx.logits = logits.detach()
-        method.after_step(stack, opt, ctx)
+        _hook(method, "after_step", stack, opt, ctx)
         with torch.no_grad():
             acc_sum += (logits.argmax(-1) == yb).double().mean(1)
             loss_sum += per_seed.detach().double()
+            if extra is not None:  # a non-finite penalty makes the objective non-finite: divergence. The
+                # penalty is one number summed over the seeds, so it counts for every seed of the batch
+                loss_sum += torch.where(torch.isfinite(extra.detach()), 0.0, math.nan).double()
         bar.update(1)
     return acc_sum, loss_sum
 
@@ -703,8 +704,8 @@ def _save_checkpoint(path: Path, key: str, next_task: int, tables: Tuple[List[di
     rows, layer_rows, spectrum_rows = tables
     state = {"schema": _SCHEMA, "key": key, "next_task": next_task, "rows": rows, "layer_rows": layer_rows, "spectrum_rows": spectrum_rows,
              "stack": _to_device(stack.state(), "cpu"), "opt": opt.state_dict(),
-             "method": _to_device(method.state_dict(), "cpu")}  # fmt: skip
-    _files.atomic_write(path, lambda h: torch.save(state, h))
+             "method": _to_device(_hook(method, "state_dict"), "cpu")}  # fmt: skip
+    cache.save_checkpoint(path, state)
 
 
 def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], key: str, progress: bool,
@@ -719,18 +720,18 @@ def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], 
     source = load_source(parse_benchmark(cfg.benchmark)[1])
     streams = [make_stream(cfg.benchmark, seed=s, n_tasks=cfg.n_tasks, n_train=cfg.n_train, source=source) for s in seeds]
     method = make_method(cfg.method, cfg.settings)
-    stack = StackedModel.build(lambda g: method.build_model(source.in_dim, source.n_classes, cfg, g), seeds, device=device, dtype=dtype)
-    method.setup(stack, cfg)
-    opt = method.make_optimizer(stack, cfg)
+    stack = StackedModel.build(lambda g: _hook(method, "build_model", source.in_dim, source.n_classes, cfg, g), seeds, device=device, dtype=dtype)
+    _hook(method, "setup", stack, cfg)
+    opt = _hook(method, "make_optimizer", stack, cfg)
     rows: List[dict] = []
     layer_rows: List[dict] = []
     spectrum_rows: List[dict] = []
     start = 0
-    ckpt = _load_checkpoint(ckpt_path, key) if ckpt_path is not None else None
+    ckpt = cache.load_checkpoint(ckpt_path, key, schema=_SCHEMA) if ckpt_path is not None else None
     if ckpt is not None:
         stack.load_state(_to_device(ckpt["stack"], device))
         opt.load_state_dict(ckpt["opt"])
-        method.load_state_dict(_to_device(ckpt["method"], device))
+        _hook(method, "load_state_dict", _to_device(ckpt["method"], device))
         rows, layer_rows, spectrum_rows, start = ckpt["rows"], ckpt["layer_rows"], ckpt["spectrum_rows"], ckpt["next_task"]
     diverged = {k for k, s in enumerate(seeds) if any(r["seed"] == s and r["diverged"] for r in rows)}
 
@@ -748,7 +749,7 @@ def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], 
                 break
             data = _stage_task(cfg, streams, t, device, dtype)
             if t > 0:
-                method.at_task_boundary(stack, opt, TaskContext(cfg=cfg, task=t, x=data.x, y=data.y, tasks=data.tasks))
+                _hook(method, "at_task_boundary", stack, opt, TaskContext(cfg=cfg, task=t, x=data.x, y=data.y, tasks=data.tasks))
             acc_sum, loss_sum = _train_task(cfg, method, stack, opt, data, t, bar)
             new_rows, new_layer_rows, new_spectrum_rows = _task_rows(cfg, stack, seeds, data, t, acc_sum, loss_sum, diverged)
             rows.extend(new_rows)
@@ -847,12 +848,12 @@ def run(
             missing = " or ".join(_TABLES[t][2] for t, e in zip(wanted, extra) if e is None)
             warnings.warn(f"cache entry {folder} has no {missing} (made before it existed); recomputing", RuntimeWarning, stacklevel=2)
             for stale in folder.glob("*.csv"):
-                stale.unlink()
-                _files.checksum_path(stale).unlink(missing_ok=True)
+                cache.remove_entry_file(stale)
     check_config(cfg, seed_batch=seed_batch)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         _files.atomic_write(folder / "config.json", lambda h: h.write(cfg.to_json().encode()))
+        _files.atomic_write(folder / "key.json", lambda h: h.write(json.dumps(cache.key_parts(cfg), indent=1, sort_keys=True).encode()))
     parts: Dict[str, list] = {"result": [], "layers": [], "spectra": []}
     for b in range(0, len(seeds), seed_batch):
         batch = seeds[b : b + seed_batch]
@@ -867,8 +868,8 @@ def run(
             got = dict(zip(files, trained))
             if folder is not None:
                 for t, (name, _) in files.items():
-                    _write_entry(folder / name, got[t])
-                (folder / f"{stem}.ckpt").unlink(missing_ok=True)
+                    cache.write_entry(folder / name, got[t])
+                cache.remove_entry_file(folder / f"{stem}.ckpt")
         for t in parts:
             parts[t].append(got[t])
     order = {"result": ["seed", "task"], "layers": ["seed", "task", "layer"], "spectra": ["seed", "task", "index"]}
@@ -877,6 +878,6 @@ def run(
               for t in parts}  # fmt: skip
     if folder is not None:
         for t, (file, _, _) in _TABLES.items():
-            _write_entry(folder / f"{file}.csv", tables[t])
-        _write_entry(folder / "result.csv", tables["result"])  # last: its presence means the entry is complete
+            cache.write_entry(folder / f"{file}.csv", tables[t])
+        cache.write_entry(folder / "result.csv", tables["result"])  # last: its presence means the entry is complete
     return (tables["result"], *(tables[t] for t in wanted)) if wanted else tables["result"]

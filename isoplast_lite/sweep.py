@@ -33,6 +33,14 @@ The runner's disk cache is the single source of truth, whichever the executor:
   stopped; an exception raised by the configuration itself (a bug, bad data) is not retried;
 - a sweep that is itself interrupted is simply run again: the finished configurations come
   from the cache, the others resume from their checkpoints.
+- one failing configuration never sinks a sweep, in any executor: its exception (a method's
+  hook names the method and the hook, :class:`isoplast_lite.run.MethodError`) or its job's death
+  (a killed worker is named with its signal) is recorded as a :class:`Failure`, the others run,
+  and the sweep returns their rows (``failures=[]``) or raises one :class:`SweepError` at the
+  end; the command line writes every good row, prints a closing summary and exits 1.
+- local jobs run with the thread count of a serial run in this process (``threads``, default
+  ``torch.get_num_threads()``), so a ``local`` sweep gives the rows of a ``serial`` one; a
+  SIGTERM or SIGINT to the sweep cancels its workers before it exits.
 
 So the cache folder must be one that every job can write: on a cluster, a shared file system
 (``--cache-dir`` on it, or ``$ISOPLAST_CACHE``). The results do not depend on the executor: a
@@ -51,6 +59,7 @@ Example:
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import os
 import time
@@ -61,9 +70,9 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 import pandas as pd
 
 from ._validation import check_choice, check_int, check_positive
-from .run import Config, cache_key, default_cache_dir, run
+from .run import Config, MethodError, cache_key, default_cache_dir, run
 
-__all__ = ["EXECUTORS", "SLURM_OPTIONS", "run_sweep", "cached_result", "describe"]
+__all__ = ["EXECUTORS", "SLURM_OPTIONS", "run_sweep", "cached_result", "describe", "Failure", "SweepError"]
 
 EXECUTORS = ("serial", "local", "slurm")
 # keys of run_sweep(slurm=...) -> submitit's AutoExecutor parameter
@@ -75,6 +84,34 @@ SLURM_OPTIONS = {
     "time_min": "timeout_min",
     "mem_gb": "mem_gb",
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """A configuration of a sweep that produced no result: its index in ``configs``, the
+    configuration and the one-line reason (which method and hook raised what, or how its job died)."""
+
+    index: int
+    config: Config
+    error: str
+
+    def __str__(self) -> str:
+        return f"{describe(self.config)}: {self.error}"
+
+
+class SweepError(RuntimeError):
+    """Some configurations of a sweep failed (``failures``); the others finished and are in the cache."""
+
+    def __init__(self, failures: Sequence[Failure], n_configs: int):
+        self.failures = list(failures)
+        first = self.failures[0]
+        more = f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
+        super().__init__(f"{len(self.failures)} of {n_configs} configurations failed; first: {first}{more}")
+
+
+def _one_line(err: BaseException) -> str:
+    text = (str(err).strip().splitlines() or [""])[0]
+    return text if isinstance(err, MethodError) else f"{type(err).__name__}: {text}"
 
 
 def describe(cfg: Config) -> str:
@@ -123,6 +160,11 @@ class _ConfigJob(_Checkpointable):
     """
 
     def __call__(self, cfg: Config, cache_dir: str, seed_batch: Optional[int], threads: Optional[int]) -> str:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        if env.cluster == "local":  # on SLURM, submitit's own SIGTERM handling (preemption) stays
+            _record_kills(_kill_record_path(env.paths.folder, str(env.job_id)))
         if threads is not None:
             import torch
 
@@ -177,7 +219,14 @@ def _died(job, executor: str) -> Optional[str]:
     otherwise why it died ("killed by signal 9", ...)."""
     if executor == "local" and not job.paths.result_pickle.exists():
         code = job._process.returncode if getattr(job, "_process", None) is not None else None
-        return f"its process ended without a result (state {job.state}, exit status {code})"
+        if code is not None and code < 0:
+            return f"its process was killed by {_signal_name(-code)}"
+        killed = _read_kill_record(job)
+        if killed:
+            return f"its worker was killed by {killed}"
+        # the worker is a child of submitit's controller, which exits 0 whatever ended it: a
+        # worker that left neither a result nor an exception was killed (SIGKILL, out of memory)
+        return "its worker was killed (it ended without a result or an exception: SIGKILL or out of memory)"
     err = job.exception()  # waits a little for a shared file system to show the result
     from submitit.core.utils import FailedJobError
 
@@ -200,6 +249,7 @@ def run_sweep(
     slurm: Optional[Mapping[str, object]] = None,
     poll_seconds: float = 1.0,
     on_result: Optional[Callable[[int, Config, pd.DataFrame], None]] = None,
+    failures: Optional[List[Failure]] = None,
 ) -> pd.DataFrame:
     """Run every configuration of ``configs`` (one job each) and return all their results.
 
@@ -213,8 +263,9 @@ def run_sweep(
         seed_batch: seeds stacked per batch, as in :func:`isoplast_lite.run.run`.
         progress: progress bars of the serial runs (jobs never show one).
         workers: at most this many jobs at once (local processes; SLURM array parallelism).
-        threads: torch threads of each job (``None``: local jobs get ``cpu_count // workers``,
-            SLURM jobs their ``cpus_per_job``).
+        threads: torch threads of each configuration (``None``: what a serial run in this
+            process uses, ``torch.get_num_threads()``, so a ``local`` sweep gives the rows of a
+            serial one; SLURM jobs their ``cpus_per_job``). A serial sweep sets it for its runs.
         jobs_dir: where submitit keeps each job's pickles and logs (default
             ``<cache_dir>/jobs``).
         max_retries: how many times a job that died is submitted again.
@@ -224,6 +275,9 @@ def run_sweep(
         poll_seconds: how often running jobs are checked.
         on_result: called as ``on_result(index, cfg, df)`` as soon as a configuration's result
             is available (from the cache first, then as jobs finish).
+        failures: a list to which every configuration that fails is appended as a
+            :class:`Failure` (then the sweep returns the rows of the others); ``None``: raise a
+            :class:`SweepError` at the end. Either way one failure never stops the others.
 
     Returns:
         The results of ``configs`` concatenated in their order (a tidy ``DataFrame`` with
@@ -232,8 +286,9 @@ def run_sweep(
     Raises:
         ValueError: a bad argument (naming it, its value and what is allowed).
         TypeError: an argument of the wrong kind.
-        RuntimeError: a job raised an exception, or died ``max_retries + 1`` times (the message
-            names the configuration and its log file).
+        SweepError: (a ``RuntimeError``, only with ``failures=None``) configurations raised an
+            exception, or their jobs died ``max_retries + 1`` times; the message says how many
+            and names the first (method and hook, or how it died, and the log file).
     """
     configs = list(configs)
     for i, cfg in enumerate(configs):
@@ -249,7 +304,21 @@ def run_sweep(
     if on_result is not None and not callable(on_result):
         raise TypeError(f"on_result must be callable or None, got {type(on_result).__name__}")
 
+    if failures is not None and not isinstance(failures, list):
+        raise TypeError(f"failures must be a list or None, got {type(failures).__name__}")
     results: Dict[int, pd.DataFrame] = {}
+    failed: List[Failure] = []
+
+    def fail(i: int, error: str) -> None:
+        failed.append(Failure(i, configs[i], error))
+        warnings.warn(f"configuration failed: {failed[-1]}", RuntimeWarning, stacklevel=3)
+
+    def finish() -> pd.DataFrame:
+        if failed and failures is None:
+            raise SweepError(failed, len(configs))
+        if failures is not None:
+            failures.extend(sorted(failed, key=lambda f: f.index))
+        return _collect(configs, results)
 
     def deliver(i: int, df: pd.DataFrame) -> None:
         results[i] = df
@@ -257,16 +326,25 @@ def run_sweep(
             on_result(i, configs[i], df)
 
     if executor == "serial":
-        for i, cfg in enumerate(configs):
-            deliver(i, run(cfg, cache_dir=cache_dir, progress=progress, seed_batch=seed_batch))
-        return _collect(configs, results)
+        import torch
+
+        before = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            _serial(configs, cache_dir, progress, seed_batch, fail, deliver)
+        finally:
+            torch.set_num_threads(before)
+        return finish()
 
     if cache_dir is False:
         raise ValueError(f"cache_dir=False with executor={executor!r}: the jobs' results travel through the cache; allowed: a cache folder, or executor='serial'")
     cache = (default_cache_dir() if cache_dir is None else Path(cache_dir)).resolve()
     folder = cache / "jobs" if jobs_dir is None else Path(jobs_dir).resolve()
-    if executor == "local" and threads is None:
-        threads = max(1, (os.cpu_count() or 1) // workers)
+    if executor == "local" and threads is None:  # what a serial run in this process uses: the same numbers
+        import torch
+
+        threads = torch.get_num_threads()
 
     # one job per distinct configuration (a repeated one is listed twice in the result)
     same: Dict[str, List[int]] = collections.defaultdict(list)
@@ -281,9 +359,10 @@ def run_sweep(
             for i in indices:
                 deliver(i, df)
     if not todo:
-        return _collect(configs, results)
+        return finish()
 
     ex = _make_executor(executor, folder, workers, slurm, threads)
+    restore = _terminate_as_interrupt() if executor == "local" else None
     cap = workers if executor == "local" else math.inf  # SLURM: one array, the scheduler caps it
     attempts: Dict[int, int] = collections.Counter()
     running = {}
@@ -315,21 +394,115 @@ def run_sweep(
                 why = _died(job, executor)
                 if why is None:
                     err = job.exception()
-                    raise RuntimeError(f"the job of {describe(cfg)} failed (log: {job.paths.stderr}): {str(err).strip().splitlines()[-1] if err else 'no result in the cache'}")
+                    for i in ix:
+                        fail(i, f"{_job_error(err)} (log: {job.paths.stderr})")
+                    continue
                 if attempts[first] > max_retries:
-                    raise RuntimeError(f"the job of {describe(cfg)} died {attempts[first]} times, last: {why} (log: {job.paths.stderr}); allowed: more max_retries")
+                    for i in ix:
+                        fail(i, f"its job died {attempts[first]} times, last: {why} (log: {job.paths.stderr}); allowed: more max_retries")
+                    continue
                 warnings.warn(f"the job of {describe(cfg)} died ({why}); submitting it again (it resumes from its checkpoint)", RuntimeWarning, stacklevel=2)
                 todo.appendleft(ix)
     finally:
         if executor == "local":  # jobs on this machine end with the sweep (a re-run resumes them)
             for _, job in running.values():
                 job.cancel(check=False)
-    return _collect(configs, results)
+            for _, job in running.values():  # the controller stops its worker (SIGINT, then SIGKILL)
+                _wait_process(job)
+        if restore is not None:
+            restore()
+    return finish()
+
+
+def _serial(configs, cache_dir, progress, seed_batch, fail, deliver) -> None:
+    for i, cfg in enumerate(configs):
+        try:
+            df = run(cfg, cache_dir=cache_dir, progress=progress, seed_batch=seed_batch)
+        except Exception as err:  # recorded; the next configuration runs (Ctrl-C still stops the sweep)
+            fail(i, _one_line(err))
+            continue
+        deliver(i, df)
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return f"{signal.Signals(number).name} (signal {number})"
+    except ValueError:
+        return f"signal {number}"
+
+
+def _kill_record_path(folder: "os.PathLike[str] | str", job_id: str) -> Path:
+    return Path(folder) / f"{job_id}.killed"
+
+
+def _record_kills(job_id_folder: Optional[Path]) -> None:
+    """In a worker: write which catchable signal ended it (SIGTERM, SIGINT, SIGHUP) before it dies of it."""
+    import signal
+
+    if job_id_folder is None:
+        return
+
+    def handler(signum, frame):
+        try:
+            job_id_folder.write_text(_signal_name(signum))
+        except OSError:
+            pass
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+def _read_kill_record(job) -> Optional[str]:
+    try:
+        return _kill_record_path(job.paths.folder, str(job.job_id)).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _terminate_as_interrupt():
+    """While a local sweep runs, SIGTERM stops it as Ctrl-C does (so its workers are cancelled);
+    returns the function that restores the previous handler (nothing outside the main thread)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"terminated by {_signal_name(signum)}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _wait_process(job, seconds: float = 10.0) -> None:
+    """Wait (at most ``seconds``) for a cancelled local job's controller to end."""
+    process = getattr(job, "_process", None)
+    if process is None:
+        return
+    try:
+        process.wait(timeout=seconds)
+    except Exception:  # noqa: BLE001 - a controller that will not end is left to the OS
+        pass
+
+
+def _job_error(err: Optional[BaseException]) -> str:
+    """One line from a job's exception (submitit wraps the job's traceback in FailedJobError)."""
+    if err is None:
+        return "no result in the cache"
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    # the last line of the remote traceback is "ExcType: message"
+    return lines[-1] if lines else type(err).__name__
 
 
 def _collect(configs: Sequence[Config], results: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
     from .run import RESULT_COLUMNS
 
-    if not configs:
+    done = [results[i] for i in range(len(configs)) if i in results]
+    if not done:
         return pd.DataFrame(columns=list(RESULT_COLUMNS))
-    return pd.concat([results[i] for i in range(len(configs))], ignore_index=True)
+    return pd.concat(done, ignore_index=True)

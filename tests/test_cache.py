@@ -3,6 +3,8 @@
 import pandas as pd
 import pytest
 
+from isoplast_lite import _files
+from isoplast_lite import cache as cache_mod
 from isoplast_lite import run as run_mod
 from isoplast_lite.run import Config, cache_key, run
 
@@ -80,8 +82,109 @@ def test_cache_key_covers_config_and_version(monkeypatch):
     assert cache_key(Config(**{**CFG.__dict__, "lr": 2e-3})) != k
     assert cache_key(CFG.replace(settings={"iso_strength": 0.2})) != k
     assert cache_key(Config(**CFG.__dict__)) == k
-    monkeypatch.setattr(run_mod, "__version__", "9.9.9")
+    monkeypatch.setattr(cache_mod, "__version__", "9.9.9")
     assert cache_key(CFG) != k
+
+
+def test_cache_key_covers_the_library_code_and_the_methods_code(monkeypatch):
+    from isoplast_lite import methods
+
+    k = cache_key(CFG)
+    parts = cache_mod.key_parts(CFG)
+    assert parts["method"]["qualname"] == methods.method_class("adamo").__qualname__
+    assert parts["code"] == cache_mod.code_hash() and len(parts["code"]) == 64
+    monkeypatch.setattr(cache_mod, "code_hash", lambda: "0" * 64)  # an edit of the engine, runner, measurement...
+    assert cache_key(CFG) != k
+    monkeypatch.undo()
+    assert cache_key(CFG) == k
+
+    # a method re-registered under a known name at the same version gets another key
+    original = methods.method_class("adam")
+    adam_cfg = CFG.replace(method="adam")
+    plain = cache_key(adam_cfg)
+
+    class Impostor(original):
+        def make_optimizer(self, stack, cfg):  # pragma: no cover - never trained here
+            return super().make_optimizer(stack, cfg)
+
+    Impostor.name, Impostor.version = original.name, original.version
+    try:
+        methods.register_method(Impostor, replace=True)
+        assert cache_key(adam_cfg) != plain
+    finally:
+        methods.register_method(original, replace=True)
+    assert cache_key(adam_cfg) == plain
+
+
+def _interrupted_checkpoint(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        run(CFG, cache_dir=tmp_path, progress=False, callback=lambda t, rows: (_ for _ in ()).throw(KeyboardInterrupt))
+    return next((tmp_path / cache_key(CFG)).glob("*.ckpt"))
+
+
+class _Payload:
+    """Pickles to a call of ``os.mkdir(marker)``: what a planted checkpoint would execute on load."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (self.marker,))
+
+
+def test_a_planted_checkpoint_is_never_executed_nor_resumed(tmp_path):
+    import torch
+
+    ckpt = _interrupted_checkpoint(tmp_path)
+    marker = tmp_path / "payload-ran"
+    good = torch.load(ckpt, weights_only=True)
+    planted = {**good, "rows": _Payload(marker)}  # schema and key right: only the payload is foreign
+    torch.save(planted, ckpt)
+    _files.write_checksum(ckpt, ckpt.read_bytes())  # whoever plants it can write the sidecar too
+    trained = []
+    with pytest.warns(RuntimeWarning, match="corrupt checkpoint"):
+        df = run(CFG, cache_dir=tmp_path, progress=False, callback=lambda t, rows: trained.append(t))
+    assert not marker.exists()
+    assert trained == [0, 1, 2] and len(df) == 6
+
+
+def test_a_tampered_or_unverifiable_checkpoint_is_not_resumed(tmp_path):
+    import torch
+
+    reference = run(CFG, cache_dir=False, progress=False)
+    ckpt = _interrupted_checkpoint(tmp_path)
+    state = torch.load(ckpt, weights_only=True)
+    state["stack"] = {k: v * 3 if torch.is_tensor(v) and v.is_floating_point() else v for k, v in state["stack"].items()}
+    sidecar = _files.checksum_path(ckpt).read_bytes()
+    torch.save(state, ckpt)  # scaled weights, the old sidecar
+    _files.checksum_path(ckpt).write_bytes(sidecar)
+    trained = []
+    with pytest.warns(RuntimeWarning, match="does not match its checksum"):
+        df = run(CFG, cache_dir=tmp_path, progress=False, callback=lambda t, rows: trained.append(t))
+    assert trained == [0, 1, 2]
+    pd.testing.assert_frame_equal(df, reference, check_exact=False, rtol=1e-6, atol=1e-9)
+
+    ckpt = _interrupted_checkpoint(tmp_path / "b")
+    _files.checksum_path(ckpt).unlink()  # a checkpoint without its checksum is not trusted
+    trained.clear()
+    with pytest.warns(RuntimeWarning, match="no checksum"):
+        run(CFG, cache_dir=tmp_path / "b", progress=False, callback=lambda t, rows: trained.append(t))
+    assert trained == [0, 1, 2]
+
+
+def test_a_result_without_its_sidecar_is_recomputed(tmp_path, monkeypatch):
+    good = run(CFG, cache_dir=tmp_path, progress=False)
+    folder = tmp_path / cache_key(CFG)
+    (folder / "result.csv.sha256").unlink()
+    edited = good.assign(train_acc=good.train_acc * 0 + 0.5)
+    (folder / "result.csv").write_text(edited.to_csv(index=False))
+    trained = []
+    with pytest.warns(RuntimeWarning, match="no checksum"):
+        again = run(CFG, cache_dir=tmp_path, progress=False, callback=lambda t, rows: trained.append(t))
+    assert (again.train_acc != 0.5).any()
+    pd.testing.assert_frame_equal(good, again, check_exact=False, rtol=1e-6, atol=1e-9)
 
 
 def test_default_cache_dir_from_env(tmp_path, monkeypatch):

@@ -85,3 +85,84 @@ def test_plot_writes_a_png(tmp_path):
 def test_module_entry_point_runs():
     proc = subprocess.run([sys.executable, "-m", "isoplast_lite", "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "sweep" in proc.stdout
+
+
+# --- no quiet overwrite, no silent success (issue 27) --------------------------------------------
+
+def test_a_repeated_set_is_an_error(tmp_path, capsys):
+    for argv in (["run", "--benchmark", "random-label-digits", "--method", "adamo", "--set", "iso_strength=0.1", "--set", "iso_strength=0.2", *TINY],
+                 ["sweep", "--benchmark", "random-label-digits", "--method", "adamo", "--set", "iso_strength=0.1,0.2",
+                  "--set", "iso_strength=0.3", *TINY, "--out", str(tmp_path / "s.csv")]):  # fmt: skip
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "iso_strength is already set" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_out_replaces_only_a_results_csv_unless_forced(tmp_path, capsys, command):
+    base = [command, "--benchmark", "random-label-digits", "--method", "adam", *TINY, "--cache-dir", str(tmp_path / "c")]
+    for name, text in (("other.csv", "a,b\n1,2\n"), ("x.py", "print('hello')\n")):
+        target = tmp_path / name
+        target.write_text(text)
+        with pytest.raises(SystemExit) as info:
+            main([*base, "--out", str(target)])
+        assert info.value.code == 2 and "not a results CSV" in capsys.readouterr().err
+        assert target.read_text() == text  # untouched
+    results = tmp_path / "results.csv"
+    assert main([*base, "--out", str(results)]) == 0
+    assert main([*base, "--out", str(results)]) == 0  # a results CSV of this tool: replaced
+    assert main([*base, "--out", str(tmp_path / "other.csv"), "--force"]) == 0
+    assert pd.read_csv(tmp_path / "other.csv").method.tolist()[0] == "adam"
+
+
+def test_a_second_writer_on_one_out_is_refused(tmp_path, capsys):
+    import fcntl
+
+    out = tmp_path / "s.csv"
+    with open(tmp_path / ".s.csv.lock", "a+") as held:  # what a running sweep holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 12345")
+        held.flush()
+        with pytest.raises(SystemExit) as info:
+            main(["sweep", "--benchmark", "random-label-digits", "--method", "adam", *TINY, "--cache-dir", str(tmp_path / "c"), "--out", str(out)])
+    assert info.value.code == 2
+    assert "another sweep is writing it (pid 12345)" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("body, needle", [("import sys\nsys.exit(0)\n", "sys.exit(0)"), ("raise KeyboardInterrupt\n", "interrupted")])
+def test_an_import_that_exits_or_is_interrupted_is_an_error(tmp_path, body, needle):
+    (tmp_path / "quits.py").write_text(body)
+    proc = subprocess.run([sys.executable, "-m", "isoplast_lite", "run", "--import", "quits", "--benchmark", "random-label-digits",
+                           "--method", "adam", *TINY, "--no-cache"], cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_infinite_penalty_counts_as_divergence():
+    from isoplast_lite.run import Config, run
+
+    cfg = Config("random-label-digits", "l2", settings={"strength": 1e37}, seeds=2, n_tasks=2, steps_per_task=5, batch_size=8,
+                 width=64, depth=2, n_train=16, probe_size=4)  # fmt: skip
+    # the 64 x 64 orthogonal hidden weight alone has ||W||^2 = 64: 1e37 * 64 > float32's 3.4e38
+    df = run(cfg, cache_dir=False, progress=False)
+    assert df.diverged.all()  # the objective is infinite from the first step
+    finite = run(cfg.replace(settings={"strength": 1e-4}), cache_dir=False, progress=False)
+    assert not finite.diverged.any()
+
+
+def test_a_run_longer_than_the_time_bound_is_refused_before_work():
+    from isoplast_lite.run import MAX_SECONDS, Config, ConfigError, _time_lower_bound, check_config
+
+    import torch
+
+    cfg = Config("random-label-digits", "adam", seeds=1, n_tasks=1_000_000, steps_per_task=100_000, width=256, depth=3)
+    # the bound, recomputed: 6 operations per parameter, example and step at 1e12 per second
+    params = 64 * 256 + 2 * 256 * 256 + 256 * 10
+    assert _time_lower_bound(cfg, torch.device("cpu")) >= 1_000_000 * 100_000 * 32 * params * 6 / 1e12 > MAX_SECONDS
+    with pytest.raises(ConfigError, match="allowed: at most 30 days"):
+        check_config(cfg)
+    check_config(cfg.replace(n_tasks=2, steps_per_task=10))  # an ordinary size passes

@@ -577,3 +577,23 @@ def test_closed_form_block_jacobians_give_the_jacrev_singular_values(build):
             assert closed is None  # LayerNorm blocks take vmap(jacrev)
         torch.testing.assert_close(fast[i], torch.linalg.svdvals(ref), rtol=1e-12, atol=1e-14)  # LAPACK on another memory layout
         h = block(h).detach()
+
+
+def test_unit_measures_reject_overflowed_features_as_effective_rank_does():
+    """One overflowed unit (finite weights, finite inputs, inf features) is an error for every unit measure."""
+    import torch
+
+    from isoplast_lite import dead_fraction, dormant_fraction, effective_rank, relu_mlp
+    from isoplast_lite.diagnostics import hidden_features
+
+    model = relu_mlp(4, 8, 2, 3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model[0][0].weight[0].fill_(3e38)  # finite float32; unit 0's pre-activation overflows on positive inputs
+    x = torch.rand(16, 4, generator=torch.Generator().manual_seed(1)) + 0.1
+    pre = x @ model[0][0].weight.T
+    assert torch.isinf(pre[:, 0]).all() and torch.isfinite(model[0][0].weight).all()  # the premise, computed directly
+    for measure in (lambda: dormant_fraction(model, x), lambda: dead_fraction(model, x), lambda: hidden_features(model, x)):
+        with pytest.raises(ValueError, match="hidden block 0 gives non-finite features"):
+            measure()
+    with pytest.raises(ValueError):
+        effective_rank(torch.relu(pre))  # the same features, rejected by effective_rank

@@ -27,7 +27,7 @@ def _frame(methods=METHODS, n_tasks=4, seeds=3):
         for seed in range(seeds):
             for task in range(n_tasks):
                 rows.append(dict(benchmark="random-label-digits", method=method, iso_strength=0.1 * (method == "adamo"),
-                                 seed=seed, task=task, train_acc=1.0 - 0.05 * task * (m % 3) + 0.01 * rng.standard_normal(),
+                                 seed=seed, task=task, train_acc=min(1.0, 1.0 - 0.05 * task * (m % 3) + 0.01 * rng.standard_normal()),
                                  test_acc=np.nan, dead=0.1 * task, ntk_cond=10.0 ** (1 + task + 2 * seed)))  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -204,3 +204,16 @@ def test_bad_input():
         plots.seed_summary(_frame().assign(dead="x"), "dead")
     with pytest.warns(UserWarning, match="no logarithm"):
         plots.seed_summary(_frame().assign(ntk_cond=0.0), "ntk_cond")
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda df: df.assign(train_acc=df.train_acc - 2.0), "not a fraction"),
+    (lambda df: df.assign(ntk_cond=-df.ntk_cond), "allowed: values >= 0"),
+    (lambda df: pd.concat([df, df.iloc[:3]]), "duplicated rows"),
+    (lambda df: df.assign(diverged="maybe"), "column diverged holds 'maybe'"),
+])  # fmt: skip
+def test_plot_results_rejects_impossible_values_duplicates_and_non_booleans(damage, needle):
+    df = _frame(("adam", "adamo")).assign(diverged=False)
+    plt.close(plots.plot_results(df, measures=["dead", "ntk_cond"]))  # the frame itself is fine
+    with pytest.raises(ValueError, match=needle):
+        plots.plot_results(damage(df), measures=["dead", "ntk_cond"])

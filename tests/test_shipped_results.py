@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 
@@ -183,3 +184,84 @@ def test_chain_interventions_show_what_chapter_7_says(name):
     assert all(acc >= control[0] - 0.05 for acc, _ in broken), (control, broken)
     assert all(abs(cond - control[1]) < 0.5 for _, cond in broken), (control, broken)
     assert adam[1] > control[1] + 1.0 and adam[0] < control[0] - 0.1, (adam, control)
+
+
+# --- integrity of the shipped files (issue 27): every damage is one line naming the file ---------
+
+def _copy_data(tmp_path, monkeypatch):
+    import shutil
+
+    from isoplast_lite import results as res
+
+    base = tmp_path / "data"
+    for group in res.GROUPS:
+        shutil.copytree(res._DATA / group, base / group)
+    monkeypatch.setenv("ISOPLAST_RESULTS", str(base))
+    return base
+
+
+def _rewrite(path, df):
+    df.to_csv(path, index=False, compression="gzip")
+
+
+@pytest.mark.parametrize("damage", ["number", "half-rows", "duplicates", "renamed-method", "dropped-column",
+                                    "truncated", "outside-path", "no-checksum", "diverged-maybe"])  # fmt: skip
+def test_damaged_shipped_files_are_one_line_errors_naming_the_file(tmp_path, monkeypatch, damage):
+    import json
+
+    from isoplast_lite import results as res
+
+    base = _copy_data(tmp_path, monkeypatch)
+    folder = base / "book"
+    target = folder / "permuted-digits.csv.gz"
+    original = pd.read_csv(target)
+    refresh = True
+    if damage == "number":  # a changed number, the manifest untouched
+        df = original.copy()
+        df.loc[3, "train_acc"] = 0.5
+        _rewrite(target, df)
+        refresh = False
+    elif damage == "half-rows":
+        _rewrite(target, original.iloc[::2])
+    elif damage == "duplicates":
+        _rewrite(target, pd.concat([original, original.iloc[:5]]))
+    elif damage == "renamed-method":
+        _rewrite(target, original.replace({"method": {"adamo": "adamoo"}}))
+    elif damage == "dropped-column":
+        _rewrite(target, original.drop(columns=["loss"]))
+    elif damage == "truncated":
+        data = target.read_bytes()
+        target.write_bytes(data[: len(data) // 2])
+    elif damage == "diverged-maybe":
+        _rewrite(target, original.assign(diverged="maybe"))
+    if refresh and damage not in ("no-checksum", "outside-path"):
+        res.write_checksums(["book"])  # structure checks hold even when the checksum was refreshed
+    manifest_path = folder / "manifest.json"
+    entries = json.loads(manifest_path.read_text())
+    if damage == "outside-path":
+        entries["permuted-digits"]["file"] = "/etc/hostname"
+    if damage == "no-checksum":
+        del entries["permuted-digits"]["sha256"]
+    manifest_path.write_text(json.dumps(entries))
+    with pytest.raises(res.CorruptResultsError) as info:
+        res.load("permuted-digits")
+    message = str(info.value)
+    assert "\n" not in message
+    assert ("/etc/hostname" if damage == "outside-path" else "permuted-digits.csv.gz") in message
+    res.load("random-label-digits")  # the other files still load
+
+
+def test_write_checksums_command_refreshes_and_verify_passes(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    base = _copy_data(tmp_path, monkeypatch)
+    target = base / "long" / "random-label-digits.csv.gz"
+    _rewrite(target, pd.read_csv(target))  # regenerated: same rows, other bytes
+    env = {**os.environ, "ISOPLAST_RESULTS": str(base)}
+    verify = [sys.executable, "-m", "isoplast_lite.results", "--verify", "--group", "long"]
+    bad = subprocess.run(verify, capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and "random-label-digits.csv.gz" in bad.stderr and "Traceback" not in bad.stderr
+    subprocess.run([sys.executable, "-m", "isoplast_lite.results", "--write-checksums", "--group", "long"], check=True, env=env, capture_output=True)
+    good = subprocess.run(verify, capture_output=True, text=True, env=env)
+    assert good.returncode == 0, good.stderr

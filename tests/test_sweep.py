@@ -232,3 +232,123 @@ def test_help_shows_the_cluster_form(capsys):
         main(["sweep", "--help"])
     text = capsys.readouterr().out
     assert "--executor slurm --slurm-partition gpu" in text and "--device cuda" in text and "--executor local" in text
+
+
+# --- sweeps that finish, and a local executor that behaves (issues 27 and 21) ---------------------
+
+FAILING_MODULE = '''
+from isoplast_lite.methods import Adam, register_method
+
+
+@register_method
+class Fragile(Adam):
+    """Adam whose after_step hook raises on the second task."""
+
+    name = "fragile"
+
+    def after_step(self, stack, opt, ctx):
+        if ctx.task == 1:
+            raise KeyError("boom in the hook")
+'''
+
+
+def test_a_failing_configuration_is_recorded_and_the_others_finish(tmp_path):
+    (tmp_path / "fragile_method.py").write_text(FAILING_MODULE)
+    out = tmp_path / "s.csv"
+    argv = [sys.executable, "-m", "isoplast_lite", "sweep", "--import", "fragile_method", "--benchmark", "random-label-digits",
+            "--method", "adam", "fragile", "l2", *TINY, "--cache-dir", str(tmp_path / "c"), "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(argv, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    failed = [ln for ln in proc.stderr.splitlines() if ln.startswith("failed:")]
+    assert len(failed) == 1 and "'fragile'" in failed[0] and "hook after_step" in failed[0] and "KeyError" in failed[0], proc.stderr
+    assert "2 of 3 configurations finished, 1 failed" in proc.stdout
+    df = pd.read_csv(out)
+    assert sorted(df.method.unique()) == ["adam", "l2"] and len(df) == 2 * 3  # every good row, the later one included
+
+
+def test_run_sweep_records_failures_in_every_executor(tmp_path):
+    from isoplast_lite import methods
+
+    cfgs = _configs(TINY)
+    calls = []
+
+    class Broken(methods.Adam):
+        name = "broken-in-test"
+
+        def setup(self, stack, cfg):
+            raise ZeroDivisionError("setup went wrong")
+
+    methods.register_method(Broken, replace=True)
+    try:
+        bad = Config("random-label-digits", "broken-in-test", **{k: getattr(cfgs[0], k) for k in ("seeds", "n_tasks", "steps_per_task", "batch_size", "width", "depth", "n_train")})
+        failures = []
+        with pytest.warns(RuntimeWarning, match="configuration failed"):
+            df = run_sweep([cfgs[0], bad, cfgs[2]], cache_dir=tmp_path, progress=False, failures=failures, on_result=lambda i, c, d: calls.append(i))
+        assert calls == [0, 2] and sorted(df.method.unique()) == ["adam", "l2"]
+        assert len(failures) == 1 and failures[0].index == 1 and "hook setup" in failures[0].error and "ZeroDivisionError" in failures[0].error
+        from isoplast_lite.sweep import SweepError
+
+        with pytest.warns(RuntimeWarning), pytest.raises(SweepError, match="1 of 2 configurations failed"):
+            run_sweep([bad, cfgs[0]], cache_dir=tmp_path, progress=False)
+    finally:
+        methods.METHODS.pop("broken-in-test", None)
+
+
+def _session_processes(session: int):
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            after = stat.rsplit(")", 1)[1].split()
+            if int(after[3]) == session and after[0] != "Z":
+                pids.append(int(d.name))
+    return pids
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_terminated_local_sweep_leaves_no_process(tmp_path, sig):
+    cache, out = tmp_path / "cache", tmp_path / "dist.csv"
+    proc = _sweep(out, cache, SLOW, "--executor", "local", "--workers", "2", start_new_session=True)
+    try:
+        _wait_for(lambda: len(_workers(proc.pid)) == 2, what="two workers training")
+        os.kill(proc.pid, sig)  # the sweep alone, not its process group
+        proc.communicate(timeout=120)
+        _wait_for(lambda: not _session_processes(proc.pid), timeout=30, what="every worker and controller to end")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    assert proc.returncode != 0
+
+
+def test_a_killed_worker_is_reported_as_killed(tmp_path):
+    cache, out = tmp_path / "cache", tmp_path / "dist.csv"
+    proc = _sweep(out, cache, SLOW, "--executor", "local", "--workers", "2", "--max-retries", "0", start_new_session=True)
+    try:
+        # a worker that is training (it has written a checkpoint): its job has started
+        victim = _wait_for(lambda: list(cache.glob("*/*.ckpt")) and len(_workers(proc.pid)) == 2 and _workers(proc.pid), what="a worker training")
+        os.kill(victim[-1], signal.SIGTERM)  # the oldest worker
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 1, stderr
+    assert "killed by SIGTERM" in stderr, stderr
+    assert "2 of 3 configurations finished, 1 failed" in stdout
+
+
+def test_serial_and_local_sweeps_give_identical_rows_with_default_threads(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    base = [sys.executable, "-m", "isoplast_lite", "sweep", *GRID, *TINY]
+    for name, extra in (("serial", []), ("local", ["--executor", "local", "--workers", "2"])):
+        proc = subprocess.run([*base, "--cache-dir", str(tmp_path / name), "--out", str(tmp_path / f"{name}.csv"), *extra],
+                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "local.csv").read_bytes() == (tmp_path / "serial.csv").read_bytes()  # every column

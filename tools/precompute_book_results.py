@@ -135,6 +135,9 @@ def write_manifest(out_dir: Path = OUT, made: "dict | None" = None) -> Path:
     tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     tmp.replace(path)
+    from isoplast_lite.results import write_folder_checksums
+
+    write_folder_checksums(out_dir)  # each file's SHA-256, checked on load
     return path
 
 

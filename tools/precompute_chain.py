@@ -109,6 +109,9 @@ def main(argv=None) -> int:
         }
         text = json.dumps(manifest, indent=2) + "\n"
         atomic_write(manifest_path, lambda h: h.write(text.encode()))
+        from isoplast_lite.results import write_folder_checksums
+
+        write_folder_checksums(args.out)  # each file's SHA-256, checked on load
     return 0
 
 

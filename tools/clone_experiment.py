@@ -316,7 +316,7 @@ def main(argv=None) -> int:
     import torch
 
     from isoplast_lite._files import atomic_write
-    from isoplast_lite.results import provenance
+    from isoplast_lite.results import provenance, write_folder_checksums
     from isoplast_lite.tasks import load_source
 
     start = time.perf_counter()
@@ -329,11 +329,10 @@ def main(argv=None) -> int:
         print(f"seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
     df = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    sha = _write_gz(args.out / "clone-experiment.csv.gz", df)
+    _write_gz(args.out / "clone-experiment.csv.gz", df)
     manifest = {
         "clone-experiment": {
             "file": "clone-experiment.csv.gz",
-            "sha256": sha,
             "command": f"python tools/clone_experiment.py --seeds {args.seeds}",  # run with OMP_NUM_THREADS=1 (provenance.threads)
             "settings": {"benchmark": BENCHMARK, "width": WIDTH, "depth": DEPTH, "n_train": N_TRAIN, "batch_size": BATCH, "lr": LR,
                          "steps_task0": STEPS_A, "steps_measured": list(STEPS), "units_cloned_per_layer": K, "near_noise": NEAR,
@@ -345,6 +344,7 @@ def main(argv=None) -> int:
     }
     text = json.dumps(manifest, indent=2) + "\n"
     atomic_write(args.out / "manifest.json", lambda h: h.write(text.encode()))
+    write_folder_checksums(args.out)  # every file's SHA-256, checked on load
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(summarize(df).round(4).to_string(index=False))
     return 0

@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from isoplast_lite._files import atomic_write
-    from isoplast_lite.results import provenance
+    from isoplast_lite.results import provenance, write_folder_checksums
     from isoplast_lite.run import default_cache_dir, run
     from isoplast_lite.settings import settings_json
 
@@ -285,6 +285,7 @@ def main(argv=None) -> int:
         }  # fmt: skip
         log(f"wrote {name}")
     atomic_write(manifest_path, lambda h: h.write((json.dumps(manifest, indent=2, default=str) + "\n").encode()))
+    write_folder_checksums(out)  # every file's SHA-256, checked on load
     return 0
 
 

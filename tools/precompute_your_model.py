@@ -73,7 +73,7 @@ def _write(args, name, spec, accs, layers, seconds, n_seeds) -> None:
     import pandas as pd
 
     from isoplast_lite._files import atomic_write
-    from isoplast_lite.results import provenance
+    from isoplast_lite.results import provenance, write_folder_checksums
     from precompute_chain import _write_gz
 
     _write_gz(args.out / f"{name}.csv.gz", pd.concat(accs, ignore_index=True), float_format=FLOAT_FORMAT)
@@ -100,6 +100,7 @@ def _write(args, name, spec, accs, layers, seconds, n_seeds) -> None:
     }
     text = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     atomic_write(manifest_path, lambda h: h.write(text))
+    write_folder_checksums(manifest_path.parent)  # every file's SHA-256, checked on load
 
 
 if __name__ == "__main__":

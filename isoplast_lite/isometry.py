@@ -59,6 +59,8 @@ __all__ = [
     "newton_schulz",
     "chebyshev_cubic",
     "partial_isometry_measures",
+    "isometry_half_life",
+    "isometry_step_regime",
 ]
 
 
@@ -543,3 +545,61 @@ def partial_isometry_measures(W: torch.Tensor, W0: Optional[torch.Tensor] = None
         if W0 is not None:
             out["dist_init_sq"] = float((W.detach() - W0.detach()).square().sum())
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# How fast the decoupled step restores isometry: one home for the half-life and its regime
+# ----------------------------------------------------------------------------------------------
+
+
+def isometry_half_life(step, iso_strength=1.0):
+    r"""Steps for :math:`R_{iso}` to halve near isometry under the decoupled step
+    :math:`W \leftarrow W - s\lambda\,\nabla R_{iso}(W)` (our reconstruction, chapter 5).
+
+    Near :math:`\sigma = 1` one step multiplies :math:`\sigma - 1` by :math:`1 - c`, with
+    :math:`c = 8 s\lambda`, so :math:`R_{iso} \approx 4\sum(\sigma_i - 1)^2` halves in
+    :math:`\ln 2 / (16\, s\lambda)` steps **while** :math:`c \ll 1`
+    (:func:`isometry_step_regime` says ``"half-life"`` there). Outside that regime the number is
+    not a half-life: for :math:`0.1 \le c < 2` the deviation shrinks by :math:`|1 - c|` per step
+    (a few steps), and from :math:`c = 2` on :math:`\sigma = 1` repels and there is none; check
+    the regime before quoting the number. ``s`` is the isometry step size of the reading
+    (``lr`` under PyTorch's, the schedule multiplier under Loshchilov & Hutter's).
+
+    Args:
+        step: the step size :math:`s` (a float or a numpy array), > 0.
+        iso_strength: :math:`\lambda` (a float or a numpy array), > 0.
+
+    Returns:
+        :math:`\ln 2 / (16\, s\lambda)` (a float, or an array for array input).
+
+    Example:
+        >>> round(isometry_half_life(1e-3, 1e-3))  # PyTorch's reading at the paper's stated setting
+        43322
+        >>> round(isometry_half_life(1.0, 1e-3), 1)  # Loshchilov & Hutter's
+        43.3
+    """
+    import numpy as np
+
+    product = np.asarray(step, dtype=float) * np.asarray(iso_strength, dtype=float)
+    if not (np.all(np.isfinite(product)) and np.all(product > 0)):
+        raise ValueError(f"step * iso_strength must be finite and > 0, got {product.tolist()}")
+    value = np.log(2) / (16 * product)
+    return float(value) if value.ndim == 0 else value
+
+
+def isometry_step_regime(step, iso_strength=1.0) -> str:
+    r"""The regime of the decoupled isometry step for :math:`c = 8 s\lambda`
+    (:func:`isometry_half_life`; ``optim.ISO_STABILITY_LIMIT`` is the 2 below).
+
+    Returns:
+        ``"half-life"`` (:math:`c < 0.1`: :func:`isometry_half_life` holds), ``"monotone"``
+        (:math:`0.1 \le c < 1`), ``"oscillating"`` (:math:`1 \le c < 2`: converging with
+        alternating sign) or ``"unstable"`` (:math:`c \ge 2`: no half-life, AdamO refuses it).
+
+    Example:
+        >>> isometry_step_regime(1.0, 1e-3), isometry_step_regime(1.0, 0.25)
+        ('half-life', 'unstable')
+    """
+    c = 8.0 * check_positive("step", step) * check_positive("iso_strength", iso_strength)
+    return "half-life" if c < 0.1 else "monotone" if c < 1 else "oscillating" if c < 2 else "unstable"
+

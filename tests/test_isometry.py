@@ -164,3 +164,26 @@ def test_the_kernel_is_the_textbook_formula_bit_for_bit(gen, shape):
     tall = shape[1] >= shape[2]
     expected = X @ (X.mT @ X - torch.eye(k)) if tall else (X @ X.mT - torch.eye(k)) @ X
     assert torch.equal(isometry_direction(X), expected)
+
+
+def test_isometry_half_life_matches_the_iterated_step_inside_its_regime():
+    """ln 2 / (16 s lambda) against the exact scalar map of the decoupled step on one singular
+    value, sigma <- sigma - 4 s lambda (sigma^3 - sigma), iterated in float64 from near isometry;
+    the regime names follow c = 8 s lambda (chapter 5's stability limit)."""
+    import numpy as np
+
+    from isoplast_lite.isometry import isometry_half_life, isometry_step_regime
+
+    for s_lam in (1e-4, 1e-3, 5e-3):
+        sigma, steps = 1.0 + 1e-4, 0
+        r0 = (sigma**2 - 1) ** 2
+        while (sigma**2 - 1) ** 2 > r0 / 2:
+            sigma -= 4 * s_lam * (sigma**3 - sigma)
+            steps += 1
+        assert abs(steps - isometry_half_life(s_lam)) <= 0.02 * steps + 1, (s_lam, steps)
+        assert isometry_step_regime(s_lam) == "half-life"
+    assert np.allclose(isometry_half_life(np.array([1e-3, 1.0]), 1e-3), np.log(2) / (16 * np.array([1e-6, 1e-3])))
+    assert [isometry_step_regime(1.0, lam) for lam in (0.05, 0.2, 0.25, 1.0)] == ["monotone", "oscillating", "unstable", "unstable"]
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError):
+            isometry_half_life(bad, 1e-3)

@@ -44,7 +44,7 @@ JSON = ROOT / "book" / "course-timings.json"
 GUIDE = ROOT / "book" / "course-guide.md"
 CHAPTERS = {1: "Loss of plasticity in one minute", 2: "The eNTK-Jacobian link", 3: "AEI GroupSort networks",
             4: "The isometry regularizer", 5: "AdamO step by step", 6: "Prior methods",
-            7: "Does isometry cause plasticity?", 8: "Reproducing the benchmarks"}  # fmt: skip
+            7: "Does isometry cause plasticity?", 8: "Reproducing the benchmarks", 9: "Your model"}  # fmt: skip
 #: the take-home of lab 4: the shipped random-label Digits budget of chapter 8, Adam and AdamO
 #: (AdamO at its default lambda = 0.1); ``--tasks N`` is added.
 TAKE_HOME = ["--benchmark", "random-label-digits", "--method", "adam", "adamo", "--seeds", "8", "--steps-per-task", "400",

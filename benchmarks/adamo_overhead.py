@@ -1,7 +1,7 @@
 """Time one AdamO training step against one Adam training step (same process, interleaved).
 
 A step is forward + backward + optimizer step on ``relu_mlp(in_dim, 512, 4, 10)`` with a batch
-of 128 (the paper's supervised setting: depth 4, width 512). AdamO applies the isometry step to
+of 128 (our full-scale configuration: depth 4, width 512; the paper's widths and depths are unknown to us). AdamO applies the isometry step to
 the four hidden weight matrices (head in a group with ``iso_strength=0``, as the runner does).
 Target from the issue: ratio <= 1.15.
 

@@ -263,8 +263,8 @@ class AdamO(Optimizer):
               :math:`\eta_t` = current ``lr`` / ``initial_lr`` (the group's ``lr`` at
               construction, the key PyTorch's LR schedulers use). With a constant ``lr`` the step
               is :math:`\lambda\nabla R`: at the paper's :math:`\lambda = 10^{-3}` it halves
-              :math:`R_{iso}` in about 43 steps instead of the ~430 000 of the first reading at
-              ``lr = 1e-4``.
+              :math:`R_{iso}` in about 43 steps instead of the ~43 000 of the first reading at
+              the paper's stated ``lr = 1e-3``.
         iso_every: :math:`k` (int >= 1): take the isometry step, scaled by :math:`k`, only every
             :math:`k`-th step (1 = exact, every step).
         seed_dims: number of leading copy dimensions of every parameter of the group (>= 0).

@@ -491,8 +491,9 @@ def test_default_reading_is_unchanged_and_bad_scaling_is_refused(gen):
 
 
 def test_paper_setting_half_life_under_both_readings():
-    """PAPER.md: at lr 1e-4 and lambda 1e-3, R_iso halves in ln2 / (16 lambda) ~ 43 steps under
-    Loshchilov & Hutter's reading, and barely moves under PyTorch's (half-life ~430 000 steps)."""
+    """At the paper's stated lr 1e-3 and lambda 1e-3 (PAPER.md), R_iso halves in ln2 / (16 lambda) ~ 43
+    steps under Loshchilov & Hutter's reading, and barely moves under PyTorch's (half-life
+    ln2 / (16 lr lambda) ~ 43 000 steps: > 99% left after 200 steps)."""
     import math
 
     g = torch.Generator().manual_seed(0)
@@ -502,7 +503,7 @@ def test_paper_setting_half_life_under_both_readings():
     for scaling in ("schedule", "lr"):
         W = (q * s).clone().requires_grad_(True)
         W.grad = torch.zeros_like(W)  # no task gradient: only the isometry step
-        opt = AdamO([W], lr=1e-4, iso_strength=1e-3, iso_scaling=scaling)
+        opt = AdamO([W], lr=1e-3, iso_strength=1e-3, iso_scaling=scaling)
         r0 = isometry_penalty(W.detach()).item()
         for t in range(1, 201):
             opt.step()

@@ -11,9 +11,11 @@ a finished one costs nothing. Usage (from the repository root)::
     .venv/bin/python tools/precompute_book_results.py --list          # print the sweep commands
     nohup nice -n 10 .venv/bin/python tools/precompute_book_results.py > precompute.log 2>&1 &
 
-Book scale (why): the paper's supervised setting (depth 4, width 512, lr 1e-4, lambda 1e-3)
-needs GPU-scale horizons (chapter 5: the isometry half-life at lr * lambda = 1e-7 is ~430k
-steps). PAPER.md's CPU probes show the phenomenon on random-label Digits within 20 tasks x 800
+Book scale (why): the paper states lr 1e-3 for Adam and AdamO, lambda 1e-3 and 8 seeds
+(PAPER.md); its widths, depths and horizons are unknown to us, and at lr 1e-3 R_iso's half-life
+under PyTorch's reading of AdamO is about 43 000 steps (chapter 5), a GPU-scale horizon (chapter 7
+measures that reading at the stated values; tools/precompute_paper_setting.py). PAPER.md's CPU
+probes (ours) show the phenomenon on random-label Digits within 20 tasks x 800
 steps at width 256 / 512 images. We measured (2 seeds each, random-label Digits, 256 images,
 20 x 400 steps) that narrower nets show it sooner and more strongly: at width 128 Adam falls
 from 100% to ~72% train accuracy by task 15 (dead units 4% -> 43%), at width 64 from 97% to

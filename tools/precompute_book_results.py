@@ -129,8 +129,8 @@ def write_manifest(out_dir: Path = OUT, made: "dict | None" = None) -> Path:
         entry = {"file": f"{name}.csv.gz", "command": " ".join(command(name))}
         if name in made:
             entry["provenance"] = made[name]
-            if "aei-adam" in SWEEPS[name]:
-                entry["aei_orthogonal"] = "newton-schulz"  # the runner's default (Config.orthogonal)
+            if "aei-adam" in SWEEPS[name]:  # the command's --set orthogonal=..., else the runner's default
+                entry["aei_orthogonal"] = "cayley" if "orthogonal=cayley" in entry["command"] else "newton-schulz"
         else:  # not regenerated: keep what was recorded with the file
             entry.update({k: v for k, v in before.get(name, {}).items() if k in ("provenance", "aei_orthogonal")})
         manifest[name] = entry

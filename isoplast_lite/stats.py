@@ -103,7 +103,9 @@ def rerun_agreement(
     Returns:
         One row per group and metric: ``keys, metric, n_live, n_shipped, live, shipped, diff,
         bound, max_seed_diff`` (largest ``|live - shipped|`` over seeds present in both, NaN if
-        none) and ``consistent`` (bool).
+        none), ``n_beyond`` (values of both samples that are ``+inf``: beyond the resolution of
+        their computation; on a metric of :data:`LOG_METRICS` they are censored at the largest
+        resolved value of either sample, the same map for both) and ``consistent`` (bool).
 
     Example:
         >>> ship = pd.DataFrame({"method": "adam", "task": 0, "seed": [0, 1, 2], "acc": [0.9, 0.8, 0.7]})
@@ -130,8 +132,15 @@ def rerun_agreement(
         for metric in metrics:
             a, b = lv[metric].to_numpy(float), sh[metric].to_numpy(float)
             pa, pb = paired[metric].to_numpy(float), paired[metric + "__shipped"].to_numpy(float)
+            beyond = int(np.isposinf(a).sum() + np.isposinf(b).sum())
             if metric in LOG_METRICS:
                 a, b, pa, pb = (np.log10(np.clip(v, 1e-300, None)) for v in (a, b, pa, pb))
+                finite = np.concatenate([v[np.isfinite(v)] for v in (a, b)])
+                cap = float(finite.max()) if finite.size else 0.0
+                # +inf is a value beyond resolution (a condition number the computation cannot
+                # resolve): censored at the largest resolved value of either sample, the same
+                # monotone map for both, so equal distributions stay equal
+                a, b, pa, pb = (np.where(np.isposinf(v), cap, v) for v in (a, b, pa, pb))
             a, b = a[~np.isnan(a)], b[~np.isnan(b)]
             if a.size == 0 or b.size == 0:
                 continue
@@ -151,7 +160,7 @@ def rerun_agreement(
                 **dict(zip(keys, key if isinstance(key, tuple) else (key,))), "metric": metric, "n_live": a.size, "n_shipped": b.size,
                 "live": float(a.mean()), "shipped": float(b.mean()), "diff": diff, "bound": bound,
                 "max_seed_diff": float(np.abs(pa[both] - pb[both]).max()) if both.any() else float("nan"),
-                "consistent": bool(abs(diff) <= bound),
+                "n_beyond": beyond, "consistent": bool(abs(diff) <= bound),
             })  # fmt: skip
     return pd.DataFrame(rows)
 

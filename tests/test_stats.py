@@ -107,3 +107,24 @@ def test_min_detectable_effect_has_the_stated_power_by_simulation():
     assert min_detectable_effect(4000, 2.0) == pytest.approx((sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) * 2.0 / math.sqrt(4000), rel=2e-3)
     with pytest.raises(ValueError, match="n must be an int >= 2"):
         min_detectable_effect(1, 1.0)
+
+
+def test_rerun_agreement_censors_values_beyond_resolution():
+    """A condition number beyond resolution (+inf) is neither a NaN comparison nor ignored: on a
+    log metric it is censored at the largest resolved value of both samples (the same map for
+    both), counted in n_beyond; a re-run with the same inf agrees, one far below it does not."""
+    import warnings
+
+    from isoplast_lite.stats import rerun_agreement
+
+    shipped = pd.DataFrame({"method": "adam", "task": 0, "seed": range(8),
+                            "ntk_cond": [1e4, 2e4, 5e4, 1e5, 3e4, 8e4, 6e4, np.inf]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NaN arithmetic warnings either
+        same = rerun_agreement(shipped, shipped, ["ntk_cond"])
+    assert same.consistent.all() and same.n_beyond.iloc[0] == 2 and same["diff"].iloc[0] == 0.0
+    # the censored sample's mean, computed independently: inf -> the largest resolved value (1e5)
+    logs = np.log10([1e4, 2e4, 5e4, 1e5, 3e4, 8e4, 6e4, 1e5])
+    assert np.isclose(same.shipped.iloc[0], logs.mean())
+    far = shipped.assign(ntk_cond=shipped.ntk_cond.where(np.isfinite(shipped.ntk_cond), 1e4) / 1e3)  # three decades lower
+    assert not rerun_agreement(far, shipped, ["ntk_cond"]).consistent.any()

@@ -44,7 +44,10 @@ mnist1d ones need no network.
 Results are cached in $ISOPLAST_CACHE or ~/.cache/isoplast (--no-cache to bypass); an
 interrupted run resumes at the task where it stopped. A configuration whose loss or weights
 become NaN/inf is recorded as diverged (column "diverged", metrics NaN) and a sweep goes on.
-Bad input: one line on stderr and exit status 2 (--debug shows the traceback).
+Bad input: one line on stderr and exit status 2 (--debug shows the traceback). A configuration
+that needs more memory than the machine has, or more than 1 hour by a lower estimate of its time
+(--max-hours H or $ISOPLAST_MAX_HOURS=H raise it), is refused before any work. SIGTERM or Ctrl-C
+stops a command with one line and status 143 or 130; finished rows and cached tasks are kept.
 
 Full-scale GPU examples (the paper states lr 1e-3, lambda 1e-3, 8 seeds; width and depth are our guesses):
   python -m isoplast_lite run --benchmark permuted-mnist --method adamo --set iso_strength=1e-3 \\

@@ -383,6 +383,9 @@ _TASK_LAYER_SECONDS = 6e-4
 #: floating-point operations per second and torch thread, per device type (cpu: about twice the
 #: 93 GFLOP/s peak of one thread's large matmul measured here)
 _FLOPS = {"cpu": 2e11, "cuda": 1e14, "mps": 1e13}
+#: how much faster than the CPU a device does the per-example and per-parameter element-wise
+#: work (memory bandwidth): guesses, not measured (no GPU here), on the optimistic side
+_ELEMENTWISE_SPEEDUP = {"cpu": 1.0, "cuda": 100.0, "mps": 20.0}
 
 
 def _n_params(cfg: Config) -> int:
@@ -418,9 +421,9 @@ def estimate_seconds(cfg: Config, *, seed_batch: Optional[int] = None, threads: 
     n_batches = -(-cfg.seeds // n_seeds)
     threads = torch.get_num_threads() if threads is None else check_int("threads", threads, minimum=1)
     flops = _FLOPS.get(device.type, max(_FLOPS.values())) * (threads if device.type == "cpu" else 1)
-    layers = cfg.depth + 1
-    per_example = _EXAMPLE_SECONDS + 6 * _n_params(cfg) / flops
-    per_step = _STEP_SECONDS + layers * _LAYER_SECONDS + n_seeds * (cfg.batch_size * per_example + _n_params(cfg) * _PARAM_SECONDS)
+    layers, speedup = cfg.depth + 1, _ELEMENTWISE_SPEEDUP.get(device.type, max(_ELEMENTWISE_SPEEDUP.values()))
+    per_example = _EXAMPLE_SECONDS / speedup + 6 * _n_params(cfg) / flops
+    per_step = _STEP_SECONDS + layers * _LAYER_SECONDS + n_seeds * (cfg.batch_size * per_example + _n_params(cfg) * _PARAM_SECONDS / speedup)
     per_task = cfg.steps_per_task * per_step + _TASK_SECONDS + layers * _TASK_LAYER_SECONDS
     return n_batches * cfg.n_tasks * per_task
 

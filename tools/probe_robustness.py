@@ -247,7 +247,7 @@ PROBES = {
         try:
           p = subprocess.run([sys.executable, "-m", "isoplast_lite", "run", "--benchmark", "random-label-digits", "--method", "adam",
                             "--seeds", "1", "--width", "8", "--depth", "1",
-                            "--batch-size", "10000000", "--no-cache", "--no-progress"], capture_output=True, text=True, timeout=40)
+                            "--batch-size", "10000000", "--no-cache", "--no-progress"], capture_output=True, text=True, timeout=150)
           print("traceback" if "Traceback" in p.stderr else ("clear" if p.returncode != 0 else "silent"))
         except subprocess.TimeoutExpired:
           print("hang")
@@ -256,7 +256,7 @@ PROBES = {
         import subprocess, sys
         try:
           p = subprocess.run([sys.executable, "-m", "isoplast_lite", "run", "--benchmark", "random-label-digits", "--method", "adam",
-                            "--width", "8", "--depth", "10000", "--no-cache", "--no-progress"], capture_output=True, text=True, timeout=40)
+                            "--width", "8", "--depth", "10000", "--no-cache", "--no-progress"], capture_output=True, text=True, timeout=150)
           print("traceback" if "Traceback" in p.stderr else ("clear" if p.returncode != 0 else "silent"))
         except subprocess.TimeoutExpired:
           print("hang")

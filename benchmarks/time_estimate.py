@@ -15,9 +15,27 @@ Run with ``OMP_NUM_THREADS=1``::
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/time_estimate.py
 
-Measured (issue 27, 2026-12-05, torch 2.13 CPU, one thread, CPU time, load about 10 on 2 cores):
-see the table printed by the script and the constants in ``isoplast_lite/run.py``
-(``_STEP_SECONDS``, ``_LAYER_SECONDS``, ``_EXAMPLE_SECONDS``, ``_FLOPS``), which it justifies.
+Measured (issue 27, 2026-12-05, torch 2.13 CPU, one thread, CPU time, load 12-16 on 2 cores,
+matmul peak 93-96 GFLOP/s; the runner's side of the table, from which the constants of
+``isoplast_lite/run.py`` (``_STEP_SECONDS`` ... ``_TASK_LAYER_SECONDS``, ``_FLOPS``) were set at about
+half; with the final constants the per-step est/meas of the first run's cases was 0.37-0.72):
+
+=================================  ================  ================
+case                               measured ms/step  measured ms/task
+=================================  ================  ================
+tiny (fixed cost per step)         0.471             47.7
+depth 8                            0.813             48.0
+depth 32                           1.743             74.3
+depth 128                          11.012            204.3
+batch 4096                         2.719             42.7
+batch 65536                        47.436            38.8
+width 64, 8 seeds (book)           1.260             87.5
+width 256, 4 seeds (issue budget)  4.005             258.3
+width 512, batch 256               14.728            395.2
+=================================  ================  ================
+
+Outside the table: one step at batch 10**7 (width 8, depth 1) took 23 CPU s and 5 GB, about
+2.3 us per example, three times the largest batch above: the estimate stays a lower one there.
 """
 
 from __future__ import annotations

@@ -167,7 +167,7 @@ def main(argv=None) -> int:
         from pathlib import Path
 
         from isoplast_lite._files import atomic_write
-        from isoplast_lite.results import provenance
+        from isoplast_lite.results import provenance, write_file_checksum
 
         command = "OMP_NUM_THREADS=1 python benchmarks/monitor_overhead.py --write" + (f" --repeats {args.repeats}" if args.repeats != 7 else "")
         out = {"command": command, "provenance": provenance(threads=1), "default_every": DEFAULT_EVERY,
@@ -175,6 +175,7 @@ def main(argv=None) -> int:
                "cadence": cadence_rows, "measures": measure_rows}
         text = (json.dumps(out, indent=2) + "\n").encode()
         atomic_write(Path(__file__).resolve().parent.parent / "isoplast_lite" / "data" / "yourmodel" / "overhead.json", lambda h: h.write(text))
+        write_file_checksum("yourmodel/overhead.json", base=Path(__file__).resolve().parent.parent / "isoplast_lite" / "data")  # checked on load
     return 0
 
 

@@ -44,7 +44,10 @@ mnist1d ones need no network.
 Results are cached in $ISOPLAST_CACHE or ~/.cache/isoplast (--no-cache to bypass); an
 interrupted run resumes at the task where it stopped. A configuration whose loss or weights
 become NaN/inf is recorded as diverged (column "diverged", metrics NaN) and a sweep goes on.
-Bad input: one line on stderr and exit status 2 (--debug shows the traceback).
+Bad input: one line on stderr and exit status 2 (--debug shows the traceback). A configuration
+that needs more memory than the machine has, or more than 1 hour by a lower estimate of its time
+(--max-hours H or $ISOPLAST_MAX_HOURS=H raise it), is refused before any work. SIGTERM or Ctrl-C
+stops a command with one line and status 143 or 130; finished rows and cached tasks are kept.
 
 Full-scale GPU examples (the paper states lr 1e-3, lambda 1e-3, 8 seeds; width and depth are our guesses):
   python -m isoplast_lite run --benchmark permuted-mnist --method adamo --set iso_strength=1e-3 \\
@@ -157,6 +160,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--seed-batch", type=_size("seeds"), default=None, help="seeds stacked per batch (default all)")
+    p.add_argument("--max-hours", type=_pos_float, default=None, metavar="H",
+                   help="refuse, before any work, a configuration whose estimated time exceeds H hours "
+                        "(default $ISOPLAST_MAX_HOURS, else 1; the estimate is a lower one)")  # fmt: skip
     p.add_argument("--cache-dir", default=None, help="cache folder (default $ISOPLAST_CACHE or ~/.cache/isoplast)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -430,9 +436,11 @@ def _check_cache(args) -> None:
 
 def _check_configs(args, configs) -> None:
     """Device, n_train, method constraints and memory of every config; data available."""
-    from .run import check_config
+    from .run import MAX_HOURS_ENV, check_config
     from .tasks import fetch_source, parse_benchmark
 
+    if args.max_hours is not None:  # run() and the sweep's jobs (which inherit the environment) read it
+        os.environ[MAX_HOURS_ENV] = repr(args.max_hours)
     for cfg in configs:
         try:
             check_config(cfg, seed_batch=args.seed_batch)
@@ -550,6 +558,7 @@ def _prepare_sweep(args, parser):
 
         def on_result(i, cfg, df) -> None:
             done[i] = df
+            args.finished = len(done)  # for the line of a stopped sweep
             print(f"[{len(done)}/{len(configs)}] {describe(cfg)}", flush=True)
             note = _divergence_note(df)
             if note:
@@ -656,14 +665,84 @@ _COMMANDS = {"run": _prepare_run, "sweep": _prepare_sweep, "plot": _prepare_plot
 _EXPECTED = (_InputError, ValueError, TypeError, OSError, RuntimeError)
 
 
+def _signal_status(err: KeyboardInterrupt) -> Tuple[str, int]:
+    """The signal that stopped the command (its name) and the exit status ``128 + signal``: SIGTERM
+    (``terminated by SIGTERM (signal 15)``, from :func:`_terminate_as_interrupt` or the local
+    sweep's own handler) gives 143, Ctrl-C (a plain ``KeyboardInterrupt``) SIGINT and 130."""
+    import signal
+
+    match = re.search(r"\(signal (\d+)\)", str(err))
+    number = int(match.group(1)) if match else int(signal.SIGINT)
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    return name, 128 + number
+
+
+def _terminate_as_interrupt():
+    """SIGTERM stops the command as Ctrl-C does (the ``finally`` blocks run: locks released,
+    workers cancelled); returns the function that restores the previous handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"terminated by {signal.Signals(signum).name} (signal {signum})")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _kept(args) -> str:
+    """What a stopped ``run`` or ``sweep`` leaves: the finished rows in ``--out`` (a sweep rewrites
+    it after every configuration) and the finished tasks in the cache, from which it resumes."""
+    if args.command == "plot":
+        return f"{args.output!r} was not written"
+    if args.no_cache:
+        cached = "nothing is cached (--no-cache)"
+    else:
+        from .cache import default_cache_dir
+
+        cached = f"the tasks finished are cached in {str(args.cache_dir or default_cache_dir())!r}: the same command resumes from them"
+    if args.command == "sweep":
+        return f"{args.out!r} holds the rows of the {getattr(args, 'finished', 0)} configurations finished; {cached}"
+    return (f"{args.out!r} was not written; " if args.out else "") + cached
+
+
+def _stopped(prog: str, err: KeyboardInterrupt, kept: str):
+    """One line for a command stopped by a signal, then ``SystemExit(128 + signal)``."""
+    name, status = _signal_status(err)
+    sys.stderr.write(f"{prog}: stopped by {name}; {kept}\n")
+    sys.stderr.flush()
+    raise SystemExit(status)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line; return 0 on success.
 
     Bad input (found before any work starts) is reported as one line on stderr and exits with
     status 2 (``SystemExit(2)``, as argparse does); an error during the work itself is one line
-    too, with status 1. ``--debug`` re-raises instead, with the full traceback.
+    too, with status 1. ``--debug`` re-raises instead, with the full traceback. SIGTERM and
+    Ctrl-C (SIGINT) stop the command with one line saying what is kept (the rows and cache
+    entries finished so far) and status 143 or 130 (128 + the signal, as a shell reports it).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
+    restore = _terminate_as_interrupt()
+    limit = os.environ.get("ISOPLAST_MAX_HOURS")  # --max-hours sets it for this command only
+    try:
+        return _main(argv)
+    finally:
+        restore()
+        if limit is None:
+            os.environ.pop("ISOPLAST_MAX_HOURS", None)
+        else:
+            os.environ["ISOPLAST_MAX_HOURS"] = limit
+
+
+def _main(argv: List[str]) -> int:
     try:
         _import_modules(argv)  # methods of the user's own modules, before the parser lists them
     except _InputError as err:
@@ -681,6 +760,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         hint = "" if isinstance(err, _InputError) else " (--debug shows the traceback)"
         _fail(prog, f"{err}{hint}")
+    except KeyboardInterrupt as err:
+        _release_locks()
+        if args.debug:
+            raise
+        _stopped(prog, err, "nothing was started")
     try:
         return execute()
     except _EXPECTED as err:
@@ -688,6 +772,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         sys.stderr.write(f"{prog}: error: {_one_line(err)} (--debug shows the traceback)\n")
         raise SystemExit(1) from None
+    except KeyboardInterrupt as err:
+        if args.debug:
+            raise
+        _stopped(prog, err, _kept(args))
     finally:
         _release_locks()
 

@@ -11,12 +11,16 @@ figure files, the data downloads):
   can tell a leftover of an interrupted write (its process is gone) from the file of a write
   still under way in another process: :func:`clean_stale_temps` removes only the former (or,
   for files from another machine or in an unknown format, those older than a day).
+* A write that fails (a full disk, a quota, a read-only or failing file system) raises
+  :class:`WriteError`, an ``OSError`` whose one-line message names the file and the reason;
+  the target keeps what it held and no temporary file is left.
 * A file can carry a SHA-256 sidecar ``{name}.sha256`` in ``sha256sum`` format
   (:func:`write_checksum`, :func:`verify_checksum`).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -34,6 +38,23 @@ _STALE_AGE = 24 * 3600.0  # seconds: a temporary file this old is a leftover wha
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
 _TEMP = re.compile(r"^\..+~(?P<host>[A-Za-z0-9_-]+)~(?P<pid>\d+)~[0-9a-f]+\.(tmp|part)$")
 _OLD_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.(tmp|part)$")  # tempfile.mkstemp names of earlier versions
+
+
+#: what a failed write's errno means for the user, in words (others: the system's own text)
+_WRITE_FAILURES = {
+    errno.ENOSPC: "no space left on the device that holds it (the disk is full)",
+    errno.EDQUOT: "the disk quota is exceeded on the device that holds it",
+    errno.EFBIG: "the file would be larger than the file system allows",
+    errno.EROFS: "the file system that holds it is read-only",
+}
+
+
+class WriteError(OSError):
+    """A file could not be written: ``str()`` is one line naming the file and why (``errno``
+    kept; ``filename`` the file; ``__cause__`` the original error)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def _kind(mode: int) -> str:
@@ -141,17 +162,32 @@ def atomic_write(path: "os.PathLike[str] | str", write: Callable[[object], None]
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise ValueError(f"{str(path)!r} is {_kind(st.st_mode)}, which is never replaced; allowed: a regular file or a new file path")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = new_temp(target)
+    try:
+        tmp = new_temp(target)
+    except OSError as err:
+        raise _write_error(path, target, st, err) from err
     try:
         with open(tmp, "wb") as handle:
             write(handle)
         if st is not None:
             os.chmod(tmp, stat.S_IMODE(st.st_mode))
         os.replace(tmp, target)
+    except OSError as err:
+        raise _write_error(path, target, st, err) from err
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
     return target
+
+
+def _write_error(path, target: Path, st, err: OSError) -> WriteError:
+    """The :class:`WriteError` of a failed write of ``path`` (``st``: the target's stat before, if it existed)."""
+    if isinstance(err, WriteError):
+        return err
+    shown = repr(str(path)) + (f" (a link to {str(target)!r})" if target != Path(path) else "")
+    reason = _WRITE_FAILURES.get(err.errno) or err.strerror or type(err).__name__
+    kept = "it keeps its previous content" if st is not None else "nothing was written"
+    return WriteError(err.errno, f"cannot write {shown}: {reason}; {kept}", str(target))
 
 
 def _alive(pid: int) -> bool:

@@ -131,13 +131,8 @@ def default_cache_dir() -> Path:
 
 def _write_verified(path: Path, data: bytes) -> None:
     """``data`` into ``path`` atomically, then its SHA-256 sidecar (so a sidecar never vouches for a partial file)."""
-    try:
-        _files.atomic_write(path, lambda h: h.write(data))
-        _files.write_checksum(path, data)
-    except OSError as err:
-        if err.errno == 28:  # ENOSPC
-            raise OSError(err.errno, f"no space left on the device holding {path.parent} (writing {path.name}, {len(data)} bytes)") from None
-        raise
+    _files.atomic_write(path, lambda h: h.write(data))  # a full disk: a WriteError naming the file
+    _files.write_checksum(path, data)
 
 
 def _read_verified(path: Path) -> bytes:

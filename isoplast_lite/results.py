@@ -34,8 +34,13 @@ checksums with the one command::
 
     python -m isoplast_lite.results --write-checksums
 
-``$ISOPLAST_RESULTS`` points the loaders at another folder holding ``book/`` and ``long/`` (e.g.
-freshly regenerated files).
+The few shipped files that are not a table of a manifest entry (``long/summary.csv``,
+``streams/search.csv``, ``yourmodel/overhead.json``, ``portability.json``) are listed with their
+command and SHA-256 in the data folder's own ``manifest.json`` (:data:`FILES`) and read with
+:func:`load_file`, which checks the checksum first; ``--write-checksums`` refreshes them too.
+
+``$ISOPLAST_RESULTS`` points the loaders at another folder holding ``book/``, ``long/``, ... and
+that ``manifest.json`` (e.g. freshly regenerated files).
 
 Example:
     >>> from isoplast_lite import results
@@ -56,13 +61,16 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["GROUPS", "MissingResultsError", "CorruptResultsError", "write_checksums", "write_folder_checksums", "verify",
+__all__ = ["GROUPS", "FILES", "load_file", "write_file_checksum", "MissingResultsError", "CorruptResultsError", "write_checksums", "write_folder_checksums", "verify",
            "results_dir", "manifest", "load", "load_layers", "load_table", "load_tuning", "load_clones", "expand_settings",
            "provenance", "portability"]  # fmt: skip
 
 #: the groups of shipped results (sub-folders of ``isoplast_lite/data``).
 GROUPS = ("book", "long", "chain", "streams", "clones", "paper", "yourmodel")
 _DATA = Path(__file__).resolve().parent / "data"
+#: the manifest of the shipped files that are not a table of a group's entry: ``{path relative
+#: to the data folder: {"command", "sha256"}}`` in ``data/manifest.json``
+FILES = "manifest.json"
 
 
 class MissingResultsError(FileNotFoundError):
@@ -320,10 +328,7 @@ def portability() -> dict:
     (:func:`isoplast_lite.stats.rerun_agreement`), whether it was bit-identical, and per metric
     the largest per-seed difference and the largest share of the statistical bound used.
     """
-    path = _DATA / "portability.json"
-    if not path.is_file():
-        raise MissingResultsError(f"{path} is missing: reinstall isoplast_lite")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return load_file("portability.json")
 
 
 def provenance(threads: "int | None" = None) -> dict:
@@ -383,6 +388,103 @@ def load_clones(name: str = "clone-experiment") -> pd.DataFrame:
     return _verified_csv(name, "clones", "file")
 
 
+def _files_manifest(base: "Path | None" = None) -> dict:
+    path = _base(base) / FILES
+    if not path.is_file():
+        raise MissingResultsError(f"{path} is missing: reinstall isoplast_lite")
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CorruptResultsError(f"manifest {path}: unreadable ({type(err).__name__})") from None
+    if not isinstance(entries, dict):
+        raise CorruptResultsError(f"manifest {path}: not a JSON object")
+    return entries
+
+
+def _loose_file(name: str, base: "Path | None" = None) -> Path:
+    """The shipped file ``name`` of :data:`FILES` (a path relative to the data folder), checked to be there."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str, got {name!r}")
+    entries = _files_manifest(base)
+    if name not in entries:
+        raise KeyError(f"no shipped file {name!r} in {FILES}; available: {sorted(entries)}")
+    folder = _base(base).resolve()
+    path = (folder / name).resolve()
+    if not path.is_relative_to(folder) or path == folder or name == FILES:
+        raise CorruptResultsError(f"manifest {folder / FILES}: names {name!r}, not a file in {folder}")
+    if not path.is_file():
+        raise MissingResultsError(f"{path} is missing: reinstall isoplast_lite")
+    return path
+
+
+def load_file(name: str):
+    """A shipped file that is not a table of a manifest entry, after its SHA-256 matched the one
+    recorded in the data folder's ``manifest.json`` (:data:`FILES`): a ``pandas.DataFrame`` for
+    ``.csv`` and ``.csv.gz``, the parsed JSON for ``.json``.
+
+    Args:
+        name: its path relative to the data folder, e.g. ``"streams/search.csv"``.
+
+    Raises:
+        KeyError: ``name`` is not listed (the message lists the files that are).
+        MissingResultsError: the file is missing.
+        CorruptResultsError: its bytes do not match the checksum, or it does not parse.
+
+    Example:
+        >>> sorted(load_file("portability.json"))[:1]
+        ['entries']
+        >>> list(load_file("long/summary.csv").columns[:2])
+        ['benchmark', 'method']
+    """
+    import gzip
+    import io
+    import zlib
+
+    path = _loose_file(name)
+    data = path.read_bytes()
+    recorded = _files_manifest()[name].get("sha256") if isinstance(_files_manifest()[name], dict) else None
+    if not isinstance(recorded, str):
+        raise CorruptResultsError(f"shipped file {path}: no SHA-256 in {_base(None) / FILES} (run `python -m isoplast_lite.results --write-checksums` after regenerating it)")
+    if _sha256(data) != recorded:
+        raise CorruptResultsError(f"shipped file {path}: its SHA-256 does not match {_base(None) / FILES} (edited or damaged): reinstall isoplast_lite")
+    try:
+        if name.endswith(".json"):
+            return json.loads(data.decode("utf-8"))
+        return pd.read_csv(io.BytesIO(data), compression="gzip" if name.endswith(".gz") else None)
+    except (OSError, EOFError, ValueError, UnicodeDecodeError, zlib.error, gzip.BadGzipFile) as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise CorruptResultsError(f"shipped file {path}: unreadable ({type(err).__name__}: {first})") from None
+
+
+def _write_file_checksums(base: Path, under: "str | None" = None) -> int:
+    """:func:`write_file_checksum` of every file of :data:`FILES` (only those in folder ``under``, if given)."""
+    if not (base / FILES).is_file():
+        return 0
+    names = [n for n in _files_manifest(base) if under is None or n.startswith(under + "/")]
+    for name in names:
+        write_file_checksum(name, base=base)
+    return len(names)
+
+
+def write_file_checksum(name: str, *, base: "os.PathLike[str] | str | None" = None) -> str:
+    """Record in the data folder's ``manifest.json`` (:data:`FILES`) the SHA-256 of the listed
+    file ``name`` as it is now (what the tools that write such a file call after writing it);
+    returns the digest. Trusts the file: call it only on a file you made.
+
+    Raises:
+        KeyError: ``name`` is not listed in :data:`FILES` (list it there first, with its command).
+    """
+    from ._files import atomic_write
+
+    folder = _base(base)
+    entries = _files_manifest(folder)
+    digest = _sha256(_loose_file(name, folder).read_bytes())
+    entries[name]["sha256"] = digest
+    text = json.dumps(entries, indent=2) + "\n"
+    atomic_write(folder / FILES, lambda h: h.write(text.encode()))
+    return digest
+
+
 def write_checksums(groups=None, *, base: "os.PathLike[str] | str | None" = None) -> dict:
     """Record in each manifest the SHA-256 of every file its entries name (``entry["sha256"]``).
 
@@ -395,10 +497,15 @@ def write_checksums(groups=None, *, base: "os.PathLike[str] | str | None" = None
         base: the data folder (default: ``$ISOPLAST_RESULTS`` or the package's).
 
     Returns:
-        ``{group: number of files checksummed}``.
+        ``{group: number of files checksummed}`` (each group's files of :data:`FILES` included;
+        without ``groups``, also ``{"manifest.json": n}``: every file :data:`FILES` lists).
     """
+    top = groups is None
     groups = [g for g in GROUPS if (_base(base) / g / "manifest.json").is_file()] if groups is None else [_check_group(g) for g in groups]
-    return {group: write_folder_checksums(_base(base) / group) for group in groups}
+    counts = {group: write_folder_checksums(_base(base) / group) for group in groups}
+    if top:
+        counts[FILES] = _write_file_checksums(_base(base))
+    return counts
 
 
 def write_folder_checksums(folder: "os.PathLike[str] | str") -> int:
@@ -422,7 +529,7 @@ def write_folder_checksums(folder: "os.PathLike[str] | str") -> int:
         entry["sha256"] = sums
     text = json.dumps(entries, indent=2) + "\n"
     atomic_write(path, lambda h: h.write(text.encode()))
-    return count
+    return count + _write_file_checksums(folder.parent, under=folder.name)  # its files listed in the data folder's manifest
 
 
 def verify(groups=None) -> int:
@@ -432,6 +539,10 @@ def verify(groups=None) -> int:
         CorruptResultsError: the first file that fails, named.
     """
     n = 0
+    for name in _files_manifest():
+        if groups is None or name.split("/")[0] in groups:
+            load_file(name)
+            n += 1
     for group in GROUPS if groups is None else groups:
         for name, entry in manifest(group).items():
             for key in _FILE_KEYS:

@@ -159,7 +159,7 @@ from .tasks import BENCHMARKS, SOURCE_SIZES, load_source, make_stream, parse_ben
 __all__ = [
     "Config", "run", "check_config", "ConfigError", "cache_key", "default_cache_dir", "with_diverged_column",
     "METRIC_COLUMNS", "RESULT_COLUMNS", "CONFIG_COLUMNS", "LAYER_COLUMNS", "LAYER_MEASURES", "SPECTRUM_COLUMNS",
-    "LIMITS", "MAX_LR", "MAX_SECONDS", "MethodError",
+    "LIMITS", "MAX_LR", "MAX_SECONDS", "MAX_HOURS_ENV", "MethodError", "estimate_seconds", "time_limit",
 ]  # fmt: skip
 METRIC_COLUMNS = (
     "train_acc", "train_acc_online", "test_acc", "loss", "loss_online", "dormant_0.025", "dormant_0.1",
@@ -359,23 +359,102 @@ def _memory_terms(cfg: Config, n_seeds: int) -> Dict[str, tuple]:
     }
 
 
-#: the longest run check_config accepts, in seconds of a lower bound of its time (30 days)
-MAX_SECONDS = 30 * 86400
-#: floating-point operations per second assumed by the time bound: above what the device type
-#: sustains on these small matrices (so the bound is a lower one), per device type
-_FLOPS = {"cpu": 1e12, "cuda": 1e15, "mps": 1e14}
-#: seconds of Python and kernel-launch overhead per layer and optimizer step, a lower bound
-_LAYER_OVERHEAD = 1e-5
+#: the longest run :func:`check_config` accepts by default, in seconds of :func:`estimate_seconds`
+#: (1 hour, about 2 hours or more of this project's machine): every run of the book and of its
+#: tools is estimated below 2 minutes, so a longer one is a typo or a deliberate choice, made with
+#: ``check_config(max_hours=...)``, ``$ISOPLAST_MAX_HOURS`` or the CLI's ``--max-hours``
+MAX_SECONDS = 3600
+#: the environment variable that sets the limit, in hours (what ``--max-hours`` sets)
+MAX_HOURS_ENV = "ISOPLAST_MAX_HOURS"
+# The time model (benchmarks/time_estimate.py measures the runner against it): a training step of
+# a batch of stacked seeds costs _STEP_SECONDS, plus _LAYER_SECONDS per layer, plus per example
+# and seed _EXAMPLE_SECONDS and 6 operations per parameter at _FLOPS per thread, plus per
+# parameter and seed _PARAM_SECONDS (the optimizer's element-wise work); each task adds
+# _TASK_SECONDS and _TASK_LAYER_SECONDS per layer (staging and the per-task measurement). Each
+# constant is about half of what this project's machine kind measures with one thread (measured
+# 0.2 ms, 0.07 ms, 0.7 us, 93 GFLOP/s, 4-10 ns, 45 ms, 1.3 ms; benchmarks/time_estimate.py), so
+# the estimate is a lower one on a machine up to about twice as fast: a refusal is not wrong there.
+_STEP_SECONDS = 1e-4
+_LAYER_SECONDS = 3.5e-5
+_EXAMPLE_SECONDS = 3e-7
+_PARAM_SECONDS = 2e-9
+_TASK_SECONDS = 2e-2
+_TASK_LAYER_SECONDS = 6e-4
+#: floating-point operations per second and torch thread, per device type (cpu: about twice the
+#: 93 GFLOP/s peak of one thread's large matmul measured here)
+_FLOPS = {"cpu": 2e11, "cuda": 1e14, "mps": 1e13}
+#: how much faster than the CPU a device does the per-example and per-parameter element-wise
+#: work (memory bandwidth): guesses, not measured (no GPU here), on the optimistic side
+_ELEMENTWISE_SPEEDUP = {"cpu": 1.0, "cuda": 100.0, "mps": 20.0}
 
 
-def _time_lower_bound(cfg: Config, device: torch.device) -> float:
-    """Seconds that training ``cfg`` takes at least: 6 operations per parameter, example and step
-    (forward and backward) at :data:`_FLOPS`, plus :data:`_LAYER_OVERHEAD` per layer and step."""
+def _n_params(cfg: Config) -> int:
     n_images, in_dim, n_classes = SOURCE_SIZES[parse_benchmark(cfg.benchmark)[1]]
     w, d = cfg.width, cfg.depth
-    n_params = in_dim * w + (d - 1) * w * w + w * n_classes
-    steps = cfg.seeds * cfg.n_tasks * cfg.steps_per_task
-    return steps * cfg.batch_size * n_params * 6 / _FLOPS.get(device.type, 1e15) + cfg.n_tasks * cfg.steps_per_task * (d + 1) * 3 * _LAYER_OVERHEAD
+    return in_dim * w + (d - 1) * w * w + w * n_classes
+
+
+def estimate_seconds(cfg: Config, *, seed_batch: Optional[int] = None, threads: Optional[int] = None) -> float:
+    """A lower estimate of the seconds :func:`run` takes to train and measure ``cfg`` on its device.
+
+    The model (constants measured by ``benchmarks/time_estimate.py`` on the project's CPU, then
+    halved): per training step of a batch of stacked seeds, a fixed cost, a cost per layer, and
+    per example and seed a fixed cost plus 6 floating-point operations per parameter at
+    :data:`_FLOPS` per thread, and a cost per parameter and seed (the optimizer); per task, a
+    cost per layer for the measurement. Methods that cost
+    more than Adam per step (AdamO, the retractions) take longer than the estimate.
+
+    Args:
+        cfg: the run.
+        seed_batch: seeds stacked in one batch (default: all of ``cfg.seeds``).
+        threads: torch threads (default: ``torch.get_num_threads()``); used on the CPU only.
+
+    Example:
+        >>> cfg = Config("random-label-digits", "adam", seeds=4, n_tasks=20, steps_per_task=800)
+        >>> round(estimate_seconds(cfg, threads=1))  # the issue budget (measured: about 70 s here)
+        33
+        >>> estimate_seconds(cfg.replace(batch_size=10_000_000), threads=1) / 3600 > 100
+        True
+    """
+    device = torch.device(cfg.device)
+    n_seeds = cfg.seeds if seed_batch is None else min(cfg.seeds, check_int("seed_batch", seed_batch, minimum=1))
+    n_batches = -(-cfg.seeds // n_seeds)
+    threads = torch.get_num_threads() if threads is None else check_int("threads", threads, minimum=1)
+    flops = _FLOPS.get(device.type, max(_FLOPS.values())) * (threads if device.type == "cpu" else 1)
+    layers, speedup = cfg.depth + 1, _ELEMENTWISE_SPEEDUP.get(device.type, max(_ELEMENTWISE_SPEEDUP.values()))
+    per_example = _EXAMPLE_SECONDS / speedup + 6 * _n_params(cfg) / flops
+    per_step = _STEP_SECONDS + layers * _LAYER_SECONDS + n_seeds * (cfg.batch_size * per_example + _n_params(cfg) * _PARAM_SECONDS / speedup)
+    per_task = cfg.steps_per_task * per_step + _TASK_SECONDS + layers * _TASK_LAYER_SECONDS
+    return n_batches * cfg.n_tasks * per_task
+
+
+def time_limit(max_hours: Optional[float] = None) -> float:
+    """The longest estimated run :func:`check_config` accepts, in seconds: ``max_hours`` if given,
+    else ``$ISOPLAST_MAX_HOURS`` if set, else :data:`MAX_SECONDS` (1 hour).
+
+    Example:
+        >>> time_limit(), time_limit(72)
+        (3600, 259200.0)
+    """
+    if max_hours is None:
+        text = os.environ.get(MAX_HOURS_ENV)
+        if text is None or text.strip() == "":
+            return MAX_SECONDS
+        try:
+            max_hours = float(text)
+        except ValueError:
+            raise ValueError(f"${MAX_HOURS_ENV} must be a number of hours > 0, got {text!r}") from None
+        name = f"${MAX_HOURS_ENV}"
+    else:
+        name = "max_hours"
+    return check_positive(name, max_hours) * 3600
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} seconds"
 
 
 def _check_device(device: str) -> torch.device:
@@ -397,13 +476,15 @@ def _check_device(device: str) -> torch.device:
     raise ConfigError({"device": device}, f"{dev.type!r} devices are not available or not supported; allowed: cpu, cuda or mps where present")
 
 
-def check_config(cfg: Config, *, seed_batch: Optional[int] = None) -> None:
+def check_config(cfg: Config, *, seed_batch: Optional[int] = None, max_hours: Optional[float] = None) -> None:
     """Check, before any work, that ``cfg`` can run on this machine (:func:`run` calls it).
 
     Checks that the device exists, that ``n_train`` is at most the number of training images
     of the benchmark's data set, that the method accepts the config (e.g. the GroupSort nets of
-    ``aei-*`` need an even width), and that the memory of ``seed_batch`` stacked seeds (default
-    all) fits in the memory available on the device. No data is loaded or downloaded.
+    ``aei-*`` need an even width), that the memory of ``seed_batch`` stacked seeds (default
+    all) fits in the memory available on the device, and that the run's time
+    (:func:`estimate_seconds`, a lower estimate) is within :func:`time_limit` (``max_hours``,
+    else ``$ISOPLAST_MAX_HOURS``, else 1 hour). No data is loaded or downloaded.
 
     Raises:
         TypeError: ``cfg`` is not a :class:`Config`.
@@ -432,12 +513,13 @@ def check_config(cfg: Config, *, seed_batch: Optional[int] = None) -> None:
         fields = {f: getattr(cfg, f) for f in fields} | {"seeds": cfg.seeds}
         raise ConfigError(fields, f"needs about {need / 1e9:.3g} GB of memory (mostly {what}, {n_seeds} seeds stacked), more than "
                                   f"the {available / 1e9:.3g} GB available on {device}; allowed: smaller sizes")  # fmt: skip
-    seconds = _time_lower_bound(cfg, device)
-    if seconds > MAX_SECONDS:
+    seconds, limit = estimate_seconds(cfg, seed_batch=seed_batch), time_limit(max_hours)
+    if seconds > limit:
         fields = {"seeds": cfg.seeds, "tasks": cfg.n_tasks, "steps_per_task": cfg.steps_per_task, "batch_size": cfg.batch_size,
                   "width": cfg.width, "depth": cfg.depth}  # fmt: skip
-        raise ConfigError(fields, f"needs at least {seconds / 86400:.3g} days on {device} even at {_FLOPS[device.type]:.0e} "
-                                  f"floating-point operations per second; allowed: at most {MAX_SECONDS / 86400:.0f} days (smaller sizes)")  # fmt: skip
+        raise ConfigError(fields, f"needs about {_duration(seconds)} on {device} (estimated from this machine kind's measured speed; "
+                                  f"a lower estimate), more than the limit of {_duration(limit)}; allowed: smaller sizes, or a higher "
+                                  f"limit (--max-hours H on the command line, ${MAX_HOURS_ENV}=H, or check_config(max_hours=H))")  # fmt: skip
 
 
 def _progress_enabled(progress: Optional[bool]) -> bool:

@@ -196,6 +196,9 @@ def _copy_data(tmp_path, monkeypatch):
     base = tmp_path / "data"
     for group in res.GROUPS:
         shutil.copytree(res._DATA / group, base / group)
+    for top in res._DATA.iterdir():  # data/manifest.json and the files it lists at the top
+        if top.is_file():
+            shutil.copy2(top, base / top.name)
     monkeypatch.setenv("ISOPLAST_RESULTS", str(base))
     return base
 
@@ -265,3 +268,58 @@ def test_write_checksums_command_refreshes_and_verify_passes(tmp_path, monkeypat
     subprocess.run([sys.executable, "-m", "isoplast_lite.results", "--write-checksums", "--group", "long"], check=True, env=env, capture_output=True)
     good = subprocess.run(verify, capture_output=True, text=True, env=env)
     assert good.returncode == 0, good.stderr
+
+
+def test_every_shipped_data_file_is_under_a_manifest_checksum():
+    """Every file in isoplast_lite/data but the manifests themselves and the READMEs is listed,
+    with its SHA-256, in its group's manifest or in the data folder's manifest.json; all verify."""
+    from isoplast_lite import results as res
+
+    data = res._DATA
+    covered = {(data / res.FILES).resolve()}
+    for name, entry in res._files_manifest().items():
+        assert isinstance(entry.get("sha256"), str) and entry.get("command"), name
+        covered.add((data / name).resolve())
+    for group in res.GROUPS:
+        covered.add((data / group / "manifest.json").resolve())
+        for name, entry in res.manifest(group).items():
+            for key in res._FILE_KEYS:
+                if key in entry:
+                    assert key in entry["sha256"], (group, name, key)
+                    covered.add((data / group / entry[key]).resolve())
+    shipped = {p.resolve() for p in data.rglob("*") if p.is_file() and p.name != "README.md" and "__pycache__" not in p.parts}
+    assert shipped - covered == set(), f"shipped files under no checksum: {sorted(map(str, shipped - covered))}"
+    assert res.verify() == len(covered) - 1 - len(res.GROUPS)  # every listed file loads with every check
+
+
+# one file of each kind, with the loader that reads it
+_KINDS = {
+    "runner rows (book)": ("book/permuted-digits.csv.gz", lambda r: r.load("permuted-digits")),
+    "per-layer table (chain)": ("chain/random-label-digits-layers.csv.gz", lambda r: r.load_layers("random-label-digits")),
+    "tuning runs (streams)": ("streams/random-label-digits-tuning.csv.gz", lambda r: r.load_tuning("random-label-digits")),
+    "eNTK spectra (paper)": ("paper/random-label-digits-spectra.csv.gz", lambda r: r.load_table("random-label-digits", "paper", "spectra_file")),
+    "singular values (paper)": ("paper/random-label-digits-sv.csv.gz", lambda r: r.load_table("random-label-digits", "paper", "sv_file")),
+    "cloned units (clones)": ("clones/clone-experiment.csv.gz", lambda r: r.load_clones()),
+    "your model (yourmodel)": ("yourmodel/cnn.csv.gz", lambda r: __import__("isoplast_lite.beyond_mlp").beyond_mlp.load_shipped("cnn")),
+    "summary CSV (long)": ("long/summary.csv", lambda r: r.load_file("long/summary.csv")),
+    "search CSV (streams)": ("streams/search.csv", lambda r: r.load_file("streams/search.csv")),
+    "overhead JSON (yourmodel)": ("yourmodel/overhead.json", lambda r: r.load_file("yourmodel/overhead.json")),
+    "portability JSON": ("portability.json", lambda r: r.portability()),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_KINDS))
+def test_one_flipped_byte_in_any_kind_of_shipped_file_is_a_one_line_error_naming_it(tmp_path, monkeypatch, kind):
+    from isoplast_lite import results as res
+
+    rel, load = _KINDS[kind]
+    base = _copy_data(tmp_path, monkeypatch)
+    load(res)  # intact: it loads
+    target = base / rel
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit of one byte
+    target.write_bytes(bytes(data))
+    with pytest.raises(res.CorruptResultsError) as info:
+        load(res)
+    message = str(info.value)
+    assert "\n" not in message and str(target) in message and "SHA-256 does not match" in message, message

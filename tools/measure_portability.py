@@ -136,7 +136,11 @@ def main(argv=None) -> int:
     from isoplast_lite.results import provenance
 
     report["measured_with"] = provenance()
-    OUT.write_text(json.dumps(report, indent=1) + "\n")
+    from isoplast_lite._files import atomic_write
+    from isoplast_lite.results import write_file_checksum
+
+    atomic_write(OUT, lambda h: h.write((json.dumps(report, indent=1) + "\n").encode()))
+    write_file_checksum("portability.json", base=OUT.parent)  # checked on load (results.portability)
     print(f"wrote {OUT.relative_to(ROOT)}")
     return 0
 

@@ -323,9 +323,9 @@ def main(argv=None) -> int:
     atomic_write(manifest_path, lambda h: h.write((json.dumps(manifest, indent=2, default=str) + "\n").encode()))
     from isoplast_lite.results import write_folder_checksums
 
-    write_folder_checksums(out)  # each file's SHA-256, checked on load
     search = SEARCH_SUMMARY.read_bytes()  # the search log the chapter shows (every configuration tried)
     atomic_write(out / "search.csv", lambda h: h.write(search))
+    write_folder_checksums(out)  # each file's SHA-256 (search.csv's in the data folder's manifest.json), checked on load
     log(f"wrote {out} in {time.perf_counter() - started:.0f} s")
     return 0
 

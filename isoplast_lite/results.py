@@ -61,7 +61,7 @@ __all__ = ["GROUPS", "MissingResultsError", "CorruptResultsError", "write_checks
            "provenance", "portability"]  # fmt: skip
 
 #: the groups of shipped results (sub-folders of ``isoplast_lite/data``).
-GROUPS = ("book", "long", "chain", "streams", "clones", "paper", "yourmodel")
+GROUPS = ("book", "long", "chain", "streams", "retuned", "clones", "paper", "yourmodel")
 _DATA = Path(__file__).resolve().parent / "data"
 
 
@@ -81,7 +81,7 @@ class CorruptResultsError(ValueError):
 
 #: manifest keys that name a file, and the columns each kind of file must have (besides the
 #: settings columns that :func:`expand_settings` adds)
-_FILE_KEYS = ("file", "layers_file", "tuning_file", "spectra_file", "sv_file")
+_FILE_KEYS = ("file", "layers_file", "tuning_file", "spectra_file", "sv_file", "search_file", "protocol_file")
 
 
 def _check_group(group: str) -> str:
@@ -191,7 +191,7 @@ def _verified_csv(name: str, group: str, key: str, **read_csv) -> pd.DataFrame:
 
 #: the groups whose ``file`` / ``layers_file`` / ``tuning_file`` hold the runner's rows (checked
 #: for columns, duplicates, tasks, methods); other tables are checked by their SHA-256 alone
-_RUNNER_GROUPS = ("book", "long", "chain", "streams", "paper")
+_RUNNER_GROUPS = ("book", "long", "chain", "streams", "retuned", "paper")
 
 
 def _read_checked(name: str, group: str, key: str) -> pd.DataFrame:

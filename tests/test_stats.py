@@ -107,3 +107,22 @@ def test_min_detectable_effect_has_the_stated_power_by_simulation():
     assert min_detectable_effect(4000, 2.0) == pytest.approx((sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) * 2.0 / math.sqrt(4000), rel=2e-3)
     with pytest.raises(ValueError, match="n must be an int >= 2"):
         min_detectable_effect(1, 1.0)
+
+
+def test_paired_t_is_scipys_paired_test_with_the_mean_ci_interval():
+    from isoplast_lite.stats import mean_ci, paired_t
+
+    rng = np.random.default_rng(3)
+    for n in (2, 5, 8):
+        x, y = rng.normal(0.5, 0.1, n), rng.normal(0.45, 0.1, n)
+        r = paired_t(x, y)
+        ref = sps.ttest_rel(x, y)
+        assert r["p"] == pytest.approx(ref.pvalue, rel=1e-10) and r["t"] == pytest.approx(ref.statistic, rel=1e-10)
+        assert (r["lo"], r["diff"], r["hi"]) == pytest.approx(mean_ci(x - y), rel=1e-12)
+        assert paired_t(x - y)["p"] == pytest.approx(r["p"], rel=1e-12)  # differences given directly
+    # no spread: certain when the mean is not zero, no evidence when it is
+    assert paired_t([0.5, 0.5, 0.5])["p"] == 0.0 and paired_t([0.0, 0.0])["p"] == 1.0
+    with pytest.raises(ValueError, match="paired"):
+        paired_t([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="at least 2"):
+        paired_t([1.0, float("nan")])

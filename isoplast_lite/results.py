@@ -11,6 +11,9 @@ network. Two groups:
   (``data/long/*.csv.gz``);
 * ``"chain"``: the book-scale runs with per-layer tables of the chapter "Does isometry cause
   plasticity?" (``data/chain/``, written by ``tools/precompute_chain.py``; :func:`load_layers`);
+* ``"retuned"``: chapter 8's streams under issue 24's tuning protocol (``data/retuned/``, written by
+  ``tools/precompute_streams.py``): results, tuning runs (:func:`load_tuning`), the search log
+  and the protocol table (:func:`load_table` with ``"search_file"`` / ``"protocol_file"``);
 * ``"clones"``: the cloned-unit experiment of that chapter (``data/clones/``, written by
   ``tools/clone_experiment.py``; :func:`load_clones`);
 * ``"paper"``: the paper's stated setting (lr 1e-3, lambda 1e-3, 8 seeds) under both readings
@@ -358,8 +361,8 @@ def provenance(threads: "int | None" = None) -> dict:
 
 def load_tuning(name: str, group: str = "streams") -> pd.DataFrame:
     """Load the tuning runs shipped beside result ``name`` (``tools/precompute_streams.py``:
-    every value of each method's grid, on the tuning seeds over the first quarter of the
-    stream), with one column per method setting (:func:`expand_settings`).
+    every value of each method's grid, on the tuning seeds over the tuning horizon its manifest
+    states), with one column per method setting (:func:`expand_settings`).
 
     Raises:
         KeyError: ``name`` is not in the manifest, or has no tuning runs.

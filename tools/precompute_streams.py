@@ -244,6 +244,13 @@ def write_gz(path: Path, df) -> None:
     _write_gz(path, df, float_format=FLOAT_FORMAT)
 
 
+def cached(cfg, cache: str) -> bool:
+    """Whether the runner's cache holds the complete entry of ``cfg``."""
+    from isoplast_lite.run import cache_key
+
+    return (Path(cache) / cache_key(cfg) / "result.csv").is_file()
+
+
 def _cpu_seconds() -> float:
     """CPU seconds of this process and of its finished children (the ``local`` executor's jobs)."""
     import resource
@@ -260,6 +267,7 @@ class _Sweeper:
         self.cache, self.executor, self.workers, self.log = cache, executor, workers, log
         self.rows: dict = {}
         self.cpu = 0.0
+        self.trained = 0  # configurations that were not in the cache when asked for
 
     def __call__(self, cfgs) -> None:
         from isoplast_lite.sweep import run_sweep
@@ -267,6 +275,7 @@ class _Sweeper:
         todo = list({c.to_json(): c for c in cfgs if c.to_json() not in self.rows}.values())
         if not todo:
             return
+        self.trained += sum(not cached(c, self.cache) for c in todo)
         self.log(f"  {len(todo)} configurations")
         c0 = _cpu_seconds()
         run_sweep(todo, executor=self.executor, cache_dir=self.cache, workers=self.workers, threads=1, progress=False,
@@ -416,7 +425,7 @@ def main(argv=None) -> int:
         cpu_results = sweep.cpu - cpu_tuning
         old = manifest.get(s, {})
         secs = {"tuning": round(cpu_tuning, 1), "results": round(cpu_results, 1)}
-        trained = cpu_tuning + cpu_results > 5.0  # a run served from the cache keeps the seconds recorded when it was trained
+        trained = sweep.trained > 0  # a run served from the cache keeps the seconds recorded when it was trained
         if not trained and "cpu_seconds" in old:
             secs = old["cpu_seconds"]
         made[s] = secs
@@ -454,6 +463,7 @@ def main(argv=None) -> int:
             "untuned": list(UNTUNED),
             "provenance": provenance(threads=1) if trained or "provenance" not in old else old["provenance"],
             "cpu_seconds": secs,
+            **({"cpu_seconds_note": old["cpu_seconds_note"]} if not trained and "cpu_seconds_note" in old else {}),
             "float_format": FLOAT_FORMAT,
         }
     if args.phase == "tune":

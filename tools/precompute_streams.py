@@ -147,6 +147,13 @@ def tuning_config(stream: str, method: str, settings: dict, lr: "float | None" =
     return Config(method=method, settings=dict(settings), **fields)
 
 
+def tuning_configs(stream: str):
+    """The first round of the setting stage on ``stream``: ``[(method, value, Config)]``, each
+    tuned method's grid at the stream's learning rate (later rounds and the learning-rate stage
+    depend on the scores: :func:`tune_stream`)."""
+    return [(m, v, tuning_config(stream, m, {name: v})) for m, (name, values) in grids().items() for v in values]
+
+
 def score(rows, metric: str, n_tuning_tasks: int) -> float:
     """The tuning score of one run's rows (``-inf`` if any seed diverged)."""
     start, stop = score_window(n_tuning_tasks)
@@ -211,11 +218,14 @@ def _bounds(method: str, setting: str) -> "tuple[float | None, float | None]":
     raise ValueError(f"method {method!r} has no setting {setting!r}")
 
 
-def result_configs(stream: str, chosen: "dict[str, dict]", chosen_lr: "dict[str, float]"):
-    """The results runs of ``stream``: the untuned methods, then each tuned one at its chosen value, each at its chosen learning rate."""
+def result_configs(stream: str, chosen: "dict[str, dict]", chosen_lr: "dict[str, float] | None" = None):
+    """The results runs of ``stream``: the untuned methods, then each tuned one at its chosen
+    value, each at its chosen learning rate (``chosen_lr``; default the stream's for all)."""
     from isoplast_lite.run import Config
 
     fields = dict(STREAMS[stream]["fields"], **RESULT_SEEDS)
+    if chosen_lr is None:
+        chosen_lr = {m: fields["lr"] for m in (*untuned(), *grids())}
     cfgs = [Config(method=m, **{**fields, "lr": chosen_lr[m]}) for m in untuned()]
     cfgs += [Config(method=m, settings=chosen[m], **{**fields, "lr": chosen_lr[m]}) for m in grids()]
     return cfgs

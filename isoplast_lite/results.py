@@ -11,6 +11,9 @@ network. Two groups:
   (``data/long/*.csv.gz``);
 * ``"chain"``: the book-scale runs with per-layer tables of the chapter "Does isometry cause
   plasticity?" (``data/chain/``, written by ``tools/precompute_chain.py``; :func:`load_layers`);
+* ``"retuned"``: chapter 8's streams under issue 24's tuning protocol (``data/retuned/``, written by
+  ``tools/precompute_streams.py``): results, tuning runs (:func:`load_tuning`), the search log
+  and the protocol table (:func:`load_table` with ``"search_file"`` / ``"protocol_file"``);
 * ``"clones"``: the cloned-unit experiment of that chapter (``data/clones/``, written by
   ``tools/clone_experiment.py``; :func:`load_clones`);
 * ``"paper"``: the paper's stated setting (lr 1e-3, lambda 1e-3, 8 seeds) under both readings
@@ -66,7 +69,7 @@ __all__ = ["GROUPS", "FILES", "load_file", "write_file_checksum", "MissingResult
            "provenance", "portability"]  # fmt: skip
 
 #: the groups of shipped results (sub-folders of ``isoplast_lite/data``).
-GROUPS = ("book", "long", "chain", "streams", "clones", "paper", "yourmodel")
+GROUPS = ("book", "long", "chain", "streams", "retuned", "clones", "paper", "yourmodel")
 _DATA = Path(__file__).resolve().parent / "data"
 #: the manifest of the shipped files that are not a table of a group's entry: ``{path relative
 #: to the data folder: {"command", "sha256"}}`` in ``data/manifest.json``
@@ -89,7 +92,7 @@ class CorruptResultsError(ValueError):
 
 #: manifest keys that name a file, and the columns each kind of file must have (besides the
 #: settings columns that :func:`expand_settings` adds)
-_FILE_KEYS = ("file", "layers_file", "tuning_file", "spectra_file", "sv_file")
+_FILE_KEYS = ("file", "layers_file", "tuning_file", "spectra_file", "sv_file", "search_file", "protocol_file")
 
 
 def _check_group(group: str) -> str:
@@ -199,7 +202,7 @@ def _verified_csv(name: str, group: str, key: str, **read_csv) -> pd.DataFrame:
 
 #: the groups whose ``file`` / ``layers_file`` / ``tuning_file`` hold the runner's rows (checked
 #: for columns, duplicates, tasks, methods); other tables are checked by their SHA-256 alone
-_RUNNER_GROUPS = ("book", "long", "chain", "streams", "paper")
+_RUNNER_GROUPS = ("book", "long", "chain", "streams", "retuned", "paper")
 
 
 def _read_checked(name: str, group: str, key: str) -> pd.DataFrame:
@@ -363,8 +366,8 @@ def provenance(threads: "int | None" = None) -> dict:
 
 def load_tuning(name: str, group: str = "streams") -> pd.DataFrame:
     """Load the tuning runs shipped beside result ``name`` (``tools/precompute_streams.py``:
-    every value of each method's grid, on the tuning seeds over the first quarter of the
-    stream), with one column per method setting (:func:`expand_settings`).
+    every value of each method's grid, on the tuning seeds over the tuning horizon its manifest
+    states), with one column per method setting (:func:`expand_settings`).
 
     Raises:
         KeyError: ``name`` is not in the manifest, or has no tuning runs.

@@ -2,8 +2,8 @@
 
 * :func:`mean_ci`: the mean over seeds and its Student-t interval, the one convention of the
   whole project (``mean -/+ t_{(1+level)/2, n-1} * s / sqrt(n)``).
-* :func:`tost`, :func:`holm`, :func:`cluster_bootstrap`, :func:`min_detectable_effect`: what a
-  referee asks of a comparison of arms over seeds: equivalence within a margin fixed in advance
+* :func:`paired_t`, :func:`tost`, :func:`holm`, :func:`cluster_bootstrap`, :func:`min_detectable_effect`: what a
+  referee asks of a comparison of arms over seeds: a paired t-test, equivalence within a margin fixed in advance
   (two one-sided tests), a family of tests corrected by Holm's step-down, intervals that
   resample whole seeds, and the smallest effect a paired comparison could have detected.
 * :func:`rerun_agreement`: does a re-run (another CPU, thread count or torch) agree with shipped
@@ -25,7 +25,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["mean_ci", "rerun_agreement", "spearman_ci", "tost", "holm", "cluster_bootstrap", "min_detectable_effect",
+__all__ = ["mean_ci", "rerun_agreement", "spearman_ci", "paired_t", "tost", "holm", "cluster_bootstrap", "min_detectable_effect",
            "LOG_METRICS", "DEFAULT_ATOL"]
 
 #: metrics that span orders of magnitude: compared as log10.
@@ -229,6 +229,50 @@ def _sample(name: str, values) -> np.ndarray:
     if np.isinf(x).any():
         raise ValueError(f"{name} must be finite or NaN (dropped), got an infinity")
     return x
+
+
+def paired_t(x: Iterable[float], y: "Iterable[float] | None" = None, *, level: float = 0.95) -> dict:
+    r"""Two-sided paired t-test of "no difference", with the :func:`mean_ci` interval of the difference.
+
+    The differences :math:`d_s = x_s - y_s` (or :math:`d_s = x_s` when ``y`` is ``None``) of
+    :math:`n` seeds have mean :math:`\bar d` and standard error :math:`se = s_d/\sqrt n`;
+    :math:`t = \bar d / se` and :math:`p = 2 P(T_{n-1} \ge |t|)` (Student 1908). Pairs with a
+    NaN are dropped. With zero spread :math:`p` is 0 when :math:`\bar d \ne 0` and 1 otherwise.
+
+    Args:
+        x: one value per seed (the arm), or the paired differences when ``y`` is ``None``.
+        y: one value per seed of the reference arm, in the same seed order as ``x``.
+        level: level of the interval ``lo``/``hi``.
+
+    Returns:
+        A dict: ``n``, ``diff`` (:math:`\bar d`), ``se``, ``lo``/``hi`` (the ``level``
+        t-interval, :func:`mean_ci`), ``t`` and ``p``.
+
+    Example:
+        >>> r = paired_t([0.9, 0.8, 0.85, 0.95], [0.8, 0.75, 0.8, 0.85])
+        >>> round(r["diff"], 4), round(r["p"], 4)
+        (0.075, 0.0138)
+    """
+    from scipy import stats
+
+    d = _sample("x", x)
+    if y is not None:
+        yy = _sample("y", y)
+        if yy.shape != d.shape:
+            raise ValueError(f"x and y must hold one value per seed each (paired), got {d.size} and {yy.size} values")
+        d = d - yy
+    d = d[~np.isnan(d)]
+    n = int(d.size)
+    if n < 2:
+        raise ValueError(f"paired_t needs at least 2 paired values that are not NaN, got {n}")
+    lo, mean, hi = mean_ci(d, level)
+    se = float(d.std(ddof=1) / math.sqrt(n))
+    if se > 0:
+        t = mean / se
+        p = float(2 * stats.t.sf(abs(t), n - 1))
+    else:
+        t, p = (math.copysign(math.inf, mean), 0.0) if mean != 0 else (0.0, 1.0)
+    return {"n": n, "diff": mean, "se": se, "lo": lo, "hi": hi, "t": float(t), "p": p}
 
 
 def tost(x: Iterable[float], y: "Iterable[float] | None" = None, *, margin: float, alpha: float = 0.05) -> dict:

@@ -87,7 +87,7 @@ def test_every_shipped_file_records_its_command_and_provenance(group):
         assert (results.results_dir(group) / entry["file"]).is_file(), (group, name)
         commands = entry["command"] if isinstance(entry["command"], list) else [entry["command"]]
         prefix = {"chain": "python tools/precompute_chain.py", "streams": "python tools/precompute_streams.py",
-                  "clones": "python tools/clone_experiment.py",
+                  "retuned": "python tools/precompute_streams.py", "clones": "python tools/clone_experiment.py",
                   "paper": "python tools/precompute_paper_setting.py",
                   "yourmodel": "python tools/precompute_your_model.py"}.get(group, "python -m isoplast_lite sweep ")  # fmt: skip
         assert all(c.startswith(prefix) for c in commands), (group, name)

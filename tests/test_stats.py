@@ -128,3 +128,22 @@ def test_rerun_agreement_censors_values_beyond_resolution():
     assert np.isclose(same.shipped.iloc[0], logs.mean())
     far = shipped.assign(ntk_cond=shipped.ntk_cond.where(np.isfinite(shipped.ntk_cond), 1e4) / 1e3)  # three decades lower
     assert not rerun_agreement(far, shipped, ["ntk_cond"]).consistent.any()
+
+
+def test_paired_t_is_scipys_paired_test_with_the_mean_ci_interval():
+    from isoplast_lite.stats import mean_ci, paired_t
+
+    rng = np.random.default_rng(3)
+    for n in (2, 5, 8):
+        x, y = rng.normal(0.5, 0.1, n), rng.normal(0.45, 0.1, n)
+        r = paired_t(x, y)
+        ref = sps.ttest_rel(x, y)
+        assert r["p"] == pytest.approx(ref.pvalue, rel=1e-10) and r["t"] == pytest.approx(ref.statistic, rel=1e-10)
+        assert (r["lo"], r["diff"], r["hi"]) == pytest.approx(mean_ci(x - y), rel=1e-12)
+        assert paired_t(x - y)["p"] == pytest.approx(r["p"], rel=1e-12)  # differences given directly
+    # no spread: certain when the mean is not zero, no evidence when it is
+    assert paired_t([0.5, 0.5, 0.5])["p"] == 0.0 and paired_t([0.0, 0.0])["p"] == 1.0
+    with pytest.raises(ValueError, match="paired"):
+        paired_t([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="at least 2"):
+        paired_t([1.0, float("nan")])

@@ -1,33 +1,44 @@
-"""Precompute chapter 8's benchmarks: six streams, every method tuned the same way (isoplast_lite/data/streams).
+"""Precompute chapter 8's benchmarks under a tuning protocol that can see plasticity loss (isoplast_lite/data/retuned).
 
-    OMP_NUM_THREADS=1 .venv/bin/python tools/precompute_streams.py [--streams NAME ...] [--jobs 2]
+    OMP_NUM_THREADS=1 .venv/bin/python tools/precompute_streams.py [--streams NAME ...] [--executor local --workers 2]
 
-Two phases, both through the runner's cache (``--cache``, default ``$ISOPLAST_CACHE``), so an
-interrupted precomputation resumes where it stopped and no configuration is trained twice:
+Every grid runs through :func:`isoplast_lite.sweep.run_sweep` (plain lists of ``Config``; the
+runner's cache, ``--cache``, default ``$ISOPLAST_CACHE``, is the single source of truth), so an
+interrupted precomputation resumes where it stopped and no configuration is trained twice.
 
-1. **Tuning** (the same small budget for every method that has a main hyperparameter,
-   AdamO's lambda included): each value of :func:`grids` (each method's ``Method.tuning``) on :data:`TUNE_SEEDS` (seeds 100-101,
-   never used for the results) over the first quarter of the stream (:func:`tuning_tasks`).
-   The score of a value is the accuracy reached on each new task (:data:`STREAMS` ``metric``:
-   held-out accuracy on the permuted and label-shuffled streams, end-of-task training accuracy
-   on the random-label ones, which have no held-out labels), averaged over the second half of
-   the tuning tasks and over the tuning seeds. The highest score wins; a value whose run
-   diverged scores minus infinity; ties go to the earlier value of the grid.
-2. **Results**: every method at its chosen value (and the untuned ones, :func:`untuned`:
-   ``adam``, the ``fresh`` reference, ``layernorm``, ``aei-adam``) on seeds 0-7 over the whole
-   stream. The methods are the registry's compared ones (``Method.compared``), so a method
-   registered with a tuning grid is tuned and run with no edit here.
+The protocol (issue 24; ours, not the paper's):
+
+1. **Held-out seeds, half the stream.** Every tuning run uses :data:`TUNE_SEEDS` (seeds 100-102,
+   never used for the results) over the first half of the stream (:func:`tuning_tasks`), and is
+   scored on the last quarter of that horizon (:func:`score_window`): the mean over those tasks
+   and the tuning seeds of the stream's ``metric`` (held-out accuracy on the permuted and
+   label-shuffled streams, end-of-task training accuracy on the random-label ones). A run that
+   diverged scores minus infinity; ties go to the smaller value.
+2. **The main setting** of each tuned method (``Method.tuning``) at the stream's learning rate:
+   the method's grid, then, while the chosen value sits at an edge of what was tried, one more
+   value beyond that edge by the grid's own ratio there (:func:`next_value`), at most
+   :data:`MAX_EXTENSIONS` times per method and stream. An edge that remains (the limit, or the
+   setting's bound, such as ReDo's threshold 0) is reported in the protocol table, never hidden.
+3. **The learning rate** of every compared method (the untuned ones and the ``fresh`` reference
+   included), at its chosen setting: the stream's rate times :data:`LR_FACTORS`. The same
+   budget for every method: 3 runs x :data:`TUNE_SEEDS` seeds x the tuning horizon's steps.
+4. **Results**: every method at its chosen setting and learning rate on seeds 0-7 over the
+   whole stream.
 
 Writes, per stream, ``{stream}.csv.gz`` (the results' rows), ``{stream}-tuning.csv.gz`` (every
-tuning run's rows), ``search.csv`` (a copy of ``tools/search_streams/summary.csv``, the search
-that found the streams) and ``manifest.json`` (the configurations, the grids, the scores and the
-chosen values, this command, the provenance, the seconds of each configuration). ``--jobs 2``
-runs two configurations at a time, one thread each (this machine has 2 cores).
+tuning run's rows), ``{stream}-search.csv`` (the search log: every tuning run's stage, value,
+learning rate and score), ``{stream}-protocol.csv`` (the protocol as data: per method the
+horizon, the values tried, the chosen value and learning rate, and whether each sits at an
+edge) and ``manifest.json`` (configurations, protocol, command, provenance, the CPU seconds of
+each phase; a run over fewer streams than :data:`STREAMS` is labelled ``reduced`` with the
+command and the estimated CPU time of the full run).
 
 The streams (``STREAMS``) are ours: the random-label streams at the book scale of chapters 6-7
 and the four permuted / label-shuffled configurations found and confirmed on new seeds by
 ``tools/search_streams.py`` (its README has every configuration tried), in which Adam loses
-plasticity against a fresh network on a CPU. None of them is the paper's setting.
+plasticity against a fresh network on a CPU. None of them is the paper's setting. The
+``streams`` group that chapter 8's other sections read was made by this tool before issue 24
+(commit dde1932: 2 tuning seeds, the first quarter of the stream, one learning rate for all).
 """
 
 from __future__ import annotations
@@ -35,14 +46,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "isoplast_lite" / "data" / "streams"
+OUT = ROOT / "isoplast_lite" / "data" / "retuned"
 SEARCH_SUMMARY = ROOT / "tools" / "search_streams" / "summary.csv"
 
 _SEARCH = "tools/search_streams.py (confirmed on seeds 10-17)"
@@ -69,7 +78,15 @@ STREAMS = {
 }
 
 RESULT_SEEDS = dict(seeds=8, first_seed=0)
-TUNE_SEEDS = dict(seeds=2, first_seed=100)
+TUNE_SEEDS = dict(seeds=3, first_seed=100)
+#: the tuning horizon: this fraction of the stream's tasks (issue 24: at least half)
+HORIZON_FRACTION = 0.5
+#: the score: the mean over this last fraction of the tuning horizon (at least one task)
+SCORE_FRACTION = 0.25
+#: the learning rates tried for every method: the stream's rate times these factors
+LR_FACTORS = (0.3, 1.0, 3.0)
+#: at most this many values added beyond an edge of a method's grid, per stream
+MAX_EXTENSIONS = 3
 
 
 def grids() -> "dict[str, tuple[str, tuple]]":
@@ -103,22 +120,38 @@ def __getattr__(name: str):
 
 
 def tuning_tasks(n_tasks: int) -> int:
-    """The tuning horizon: the first quarter of the stream (at least 2 tasks)."""
-    return max(2, math.ceil(n_tasks / 4))
+    """The tuning horizon: the first :data:`HORIZON_FRACTION` of the stream (at least 2 tasks)."""
+    return max(2, math.ceil(n_tasks * HORIZON_FRACTION - 1e-9))
 
 
 def score_window(n_tuning_tasks: int) -> "tuple[int, int]":
-    """Tasks ``[start, stop)`` whose accuracies make a tuning score: the second half."""
-    return n_tuning_tasks // 2, n_tuning_tasks
+    """Tasks ``[start, stop)`` whose accuracies make a tuning score: the last
+    :data:`SCORE_FRACTION` of the tuning horizon (at least one task)."""
+    k = max(1, math.ceil(n_tuning_tasks * SCORE_FRACTION - 1e-9))
+    return n_tuning_tasks - k, n_tuning_tasks
+
+
+def lr_values(stream: str) -> "list[float]":
+    """The learning rates tried for every method on ``stream`` (the stream's times :data:`LR_FACTORS`)."""
+    lr = STREAMS[stream]["fields"]["lr"]
+    return [float(f"{lr * f:.6g}") for f in LR_FACTORS]
+
+
+def tuning_config(stream: str, method: str, settings: dict, lr: "float | None" = None):
+    """The tuning run of ``method`` with ``settings`` (and learning rate ``lr``, default the stream's) on ``stream``."""
+    from isoplast_lite.run import Config
+
+    fields = dict(STREAMS[stream]["fields"], n_tasks=tuning_tasks(STREAMS[stream]["fields"]["n_tasks"]), **TUNE_SEEDS)
+    if lr is not None:
+        fields["lr"] = lr
+    return Config(method=method, settings=dict(settings), **fields)
 
 
 def tuning_configs(stream: str):
-    """Every tuning run of ``stream``: ``[(method, value, Config)]``."""
-    from isoplast_lite.run import Config
-
-    spec = STREAMS[stream]
-    fields = dict(spec["fields"], n_tasks=tuning_tasks(spec["fields"]["n_tasks"]), **TUNE_SEEDS)
-    return [(m, v, Config(method=m, settings={name: v}, **fields)) for m, (name, values) in grids().items() for v in values]
+    """The first round of the setting stage on ``stream``: ``[(method, value, Config)]``, each
+    tuned method's grid at the stream's learning rate (later rounds and the learning-rate stage
+    depend on the scores: :func:`tune_stream`)."""
+    return [(m, v, tuning_config(stream, m, {name: v})) for m, (name, values) in grids().items() for v in values]
 
 
 def score(rows, metric: str, n_tuning_tasks: int) -> float:
@@ -132,18 +165,69 @@ def score(rows, metric: str, n_tuning_tasks: int) -> float:
 
 
 def choose(scores: "dict[float, float]", values) -> float:
-    """The value with the highest score; ties to the earlier value of the grid."""
+    """The value with the highest score; ties to the earlier value of ``values``."""
     best = max(scores[v] for v in values)
     return next(v for v in values if scores[v] == best)
 
 
-def result_configs(stream: str, chosen: "dict[str, dict]"):
-    """The results runs of ``stream``: the untuned methods, then each tuned one at its chosen value."""
+def edge(values, chosen) -> "str | None":
+    """``"low"`` or ``"high"`` when ``chosen`` is the smallest or largest of ``values`` (ascending), else ``None``."""
+    values = sorted(values)
+    return "low" if chosen == values[0] else "high" if chosen == values[-1] else None
+
+
+def next_value(values, side: str, low=None, high=None) -> "float | None":
+    """The value beyond the ``side`` edge of ``values`` (ascending): one more step of the grid's
+    ratio at that edge (``v[-1]^2 / v[-2]`` above, ``v[0]^2 / v[1]`` below), half way to the
+    setting's bound (``low`` / ``high``) when that step would leave its range, 3 significant
+    digits. ``None`` when there is nothing beyond: the edge is the setting's bound (ReDo's
+    threshold 0, a shrink of 1), or the grid has no ratio there.
+
+    Example:
+        >>> next_value([0.01, 0.1, 1.0], "high"), next_value([0.01, 0.1, 1.0], "low")
+        (10.0, 0.001)
+        >>> next_value([0.4, 0.8, 0.95], "high", low=0, high=1), next_value([0.0, 0.025, 0.1], "low", low=0)
+        (0.975, None)
+    """
+    v = sorted(float(x) for x in values)
+    if len(v) < 2 or side not in ("low", "high"):
+        raise ValueError(f"values must hold at least 2 numbers and side must be 'low' or 'high', got {v}, {side!r}")
+    a, b = (v[-2], v[-1]) if side == "high" else (v[1], v[0])  # b is the edge, a its neighbour
+    bound = high if side == "high" else low
+    if bound is not None and b == bound:
+        return None
+    if a <= 0 or b <= 0:
+        return None  # no ratio at this edge (a grid through 0)
+    step = b * (b / a)
+    if bound is not None and ((side == "high" and step >= bound) or (side == "low" and step <= bound)):
+        step = (b + bound) / 2
+    step = float(f"{step:.3g}")
+    return None if step in v else step
+
+
+def _bounds(method: str, setting: str) -> "tuple[float | None, float | None]":
+    """The declared range (``low``, ``high``) of ``method``'s ``setting``."""
+    import dataclasses
+
+    from isoplast_lite.methods import make_method
+
+    for f in dataclasses.fields(make_method(method).settings):
+        if f.name == setting:
+            meta = f.metadata.get("isoplast_setting", {})
+            return meta.get("low"), meta.get("high")
+    raise ValueError(f"method {method!r} has no setting {setting!r}")
+
+
+def result_configs(stream: str, chosen: "dict[str, dict]", chosen_lr: "dict[str, float] | None" = None):
+    """The results runs of ``stream``: the untuned methods, then each tuned one at its chosen
+    value, each at its chosen learning rate (``chosen_lr``; default the stream's for all)."""
     from isoplast_lite.run import Config
 
     fields = dict(STREAMS[stream]["fields"], **RESULT_SEEDS)
-    cfgs = [Config(method=m, **fields) for m in untuned()]
-    cfgs += [Config(method=m, settings=chosen[m], **fields) for m in grids()]
+    if chosen_lr is None:
+        chosen_lr = {m: fields["lr"] for m in (*untuned(), *grids())}
+    cfgs = [Config(method=m, **{**fields, "lr": chosen_lr[m]}) for m in untuned()]
+    cfgs += [Config(method=m, settings=chosen[m], **{**fields, "lr": chosen_lr[m]}) for m in grids()]
     return cfgs
 
 
@@ -170,34 +254,6 @@ def write_gz(path: Path, df) -> None:
     _write_gz(path, df, float_format=FLOAT_FORMAT)
 
 
-def _label(cfg) -> str:
-    from isoplast_lite.settings import settings_json
-
-    return f"{cfg.method} {settings_json(cfg.settings)}"
-
-
-def _cost(cfg) -> float:
-    """Relative work of a run (the scheduler starts the largest first); ``Method.cost`` is the
-    method's step cost relative to Adam's."""
-    from isoplast_lite.methods import method_info
-
-    return cfg.n_tasks * cfg.steps_per_task * math.sqrt(cfg.batch_size) * math.sqrt(cfg.seeds) * method_info(cfg.method).cost
-
-
-def _init_worker():
-    import torch
-
-    torch.set_num_threads(1)
-
-
-def _run_one(cfg, cache: str):
-    from isoplast_lite.run import run
-
-    t0, c0 = time.perf_counter(), time.process_time()
-    run(cfg, cache_dir=cache, progress=False)
-    return cfg.to_json(), time.perf_counter() - t0, time.process_time() - c0
-
-
 def cached(cfg, cache: str) -> bool:
     """Whether the runner's cache holds the complete entry of ``cfg``."""
     from isoplast_lite.run import cache_key
@@ -205,127 +261,241 @@ def cached(cfg, cache: str) -> bool:
     return (Path(cache) / cache_key(cfg) / "result.csv").is_file()
 
 
-def run_all(cfgs, cache: str, jobs: int, log) -> "dict[str, tuple[float, float]]":
-    """Train every config not yet cached, longest first, ``jobs`` at a time; ``{json: (wall s, cpu s)}``."""
-    todo = sorted((c for c in cfgs if not cached(c, cache)), key=_cost, reverse=True)
-    times = {}
-    if not todo:
-        return times
-    log(f"  {len(todo)} of {len(cfgs)} configurations to train, {jobs} at a time")
-    if jobs == 1:
-        _init_worker()
-        for c in todo:
-            key, wall, cpu = _run_one(c, cache)
-            times[key] = (wall, cpu)
-            log(f"  done {c.benchmark} {c.method} {c.method_settings} ({wall:.0f} s wall, {cpu:.0f} s CPU)")
-        return times
-    import multiprocessing
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (the ``local`` executor's jobs)."""
+    import resource
 
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker) as pool:
-        futures = {pool.submit(_run_one, c, cache): c for c in todo}
-        for fut in as_completed(futures):
-            key, wall, cpu = fut.result()
-            times[key] = (wall, cpu)
-            c = futures[fut]
-            log(f"  done {c.benchmark} {c.method} {c.method_settings} ({wall:.0f} s wall, {cpu:.0f} s CPU)")
-    return times
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class _Sweeper:
+    """Runs lists of configurations through :func:`isoplast_lite.sweep.run_sweep`, keeps every
+    run's rows (at the shipped precision) by its JSON, and adds up the CPU seconds it used."""
+
+    def __init__(self, cache: str, executor: str, workers: int, log):
+        self.cache, self.executor, self.workers, self.log = cache, executor, workers, log
+        self.rows: dict = {}
+        self.cpu = 0.0
+        self.trained = 0  # configurations that were not in the cache when asked for
+
+    def __call__(self, cfgs) -> None:
+        from isoplast_lite.sweep import run_sweep
+
+        todo = list({c.to_json(): c for c in cfgs if c.to_json() not in self.rows}.values())
+        if not todo:
+            return
+        self.trained += sum(not cached(c, self.cache) for c in todo)
+        self.log(f"  {len(todo)} configurations")
+        c0 = _cpu_seconds()
+        run_sweep(todo, executor=self.executor, cache_dir=self.cache, workers=self.workers, threads=1, progress=False,
+                  on_result=lambda i, cfg, df: self.rows.__setitem__(cfg.to_json(), shipped_precision(df)))
+        self.cpu += _cpu_seconds() - c0
+
+    def score(self, cfg, stream: str) -> float:
+        return score(self.rows[cfg.to_json()], STREAMS[stream]["metric"], cfg.n_tasks)
+
+
+def tune_stream(stream: str, sweep: "_Sweeper", log) -> dict:
+    """The protocol on one stream: each tuned method's main setting (grid, extended while the
+    choice sits at an edge), then every compared method's learning rate. Returns the search log
+    (``log``), the protocol table (``table``), the choices (``chosen``, ``chosen_lr``) and the
+    tuning configurations (``configs``)."""
+    GRIDS, UNTUNED = grids(), untuned()  # noqa: N806
+    search, table, chosen, chosen_lr, configs = [], [], {}, {}, []
+    tried = {m: sorted(float(v) for v in values) for m, (_, values) in GRIDS.items()}
+    extensions = {m: 0 for m in GRIDS}
+    settled: dict = {}
+    for round_ in range(MAX_EXTENSIONS + 1):
+        cfgs = {(m, v): tuning_config(stream, m, {GRIDS[m][0]: v}) for m in GRIDS if m not in settled for v in tried[m]}
+        sweep(cfgs.values())
+        for m in [m for m in GRIDS if m not in settled]:
+            name = GRIDS[m][0]
+            scores = {v: sweep.score(cfgs[m, v], stream) for v in tried[m]}
+            pick = choose(scores, tried[m])
+            side = edge(tried[m], pick)
+            nxt = next_value(tried[m], side, *_bounds(m, name)) if side else None
+            if side is None or nxt is None or extensions[m] == MAX_EXTENSIONS:
+                why = "interior" if side is None else (f"{side} edge: the setting's bound" if nxt is None else f"{side} edge: extension limit ({MAX_EXTENSIONS})")
+                settled[m] = (pick, scores, why)
+            else:
+                tried[m] = sorted(tried[m] + [nxt])
+                extensions[m] += 1
+        log(f"{stream}: setting round {round_}: {len(settled)} of {len(GRIDS)} methods settled")
+        if len(settled) == len(GRIDS):
+            break
+    for m, (pick, scores, why) in settled.items():
+        name = GRIDS[m][0]
+        chosen[m] = {name: pick}
+        for v in tried[m]:
+            cfg = tuning_config(stream, m, {name: v})
+            configs.append(cfg)
+            search.append({"stream": stream, "stage": "setting", "method": m, "setting": name, "value": v, "lr": cfg.lr,
+                           "score": scores[v], "diverged": bool(sweep.rows[cfg.to_json()]["diverged"].astype(bool).any())})
+    lrs = lr_values(stream)
+    lr_cfgs = {(m, lr): tuning_config(stream, m, chosen.get(m, {}), lr) for m in (*UNTUNED, *GRIDS) for lr in lrs}
+    sweep(lr_cfgs.values())
+    for m in (*UNTUNED, *GRIDS):
+        scores = {lr: sweep.score(lr_cfgs[m, lr], stream) for lr in lrs}
+        chosen_lr[m] = choose(scores, lrs)
+        for lr in lrs:
+            cfg = lr_cfgs[m, lr]
+            if cfg.to_json() not in {c.to_json() for c in configs}:
+                configs.append(cfg)
+            search.append({"stream": stream, "stage": "lr", "method": m, "setting": GRIDS[m][0] if m in GRIDS else "",
+                           "value": chosen[m][GRIDS[m][0]] if m in GRIDS else math.nan, "lr": lr, "score": scores[lr],
+                           "diverged": bool(sweep.rows[cfg.to_json()]["diverged"].astype(bool).any())})
+        lr_side = edge(lrs, chosen_lr[m])
+        row = {"stream": stream, "method": m, "horizon_tasks": tuning_tasks(STREAMS[stream]["fields"]["n_tasks"]),
+               "score_tasks": "{}-{}".format(*(t + 1 for t in (score_window(tuning_tasks(STREAMS[stream]["fields"]["n_tasks"]))[0],
+                                                                score_window(tuning_tasks(STREAMS[stream]["fields"]["n_tasks"]))[1] - 1)))}
+        if m in GRIDS:
+            pick, _, why = settled[m]
+            row.update(setting=GRIDS[m][0], grid=" ".join(f"{v:g}" for v in GRIDS[m][1]), tried=" ".join(f"{v:g}" for v in tried[m]),
+                       extensions=extensions[m], chosen=pick, setting_edge=why)
+        else:
+            row.update(setting="", grid="", tried="", extensions=0, chosen=math.nan, setting_edge="")
+        row.update(lrs=" ".join(f"{v:g}" for v in lrs), chosen_lr=chosen_lr[m], lr_edge="interior" if lr_side is None else f"{lr_side} edge")
+        table.append(row)
+    return {"log": search, "table": table, "chosen": chosen, "chosen_lr": chosen_lr, "configs": configs}
+
+
+def _full_estimate(made: dict, old: dict) -> "dict | None":
+    """The full run's CPU minutes, estimated: the CPU seconds measured here per stream over those
+    the ``streams`` group's manifest records for the same stream (its protocol), averaged, times
+    that manifest's total over every stream."""
+    def old_cpu(entry):
+        secs = entry.get("cpu_seconds", {})
+        return sum(v for ph in ("tuning", "results") for v in secs.get(ph, {}).values() if v)
+
+    ratios = {ph: [] for ph in ("tuning", "results")}
+    for s, secs in made.items():
+        if s in old:
+            for ph in ratios:
+                base = sum(v for v in old[s].get("cpu_seconds", {}).get(ph, {}).values() if v)
+                if base > 0 and secs.get(ph):
+                    ratios[ph].append(secs[ph] / base)
+    if not all(ratios.values()):
+        return None
+    est = {ph: sum(r) / len(r) * sum(sum(v for v in old[s].get("cpu_seconds", {}).get(ph, {}).values() if v) for s in STREAMS if s in old)
+           for ph, r in ratios.items()}
+    return {"tuning_cpu_minutes": round(est["tuning"] / 60), "results_cpu_minutes": round(est["results"] / 60),
+            "ratios_to_streams_group": {ph: [round(x, 2) for x in r] for ph, r in ratios.items()},
+            "how": "per phase, the CPU seconds measured here over those of the streams group's manifest for the same streams "
+                   "(mean ratio), times the streams group's total over all six streams (unstacked runs, one thread each)"}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", nargs="+", default=list(STREAMS), choices=list(STREAMS))
-    parser.add_argument("--jobs", type=int, default=1, help="configurations trained at once, one thread each (default 1)")
+    parser.add_argument("--executor", choices=("serial", "local"), default="serial", help="run_sweep's executor (default serial)")
+    parser.add_argument("--workers", type=int, default=1, help="with --executor local: configurations at once, one thread each")
     parser.add_argument("--cache", default=None, help="the runner's cache folder (default: $ISOPLAST_CACHE or the runner's default)")
     parser.add_argument("--phase", choices=("tune", "all"), default="all", help="'tune': stop after the tuning runs")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
 
     import pandas as pd
 
     from isoplast_lite._files import atomic_write
-    from isoplast_lite.results import provenance
-    from isoplast_lite.run import check_config, default_cache_dir, run
+    from isoplast_lite.results import manifest as shipped_manifest
+    from isoplast_lite.results import provenance, write_folder_checksums
+    from isoplast_lite.run import check_config, default_cache_dir
 
     cache = str(args.cache or default_cache_dir())
     log = lambda msg: print(msg, flush=True)  # noqa: E731
-    tuning = {s: tuning_configs(s) for s in args.streams}
-    for s in args.streams:  # check every tuning configuration before any work
-        for _, _, cfg in tuning[s]:
-            check_config(cfg)
+    for s in args.streams:  # check every first-round configuration before any work
+        for m, (name, values) in grids().items():
+            for v in values:
+                for lr in lr_values(s):
+                    check_config(tuning_config(s, m, {name: v}, lr))
     out = args.out
     if out.exists() and not out.is_dir():
         parser.error(f"--out {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-
     GRIDS, UNTUNED = grids(), untuned()  # noqa: N806 (the registry's, read once per run)
     started = time.perf_counter()
-    log(f"tuning: {sum(len(v) for v in tuning.values())} configurations")
-    times = run_all([c for s in args.streams for _, _, c in tuning[s]], cache, args.jobs, log)
-    chosen, scores = {}, {}
-    for s in args.streams:
-        metric, n_tune = STREAMS[s]["metric"], tuning_tasks(STREAMS[s]["fields"]["n_tasks"])
-        scores[s] = {m: {} for m in GRIDS}
-        for m, v, cfg in tuning[s]:
-            scores[s][m][v] = score(shipped_precision(run(cfg, cache_dir=cache, progress=False)), metric, n_tune)
-        chosen[s] = {m: {GRIDS[m][0]: choose(scores[s][m], GRIDS[m][1])} for m in GRIDS}
-        log(f"{s}: chosen " + ", ".join(f"{m} {GRIDS[m][0]}={chosen[s][m][GRIDS[m][0]]:g}" for m in GRIDS))
-    if args.phase == "tune":
-        return 0
-
-    results = {s: result_configs(s, chosen[s]) for s in args.streams}
-    for s in args.streams:
-        for cfg in results[s]:
-            check_config(cfg)
-    log(f"results: {sum(len(v) for v in results.values())} configurations")
-    times.update(run_all([c for s in args.streams for c in results[s]], cache, args.jobs, log))
-
+    made = {}
     for s in args.streams:
         spec = STREAMS[s]
-        tune_rows = shipped_precision(pd.concat([run(c, cache_dir=cache, progress=False) for _, _, c in tuning[s]], ignore_index=True))
-        rows = shipped_precision(pd.concat([run(c, cache_dir=cache, progress=False) for c in results[s]], ignore_index=True))
-        write_gz(out / f"{s}-tuning.csv.gz", tune_rows)
-        write_gz(out / f"{s}.csv.gz", rows)
+        sweep = _Sweeper(cache, args.executor, args.workers, log)
+        tuned = tune_stream(s, sweep, log)
+        cpu_tuning = sweep.cpu
+        log(f"{s}: tuning {cpu_tuning:.0f} CPU s; chosen " + ", ".join(f"{m} {v} lr {tuned['chosen_lr'][m]:g}" for m, v in tuned["chosen"].items()))
+        if args.phase == "tune":
+            continue
+        cfgs = result_configs(s, tuned["chosen"], tuned["chosen_lr"])
+        for cfg in cfgs:
+            check_config(cfg)
+        sweep(cfgs)
+        cpu_results = sweep.cpu - cpu_tuning
         old = manifest.get(s, {})
-        trained = any(c.to_json() in times for c in [c for _, _, c in tuning[s]] + results[s])
-        secs = {"tuning": {}, "results": {}}
-        for phase, cfgs in (("tuning", [c for _, _, c in tuning[s]]), ("results", results[s])):
-            # a configuration not trained now keeps the seconds recorded when it was (labels repeat across phases)
-            previous = {**old.get("cpu_seconds_per_config", {}), **old.get("cpu_seconds", {}).get(phase, {})}
-            for c in cfgs:
-                key = c.to_json()
-                secs[phase][_label(c)] = round(times[key][1], 1) if key in times else previous.get(_label(c), previous.get(key))
+        secs = {"tuning": round(cpu_tuning, 1), "results": round(cpu_results, 1)}
+        trained = sweep.trained > 0  # a run served from the cache keeps the seconds recorded when it was trained
+        if not trained and "cpu_seconds" in old:
+            secs = old["cpu_seconds"]
+        made[s] = secs
+        write_gz(out / f"{s}-tuning.csv.gz", pd.concat([sweep.rows[c.to_json()] for c in tuned["configs"]], ignore_index=True))
+        write_gz(out / f"{s}.csv.gz", pd.concat([sweep.rows[c.to_json()] for c in cfgs], ignore_index=True))
+        atomic_write(out / f"{s}-search.csv", lambda h, d=pd.DataFrame(tuned["log"]): h.write(d.to_csv(index=False).encode()))
+        atomic_write(out / f"{s}-protocol.csv", lambda h, d=pd.DataFrame(tuned["table"]): h.write(d.to_csv(index=False).encode()))
+        h = tuning_tasks(spec["fields"]["n_tasks"])
         manifest[s] = {
             "file": f"{s}.csv.gz",
             "tuning_file": f"{s}-tuning.csv.gz",
+            "search_file": f"{s}-search.csv",
+            "protocol_file": f"{s}-protocol.csv",
             "command": f"python tools/precompute_streams.py --streams {s}",
             "source": spec["source"],
             "config": dict(spec["fields"], **RESULT_SEEDS),
             "metric": spec["metric"],
-            "tuning": {
+            "protocol": {
                 **TUNE_SEEDS,
-                "n_tasks": tuning_tasks(spec["fields"]["n_tasks"]),
-                "score_tasks": list(score_window(tuning_tasks(spec["fields"]["n_tasks"]))),
-                "rule": "highest mean of the metric over the score tasks and the tuning seeds; a diverged run scores -inf; ties to the earlier value",
+                "n_tasks": h,
+                "steps_per_task": spec["fields"]["steps_per_task"],
+                "score_tasks": list(score_window(h)),
+                "lr_values": lr_values(s),
+                "max_extensions": MAX_EXTENSIONS,
+                "budget": {"lr_runs_per_method": len(LR_FACTORS), "seeds_per_run": TUNE_SEEDS["seeds"], "steps_per_run": h * spec["fields"]["steps_per_task"],
+                           "setting_runs_per_method": "its grid plus its extensions (protocol table)"},
+                "rule": ("each tuned method's main setting at the stream's lr: highest mean of the metric over the score tasks and the tuning "
+                         "seeds (a diverged run scores -inf; ties to the smaller value), the grid extended by its own ratio while the choice "
+                         f"sits at an edge (at most {MAX_EXTENSIONS} values); then every compared method's lr among lr_values at its chosen "
+                         "setting, by the same score"),
             },
             "grids": {m: {"setting": name, "values": list(values)} for m, (name, values) in GRIDS.items()},
-            "scores": {m: [scores[s][m][v] for v in GRIDS[m][1]] for m in GRIDS},
-            "chosen": chosen[s],
+            "chosen": tuned["chosen"],
+            "chosen_lr": tuned["chosen_lr"],
             "untuned": list(UNTUNED),
-            # when every run of the stream came from the cache, the provenance is that of the run that made them
             "provenance": provenance(threads=1) if trained or "provenance" not in old else old["provenance"],
             "cpu_seconds": secs,
+            **({"cpu_seconds_note": old["cpu_seconds_note"]} if not trained and "cpu_seconds_note" in old else {}),
             "float_format": FLOAT_FORMAT,
         }
+    if args.phase == "tune":
+        return 0
+    missing = [s for s in STREAMS if s not in manifest]
+    if missing:
+        try:
+            old_streams = shipped_manifest("streams")
+        except Exception:  # noqa: BLE001 (no estimate without the streams group)
+            old_streams = {}
+        estimate = _full_estimate({s: manifest[s]["cpu_seconds"] for s in manifest}, old_streams)
+        for s in manifest:
+            manifest[s]["reduced"] = {
+                "streams_made": sorted(manifest), "streams_missing": missing,
+                "full_command": "OMP_NUM_THREADS=1 python tools/precompute_streams.py --executor local --workers 2",
+                "full_cpu_estimate": estimate,
+            }
+    else:
+        for s in manifest:
+            manifest[s].pop("reduced", None)
     atomic_write(manifest_path, lambda h: h.write((json.dumps(manifest, indent=2, default=str) + "\n").encode()))
-    from isoplast_lite.results import write_folder_checksums
-
-    search = SEARCH_SUMMARY.read_bytes()  # the search log the chapter shows (every configuration tried)
-    atomic_write(out / "search.csv", lambda h: h.write(search))
-    write_folder_checksums(out)  # each file's SHA-256 (search.csv's in the data folder's manifest.json), checked on load
+    write_folder_checksums(out)  # each file's SHA-256, checked on load
     log(f"wrote {out} in {time.perf_counter() - started:.0f} s")
     return 0
 

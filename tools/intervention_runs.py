@@ -63,7 +63,7 @@ ARMS = {
 #: SVD of every step makes an intervention arm cost about 3x an Adam run here). Chosen from
 #: chapter 8's shipped Adam and fresh runs (not from any intervention arm): at these horizons
 #: Adam is already below the fresh network (95% interval over its 8 seeds).
-HORIZON = {"permuted-digits": 100, "label-shuffle-digits": 100, "permuted-mnist1d": 20, "label-shuffle-mnist1d": 40}
+HORIZON = {"permuted-digits": 50, "label-shuffle-digits": 50, "permuted-mnist1d": 20, "label-shuffle-mnist1d": 40}
 #: the full experiment this reduced one stands for
 FULL = {"seeds": 16, "scales": [0.5, 1.0, 2.0], "spreads": [0.0, 0.5, 1.0, 2.0], "layernorm": [False, True],
         "controls": ["adam", "adamo", "fresh", "layernorm"]}  # fmt: skip
@@ -157,6 +157,7 @@ def main(argv=None) -> int:
             "metric": results.manifest("streams")[stream]["metric"],
             "arms": {arm: [c.method, json.loads(c.to_json()).get("settings", {})] for arm, c in arm_configs(stream, args.seeds).items()},
             "cpu_seconds": seconds,
+            "horizons": HORIZON,
             "reduced": True,
             "reduced_how": "one scale and one spread per arm, 8 seeds" + (f", the first {budget['n_tasks']} of the stream's "
                            f"{results.manifest('streams')[stream]['config']['n_tasks']} tasks" if stream in HORIZON else ""),

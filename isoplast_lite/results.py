@@ -16,6 +16,9 @@ network. Two groups:
   and the protocol table (:func:`load_table` with ``"search_file"`` / ``"protocol_file"``);
 * ``"clones"``: the cloned-unit experiment of that chapter (``data/clones/``, written by
   ``tools/clone_experiment.py``; :func:`load_clones`);
+* ``"interventions"``: the intervention runs of that chapter (``data/interventions/``, written by
+  ``tools/intervention_runs.py``): per stream of chapter 8, the rows and per-layer tables of the
+  arms that set the hidden weights' spectrum and of the controls (:func:`load`, :func:`load_layers`);
 * ``"paper"``: the paper's stated setting (lr 1e-3, lambda 1e-3, 8 seeds) under both readings
   of AdamO (``data/paper/``, written by ``tools/precompute_paper_setting.py``): rows, per-layer
   tables, eNTK spectra and the hidden weights' singular values at the end of each stream
@@ -69,7 +72,7 @@ __all__ = ["GROUPS", "FILES", "load_file", "write_file_checksum", "MissingResult
            "provenance", "portability"]  # fmt: skip
 
 #: the groups of shipped results (sub-folders of ``isoplast_lite/data``).
-GROUPS = ("book", "long", "chain", "streams", "retuned", "clones", "paper", "yourmodel")
+GROUPS = ("book", "long", "chain", "streams", "retuned", "clones", "interventions", "paper", "yourmodel")
 _DATA = Path(__file__).resolve().parent / "data"
 #: the manifest of the shipped files that are not a table of a group's entry: ``{path relative
 #: to the data folder: {"command", "sha256"}}`` in ``data/manifest.json``
@@ -136,7 +139,8 @@ def load(name: str, group: str = "book") -> pd.DataFrame:
     Args:
         name: a key of :func:`manifest` (e.g. ``"random-label-digits"``, ``"lambda-sweep"``).
         group: ``"book"`` (chapter 6, book scale), ``"long"`` (the 20 x 800-step runs),
-            ``"chain"`` (chapter 7) or ``"streams"`` (chapter 8: six streams, tuned methods).
+            ``"chain"`` (chapter 7), ``"interventions"`` (chapter 7: the arms that set the
+            spectrum, on chapter 8's streams) or ``"streams"`` (chapter 8: six streams, tuned methods).
 
     Returns:
         One row per benchmark x method x settings x seed x task: the runner's
@@ -202,7 +206,7 @@ def _verified_csv(name: str, group: str, key: str, **read_csv) -> pd.DataFrame:
 
 #: the groups whose ``file`` / ``layers_file`` / ``tuning_file`` hold the runner's rows (checked
 #: for columns, duplicates, tasks, methods); other tables are checked by their SHA-256 alone
-_RUNNER_GROUPS = ("book", "long", "chain", "streams", "retuned", "paper")
+_RUNNER_GROUPS = ("book", "long", "chain", "streams", "retuned", "interventions", "paper")
 
 
 def _read_checked(name: str, group: str, key: str) -> pd.DataFrame:

@@ -88,6 +88,7 @@ def test_every_shipped_file_records_its_command_and_provenance(group):
         commands = entry["command"] if isinstance(entry["command"], list) else [entry["command"]]
         prefix = {"chain": "python tools/precompute_chain.py", "streams": "python tools/precompute_streams.py",
                   "retuned": "python tools/precompute_streams.py", "clones": "python tools/clone_experiment.py",
+                  "interventions": "python tools/intervention_runs.py",
                   "paper": "python tools/precompute_paper_setting.py",
                   "yourmodel": "python tools/precompute_your_model.py"}.get(group, "python -m isoplast_lite sweep ")  # fmt: skip
         assert all(c.startswith(prefix) for c in commands), (group, name)
@@ -166,9 +167,18 @@ def test_chain_files_hold_every_configuration_with_its_layer_table():
 
 @pytest.mark.parametrize("name", ["random-label-digits", "random-label-mnist1d"])
 def test_chain_interventions_show_what_chapter_7_says(name):
-    """Chapter 7's statements, from the shipped files: every arm that breaks isometry keeps the
-    control's accuracy (within 0.05, last 3 tasks), its eNTK stays within half a decade of the
-    control's while Adam's is more than one decade above, and Adam loses accuracy."""
+    """The pulled arms of data/chain (``adamo-target``, the earlier version of chapter 7), from the
+    shipped files: every arm that breaks isometry keeps the control's accuracy (within 0.05, last
+    3 tasks), its eNTK stays within half a decade of the control's while Adam's is more than one
+    decade above, and Adam loses accuracy; and (what chapter 7 now says of them) the arm pulled
+    to sigma = 1/2 misses its target scale log(1/2) by more than the manipulation check's
+    tolerance, so it is not the intervention it is named after."""
+    from isoplast_lite.interventions import DEFAULT_TOLERANCE
+
+    layers = results.load_layers(name, group="chain")
+    half = layers[(layers.method == "adamo-target") & (layers.kind == "hidden") & (layers.task == layers.task.max())
+                  & layers.settings.str.contains('"target":"scaled"') & layers.settings.str.contains('"c":0.5')]
+    assert len(half) and abs(half.weight_scale.mean() - np.log(0.5)) > DEFAULT_TOLERANCE
     rows = results.load(name, group="chain")
     last = rows[rows.task >= rows.task.max() - 2]
     target = last[last.method == "adamo-target"]
@@ -184,6 +194,35 @@ def test_chain_interventions_show_what_chapter_7_says(name):
     assert all(acc >= control[0] - 0.05 for acc, _ in broken), (control, broken)
     assert all(abs(cond - control[1]) < 0.5 for _, cond in broken), (control, broken)
     assert adam[1] > control[1] + 1.0 and adam[0] < control[0] - 0.1, (adam, control)
+
+
+def test_intervention_files_hold_every_arm_and_the_arms_hit_their_targets():
+    """data/interventions (tools/intervention_runs.py, chapter 7): every arm of the tool on every
+    stream, the same seeds and tasks, a per-layer table with a row per seed x task x block; and
+    the property chapter 7 reads before any verdict: every ``target-spectrum`` arm's hidden
+    weights have, at every seed, task and layer, the mean and standard deviation of log sigma
+    that the arm's settings name (log scale and spread, computed here from the settings alone),
+    to float32 round-off."""
+    tool = load_tool("intervention_runs")
+    entries = results.manifest("interventions")
+    assert entries and set(entries) <= set(tool.STREAMS)
+    for name, entry in entries.items():
+        rows, layers = results.load(name, "interventions"), results.load_layers(name, "interventions")
+        cfg = entry["config"]
+        assert set(rows.arm) == set(tool.ARMS) == set(entry["arms"])
+        per = rows.groupby("arm").apply(lambda g: (g.seed.nunique(), g.task.nunique(), len(g)), include_groups=False)
+        assert set(per) == {(cfg["seeds"], cfg["n_tasks"], cfg["seeds"] * cfg["n_tasks"])}, name
+        assert len(layers) == len(rows) * (cfg["depth"] + 1)
+        assert entry["reduced"] and entry["full"]["estimated_cpu_seconds"] > sum(entry["cpu_seconds"].values())
+        hidden = layers[(layers.kind == "hidden") & (layers.method == "target-spectrum")]
+        for settings, g in hidden.groupby("settings"):
+            s = json.loads(settings)
+            log_scale, spread = np.log(s.get("scale", 1.0)), s.get("spread", 0.0)
+            assert np.abs(g.weight_scale - log_scale).max() < 1e-4, (name, settings)
+            assert np.abs(g.weight_spread - spread).max() < 1e-4, (name, settings)
+        # the controls are not on any target: Adam's weights spread (a test that could fail)
+        adam = layers[(layers.kind == "hidden") & (layers.arm == "adam") & (layers.task == layers.task.max())]
+        assert adam.weight_spread.mean() > 0.05, name
 
 
 # --- integrity of the shipped files (issue 27): every damage is one line naming the file ---------

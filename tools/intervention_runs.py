@@ -1,0 +1,183 @@
+"""The intervention runs of chapter 7 (issue 23): arms that SET the hidden weights' spectrum after
+every step, beside Adam, AdamO and the fresh network, on chapter 8's streams.
+
+    OMP_NUM_THREADS=1 .venv/bin/python tools/intervention_runs.py [--streams S ...] [--seeds 8] [--out DIR]
+
+The referee's falsifier (``PAPER.md``, "What would settle the thesis"): "a controlled run in
+which Jacobian singular values are forced to remain near one yet plasticity still collapses [...],
+or in which isometry is deliberately broken yet plasticity is retained". The arms (ours, fixed
+before any run; :class:`isoplast_lite.interventions.TargetSpectrum` sets every hidden weight's
+singular values after each optimizer step, the spread in a fixed random rotation):
+
+* ``forced-isometry``: every sigma = 1 in a ReLU net (the first falsifier);
+* ``scale-only``: every sigma = 2 (perfectly conditioned, not norm-preserving);
+* ``spread-only``: mean log sigma 0, standard deviation of log sigma 1.0 (isometry broken);
+* ``both``: mean log sigma log 2 and spread 1.0;
+* ``spread-only-ln``: spread 1.0 with LayerNorm before each ReLU, which keeps units alive (the
+  second falsifier asks for isometry broken with units kept alive);
+* the controls ``adam``, ``adamo`` (the iso_strength chapter 8 tuned on the stream) and ``fresh``
+  (a new network at every task: the reference of plasticity).
+
+Each stream runs at chapter 8's budget (``isoplast_lite/data/streams/manifest.json``: tasks,
+steps, width, depth, lr, batch, probe) with ``--seeds`` seeds (0, 1, ...), through the runner
+(cached in ``$ISOPLAST_CACHE``), with its per-layer table. Writes, per stream,
+``<stream>.csv.gz`` (the runner's rows of every arm, plus a column ``arm``) and
+``<stream>-layers.csv.gz`` (the per-layer tables), and ``manifest.json`` (command, budget, arms,
+the CPU seconds of each arm, provenance, what the full experiment would be and cost, SHA-256 of
+every file: ``results.load(stream, "interventions")`` / ``results.load_layers``).
+
+It is REDUCED (the machine was shared): one value per arm's scale and spread, one width per
+stream, 8 seeds, and the shifting streams cut to the first ``HORIZON`` tasks. The full experiment (``FULL`` below: scales 0.5 and 2, spreads 0.5, 1 and 2, each
+with and without LayerNorm, 16 seeds) is recorded in the manifest with its command and a cost
+estimated from the CPU seconds measured here.
+
+``--work DIR`` keeps each stream's measured CPU seconds there, so several processes can fill the
+cache in parallel (``--streams``) and a last call assembles every stream (cached runs cost
+nothing; their CPU seconds are read back from ``DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "isoplast_lite" / "data" / "interventions"
+STREAMS = ("permuted-digits", "label-shuffle-digits", "permuted-mnist1d", "label-shuffle-mnist1d",
+           "random-label-digits", "random-label-mnist1d")  # fmt: skip
+#: arm -> (method, settings); "adamo" takes the stream's tuned settings (chapter 8)
+ARMS = {
+    "adam": ("adam", {}),
+    "adamo": ("adamo", None),
+    "fresh": ("fresh", {}),
+    "forced-isometry": ("target-spectrum", {}),
+    "scale-only": ("target-spectrum", {"scale": 2.0}),
+    "spread-only": ("target-spectrum", {"spread": 1.0}),
+    "both": ("target-spectrum", {"scale": 2.0, "spread": 1.0}),
+    "spread-only-ln": ("target-spectrum", {"spread": 1.0, "layernorm": True}),
+}
+#: REDUCED horizons (tasks) of the shifting streams: chapter 8's budget per task, fewer tasks (the
+#: SVD of every step makes an intervention arm cost about 3x an Adam run here). Chosen from
+#: chapter 8's shipped Adam and fresh runs (not from any intervention arm): at these horizons
+#: Adam is already below the fresh network (95% interval over its 8 seeds).
+HORIZON = {"permuted-digits": 50, "label-shuffle-digits": 50, "permuted-mnist1d": 20, "label-shuffle-mnist1d": 40}
+#: the full experiment this reduced one stands for
+FULL = {"seeds": 16, "scales": [0.5, 1.0, 2.0], "spreads": [0.0, 0.5, 1.0, 2.0], "layernorm": [False, True],
+        "controls": ["adam", "adamo", "fresh", "layernorm"]}  # fmt: skip
+
+
+def arm_configs(stream: str, seeds: int):
+    """``{arm: Config}`` of one stream at chapter 8's budget with ``seeds`` seeds."""
+    from isoplast_lite import results
+    from isoplast_lite.run import Config
+
+    entry = results.manifest("streams")[stream]
+    budget = {k: v for k, v in entry["config"].items() if k not in ("benchmark", "first_seed", "seeds")}
+    budget["n_tasks"] = HORIZON.get(stream, budget["n_tasks"])
+    out = {}
+    for arm, (method, settings) in ARMS.items():
+        if settings is None:
+            settings = dict(entry["chosen"][method])
+        out[arm] = Config(stream, method, settings=settings, seeds=seeds, **budget)
+    return out
+
+
+def run_stream(stream: str, seeds: int, work: Path, arms=None):
+    """Run (or load from the cache) every arm of ``stream``; returns its rows and layers, and
+    records the CPU seconds of the arms computed now in ``work``."""
+    import pandas as pd
+
+    from isoplast_lite.run import run
+
+    work.mkdir(parents=True, exist_ok=True)
+    seconds_path = work / f"cpu-{stream}-{seeds}.json"
+    rows, layers = [], []
+    for arm, cfg in arm_configs(stream, seeds).items():
+        if arms is not None and arm not in arms:
+            continue
+        start = time.process_time()
+        df, lay = run(cfg, progress=False, layers=True)
+        spent = time.process_time() - start
+        seconds = json.loads(seconds_path.read_text()) if seconds_path.is_file() else {}
+        if arm not in seconds or spent > 5.0:  # a cached run costs well under a second
+            seconds[arm] = round(spent, 1)
+            seconds_path.write_text(json.dumps(seconds, indent=1))
+        rows.append(df.assign(arm=arm))
+        layers.append(lay.assign(arm=arm))
+        print(f"{stream} {arm}: {seconds[arm]} CPU s", flush=True)
+    seconds = json.loads(seconds_path.read_text())
+    return pd.concat(rows, ignore_index=True), pd.concat(layers, ignore_index=True), seconds
+
+
+def _write_gz(path: Path, df) -> None:
+    from isoplast_lite._files import atomic_write
+
+    data = gzip.compress(df.to_csv(index=False, float_format="%.7g").encode(), mtime=0)
+    atomic_write(path, lambda h: h.write(data))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", nargs="+", default=list(STREAMS), choices=STREAMS)
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--work", type=Path, default=ROOT / ".intervention-work")
+    parser.add_argument("--run-only", action="store_true", help="fill the cache and the CPU seconds, write nothing shipped")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=None, help="with --run-only: these arms only")
+    args = parser.parse_args(argv)
+    if args.seeds < 2:
+        parser.error(f"--seeds must be >= 2 (intervals over seeds), got {args.seeds}")
+
+    import torch
+
+    from isoplast_lite import results
+    from isoplast_lite._files import atomic_write
+
+    manifest = {}
+    if not args.run_only:
+        args.out.mkdir(parents=True, exist_ok=True)
+    for stream in args.streams:
+        rows, layers, seconds = run_stream(stream, args.seeds, args.work, args.arms if args.run_only else None)
+        if args.run_only:
+            continue
+        _write_gz(args.out / f"{stream}.csv.gz", rows)
+        _write_gz(args.out / f"{stream}-layers.csv.gz", layers)
+        cfg = next(iter(arm_configs(stream, args.seeds).values()))
+        budget = {k: v for k, v in json.loads(cfg.to_json()).items() if k in results.manifest("streams")[stream]["config"]}
+        n_full = len(FULL["scales"]) * len(FULL["spreads"]) * len(FULL["layernorm"]) + len(FULL["controls"])
+        per_arm = sum(seconds.values()) / len(seconds)
+        manifest[stream] = {
+            "file": f"{stream}.csv.gz",
+            "layers_file": f"{stream}-layers.csv.gz",
+            "command": f"python tools/intervention_runs.py --streams {stream} --seeds {args.seeds}",  # OMP_NUM_THREADS=1
+            "config": {**budget, "seeds": args.seeds, "first_seed": 0},
+            "metric": results.manifest("streams")[stream]["metric"],
+            "arms": {arm: [c.method, json.loads(c.to_json()).get("settings", {})] for arm, c in arm_configs(stream, args.seeds).items()},
+            "cpu_seconds": seconds,
+            "horizons": HORIZON,
+            "reduced": True,
+            "reduced_how": "one scale and one spread per arm, 8 seeds" + (f", the first {budget['n_tasks']} of the stream's "
+                           f"{results.manifest('streams')[stream]['config']['n_tasks']} tasks" if stream in HORIZON else ""),
+            "cpu_seconds_note": "process CPU seconds of the last process that ran each arm (a run resumed from a checkpoint counts only its remainder)",
+            "full": {**FULL, "arms": n_full,
+                     "command": f"python tools/intervention_runs.py --streams {stream} --seeds {FULL['seeds']} (with ARMS extended to the FULL grid)",
+                     "estimated_cpu_seconds": round(per_arm * n_full * FULL["seeds"] / args.seeds
+                                                    * results.manifest("streams")[stream]["config"]["n_tasks"] / budget["n_tasks"])},  # fmt: skip
+            "provenance": results.provenance(threads=torch.get_num_threads()),
+        }
+    if args.run_only:
+        return 0
+    path = args.out / "manifest.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    old.update(manifest)
+    text = json.dumps(old, indent=2) + "\n"
+    atomic_write(path, lambda h: h.write(text.encode()))
+    results.write_folder_checksums(args.out)  # every file's SHA-256, checked on load
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

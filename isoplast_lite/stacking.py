@@ -186,12 +186,14 @@ def max_members(cfg) -> int:
     return max(cfg.seeds, min(DEFAULT_MAX_MEMBERS, fits))
 
 
-def group_key(cfgs: Sequence) -> str:
+def group_key(cfgs: Sequence, keys: Optional[Sequence[str]] = None) -> str:
     """SHA-256 of the group's member list: each configuration's cache key, in order (the name of
-    the group's checkpoint folder; another membership gets another key)."""
+    the group's checkpoint folder; another membership gets another key). ``keys``: the
+    configurations' cache keys, if already computed."""
     from .cache import cache_key
 
-    return hashlib.sha256(json.dumps([cache_key(c) for c in cfgs]).encode()).hexdigest()
+    keys = [cache_key(c) for c in cfgs] if keys is None else list(keys)
+    return hashlib.sha256(json.dumps(keys).encode()).hexdigest()
 
 
 #: sort order of each table of a cache entry (as :func:`isoplast_lite.run.run` writes it)
@@ -225,7 +227,7 @@ def run_group(cfgs: Sequence, *, cache_dir: Union[str, os.PathLike, None, bool] 
     if len(groups) != 1:
         raise ValueError(f"cfgs must differ only in lr and their method's member_settings; they form {len(groups)} groups "
                          f"({groups[1].reason or 'other fields differ'}); allowed: one group of plan()")  # fmt: skip
-    keys = [cache_key(c) for c in cfgs]
+    keys = [cache_key(c) if cache_dir is not False else c.to_json() for c in cfgs]
     if len(set(keys)) != len(keys):
         raise ValueError("cfgs repeat a configuration; allowed: distinct configurations")
     show = run_mod._progress_enabled(progress)
@@ -248,7 +250,7 @@ def run_group(cfgs: Sequence, *, cache_dir: Union[str, os.PathLike, None, bool] 
         _check_memory(members)
     seeds = [s for c in members for s in c.seed_list]
     member_cfgs = [c for c in members for _ in range(c.seeds)]
-    ckpt, key = None, group_key(members)
+    ckpt, key = None, group_key(members, [keys[i] for i in todo])
     if root is not None:
         (root / "stacked" / key).mkdir(parents=True, exist_ok=True)
         _files.clean_stale_temps(root / "stacked" / key)

@@ -117,14 +117,27 @@ def test_adamo_schedule_reading_stacks_too():
 @pytest.mark.parametrize("method", ["adam", "adamo", "l2", "adamw"])
 def test_stacked_members_agree_with_their_own_runs_in_float32(method):
     """float32: batch shapes change the order of BLAS reductions, so members agree with their
-    own runs to float32 rounding grown by training (measured: at most ~1e-5 relative on these
-    short runs; asserted 1e-3), not bit for bit."""
+    own runs to float32 rounding grown by training, not bit for bit. Measured on these runs: at
+    most 3.4e-7 relative to each column's scale (natively and with ATEN_CPU_CAPABILITY=default,
+    one thread); asserted 1e-4. Accuracies may differ by one example whose logits nearly tie."""
     cfgs = group_configs(method, dtype="float32")
     for cfg, tables in zip(cfgs, stacking.run_group(cfgs, cache_dir=False, progress=False)):
         ref = run(cfg, cache_dir=False, progress=False)
-        cols = ["train_acc", "loss", "loss_online", "weight_norm", "jac_sv_mean", "feature_erank"]
+        cols = ["loss", "loss_online", "weight_norm", "jac_sv_mean", "feature_erank"]
         err = (tables[0][cols] - ref[cols]).abs().to_numpy().max() / ref[cols].abs().to_numpy().max()
-        assert err < 1e-3, (method, cfg.lr, cfg.method_settings, err)
+        assert err < 1e-4, (method, cfg.lr, cfg.method_settings, err)
+        assert (tables[0].train_acc - ref.train_acc).abs().max() <= 1 / cfg.n_train + 1e-12
+
+
+def test_divergence_is_detected_per_member():
+    """One configuration whose penalty overflows diverges in the group exactly as alone, and the
+    other configuration's members train on, equal to their own run."""
+    ok = Config("random-label-digits", "l2", settings={"strength": 1e-3}, dtype="float64", **SMALL)
+    bad = ok.replace(settings={"strength": 1e300})  # strength * ||theta||^2 overflows: a non-finite penalty
+    got = stacking.run_group([ok, bad], cache_dir=False, progress=False)
+    assert not got[0][0].diverged.any() and got[1][0].diverged.all()
+    for cfg, tables in zip((ok, bad), got):
+        assert_tables_close(tables[0], alone(cfg)[0], 1e-10, cfg.method_settings)
 
 
 def test_plan_says_what_stacks_and_why_not():

@@ -22,8 +22,40 @@ machine barely moves; compare ratios)::
         [--members 1 2 4 8 16 32 64] [--short 20] [--long 80] [--tuning-steps N]
 
 ``--tuning-steps N`` replaces the stream's steps per task by ``N`` (a quicker, smaller check of
-the tuning ratio; the shipped protocol's 400 by default). Results of a run are in the issue's
-report and in DEVELOPING.md.
+the tuning ratio; the shipped protocol's 400 by default).
+
+Measured (issue 24 part 1, 2026-12-05, torch 2.13 CPU, one thread, CPU time, load 17-28 on 2
+cores, ``--repeats 1 --short 20 --long 80``; matmul peak 93 GFLOP/s; MemberAdam before its last
+change, a fused pass at lr 1 on a copy of the parameters then one lerp, measured equal or better):
+
+=======  =======  ==============  ============
+members  ms/step  ms/member-step  % FLOP bound
+=======  =======  ==============  ============
+1        0.62     0.62            4.3%
+2        1.16     0.58            4.6%
+4        0.93     0.23            11.5%
+8        1.49     0.19            14.3%
+16       1.74     0.11            24.5%
+32       4.28     0.13            19.9%
+64       8.43     0.13            20.2%
+=======  =======  ==============  ============
+
+From 1 to 16 members the cost per member-step falls 5.7x; beyond 16 it stays at about 20% of
+the FLOP bound. Target (>= 50% at >= 32 members): **missed**. What the rest of a step is: at
+width 64 a member's matrices are (32 x 64) x (64 x 64) products, far below the 1024^3 peak even
+batched, and each step makes about ten passes over every member's parameters (the fused Adam
+kernel reads and writes parameter, gradient and two moments; zeroing the gradients; per-member
+step sizes add a copy and a lerp) plus the log-softmax of the (members x 32, 10) logits and the
+gathers of the minibatches; with ~200 FLOPs per parameter and step (6 x batch 32) the step needs
+about 20 GB/s of memory bandwidth to be matmul-bound, more than one core of this machine gives
+under load. (A profile at 64 members: bmm/baddbmm about a third of the step.)
+
+Tuning phase of random-label-digits (34 configurations of 11 methods, 2 seeds, 3 tasks x 400
+steps, the protocol of tools/precompute_streams.py at commit dde1932): unstacked 70.1 s CPU in
+34 trainings, stacked 45.1 s CPU in 11 trainings (one per method), **x1.55** cheaper; the 11
+tuning choices are equal. Target (>= 3x): **missed**: each method's group holds only 6-8 members
+(3-4 values x 2 seeds), where the table above gives 2.5-3x per training step, and the per-task
+measurement (eNTK, layer Jacobians, spectra) costs about as much per member stacked as alone.
 """
 
 from __future__ import annotations

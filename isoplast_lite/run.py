@@ -583,13 +583,17 @@ def _stage_task(cfg: Config, streams: list, t: int, device: torch.device, dtype:
     return data
 
 
-def _train_task(cfg: Config, method: Method, stack: StackedModel, opt, data: _TaskData, t: int, bar, per_member_penalty: bool = False):
+def _train_task(cfg: Config, method: Method, stack: StackedModel, opt, data: _TaskData, t: int, bar,
+                member_configs: Optional[torch.Tensor] = None):  # fmt: skip
     """``steps_per_task`` optimizer steps on task ``t``; returns the per-seed sums of the online
     (before-step) batch accuracies and losses, float64 ``(S,)``.
 
-    ``per_member_penalty`` (stacked groups of several configurations): a non-finite penalty
-    counts only for the members whose gradient it made non-finite, so one configuration's
-    divergence never marks another's members."""
+    ``member_configs`` (a stacked group of several configurations): each member's configuration
+    number ``(S,)``. A non-finite penalty then counts for every member of the configurations
+    with a member whose gradient it made non-finite, so one configuration's divergence never
+    marks another's members and each configuration's seeds are marked as in its own run; one
+    that no member's gradient shows cannot be attributed: ``FloatingPointError`` (the sweep then
+    runs the configurations one by one)."""
     S = stack.n_seeds
     ar = torch.arange(S, device=data.x.device)[:, None]
     acc_sum = torch.zeros(S, dtype=torch.float64, device=data.x.device)
@@ -605,21 +609,27 @@ def _train_task(cfg: Config, method: Method, stack: StackedModel, opt, data: _Ta
             total = total + extra
         opt.zero_grad(set_to_none=True)
         total.backward()
-        if extra is not None and per_member_penalty:  # per member: is its gradient finite? (before the step uses it)
-            with torch.no_grad():
-                grads_finite = torch.ones(S, dtype=torch.bool, device=data.x.device)
+        marked = None
+        if extra is not None and member_configs is not None and not bool(torch.isfinite(extra.detach())):
+            with torch.no_grad():  # which configurations the non-finite penalty is of
+                bad = torch.zeros(S, dtype=torch.bool, device=data.x.device)
                 for p in stack.params.values():
                     if p.grad is not None:
-                        grads_finite &= torch.isfinite(p.grad).flatten(1).all(1)
+                        bad |= ~torch.isfinite(p.grad).flatten(1).all(1)
+                if not bool(bad.any()):
+                    raise FloatingPointError(f"task {t}, step {i}: a non-finite penalty that no member's gradient shows cannot be "
+                                             "attributed to a configuration of the stacked group; allowed: the configurations one by one")  # fmt: skip
+                per_config = torch.zeros(int(member_configs.max()) + 1, dtype=torch.long, device=bad.device)
+                marked = per_config.index_add_(0, member_configs, bad.long())[member_configs] > 0
         opt.step()
         ctx.logits = logits.detach()
         _hook(method, "after_step", stack, opt, ctx)
         with torch.no_grad():
             acc_sum += (logits.argmax(-1) == yb).double().mean(1)
             loss_sum += per_seed.detach().double()
-            if extra is not None and per_member_penalty:
-                loss_sum += torch.where(torch.isfinite(extra.detach()) | grads_finite, 0.0, math.nan).double()
-            elif extra is not None:  # a non-finite penalty makes the objective non-finite: divergence. The
+            if marked is not None:  # a non-finite penalty of a stacked group: its configurations' members
+                loss_sum += torch.where(marked, math.nan, 0.0).double()
+            elif extra is not None and member_configs is None:  # a non-finite penalty makes the objective non-finite: divergence. The
                 # penalty is one number summed over the seeds, so it counts for every seed of the batch
                 loss_sum += torch.where(torch.isfinite(extra.detach()), 0.0, math.nan).double()
         bar.update(1)
@@ -743,7 +753,11 @@ def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], 
     if member_cfgs is not None:
         from .stacking import member_values
 
-        method.stack_members(member_values(list(dict.fromkeys(member_cfgs))))  # each config's seeds are consecutive members
+        distinct = list(dict.fromkeys(member_cfgs))  # each configuration's seeds are consecutive members
+        method.stack_members(member_values(distinct))
+    member_configs = None  # each member's configuration number, when there are several
+    if member_cfgs is not None and len(set(member_cfgs)) > 1:
+        member_configs = torch.tensor([distinct.index(c) for c in member_cfgs], device=device)
     stack = StackedModel.build(lambda g: _hook(method, "build_model", source.in_dim, source.n_classes, cfg, g), seeds, device=device, dtype=dtype)
     _hook(method, "setup", stack, cfg)
     opt = _hook(method, "make_optimizer", stack, cfg)
@@ -774,7 +788,7 @@ def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], 
             data = _stage_task(cfg, streams, t, device, dtype)
             if t > 0:
                 _hook(method, "at_task_boundary", stack, opt, TaskContext(cfg=cfg, task=t, x=data.x, y=data.y, tasks=data.tasks))
-            acc_sum, loss_sum = _train_task(cfg, method, stack, opt, data, t, bar, per_member_penalty=member_cfgs is not None)
+            acc_sum, loss_sum = _train_task(cfg, method, stack, opt, data, t, bar, member_configs)
             new_rows, new_layer_rows, new_spectrum_rows = _task_rows(cfg, stack, seeds, data, t, acc_sum, loss_sum, diverged, cfg_of)
             rows.extend(new_rows)
             layer_rows.extend(new_layer_rows)

@@ -130,14 +130,27 @@ def test_stacked_members_agree_with_their_own_runs_in_float32(method):
 
 
 def test_divergence_is_detected_per_member():
-    """One configuration whose penalty overflows diverges in the group exactly as alone, and the
+    """One configuration whose weights blow up diverges in the group exactly as alone, and the
     other configuration's members train on, equal to their own run."""
-    ok = Config("random-label-digits", "l2", settings={"strength": 1e-3}, dtype="float64", **SMALL)
-    bad = ok.replace(settings={"strength": 1e300})  # strength * ||theta||^2 overflows: a non-finite penalty
+    ok = Config("random-label-digits", "shrink-perturb-step", settings={"noise": 1e-3}, dtype="float64", **SMALL)
+    bad = ok.replace(settings={"noise": 1e200})  # weights ~1e200: the logits overflow, the loss is not finite
     got = stacking.run_group([ok, bad], cache_dir=False, progress=False)
     assert not got[0][0].diverged.any() and got[1][0].diverged.all()
     for cfg, tables in zip((ok, bad), got):
         assert_tables_close(tables[0], alone(cfg)[0], 1e-10, cfg.method_settings)
+
+
+def test_a_non_finite_penalty_is_attributed_or_refused():
+    """A penalty that overflows while every gradient stays finite (Adam normalizes them) cannot be
+    attributed to a configuration: the group refuses (and the sweep runs them one by one, each
+    recording its own divergence, as alone)."""
+    ok = Config("random-label-digits", "l2", settings={"strength": 1e-3}, dtype="float64", **SMALL)
+    bad = ok.replace(settings={"strength": 1e308})  # sum 1e308 * theta^2 overflows; its gradient does not
+    with pytest.raises(FloatingPointError, match="cannot be attributed"):
+        stacking.run_group([ok, bad], cache_dir=False, progress=False)
+    with pytest.warns(RuntimeWarning, match="one by one"):
+        df = run_sweep([ok, bad], cache_dir=False, progress=False)
+    assert not df[df.settings == '{"strength":0.001}'].diverged.any() and df[df.settings != '{"strength":0.001}'].diverged.all()
 
 
 def test_plan_says_what_stacks_and_why_not():
@@ -222,6 +235,18 @@ def test_sweep_stacks_groups_and_falls_back(tmp_path):
     plain = run_sweep(cfgs, cache_dir=tmp_path / "b", progress=False, stack=False)
     assert_tables_close(stacked, plain, 1e-10, "sweep")
     assert all((tmp_path / "a" / cache_key(c) / "result.csv").exists() for c in cfgs)
+
+
+def test_local_sweep_runs_a_stacked_group_as_one_job(tmp_path):
+    """executor="local": a group is one submitit job (one job folder), and its rows equal a
+    serial unstacked sweep's (float64: to rounding)."""
+    cfgs = group_configs("l2")
+    groups: list = []
+    got = run_sweep(cfgs, executor="local", cache_dir=tmp_path / "a", progress=False, poll_seconds=0.2, groups=groups)
+    assert [g.indices for g in groups] == [tuple(range(len(cfgs)))]
+    assert len([p for p in (tmp_path / "a" / "jobs").iterdir() if p.name.isdigit()]) == 1
+    ref = run_sweep(cfgs, cache_dir=False, progress=False, stack=False)
+    assert_tables_close(got, ref, 1e-10, "local sweep")
 
 
 def test_sweep_falls_back_when_a_stacked_group_fails(tmp_path, monkeypatch):

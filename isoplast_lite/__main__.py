@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_sweep.add_argument("--force", action="store_true", help="let --out replace a file that is not a results CSV of this tool")
     p_sweep.add_argument("--threads", type=_size("seeds"), default=None,
                          help="torch threads of each configuration (default: what a serial run here uses, torch.get_num_threads())")
+    p_sweep.add_argument("--no-stack", action="store_true",
+                         help="train every configuration alone (default: configurations differing only in --lr and in settings their "
+                              "method reads per member are trained as one stacked model; isoplast_lite.stacking)")  # fmt: skip
     _add_common(p_sweep)
     _add_executor(p_sweep)
 
@@ -571,7 +574,7 @@ def _prepare_sweep(args, parser):
         run_sweep(configs, executor=args.executor, cache_dir=False if args.no_cache else args.cache_dir,
                   seed_batch=args.seed_batch, progress=False if args.no_progress else None, workers=args.workers,
                   threads=threads, jobs_dir=args.jobs_dir, max_retries=args.max_retries,
-                  slurm=slurm or None, on_result=on_result, failures=failures)  # fmt: skip
+                  slurm=slurm or None, on_result=on_result, failures=failures, stack=not args.no_stack)  # fmt: skip
         if not done:  # nothing finished: an empty results CSV, so --out never holds what it held before
             _write_csv(pd.DataFrame(columns=list(RESULT_COLUMNS)), args.out)
         for f in failures:

@@ -62,7 +62,7 @@ __all__ = [
 #: the library modules whose source is in every key: what computes a result row
 CODE_MODULES = (
     "_seeding", "_stacked_measure", "diagnostics", "engine", "interventions", "isometry", "methods", "nn", "optim",
-    "run", "settings", "tasks",
+    "run", "settings", "stacking", "tasks",
 )  # fmt: skip
 _PACKAGE = Path(__file__).resolve().parent
 

@@ -145,6 +145,7 @@ class TargetSpectrum(Method):
     family = "interventions"
     colour = "vermillion"
     cost = 10.0  # the SVD projection after every step: x10-x15 an Adam step (benchmarks/target_spectrum.py)
+    member_settings = ("lr",)  # not scale, spread: the targets are built once, for one value
     _SALT = 29
 
     @dataclass(frozen=True)

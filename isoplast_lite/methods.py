@@ -104,7 +104,7 @@ from .diagnostics import _dormant_mask
 from .engine import StackedModel, retract_stacked_
 from .isometry import gram_deviation, isometry_direction, isometry_penalty_matrix
 from .nn import ORTHOGONAL_METHODS, aei_mlp, relu_mlp
-from .optim import ISO_SCALINGS, AdamO, EntryStepAdam, hidden_head_groups
+from .optim import ISO_SCALINGS, AdamO, EntryStepAdam, hidden_head_groups, member_adam, member_view
 from .settings import NoSettings, describe_settings, make_settings, setting, setting_specs, settings_dict
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -205,6 +205,18 @@ class Method:
         compared: one of the benchmark comparisons (``tools/precompute_streams.py`` tunes it
             over ``tuning`` and runs it); ``False`` by default, so a method is compared only
             when it says so (our interventions, ``adamo-target``, are not).
+        member_settings: what its hooks read per member (:meth:`member_values`,
+            :meth:`member_lr`): ``"lr"`` and names of its settings declared ``stackable``.
+            Configurations of the method that differ only in these are trained as one stacked
+            model, hyperparameter values beside seeds (:mod:`isoplast_lite.stacking`); ``()``
+            by default (a method that does not say so is never stacked across values: the
+            sweep runs its configurations one by one).
+
+    Per-member values: in a stacked group the method's ``settings`` are the first
+    configuration's; a hook reads a setting that differs between members with
+    ``self.member_values(name, like=p)`` (a number when every member shares it, else a tensor
+    ``(M, 1, ..., 1)`` broadcast over ``p``'s trailing dimensions) and the learning rate with
+    ``self.member_lr(cfg)``; outside a stacked group both give the plain numbers.
 
     Args:
         settings: ``None`` (defaults), a dict of some settings, or a ``Settings`` instance;
@@ -221,9 +233,65 @@ class Method:
     tuning: ClassVar[Optional[Tuple[str, Tuple[Any, ...]]]] = None
     cost: ClassVar[float] = 1.0
     compared: ClassVar[bool] = False
+    member_settings: ClassVar[Tuple[str, ...]] = ()
 
     def __init__(self, settings: Any = None):
         self.settings = make_settings(self.name, self.Settings, settings)
+        self._members: Dict[str, torch.Tensor] = {}
+        self.n_members: Optional[int] = None
+
+    def stack_members(self, values: Mapping[str, Sequence[float]]) -> None:
+        """Make this instance the method of a stacked group: ``values`` maps ``"lr"`` and setting
+        names to one value per member (in stacking order). Only names this method declares in
+        ``member_settings`` may differ between members; ``self.settings`` must hold the first
+        member's values.
+
+        Raises:
+            ValueError: a name that differs between members and is not declared, or lists of
+                unequal lengths.
+        """
+        declared = _declared(type(self), "member_settings")
+        lengths = {len(v) for v in values.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"per-member values must all have one value per member, got lengths {sorted(lengths)}")
+        members: Dict[str, torch.Tensor] = {}
+        for name, vals in values.items():
+            vals = [float(v) for v in vals]
+            if len(set(vals)) <= 1:
+                continue  # shared by every member: read as a plain number
+            if name not in declared:
+                raise ValueError(f"method {self.name!r}: {name!r} differs between stacked members but the method reads it per member "
+                                 f"only for {declared or 'nothing'} (member_settings); allowed: separate runs")  # fmt: skip
+            members[name] = torch.tensor(vals, dtype=torch.float64)
+        self._members = members
+        self.n_members = lengths.pop() if lengths else None
+
+    def member_values(self, name: str, like: Optional[torch.Tensor] = None):
+        """Setting ``name`` per member: its number when every member shares it (or outside a
+        stacked group), else a float64 ``(M,)`` tensor, viewed as ``(M, 1, ..., 1)`` in
+        ``like``'s dtype and device when ``like`` (a member-stacked tensor) is given.
+
+        Example:
+            >>> m = make_method("l2", {"strength": 1e-3})
+            >>> m.member_values("strength")
+            0.001
+            >>> m.stack_members({"strength": [1e-3, 1e-3, 1e-2, 1e-2]})
+            >>> m.member_values("strength", like=torch.zeros(4, 3, 2)).shape
+            torch.Size([4, 1, 1])
+        """
+        if name in self._members:
+            values = self._members[name]
+            return values if like is None else member_view(values, like)
+        if name == "lr":
+            raise ValueError("the learning rate is read with member_lr(cfg)")
+        return getattr(self.settings, name)
+
+    def member_lr(self, cfg, like: Optional[torch.Tensor] = None):
+        """The learning rate per member: ``cfg.lr`` when every member shares it (or outside a
+        stacked group), else a float64 ``(M,)`` tensor (``(M, 1, ..., 1)`` like ``like``)."""
+        if "lr" in self._members:
+            return self._members["lr"] if like is None else member_view(self._members["lr"], like)
+        return cfg.lr
 
     def check(self, cfg) -> None:
         """Raise a :class:`~isoplast_lite._validation.ConfigError` naming the fields of ``cfg``
@@ -240,8 +308,9 @@ class Method:
         # fused: one pass over each tensor's parameter, gradient and moments instead of ~10
         # elementwise passes (at width 256 the optimizer's memory traffic costs as much as the
         # matmuls); the same algorithm, its float rounding differs from the per-tensor loop in
-        # the last bit (tests/test_methods.py; the shipped re-run checks still agree)
-        return torch.optim.Adam(list(stack.params.values()), lr=cfg.lr, fused=True)
+        # the last bit (tests/test_methods.py; the shipped re-run checks still agree). With one
+        # lr per member (a stacked group), optim.MemberAdam
+        return member_adam(list(stack.params.values()), self.member_lr(cfg))
 
     def penalty(self, stack: StackedModel, ctx: StepContext) -> Optional[torch.Tensor]:
         """Extra loss term, summed over seeds (``None`` for none)."""
@@ -310,6 +379,9 @@ class MethodInfo:
         name, family, colour, tuning, cost, compared: the class's declarations (see
             :class:`Method`), defaults where it declares none.
         stackable: the names of its settings declared ``stackable`` (:func:`~isoplast_lite.settings.setting`).
+        member_settings: what its hooks read per member in a stacked group (``"lr"`` and
+            stackable settings; see :class:`Method`): configurations differing only in these
+            are stacked by :func:`isoplast_lite.sweep.run_sweep`.
     """
 
     name: str
@@ -319,6 +391,7 @@ class MethodInfo:
     cost: float
     compared: bool
     stackable: Tuple[str, ...]
+    member_settings: Tuple[str, ...] = ()
 
 
 _METADATA = ("family", "colour", "tuning", "cost", "compared")
@@ -341,7 +414,7 @@ def method_info(name: str) -> MethodInfo:
     cls = method_class(name)
     values = {attr: _declared(cls, attr) for attr in _METADATA}
     stackable = tuple(s.name for s in setting_specs(cls.Settings) if s.stackable)
-    return MethodInfo(name=name, stackable=stackable, **values)
+    return MethodInfo(name=name, stackable=stackable, member_settings=tuple(_declared(cls, "member_settings")), **values)
 
 
 def _check_metadata(cls: type, name: str) -> None:
@@ -356,6 +429,10 @@ def _check_metadata(cls: type, name: str) -> None:
         raise ValueError(f"{where}.cost must be a finite number > 0 (relative to Adam's step), got {cost!r}")
     if not isinstance(compared, bool):
         raise TypeError(f"{where}.compared must be a bool, got {compared!r}")
+    members = _declared(cls, "member_settings")
+    stackable = {s.name for s in setting_specs(cls.Settings) if s.stackable}
+    if not isinstance(members, tuple) or any(m != "lr" and m not in stackable for m in members):
+        raise TypeError(f"{where}.member_settings must be a tuple of 'lr' and settings declared stackable ({sorted(stackable)}), got {members!r}")
     if tuning is None:
         return
     if not (isinstance(tuning, tuple) and len(tuning) == 2 and isinstance(tuning[1], tuple) and tuning[1]):
@@ -433,6 +510,21 @@ def _reset_optimizer_entries(opt: torch.optim.Optimizer, p: torch.Tensor, keep: 
             state[key].mul_(keep)
 
 
+def _member_groups(method: Method, cfg, groups: list, *, hidden_iso: bool) -> None:
+    """Give AdamO's two groups (:func:`~isoplast_lite.optim.hidden_head_groups`) the per-member
+    ``lr`` and ``iso_strength`` of a stacked group (the latter on the group that takes the
+    isometry step: the hidden one if ``hidden_iso``, else the head); nothing outside one."""
+    lr, iso = method.member_lr(cfg), method.member_values("iso_strength")
+    for i, group in enumerate(groups):
+        members = {}
+        if torch.is_tensor(lr):
+            members["lr"] = lr
+        if torch.is_tensor(iso) and (i == 0) == hidden_iso:
+            members["iso_strength"] = iso
+        if members:
+            group["members"] = members
+
+
 # ----------------------------------------------------------------------------------------------
 # Built-in methods
 # ----------------------------------------------------------------------------------------------
@@ -447,6 +539,7 @@ class Adam(Method):
     family = "Adam-like"
     compared = True
     colour = "black"
+    member_settings = ("lr",)
 
 
 @register_method
@@ -463,13 +556,17 @@ class AdamWMethod(Method):
     compared = True
     colour = "sky"
     tuning = ("weight_decay", (0.01, 0.1, 1.0, 10.0))
+    member_settings = ("lr", "weight_decay")
 
     @dataclass(frozen=True)
     class Settings:
         weight_decay: float = setting(1e-2, low=0, stackable=True, help="each step multiplies every parameter by 1 - lr * weight_decay (PyTorch's default 1e-2)")
 
     def make_optimizer(self, stack, cfg):
-        return torch.optim.AdamW(list(stack.params.values()), lr=cfg.lr, weight_decay=self.settings.weight_decay, fused=True)
+        lr, decay = self.member_lr(cfg), self.member_values("weight_decay")
+        if torch.is_tensor(lr) or torch.is_tensor(decay):  # one value per member: optim.MemberAdam
+            return member_adam(list(stack.params.values()), lr, weight_decay=decay)
+        return torch.optim.AdamW(list(stack.params.values()), lr=lr, weight_decay=decay, fused=True)
 
 
 @register_method
@@ -485,13 +582,17 @@ class L2(Method):
     compared = True
     colour = "green"
     tuning = ("strength", (1e-5, 1e-4, 1e-3))
+    member_settings = ("lr", "strength")
 
     @dataclass(frozen=True)
     class Settings:
         strength: float = setting(1e-4, low=0, stackable=True, help="coefficient of sum ||theta||^2 (our default, not tuned)")
 
     def penalty(self, stack, ctx):
-        return self.settings.strength * sum((p * p).sum() for p in stack.params.values())
+        strength = self.member_values("strength")
+        if torch.is_tensor(strength):  # one per member
+            return sum((self.member_values("strength", like=p) * (p * p)).sum() for p in stack.params.values())
+        return strength * sum((p * p).sum() for p in stack.params.values())
 
 
 @register_method
@@ -508,6 +609,7 @@ class L2Init(Method):
     compared = True
     colour = "purple"
     tuning = ("strength", (1e-3, 1e-2, 1e-1))
+    member_settings = ("lr", "strength")
 
     @dataclass(frozen=True)
     class Settings:
@@ -521,7 +623,10 @@ class L2Init(Method):
         self.theta0 = {n: p.detach().clone() for n, p in stack.params.items()}
 
     def penalty(self, stack, ctx):
-        return self.settings.strength * sum(((p - self.theta0[n]) ** 2).sum() for n, p in stack.params.items())
+        strength = self.member_values("strength")
+        if torch.is_tensor(strength):  # one per member
+            return sum((self.member_values("strength", like=p) * (p - self.theta0[n]) ** 2).sum() for n, p in stack.params.items())
+        return strength * sum(((p - self.theta0[n]) ** 2).sum() for n, p in stack.params.items())
 
     def state_dict(self):
         return {"theta0": self.theta0}
@@ -545,6 +650,7 @@ class ShrinkPerturb(Method):
     compared = True
     colour = "sky"
     tuning = ("shrink", (0.4, 0.8, 0.95))
+    member_settings = ("lr", "shrink", "perturb")
     _SALT = 11
 
     @dataclass(frozen=True)
@@ -560,7 +666,11 @@ class ShrinkPerturb(Method):
         fresh = self.fresh_params(stack, ctx.cfg, ctx.task)
         with torch.no_grad():
             for n, p in stack.params.items():
-                p.mul_(self.settings.shrink).add_(fresh[n], alpha=self.settings.perturb)
+                shrink, perturb = self.member_values("shrink", like=p), self.member_values("perturb", like=p)
+                if torch.is_tensor(shrink) or torch.is_tensor(perturb):  # one value per member
+                    p.mul_(shrink).add_(fresh[n] * perturb)
+                else:
+                    p.mul_(shrink).add_(fresh[n], alpha=perturb)
 
 
 @register_method
@@ -585,6 +695,7 @@ class ShrinkPerturbStep(Method):
     compared = True
     colour = "purple"
     tuning = ("noise", (1e-5, 1e-4, 1e-3))  # at the default shrink 1e-4
+    member_settings = ("lr", "shrink", "noise")
     _SALT = 23
 
     @dataclass(frozen=True)
@@ -604,16 +715,19 @@ class ShrinkPerturbStep(Method):
         return self._gens
 
     def after_step(self, stack, opt, ctx):
-        shrink, noise = self.settings.shrink, self.settings.noise
+        shrink, noise = self.member_values("shrink"), self.member_values("noise")
         params = list(stack.params.values())
         with torch.no_grad():
-            if shrink:
+            if torch.is_tensor(shrink):  # one per member (a member with 0 is multiplied by 1: unchanged)
+                for p in params:
+                    p.mul_(1.0 - member_view(shrink, p))
+            elif shrink:
                 torch._foreach_mul_(params, 1.0 - shrink)
-            if noise:
+            if torch.is_tensor(noise) or noise:  # a member with noise 0 draws, and adds exact zeros
                 sizes = [p[0].numel() for p in params]
                 ref = params[0]
                 draws = torch.stack([torch.randn(sum(sizes), generator=g, dtype=torch.float64) for g in self._generators(stack, ctx.task)])
-                draws = draws.to(device=ref.device, dtype=ref.dtype).mul_(noise)
+                draws = draws.to(device=ref.device, dtype=ref.dtype).mul_(member_view(noise, draws))
                 for p, chunk in zip(params, draws.split(sizes, dim=1)):
                     p.add_(chunk.view_as(p))
 
@@ -640,6 +754,7 @@ class ReDo(Method):
     compared = True
     colour = "green"
     tuning = ("tau", (0.0, 0.025, 0.1))
+    member_settings = ("lr", "tau")
     _SALT = 13
 
     @dataclass(frozen=True)
@@ -651,19 +766,21 @@ class ReDo(Method):
 
     def make_optimizer(self, stack, cfg):
         if self.settings.reset_step:
-            return EntryStepAdam(list(stack.params.values()), lr=cfg.lr)
+            return EntryStepAdam(list(stack.params.values()), lr=self.member_lr(cfg))
         return super().make_optimizer(stack, cfg)
 
     @staticmethod
-    def dormant_masks(stack: StackedModel, x: torch.Tensor, tau: float) -> List[torch.Tensor]:
-        """Per hidden layer, a bool mask ``(S, width)`` of tau-dormant units on inputs ``x`` ``(S, N, D)``."""
+    def dormant_masks(stack: StackedModel, x: torch.Tensor, tau) -> List[torch.Tensor]:
+        """Per hidden layer, a bool mask ``(S, width)`` of tau-dormant units on inputs ``x`` ``(S, N, D)``
+        (``tau`` a number, or a ``(S,)`` tensor: one threshold per member)."""
         with torch.no_grad():
             feats = stack.forward_all(x)[:-1]
+        taus = tau.tolist() if torch.is_tensor(tau) else None
         # one mask per seed with the core's definition of the score (diagnostics._dormant_mask)
-        return [torch.stack([_dormant_mask(h[k], tau) for k in range(h.shape[0])]) for h in feats]
+        return [torch.stack([_dormant_mask(h[k], tau if taus is None else taus[k]) for k in range(h.shape[0])]) for h in feats]
 
     def at_task_boundary(self, stack, opt, ctx):
-        masks = self.dormant_masks(stack, ctx.x, self.settings.tau)
+        masks = self.dormant_masks(stack, ctx.x, self.member_values("tau"))
         fresh = fresh_parameters(self, stack, ctx.cfg, ctx.task, self._SALT)
         self.recycle(stack, opt, masks, fresh)
 
@@ -708,6 +825,7 @@ class Spectral(Method):
     compared = True
     colour = "sky"
     tuning = ("strength", (1e-4, 1e-3, 1e-2))
+    member_settings = ("lr", "strength")
     _SALT = 17
 
     @dataclass(frozen=True)
@@ -746,7 +864,11 @@ class Spectral(Method):
         return torch.einsum("so,soi,si->s", u, W, v)
 
     def penalty(self, stack, ctx):
-        return self.settings.strength * sum(((self.sigma_max(stack, n) ** 2 - 1) ** 2).sum() for n in self.weight_names(stack))
+        strength = self.member_values("strength")
+        if torch.is_tensor(strength):  # one per member
+            terms = [(self.sigma_max(stack, n) ** 2 - 1) ** 2 for n in self.weight_names(stack)]
+            return sum((self.member_values("strength", like=t) * t).sum() for t in terms)
+        return strength * sum(((self.sigma_max(stack, n) ** 2 - 1) ** 2).sum() for n in self.weight_names(stack))
 
     def state_dict(self):
         return {"u": self.u}
@@ -764,6 +886,7 @@ class LayerNormMLP(Method):
     family = "regularizers"
     compared = True
     colour = "green"
+    member_settings = ("lr",)
 
     def build_model(self, in_dim, out_dim, cfg, generator):
         return relu_mlp(in_dim, cfg.width, cfg.depth, out_dim, init=cfg.init, layernorm=True, generator=generator)
@@ -793,10 +916,14 @@ class CoupledIso(Method):
     colour = "purple"
     tuning = ("iso_strength", (1e-3, 1e-2, 1e-1))
     cost = 3.0
+    member_settings = ("lr", "iso_strength")
     Settings = IsoSettings
 
     def penalty(self, stack, ctx):
-        lam = self.settings.iso_strength
+        lam = self.member_values("iso_strength")
+        if torch.is_tensor(lam):  # one per member
+            lams = lam.tolist()
+            return sum(lams[k] * isometry_penalty_matrix(stack.params[n][k]) for n in stack.hidden_weight_names() for k in range(stack.n_seeds))
         if lam == 0:
             return None
         return lam * sum(isometry_penalty_matrix(stack.params[n][k]) for n in stack.hidden_weight_names() for k in range(stack.n_seeds))
@@ -827,12 +954,14 @@ class AdamOMethod(Method):
     colour = "vermillion"
     tuning = ("iso_strength", (0.01, 0.1, 1.0))
     cost = 1.2
+    member_settings = ("lr", "iso_strength")
     Settings = AdamOSettings
 
     def make_optimizer(self, stack, cfg):
         head = set(stack.head_names())
         hidden = [p for n, p in stack.params.items() if n not in head]
         groups = hidden_head_groups(hidden, [stack.params[n] for n in stack.head_names()], hidden_iso=self.settings.iso_strength, seed_dims=1)
+        _member_groups(self, cfg, groups, hidden_iso=True)
         return AdamO(groups, lr=cfg.lr, iso_strength=self.settings.iso_strength, iso_scaling=self.settings.iso_scaling)
 
 
@@ -861,6 +990,7 @@ class AEIAdam(Method):
     compared = True
     colour = "orange"
     cost = 1.3
+    member_settings = ("lr",)
     Settings = AEISettings
     group_size = 2  # MaxMin
     retraction_steps = 1
@@ -901,12 +1031,14 @@ class AEIAdamO(AEIAdam):
     colour = "blue"
     tuning = ("iso_strength", (0.01, 0.1, 1.0))
     cost = 1.3
+    member_settings = ("lr", "iso_strength")
     Settings = AEIAdamOSettings
 
     def make_optimizer(self, stack, cfg):
         head = set(stack.head_names())
         hidden = [p for n, p in stack.params.items() if n not in head]
         groups = hidden_head_groups(hidden, [stack.params[n] for n in stack.head_names()], hidden_iso=0.0, head_iso=self.settings.iso_strength, seed_dims=1)
+        _member_groups(self, cfg, groups, hidden_iso=False)
         return AdamO(groups, lr=cfg.lr, iso_strength=self.settings.iso_strength, iso_scaling=self.settings.iso_scaling)
 
 
@@ -925,6 +1057,7 @@ class Fresh(Method):
     family = "reference"
     compared = True
     colour = "#7F7F7F"  # grey: never a method's colour
+    member_settings = ("lr",)
     _SALT = 19
 
     def at_task_boundary(self, stack, opt, ctx):
@@ -983,6 +1116,7 @@ class Parseval(Method):
     colour = "orange"
     tuning = ("strength", (1e-4, 1e-3, 1e-2))
     cost = 3.0
+    member_settings = ("lr", "strength", "target_scale")
 
     @dataclass(frozen=True)
     class Settings:
@@ -998,13 +1132,23 @@ class Parseval(Method):
         return model
 
     def penalty(self, stack, ctx):
-        coef = self.settings.strength * (64.0 / ctx.cfg.width) ** 2
+        strength, scale = self.member_values("strength"), self.member_values("target_scale")
+        if torch.is_tensor(strength) or torch.is_tensor(scale):  # one value per member
+            total = 0.0
+            for n in stack.hidden_weight_names():
+                W = stack.params[n]
+                s = self.member_values("target_scale", like=W)
+                target = s * torch.eye(W.shape[1], dtype=W.dtype, device=W.device) if torch.is_tensor(s) else s
+                per_member = gram_deviation(W, target, tall=False)[0].square().sum(dim=(-2, -1))  # (S,)
+                total = total + (member_view(strength, per_member) * (64.0 / ctx.cfg.width) ** 2 * per_member).sum()
+            return total
+        coef = strength * (64.0 / ctx.cfg.width) ** 2
         if coef == 0:
             return None
         total = 0.0
         for n in stack.hidden_weight_names():
             W = stack.params[n]  # (S, out, in); rows whatever the shape: W W^T - s I
-            total = total + gram_deviation(W, self.settings.target_scale, tall=False)[0].square().sum()
+            total = total + gram_deviation(W, scale, tall=False)[0].square().sum()
         return coef * total
 
 
@@ -1043,6 +1187,7 @@ class AdamOTarget(Method):
     summary = "ours, an intervention: Adam + a decoupled step pulling hidden singular values to I, c I or a spread [1/c, c]"
     family = "interventions"
     colour = "blue"
+    member_settings = ("lr", "iso_strength")  # not c: the targets are built once, for one c
 
     @dataclass(frozen=True)
     class Settings:
@@ -1075,13 +1220,13 @@ class AdamOTarget(Method):
         self.targets = self._targets(stack)
 
     def after_step(self, stack, opt, ctx):
-        step = ctx.cfg.lr * self.settings.iso_strength
-        if step == 0:
+        step = self.member_lr(ctx.cfg) * self.member_values("iso_strength")  # a number, or one per member
+        if not torch.is_tensor(step) and step == 0:
             return
         with torch.no_grad():
             for n, T in self.targets.items():
                 W = stack.params[n]  # (S, out, in); wide or square: rows, W W^T -> T; tall: W^T W -> T
-                W.sub_(4 * step * isometry_direction(W, T, tall=W.shape[1] > W.shape[2]))
+                W.sub_(4 * member_view(step, W) * isometry_direction(W, T, tall=W.shape[1] > W.shape[2]))
 
 
 from . import interventions as _interventions  # noqa: E402,F401  (registers target-spectrum, issue 23)

@@ -23,7 +23,8 @@ from torch.optim.adamw import adamw as _fused_adamw  # the functional AdamW; cal
 from ._validation import check_bool, check_int, check_nonnegative, check_unit_interval_open
 from .isometry import decayed_isometry_step, isometry_direction
 
-__all__ = ["AdamO", "EntryStepAdam", "adamo_update_", "hidden_head_groups", "iso_stability_product", "adamo_param_groups"]
+__all__ = ["AdamO", "EntryStepAdam", "MemberAdam", "member_adam", "adamo_update_", "member_adam_update_", "member_view", "hidden_head_groups",
+           "iso_stability_product", "adamo_param_groups"]  # fmt: skip
 
 
 def _iso_applies(param: torch.Tensor, seed_dims: int) -> bool:
@@ -152,6 +153,159 @@ def adamo_update_(
         param.copy_(new_theta)
 
 
+def member_view(values: Union[float, torch.Tensor], like: torch.Tensor) -> Union[float, torch.Tensor]:
+    """``values`` broadcast over the trailing dimensions of a member-stacked ``like`` ``(M, ...)``.
+
+    A number is returned as it is; a tensor of shape ``(M,)`` (one value per member) becomes
+    ``(M, 1, ..., 1)`` with ``like``'s dtype and device, so ``values * like`` scales member
+    ``m``'s slice by ``values[m]``.
+
+    Example:
+        >>> member_view(torch.tensor([1.0, 2.0]), torch.ones(2, 3, 4)).shape
+        torch.Size([2, 1, 1])
+        >>> member_view(0.5, torch.ones(2, 3))
+        0.5
+    """
+    if not torch.is_tensor(values):
+        return values
+    if values.ndim != 1 or values.shape[0] != like.shape[0]:
+        raise ValueError(f"per-member values must have shape ({like.shape[0]},) (one per member), got {tuple(values.shape)}")
+    return values.to(dtype=like.dtype, device=like.device).view(-1, *([1] * (like.ndim - 1)))
+
+
+def member_adam_update_(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, weight_decay=0.0, beta1: float = 0.9,
+                        beta2: float = 0.999, eps: float = 1e-8) -> None:  # fmt: skip
+    r"""One Adam/AdamW step of member-stacked parameters whose step size and decay differ per member.
+
+    Each parameter is ``(M, ...)``: ``M`` members (hyperparameter values x seeds, the runner's
+    stacked groups). ``lr`` and ``weight_decay`` are numbers or ``(M,)`` tensors (one value per
+    member, :func:`member_view`); ``steps`` are the float scalar step counts *before* this step
+    (incremented here, as torch's functional Adam does). Member ``m``'s slice gets what
+    ``torch.optim.AdamW(lr=lr[m], weight_decay=weight_decay[m])`` gives a model of its own
+    (decay first, ``1 - lr * weight_decay``, then the Adam step), to float rounding
+    (tests/test_stacking.py compares them in float64).
+
+    Note (fused with per-member step sizes). Where torch has a fused Adam kernel (CPU, CUDA, ...)
+    the moments and the normalized update :math:`u = \hat m / (\sqrt{\hat v} + \epsilon)` come
+    from one fused pass at ``lr = 1`` on a copy of the parameters (:math:`\theta' = \theta - u`),
+    and the members' step sizes are applied by one ``lerp``:
+    :math:`\theta + \eta_m (\theta' - \theta) = \theta - \eta_m u`. :math:`\theta' - \theta`
+    carries the round-off of :math:`\theta'` (about :math:`\varepsilon|\theta|`, with
+    :math:`|u| \approx 1`), which the ``lerp`` scales down by :math:`\eta_m`: far below the
+    rounding of the step itself. Two passes over the parameters besides the fused one, instead of
+    about ten elementwise operations per tensor (at the book's widths the optimizer's passes cost
+    as much as the matmuls). With one ``lr`` for all members, torch's fused kernel as it is.
+
+    Example:
+        >>> p, g = torch.ones(2, 3), torch.ones(2, 3)
+        >>> m, v = torch.zeros(2, 3), torch.zeros(2, 3)
+        >>> member_adam_update_([p], [g], [m], [v], [torch.tensor(0.0)], lr=torch.tensor([0.1, 0.2]))
+        >>> p[:, 0]  # Adam's first step is lr * sign(g)
+        tensor([0.9000, 0.8000])
+    """
+    params, grads = list(params), list(grads)
+    if not params:
+        return
+    lrs = [member_view(lr, p) for p in params]
+    if torch.is_tensor(weight_decay) or weight_decay != 0.0:
+        torch._foreach_mul_(params, [1.0 - lr_m * member_view(weight_decay, p) for lr_m, p in zip(lrs, params)])
+    if all(_has_fused_kernel(p) for p in params) and len({p.device for p in params}) == 1:
+        fused = dict(fused=True, amsgrad=False, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, maximize=False)
+        if not torch.is_tensor(lr):  # one step size: torch's fused kernel as it is
+            _fused_adamw(params, grads, list(exp_avgs), list(exp_avg_sqs), [], list(steps), lr=lr, **fused)
+            return
+        moved = torch._foreach_mul(params, 1.0)  # copies of theta, moved by the fused step at lr 1: theta - u
+        _fused_adamw(moved, grads, list(exp_avgs), list(exp_avg_sqs), [], list(steps), lr=1.0, **fused)
+        torch._foreach_lerp_(params, moved, lrs)  # theta + lr_m ((theta - u) - theta) = theta - lr_m u
+        return
+    for p, g, m, v, t, lr_m in zip(params, grads, exp_avgs, exp_avg_sqs, steps, lrs):  # the single-tensor reference
+        t += 1
+        step = float(t)
+        m.lerp_(g, 1.0 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+        bias_correction1 = 1.0 - beta1**step
+        denom = (v.sqrt() / (1.0 - beta2**step) ** 0.5).add_(eps)
+        p.sub_((m / denom).mul_(lr_m / bias_correction1))
+
+
+def member_adam(params, lr: Union[float, torch.Tensor], weight_decay: Union[float, torch.Tensor] = 0.0) -> Optimizer:
+    """The runner's Adam (``weight_decay`` 0) or AdamW: torch's fused ``Adam``/``AdamW`` when
+    ``lr`` and ``weight_decay`` are numbers, :class:`MemberAdam` when either is a ``(M,)``
+    tensor (one value per member of a stacked group).
+
+    Example:
+        >>> type(member_adam([torch.zeros(2, 3, requires_grad=True)], 1e-3)).__name__
+        'Adam'
+        >>> type(member_adam([torch.zeros(2, 3, requires_grad=True)], torch.tensor([1e-3, 1e-2]))).__name__
+        'MemberAdam'
+    """
+    params = list(params)
+    if torch.is_tensor(lr) or torch.is_tensor(weight_decay):
+        return MemberAdam(params, lr=lr, weight_decay=weight_decay)
+    if weight_decay:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+def _check_member_values(name: str, values: Union[float, torch.Tensor]) -> Union[float, torch.Tensor]:
+    """A number >= 0, or a 1-D tensor of finite numbers >= 0 (one per member), else an error naming ``name``."""
+    if torch.is_tensor(values):
+        if values.ndim != 1 or not values.is_floating_point():
+            raise ValueError(f"{name} must be a number or a 1-D floating-point tensor (one value per member), got shape {tuple(values.shape)}")
+        if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
+            raise ValueError(f"{name} must hold finite numbers >= 0, got {values.tolist()}")
+        return values.detach().clone()
+    return check_nonnegative(name, values)
+
+
+class MemberAdam(Optimizer):
+    """Adam, or AdamW with ``weight_decay``, whose ``lr`` and ``weight_decay`` may differ per member.
+
+    Every parameter is member-stacked ``(M, ...)`` (the runner's stacked groups: hyperparameter
+    values beside seeds); ``lr`` and ``weight_decay`` are numbers or ``(M,)`` tensors. The update
+    is :func:`member_adam_update_`: member ``m`` gets ``torch.optim.AdamW(lr=lr[m],
+    weight_decay=weight_decay[m])``'s step (``torch.optim.Adam``'s when the decay is 0), so a
+    stacked group trains each member as its own run would (tests/test_stacking.py).
+
+    Example:
+        >>> w = torch.zeros(2, 3, requires_grad=True)
+        >>> opt = MemberAdam([w], lr=torch.tensor([1e-3, 1e-2]))
+        >>> w.sum().backward(); opt.step()
+        >>> [round(x, 6) for x in w[:, 0].tolist()]  # Adam's first step: lr * sign(grad), per member
+        [-0.001, -0.01]
+    """
+
+    def __init__(self, params, lr: Union[float, torch.Tensor] = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: Union[float, torch.Tensor] = 0.0):  # fmt: skip
+        lr = _check_member_values("lr", lr)
+        weight_decay = _check_member_values("weight_decay", weight_decay)
+        check_unit_interval_open("betas[0]", betas[0])
+        check_unit_interval_open("betas[1]", betas[1])
+        check_nonnegative("eps", eps)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], torch.Tensor]] = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0, dtype=torch.float32, device=p.device if _has_fused_kernel(p) else "cpu")
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+            states = [self.state[p] for p in params]
+            beta1, beta2 = group["betas"]
+            member_adam_update_(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                                [s["step"] for s in states], lr=group["lr"], weight_decay=group["weight_decay"], beta1=beta1,
+                                beta2=beta2, eps=group["eps"])  # fmt: skip
+        return loss
+
+
 class AdamO(Optimizer):
     r"""Adam with a decoupled isometry step (AdamO).
 
@@ -268,6 +422,12 @@ class AdamO(Optimizer):
         iso_every: :math:`k` (int >= 1): take the isometry step, scaled by :math:`k`, only every
             :math:`k`-th step (1 = exact, every step).
         seed_dims: number of leading copy dimensions of every parameter of the group (>= 0).
+        members: ``None``, or per-member values of member-stacked ``(M, ...)`` parameters (the
+            runner's stacked groups, hyperparameter values beside seeds): a dict with some of
+            ``"lr"``, ``"iso_strength"``, ``"weight_decay"``, each a ``(M,)`` tensor that
+            replaces the group's number for member ``m`` (each member is checked as a group of
+            its own; the group's numbers must be one member's, e.g. the first). Such a group
+            takes the fused path's order with per-member step sizes (:func:`member_adam_update_`).
         fused: how a group's step is computed (the same update, see "Implementation" below):
             ``None`` (default) the fused path whenever torch has a fused Adam kernel for every
             parameter of the group (floating point, on CPU, CUDA, MPS, ...), else the
@@ -321,6 +481,7 @@ class AdamO(Optimizer):
         seed_dims: int = 0,
         iso_scaling: str = "lr",
         fused: Optional[bool] = None,
+        members: Optional[Dict[str, torch.Tensor]] = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -333,8 +494,10 @@ class AdamO(Optimizer):
             seed_dims=seed_dims,
             iso_scaling=iso_scaling,
             fused=fused,
+            members=members,
         )
         _validate_hyperparameters(defaults)
+        _validate_members(defaults)
         if isinstance(params, torch.Tensor):
             raise TypeError("params must be an iterable of Tensors or dicts, got a single Tensor")
         super().__init__(params, defaults)
@@ -350,6 +513,10 @@ class AdamO(Optimizer):
                 raise ValueError(f"param_group has the unknown key {key!r}{hint}; allowed keys: params, {', '.join(self.defaults)}")
         merged = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
         _validate_hyperparameters(merged)
+        merged["params"] = param_group.get("params", ())
+        merged["params"] = [merged["params"]] if torch.is_tensor(merged["params"]) else list(merged["params"])
+        param_group = {**param_group, "params": merged["params"]}
+        _validate_members(merged)
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         group.setdefault("initial_lr", group["lr"])  # eta_t = lr / initial_lr for iso_scaling="schedule"
@@ -403,6 +570,7 @@ class AdamO(Optimizer):
             group.setdefault("iso_scaling", "lr")  # state dicts saved before iso_scaling existed
             group.setdefault("initial_lr", group["lr"])
             group.setdefault("fused", None)  # state dicts saved before the fused path existed
+            group.setdefault("members", None)  # state dicts saved before per-member values existed
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], torch.Tensor]] = None) -> Optional[torch.Tensor]:
@@ -423,6 +591,9 @@ class AdamO(Optimizer):
                 loss = closure()
 
         for group in self.param_groups:
+            if group.get("members"):
+                self._member_group_step(group)
+                continue
             fused = group["fused"]
             if fused is None:
                 fused = all(_has_fused_kernel(p) for p in group["params"])
@@ -514,6 +685,63 @@ class AdamO(Optimizer):
         )
         if iso_params:
             torch._foreach_add_(iso_params, directions, alpha=-4.0 * coef)
+
+    def _member_group_step(self, group: Dict[str, Any]) -> None:
+        """A group whose ``lr`` / ``iso_strength`` / ``weight_decay`` differ per member
+        (``group["members"]``): the fused path's order (isometry directions at theta_t, the
+        Adam/AdamW step, then the isometry step), each member with its own values."""
+        params = self._with_grad(group)
+        if not params:
+            return
+        members = group["members"]
+        fused = all(_has_fused_kernel(p) for p in params)
+        states = [self._state(p, p.device if fused else torch.device("cpu")) for p in params]
+        seed_dims, k = group["seed_dims"], group["iso_every"]
+        multiplier = group["lr"] / group["initial_lr"] if group.get("initial_lr", 0) > 0 else 1.0  # a scheduler's eta_t
+        lr = members.get("lr", group["lr"])
+        lr = lr * multiplier if torch.is_tensor(lr) else group["lr"]
+        iso = members.get("iso_strength", group["iso_strength"])
+        if group.get("iso_scaling", "lr") == "lr":
+            size = lr if group["iso_lr"] is None else group["iso_lr"]
+        else:
+            size = (1.0 if group["iso_lr"] is None else group["iso_lr"]) * multiplier
+        coef = size * iso * k
+        iso_params = []
+        if torch.is_tensor(coef) or coef != 0.0:
+            iso_params = [(p, s) for p, s in zip(params, states) if _iso_applies(p, seed_dims) and (k == 1 or (int(s["step"]) + 1) % k == 0)]
+        directions = [isometry_direction(_as_matrices(p, seed_dims)).view(p.shape) for p, _ in iso_params]
+        beta1, beta2 = group["betas"]
+        member_adam_update_(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                            [s["step"] for s in states], lr=lr, weight_decay=members.get("weight_decay", group["weight_decay"]),
+                            beta1=beta1, beta2=beta2, eps=group["eps"])  # fmt: skip
+        for (p, _), d in zip(iso_params, directions):
+            p.sub_(d.mul_(member_view(4.0 * coef, p)))
+
+
+def _validate_members(group: Dict[str, Any]) -> None:
+    """Check a group's per-member values (``members``: ``{"lr" | "iso_strength" | "weight_decay":
+    (M,) tensor}``): each member's values must pass the checks of a group of its own."""
+    members = group.get("members")
+    if members is None:
+        return
+    if not isinstance(members, dict) or not set(members) <= set(_MEMBER_KEYS):
+        raise ValueError(f"members must be None or a dict with keys among {_MEMBER_KEYS}, got {members!r}")
+    sizes = {k: _check_member_values(k, v).shape[0] for k, v in members.items() if torch.is_tensor(v)}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"members: every tensor needs one value per member, got sizes {sizes}")
+    for m in range(next(iter(sizes.values()), 0)):
+        one = {**group, **{k: float(v[m]) for k, v in members.items()}, "members": None}
+        one["initial_lr"] = one["lr"]
+        try:
+            _validate_hyperparameters(one)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"member {m}: {err}") from None
+    for p in group.get("params", ()):
+        if torch.is_tensor(p) and sizes and (p.ndim == 0 or p.shape[0] != next(iter(sizes.values()))):
+            raise ValueError(f"members: a parameter of shape {tuple(p.shape)} does not have {next(iter(sizes.values()))} members along its first dimension")
+
+
+_MEMBER_KEYS = ("lr", "iso_strength", "weight_decay")
 
 
 @functools.lru_cache(maxsize=None)
@@ -691,11 +919,12 @@ class EntryStepAdam(Optimizer):
     :math:`t_i`) would make the first update of a restarted entry about
     :math:`(1-\beta_1)/\sqrt{1-\beta_2} \approx 3.2` times Adam's first step, because the
     global bias corrections are then close to one. ReDo (Sokar et al. 2023) uses it to restart
-    the optimizer state of recycled units.
+    the optimizer state of recycled units. ``lr`` may be a ``(M,)`` tensor, one step size per
+    member of member-stacked ``(M, ...)`` parameters (:func:`member_view`).
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        check_nonnegative("lr", lr)
+    def __init__(self, params, lr: Union[float, torch.Tensor] = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        lr = _check_member_values("lr", lr)  # a number, or one per member of (M, ...) parameters
         check_unit_interval_open("betas[0]", betas[0])
         check_unit_interval_open("betas[1]", betas[1])
         check_nonnegative("eps", eps)
@@ -730,7 +959,10 @@ class EntryStepAdam(Optimizer):
                 bc1 = 1 - torch.pow(beta1, t)
                 bc2 = 1 - torch.pow(beta2, t)
                 denom = (vi / bc2).sqrt_().add_(group["eps"])
-                p.addcdiv_(mi / bc1, denom, value=-group["lr"])
+                if torch.is_tensor(group["lr"]):  # one lr per member (the runner's stacked groups)
+                    p.sub_((mi / bc1).div_(denom).mul_(member_view(group["lr"], p)))
+                else:
+                    p.addcdiv_(mi / bc1, denom, value=-group["lr"])
         return loss
 
     @torch.no_grad()

@@ -665,9 +665,17 @@ def _stage_task(cfg: Config, streams: list, t: int, device: torch.device, dtype:
     return data
 
 
-def _train_task(cfg: Config, method: Method, stack: StackedModel, opt, data: _TaskData, t: int, bar):
+def _train_task(cfg: Config, method: Method, stack: StackedModel, opt, data: _TaskData, t: int, bar,
+                member_configs: Optional[torch.Tensor] = None):  # fmt: skip
     """``steps_per_task`` optimizer steps on task ``t``; returns the per-seed sums of the online
-    (before-step) batch accuracies and losses, float64 ``(S,)``."""
+    (before-step) batch accuracies and losses, float64 ``(S,)``.
+
+    ``member_configs`` (a stacked group of several configurations): each member's configuration
+    number ``(S,)``. A non-finite penalty then counts for every member of the configurations
+    with a member whose gradient it made non-finite, so one configuration's divergence never
+    marks another's members and each configuration's seeds are marked as in its own run; one
+    that no member's gradient shows cannot be attributed: ``FloatingPointError`` (the sweep then
+    runs the configurations one by one)."""
     S = stack.n_seeds
     ar = torch.arange(S, device=data.x.device)[:, None]
     acc_sum = torch.zeros(S, dtype=torch.float64, device=data.x.device)
@@ -683,13 +691,27 @@ def _train_task(cfg: Config, method: Method, stack: StackedModel, opt, data: _Ta
             total = total + extra
         opt.zero_grad(set_to_none=True)
         total.backward()
+        marked = None
+        if extra is not None and member_configs is not None and not bool(torch.isfinite(extra.detach())):
+            with torch.no_grad():  # which configurations the non-finite penalty is of
+                bad = torch.zeros(S, dtype=torch.bool, device=data.x.device)
+                for p in stack.params.values():
+                    if p.grad is not None:
+                        bad |= ~torch.isfinite(p.grad).flatten(1).all(1)
+                if not bool(bad.any()):
+                    raise FloatingPointError(f"task {t}, step {i}: a non-finite penalty that no member's gradient shows cannot be "
+                                             "attributed to a configuration of the stacked group; allowed: the configurations one by one")  # fmt: skip
+                per_config = torch.zeros(int(member_configs.max()) + 1, dtype=torch.long, device=bad.device)
+                marked = per_config.index_add_(0, member_configs, bad.long())[member_configs] > 0
         opt.step()
         ctx.logits = logits.detach()
         _hook(method, "after_step", stack, opt, ctx)
         with torch.no_grad():
             acc_sum += (logits.argmax(-1) == yb).double().mean(1)
             loss_sum += per_seed.detach().double()
-            if extra is not None:  # a non-finite penalty makes the objective non-finite: divergence. The
+            if marked is not None:  # a non-finite penalty of a stacked group: its configurations' members
+                loss_sum += torch.where(marked, math.nan, 0.0).double()
+            elif extra is not None and member_configs is None:  # a non-finite penalty makes the objective non-finite: divergence. The
                 # penalty is one number summed over the seeds, so it counts for every seed of the batch
                 loss_sum += torch.where(torch.isfinite(extra.detach()), 0.0, math.nan).double()
         bar.update(1)
@@ -697,11 +719,13 @@ def _train_task(cfg: Config, method: Method, stack: StackedModel, opt, data: _Ta
 
 
 def _task_rows(cfg: Config, stack: StackedModel, seeds: Sequence[int], data: _TaskData, t: int,
-               acc_sum: torch.Tensor, loss_sum: torch.Tensor, diverged: set) -> Tuple[List[dict], List[dict], List[dict]]:  # fmt: skip
+               acc_sum: torch.Tensor, loss_sum: torch.Tensor, diverged: set,
+               cfg_of: Optional[Sequence[Config]] = None) -> Tuple[List[dict], List[dict], List[dict]]:  # fmt: skip
     """The rows of task ``t``: end-of-task accuracy and loss, online means, test accuracy and
     the diagnostics of every seed, the per-layer rows and the eNTK spectrum rows (updates
     ``diverged`` with the seeds that just diverged; a diverged seed's layer and spectrum rows
-    are NaN)."""
+    are NaN). ``cfg_of``: each member's config (a stacked group), else ``cfg`` for all."""
+    cfg_of = [cfg] * len(seeds) if cfg_of is None else cfg_of
     blocks = stacked_blocks(stack) if NTK_METHOD == "layerwise" else None
     forward = None
     if blocks is None:
@@ -723,18 +747,18 @@ def _task_rows(cfg: Config, stack: StackedModel, seeds: Sequence[int], data: _Ta
     rows, layer_rows, spectrum_rows = [], [], []
     for k, s in enumerate(seeds):
         if k in diverged:
-            rows.append(_diverged_row(cfg, s, t))
-            layer_rows.extend(_diverged_layer_rows(cfg, stack, s, t))
-            spectrum_rows.extend(_spectrum_rows(cfg, s, t, [math.nan] * _n_eigenvalues(cfg)))
+            rows.append(_diverged_row(cfg_of[k], s, t))
+            layer_rows.extend(_diverged_layer_rows(cfg_of[k], stack, s, t))
+            spectrum_rows.extend(_spectrum_rows(cfg_of[k], s, t, [math.nan] * _n_eigenvalues(cfg)))
             continue
-        row = {**_config_row(cfg, s, t), "train_acc": acc[k], "train_acc_online": acc_sum[k] / cfg.steps_per_task,
+        row = {**_config_row(cfg_of[k], s, t), "train_acc": acc[k], "train_acc_online": acc_sum[k] / cfg.steps_per_task,
                "test_acc": test_acc[k] if test_acc is not None else math.nan,
                "loss": loss[k], "loss_online": loss_sum[k] / cfg.steps_per_task}  # fmt: skip
         metrics, layers, eigenvalues = measured[k]
         row.update(metrics, diverged=False)
         rows.append(row)
-        layer_rows.extend({**_config_row(cfg, s, t), **r} for r in layers)
-        spectrum_rows.extend(_spectrum_rows(cfg, s, t, eigenvalues))
+        layer_rows.extend({**_config_row(cfg_of[k], s, t), **r} for r in layers)
+        spectrum_rows.extend(_spectrum_rows(cfg_of[k], s, t, eigenvalues))
     return rows, layer_rows, spectrum_rows
 
 
@@ -791,17 +815,31 @@ def _save_checkpoint(path: Path, key: str, next_task: int, tables: Tuple[List[di
 
 
 def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], key: str, progress: bool,
-                      callback) -> Tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:  # fmt: skip
+                      callback, member_cfgs: Optional[Sequence[Config]] = None) -> Tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """Train the stacked ``seeds`` of ``cfg`` task after task, resuming from ``ckpt_path``;
     returns the rows, the per-layer rows and the eNTK spectrum rows.
 
     Per task: stage the data, call the method's task-boundary hook, train, log the rows
     (:func:`_task_rows`), checkpoint, call ``callback``.
+
+    ``member_cfgs`` (a stacked group, :mod:`isoplast_lite.stacking`): the configuration of each
+    member, ``seeds[k]`` being member ``k``'s seed; they differ from ``cfg`` (the first) only in
+    ``lr`` and in the settings the method reads per member, which the method is given
+    (:meth:`isoplast_lite.methods.Method.stack_members`); each row carries its member's config.
     """
     device, dtype = torch.device(cfg.device), _DTYPES[cfg.dtype]
     source = load_source(parse_benchmark(cfg.benchmark)[1])
     streams = [make_stream(cfg.benchmark, seed=s, n_tasks=cfg.n_tasks, n_train=cfg.n_train, source=source) for s in seeds]
     method = make_method(cfg.method, cfg.settings)
+    cfg_of = list(member_cfgs) if member_cfgs is not None else [cfg] * len(seeds)  # each member's config (its rows' columns)
+    if member_cfgs is not None:
+        from .stacking import member_values
+
+        distinct = list(dict.fromkeys(member_cfgs))  # each configuration's seeds are consecutive members
+        method.stack_members(member_values(distinct))
+    member_configs = None  # each member's configuration number, when there are several
+    if member_cfgs is not None and len(set(member_cfgs)) > 1:
+        member_configs = torch.tensor([distinct.index(c) for c in member_cfgs], device=device)
     stack = StackedModel.build(lambda g: _hook(method, "build_model", source.in_dim, source.n_classes, cfg, g), seeds, device=device, dtype=dtype)
     _hook(method, "setup", stack, cfg)
     opt = _hook(method, "make_optimizer", stack, cfg)
@@ -815,7 +853,7 @@ def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], 
         opt.load_state_dict(ckpt["opt"])
         _hook(method, "load_state_dict", _to_device(ckpt["method"], device))
         rows, layer_rows, spectrum_rows, start = ckpt["rows"], ckpt["layer_rows"], ckpt["spectrum_rows"], ckpt["next_task"]
-    diverged = {k for k, s in enumerate(seeds) if any(r["seed"] == s and r["diverged"] for r in rows)}
+    diverged = {k for k, s in enumerate(seeds) if any(r["seed"] == s and r["diverged"] for r in rows[k :: len(seeds)])}
 
     from tqdm.auto import tqdm
 
@@ -824,16 +862,16 @@ def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], 
     try:
         for t in range(start, cfg.n_tasks):
             if len(diverged) == len(seeds):  # every seed diverged: the remaining tasks are recorded, not trained
-                rows.extend(_diverged_row(cfg, s, u) for s in seeds for u in range(t, cfg.n_tasks))
-                layer_rows.extend(r for s in seeds for u in range(t, cfg.n_tasks) for r in _diverged_layer_rows(cfg, stack, s, u))
+                rows.extend(_diverged_row(c, s, u) for c, s in zip(cfg_of, seeds) for u in range(t, cfg.n_tasks))
+                layer_rows.extend(r for c, s in zip(cfg_of, seeds) for u in range(t, cfg.n_tasks) for r in _diverged_layer_rows(c, stack, s, u))
                 nan = [math.nan] * _n_eigenvalues(cfg)
-                spectrum_rows.extend(r for s in seeds for u in range(t, cfg.n_tasks) for r in _spectrum_rows(cfg, s, u, nan))
+                spectrum_rows.extend(r for c, s in zip(cfg_of, seeds) for u in range(t, cfg.n_tasks) for r in _spectrum_rows(c, s, u, nan))
                 break
             data = _stage_task(cfg, streams, t, device, dtype)
             if t > 0:
                 _hook(method, "at_task_boundary", stack, opt, TaskContext(cfg=cfg, task=t, x=data.x, y=data.y, tasks=data.tasks))
-            acc_sum, loss_sum = _train_task(cfg, method, stack, opt, data, t, bar)
-            new_rows, new_layer_rows, new_spectrum_rows = _task_rows(cfg, stack, seeds, data, t, acc_sum, loss_sum, diverged)
+            acc_sum, loss_sum = _train_task(cfg, method, stack, opt, data, t, bar, member_configs)
+            new_rows, new_layer_rows, new_spectrum_rows = _task_rows(cfg, stack, seeds, data, t, acc_sum, loss_sum, diverged, cfg_of)
             rows.extend(new_rows)
             layer_rows.extend(new_layer_rows)
             spectrum_rows.extend(new_spectrum_rows)

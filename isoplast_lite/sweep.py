@@ -42,6 +42,16 @@ The runner's disk cache is the single source of truth, whichever the executor:
   ``torch.get_num_threads()``), so a ``local`` sweep gives the rows of a ``serial`` one; a
   SIGTERM or SIGINT to the sweep cancels its workers before it exits.
 
+Hyperparameters stacked beside seeds (``stack=True``, the default; :mod:`isoplast_lite.stacking`):
+configurations that differ only in ``lr`` and in settings their method reads per member
+(``Method.member_settings``, e.g. AdamO's ``iso_strength``) are trained as *one* stacked model of
+``G x S`` members (G configurations x S seeds), chunked when the runner's memory estimate says so,
+in one process or one job; each configuration's rows still go to its own cache entry, under the
+key of its unstacked run, and equal that run's (float64: to rounding; float32: statistically).
+A group whose stacked training fails is run again one configuration at a time (with a warning);
+``stack=False`` (command line ``sweep --no-stack``) runs every configuration alone; ``groups``
+receives the plan, with the reason why a configuration that had peers runs alone.
+
 So the cache folder must be one that every job can write: on a cluster, a shared file system
 (``--cache-dir`` on it, or ``$ISOPLAST_CACHE``). The results do not depend on the executor: a
 job computes exactly what :func:`isoplast_lite.run.run` computes in this process, given the
@@ -70,6 +80,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 import pandas as pd
 
 from ._validation import check_choice, check_int, check_positive
+from . import stacking
 from .run import Config, MethodError, cache_key, default_cache_dir, run
 
 __all__ = ["EXECUTORS", "SLURM_OPTIONS", "run_sweep", "cached_result", "describe", "Failure", "SweepError"]
@@ -173,6 +184,24 @@ class _ConfigJob(_Checkpointable):
         return cache_key(cfg)
 
 
+class _GroupJob(_ConfigJob):
+    """The callable a job of a stacked group runs: the group into the cache (one entry per
+    configuration, :func:`isoplast_lite.stacking.run_group`), returning their cache keys."""
+
+    def __call__(self, cfgs: Sequence[Config], cache_dir: str, seed_batch: Optional[int], threads: Optional[int]) -> List[str]:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        if env.cluster == "local":
+            _record_kills(_kill_record_path(env.paths.folder, str(env.job_id)))
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        stacking.run_group(cfgs, cache_dir=cache_dir, progress=False)
+        return [cache_key(c) for c in cfgs]
+
+
 def _make_executor(executor: str, folder: Path, workers: int, slurm: Mapping[str, object], threads: Optional[int]):
     try:
         import submitit
@@ -250,6 +279,8 @@ def run_sweep(
     poll_seconds: float = 1.0,
     on_result: Optional[Callable[[int, Config, pd.DataFrame], None]] = None,
     failures: Optional[List[Failure]] = None,
+    stack: bool = True,
+    groups: Optional[list] = None,
 ) -> pd.DataFrame:
     """Run every configuration of ``configs`` (one job each) and return all their results.
 
@@ -278,6 +309,12 @@ def run_sweep(
         failures: a list to which every configuration that fails is appended as a
             :class:`Failure` (then the sweep returns the rows of the others); ``None``: raise a
             :class:`SweepError` at the end. Either way one failure never stops the others.
+        stack: train configurations that differ only in ``lr`` and their method's member
+            settings as one stacked model (:func:`isoplast_lite.stacking.plan`; ``seed_batch``,
+            if given, caps its members); ``False``: every configuration alone.
+        groups: a list to which the plan of the configurations not in the cache is appended
+            (one :class:`isoplast_lite.stacking.Group` per training: its configurations and,
+            for one that runs alone although it had peers, why).
 
     Returns:
         The results of ``configs`` concatenated in their order (a tidy ``DataFrame`` with
@@ -306,6 +343,12 @@ def run_sweep(
 
     if failures is not None and not isinstance(failures, list):
         raise TypeError(f"failures must be a list or None, got {type(failures).__name__}")
+    if not isinstance(stack, bool):
+        raise TypeError(f"stack must be True or False, got {stack!r}")
+    if groups is not None and not isinstance(groups, list):
+        raise TypeError(f"groups must be a list or None, got {type(groups).__name__}")
+    if seed_batch is not None:
+        seed_batch = check_int("seed_batch", seed_batch, minimum=1)
     results: Dict[int, pd.DataFrame] = {}
     failed: List[Failure] = []
 
@@ -332,7 +375,7 @@ def run_sweep(
         if threads is not None:
             torch.set_num_threads(threads)
         try:
-            _serial(configs, cache_dir, progress, seed_batch, fail, deliver)
+            _serial(configs, cache_dir, progress, seed_batch, fail, deliver, stack, groups)
         finally:
             torch.set_num_threads(before)
         return finish()
@@ -350,16 +393,18 @@ def run_sweep(
     same: Dict[str, List[int]] = collections.defaultdict(list)
     for i, cfg in enumerate(configs):
         same[cache_key(cfg)].append(i)
-    todo = collections.deque()
+    pending = []
     for indices in same.values():
         df = cached_result(configs[indices[0]], cache)
         if df is None:
-            todo.append(indices)
+            pending.append(indices)
         else:  # finished before: never recomputed, never submitted
             for i in indices:
                 deliver(i, df)
-    if not todo:
+    if not pending:
         return finish()
+    # one job per unit: a stacked group (several configurations) or one configuration
+    todo = collections.deque(_units(configs, pending, stack, seed_batch, groups))
 
     ex = _make_executor(executor, folder, workers, slurm, threads)
     restore = _terminate_as_interrupt() if executor == "local" else None
@@ -374,35 +419,47 @@ def run_sweep(
             if batch:
                 if executor == "slurm":
                     with ex.batch():
-                        jobs = [ex.submit(_ConfigJob(), configs[ix[0]], str(cache), seed_batch, threads) for ix in batch]
+                        jobs = [_submit(ex, configs, unit, str(cache), seed_batch, threads) for unit in batch]
                 else:
-                    jobs = [ex.submit(_ConfigJob(), configs[ix[0]], str(cache), seed_batch, threads) for ix in batch]
-                for ix, job in zip(batch, jobs):
-                    running[ix[0]] = (ix, job)
-                    attempts[ix[0]] += 1
+                    jobs = [_submit(ex, configs, unit, str(cache), seed_batch, threads) for unit in batch]
+                for unit, job in zip(batch, jobs):
+                    running[unit[0][0]] = (unit, job)
+                    attempts[unit[0][0]] += 1
             time.sleep(poll_seconds)
-            for first, (ix, job) in list(running.items()):
+            for first, (unit, job) in list(running.items()):
                 if not job.done():
                     continue
                 del running[first]
-                cfg = configs[first]
-                df = cached_result(cfg, cache)
-                if df is not None:
+                missing = []
+                for ix in unit:
+                    df = cached_result(configs[ix[0]], cache)
+                    if df is None:
+                        missing.append(ix)
+                        continue
                     for i in ix:
                         deliver(i, df)
+                if not missing:
                     continue
+                cfg = configs[missing[0][0]]
                 why = _died(job, executor)
                 if why is None:
                     err = job.exception()
-                    for i in ix:
-                        fail(i, f"{_job_error(err)} (log: {job.paths.stderr})")
+                    if len(unit) > 1:  # a stacked group failed: its configurations run one by one
+                        warnings.warn(f"the stacked group of {len(unit)} configurations ({describe(configs[unit[0][0]])}, ...) failed "
+                                      f"({_job_error(err)}); running them one by one", RuntimeWarning, stacklevel=2)  # fmt: skip
+                        todo.extendleft([ix] for ix in reversed(missing))
+                        continue
+                    for ix in missing:
+                        for i in ix:
+                            fail(i, f"{_job_error(err)} (log: {job.paths.stderr})")
                     continue
                 if attempts[first] > max_retries:
-                    for i in ix:
-                        fail(i, f"its job died {attempts[first]} times, last: {why} (log: {job.paths.stderr}); allowed: more max_retries")
+                    for ix in missing:
+                        for i in ix:
+                            fail(i, f"its job died {attempts[first]} times, last: {why} (log: {job.paths.stderr}); allowed: more max_retries")
                     continue
                 warnings.warn(f"the job of {describe(cfg)} died ({why}); submitting it again (it resumes from its checkpoint)", RuntimeWarning, stacklevel=2)
-                todo.appendleft(ix)
+                todo.appendleft(missing)
     finally:
         if executor == "local":  # jobs on this machine end with the sweep (a re-run resumes them)
             for _, job in running.values():
@@ -414,14 +471,56 @@ def run_sweep(
     return finish()
 
 
-def _serial(configs, cache_dir, progress, seed_batch, fail, deliver) -> None:
+def _units(configs, pending: List[List[int]], stack: bool, seed_batch: Optional[int], groups: Optional[list]) -> List[List[List[int]]]:
+    """The trainings of the distinct configurations ``pending`` (index lists of repeats): one
+    unit per :class:`~isoplast_lite.stacking.Group` of :func:`~isoplast_lite.stacking.plan`,
+    each a list of index lists; the plan is appended to ``groups``."""
+    plan = stacking.plan([configs[ix[0]] for ix in pending], stack=stack, max_members_per_model=seed_batch)
+    if groups is not None:
+        groups.extend(dataclasses.replace(g, indices=tuple(pending[j][0] for j in g.indices)) for g in plan)
+    return [[pending[j] for j in g.indices] for g in plan]
+
+
+def _submit(ex, configs, unit, cache: str, seed_batch, threads):
+    if len(unit) == 1:
+        return ex.submit(_ConfigJob(), configs[unit[0][0]], cache, seed_batch, threads)
+    return ex.submit(_GroupJob(), [configs[ix[0]] for ix in unit], cache, seed_batch, threads)
+
+
+def _serial(configs, cache_dir, progress, seed_batch, fail, deliver, stack: bool = True, groups: Optional[list] = None) -> None:
+    same: Dict[str, List[int]] = collections.defaultdict(list)
     for i, cfg in enumerate(configs):
-        try:
-            df = run(cfg, cache_dir=cache_dir, progress=progress, seed_batch=seed_batch)
-        except Exception as err:  # recorded; the next configuration runs (Ctrl-C still stops the sweep)
-            fail(i, _one_line(err))
-            continue
-        deliver(i, df)
+        same[cache_key(cfg)].append(i)
+    pending = []
+    for indices in same.values():
+        df = None if cache_dir is False else cached_result(configs[indices[0]], cache_dir)
+        if df is None:
+            pending.append(indices)
+        else:  # finished before: read, never recomputed
+            for i in indices:
+                deliver(i, df)
+    for unit in _units(configs, pending, stack, seed_batch, groups):
+        if len(unit) > 1:
+            cfgs = [configs[ix[0]] for ix in unit]
+            try:
+                tables = stacking.run_group(cfgs, cache_dir=cache_dir, progress=progress)
+            except Exception as err:  # noqa: BLE001 - the configurations run one by one instead (Ctrl-C still stops)
+                warnings.warn(f"the stacked group of {len(cfgs)} configurations ({describe(cfgs[0])}, ...) failed "
+                              f"({_one_line(err)}); running them one by one", RuntimeWarning, stacklevel=4)  # fmt: skip
+            else:
+                for ix, (df, _, _) in zip(unit, tables):
+                    for i in ix:
+                        deliver(i, df)
+                continue
+        for ix in unit:
+            try:
+                df = run(configs[ix[0]], cache_dir=cache_dir, progress=progress, seed_batch=seed_batch)
+            except Exception as err:  # recorded; the next configuration runs (Ctrl-C still stops the sweep)
+                for i in ix:
+                    fail(i, _one_line(err))
+                continue
+            for i in ix:
+                deliver(i, df)
 
 
 def _signal_name(number: int) -> str:

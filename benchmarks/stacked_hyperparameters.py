@@ -1,0 +1,177 @@
+"""Hyperparameters stacked beside seeds: time per member-step against the number of members, and
+chapter 8's tuning phase stacked against unstacked (issue 24, part 1).
+
+1. **Members vs time.** Adam at book scale (random-label-digits, width 64, depth 3, 256 images,
+   batch 32): ``M`` configurations of one seed each, differing in their learning rate, trained as
+   one stacked model (:func:`isoplast_lite.stacking.run_group`, no cache) for ``M`` = 1, 2, 4, 8,
+   16, 32, 64. Each ``M`` is timed on 2 tasks x ``--short`` and 2 tasks x ``--long`` steps; the
+   difference gives the CPU time of one training step of all members, divided by ``M`` per
+   member-step. The share of the FLOP bound: the matmul FLOPs of the step
+   (``runner_speed.flops_per_step``: forward + backward, every member) over the time of the step,
+   against the peak of a large ``torch.mm`` measured in the same process (``_timing.matmul_peak``).
+2. **Tuning phase.** Every tuning configuration of one stream of chapter 8
+   (``tools/precompute_streams.py``'s ``tuning_configs``), run by :func:`isoplast_lite.sweep.run_sweep`
+   without cache, serially, once with ``stack=False`` (today: one run per configuration) and once
+   stacked; printed: the CPU time of each, their ratio, the number of trainings (stacked groups),
+   and whether the tuning choices (``choose`` on ``score``) are equal.
+
+Run with one thread (times are then the thread's CPU time, ``_timing.clock``, which a loaded
+machine barely moves; compare ratios)::
+
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/stacked_hyperparameters.py [--stream random-label-digits]
+        [--members 1 2 4 8 16 32 64] [--short 20] [--long 80] [--tuning-steps N]
+
+``--tuning-steps N`` replaces the stream's steps per task by ``N`` (a quicker, smaller check of
+the tuning ratio; the shipped protocol's 400 by default).
+
+Measured (issue 24 part 1, 2026-12-05, torch 2.13 CPU, one thread, CPU time, load 17-28 on 2
+cores, ``--repeats 1 --short 20 --long 80``; matmul peak 93 GFLOP/s; MemberAdam before its last
+change, a fused pass at lr 1 on a copy of the parameters then one lerp, measured equal or better):
+
+=======  =======  ==============  ============
+members  ms/step  ms/member-step  % FLOP bound
+=======  =======  ==============  ============
+1        0.62     0.62            4.3%
+2        1.16     0.58            4.6%
+4        0.93     0.23            11.5%
+8        1.49     0.19            14.3%
+16       1.74     0.11            24.5%
+32       4.28     0.13            19.9%
+64       8.43     0.13            20.2%
+=======  =======  ==============  ============
+
+From 1 to 16 members the cost per member-step falls 5.7x; beyond 16 it stays at about 20% of
+the FLOP bound. Target (>= 50% at >= 32 members): **missed**. What the rest of a step is: at
+width 64 a member's matrices are (32 x 64) x (64 x 64) products, far below the 1024^3 peak even
+batched, and each step makes about ten passes over every member's parameters (the fused Adam
+kernel reads and writes parameter, gradient and two moments; zeroing the gradients; per-member
+step sizes add a copy and a lerp) plus the log-softmax of the (members x 32, 10) logits and the
+gathers of the minibatches; with ~200 FLOPs per parameter and step (6 x batch 32) the step needs
+about 20 GB/s of memory bandwidth to be matmul-bound, more than one core of this machine gives
+under load. (A profile at 64 members: bmm/baddbmm about a third of the step.)
+
+Tuning phase of random-label-digits (34 configurations of 11 methods, 2 seeds, 3 tasks x 400
+steps, the protocol of tools/precompute_streams.py at commit dde1932): unstacked 70.1 s CPU in
+34 trainings, stacked 45.1 s CPU in 11 trainings (one per method), **x1.55** cheaper; the 11
+tuning choices are equal. Target (>= 3x): **missed**: each method's group holds only 6-8 members
+(3-4 values x 2 seeds), where the table above gives 2.5-3x per training step, and the per-task
+measurement (eNTK, layer Jacobians, spectra) costs about as much per member stacked as alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+
+from _timing import clock, load, matmul_peak  # noqa: E402  (benchmarks/ is on sys.path)
+from runner_speed import SCALES, flops_per_step  # noqa: E402  (the runner's FLOP count, one home)
+
+from isoplast_lite import stacking
+from isoplast_lite.run import Config
+from isoplast_lite.settings import settings_json
+from isoplast_lite.sweep import run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def members_configs(m: int, steps: int):
+    """``m`` one-seed Adam configurations at book scale, learning rates 1e-3 * (1 + k / 100)."""
+    scale = dict(SCALES["book"], seeds=1)
+    return [Config("random-label-digits", "adam", lr=1e-3 * (1 + k / 100), n_tasks=2, steps_per_task=steps, **scale) for k in range(m)]
+
+
+def time_group(m: int, steps: int) -> float:
+    cfgs = members_configs(m, steps)
+    t = clock()
+    stacking.run_group(cfgs, cache_dir=False, progress=False)
+    return clock() - t
+
+
+def members_table(members, short: int, long: int, repeats: int, peak: float) -> None:
+    print(f"{'members':>7} {'ms/step':>9} {'ms/member-step':>15} {'% FLOP bound':>13}")
+    time_group(2, 5)  # warm-up
+    for m in members:
+        samples = []
+        for _ in range(repeats):
+            a, b = time_group(m, short), time_group(m, long)
+            samples.append((b - a) / (2 * (long - short)))
+        per_step = sorted(samples)[len(samples) // 2]
+        flops = flops_per_step("adam", dict(SCALES["book"], seeds=m))
+        print(f"{m:7d} {1e3 * per_step:9.3f} {1e3 * per_step / m:15.4f} {100 * flops / per_step / peak:12.1f}%", flush=True)
+
+
+def load_streams_tool():
+    spec = importlib.util.spec_from_file_location("precompute_streams", ROOT / "tools" / "precompute_streams.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tuning_ratio(stream: str, steps) -> None:
+    tool = load_streams_tool()
+    runs = tool.tuning_configs(stream)
+    if steps is not None:
+        runs = [(m, v, cfg.replace(steps_per_task=steps)) for m, v, cfg in runs]
+    cfgs = [cfg for _, _, cfg in runs]
+    metric = tool.STREAMS[stream]["metric"]
+    n_tasks = cfgs[0].n_tasks
+    print(f"tuning phase of {stream}: {len(cfgs)} configurations, {cfgs[0].seeds} seeds, {n_tasks} tasks x {cfgs[0].steps_per_task} steps")
+    results, times, plans = {}, {}, {}
+    for label, stack in (("unstacked", False), ("stacked", True)):
+        groups: list = []
+        t = clock()
+        df = run_sweep(cfgs, cache_dir=False, progress=False, stack=stack, groups=groups)
+        times[label] = clock() - t
+        plans[label] = groups
+        results[label] = df
+        print(f"  {label:<9} {times[label]:8.1f} s CPU, {len(groups)} trainings", flush=True)
+    choices = {}
+    for label, df in results.items():
+        chosen = {}
+        for method in dict.fromkeys(m for m, _, _ in runs):
+            values = [v for m, v, _ in runs if m == method]
+            scores = {}
+            for m, v, cfg in runs:
+                if m != method:
+                    continue
+                rows = df[(df.method == m) & (df.settings == settings_json(cfg.settings)) & (df.lr == cfg.lr)]
+                scores[v] = tool.score(rows, metric, n_tasks)
+            chosen[method] = tool.choose(scores, values)
+        choices[label] = chosen
+    same = sum(choices["stacked"][m] == choices["unstacked"][m] for m in choices["stacked"])
+    print(f"  stacked is x{times['unstacked'] / times['stacked']:.2f} cheaper in CPU time; equal choices: {same} of {len(choices['stacked'])}")
+    for m in choices["stacked"]:
+        if choices["stacked"][m] != choices["unstacked"][m]:
+            print(f"    {m}: stacked chose {choices['stacked'][m]}, unstacked {choices['unstacked'][m]}")
+    alone = [g for g in plans["stacked"] if len(g.configs) == 1 and g.reason]
+    for g in alone:
+        print(f"    alone: {g.configs[0].method} ({g.reason})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--members", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32, 64])
+    parser.add_argument("--short", type=int, default=20)
+    parser.add_argument("--long", type=int, default=80)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--stream", default="random-label-digits")
+    parser.add_argument("--tuning-steps", type=int, default=None)
+    parser.add_argument("--skip-members", action="store_true")
+    parser.add_argument("--skip-tuning", action="store_true")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; {load()}")
+    peak = matmul_peak()
+    print(f"matmul peak (1024^3 torch.mm): {peak / 1e9:.1f} GFLOP/s")
+    if not args.skip_members:
+        members_table(args.members, args.short, args.long, args.repeats, peak)
+    if not args.skip_tuning:
+        tuning_ratio(args.stream, args.tuning_steps)
+    print(load())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

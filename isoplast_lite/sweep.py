@@ -133,7 +133,7 @@ def cached_result(cfg: Config, cache_dir: Union[str, os.PathLike, None] = None) 
         cache_dir: the cache folder (``None``: :func:`isoplast_lite.run.default_cache_dir`).
 
     Returns:
-        The ``DataFrame`` that :func:`isoplast_lite.run.run` would return from the cache, or
+        The rows that :func:`isoplast_lite.run.run` would return from the cache (its ``.rows``), or
         ``None`` when the entry is missing, unfinished, or fails its checksum.
     """
     from . import run as run_mod
@@ -143,7 +143,7 @@ def cached_result(cfg: Config, cache_dir: Union[str, os.PathLike, None] = None) 
     folder = (default_cache_dir() if cache_dir is None else Path(cache_dir)) / cache_key(cfg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a damaged entry is recomputed by its job
-        return run_mod._load_entry(folder / "result.csv", cfg.seeds * cfg.n_tasks)
+        return run_mod.load_cached_table(folder / "result.csv", cfg.seeds * cfg.n_tasks)
 
 
 try:  # submitit is needed by the "local" and "slurm" executors only
@@ -417,7 +417,7 @@ def run_sweep(
 def _serial(configs, cache_dir, progress, seed_batch, fail, deliver) -> None:
     for i, cfg in enumerate(configs):
         try:
-            df = run(cfg, cache_dir=cache_dir, progress=progress, seed_batch=seed_batch)
+            df = run(cfg, cache_dir=cache_dir, progress=progress, seed_batch=seed_batch).rows
         except Exception as err:  # recorded; the next configuration runs (Ctrl-C still stops the sweep)
             fail(i, _one_line(err))
             continue

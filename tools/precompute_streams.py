@@ -165,9 +165,9 @@ def shipped_precision(df):
 def write_gz(path: Path, df) -> None:
     """``df`` at :data:`FLOAT_FORMAT` as a reproducible gzipped CSV at ``path`` (the chain tool's writer)."""
     sys.path.insert(0, str(ROOT / "tools"))
-    from precompute_chain import _write_gz
+    from precompute_chain import write_gz as chain_write_gz
 
-    _write_gz(path, df, float_format=FLOAT_FORMAT)
+    chain_write_gz(path, df, float_format=FLOAT_FORMAT)
 
 
 def _label(cfg) -> str:
@@ -244,7 +244,7 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from isoplast_lite._files import atomic_write
+    from isoplast_lite.files import atomic_write
     from isoplast_lite.results import provenance
     from isoplast_lite.run import check_config, default_cache_dir, run
 
@@ -270,7 +270,7 @@ def main(argv=None) -> int:
         metric, n_tune = STREAMS[s]["metric"], tuning_tasks(STREAMS[s]["fields"]["n_tasks"])
         scores[s] = {m: {} for m in GRIDS}
         for m, v, cfg in tuning[s]:
-            scores[s][m][v] = score(shipped_precision(run(cfg, cache_dir=cache, progress=False)), metric, n_tune)
+            scores[s][m][v] = score(shipped_precision(run(cfg, cache_dir=cache, progress=False).rows), metric, n_tune)
         chosen[s] = {m: {GRIDS[m][0]: choose(scores[s][m], GRIDS[m][1])} for m in GRIDS}
         log(f"{s}: chosen " + ", ".join(f"{m} {GRIDS[m][0]}={chosen[s][m][GRIDS[m][0]]:g}" for m in GRIDS))
     if args.phase == "tune":
@@ -285,8 +285,8 @@ def main(argv=None) -> int:
 
     for s in args.streams:
         spec = STREAMS[s]
-        tune_rows = shipped_precision(pd.concat([run(c, cache_dir=cache, progress=False) for _, _, c in tuning[s]], ignore_index=True))
-        rows = shipped_precision(pd.concat([run(c, cache_dir=cache, progress=False) for c in results[s]], ignore_index=True))
+        tune_rows = shipped_precision(pd.concat([run(c, cache_dir=cache, progress=False).rows for _, _, c in tuning[s]], ignore_index=True))
+        rows = shipped_precision(pd.concat([run(c, cache_dir=cache, progress=False).rows for c in results[s]], ignore_index=True))
         write_gz(out / f"{s}-tuning.csv.gz", tune_rows)
         write_gz(out / f"{s}.csv.gz", rows)
         old = manifest.get(s, {})

@@ -348,7 +348,17 @@ def settings_grids(args: argparse.Namespace) -> Dict[str, List[Dict[str, object]
     return _settings_grid("--set", list(dict.fromkeys(args.method)), [_split_setting("--set", t) for t in args.settings])
 
 
-def _config(args, benchmark: str, method: str, settings: Dict[str, object], lr: float):
+def config_from_args(args: argparse.Namespace, benchmark: str, method: str, settings: Dict[str, object], lr: float):
+    """The :class:`~isoplast_lite.config.Config` of one run of the parsed ``run`` or ``sweep`` command
+    ``args``: its run flags (generated from the Config fields, :func:`~isoplast_lite.config.cli_fields`)
+    with one benchmark, method, settings dict and learning rate.
+
+    Example:
+        >>> args = build_parser().parse_args(["run", "--benchmark", "permuted-digits", "--method", "adam", "--tasks", "3"])
+        >>> cfg = config_from_args(args, "permuted-digits", "adam", {}, 1e-3)
+        >>> cfg.n_tasks, cfg.width
+        (3, 256)
+    """
     from .config import Config, cli_fields
 
     run_fields = {f.name: getattr(args, _dest(f.metadata["flag"])) for f in cli_fields()}
@@ -489,7 +499,7 @@ def _prepare_run(args, parser):
     settings = _method_settings("--set", args.method, [_split_setting("--set", t) for t in args.settings])
     target = _check_output("--out", args.out, results=True, force=args.force) if args.out is not None else None
     _check_cache(args)
-    cfg = _config(args, args.benchmark, args.method, settings, args.lr)
+    cfg = config_from_args(args, args.benchmark, args.method, settings, args.lr)
     _check_configs(args, [cfg])
     if target is not None:
         _lock_output("--out", target)
@@ -541,7 +551,7 @@ def _prepare_sweep(args, parser):
     grids = settings_grids(args)
     configs = []
     for bench, method, lr in itertools.product(args.benchmark, dict.fromkeys(args.method), args.lr):
-        configs.extend(_config(args, bench, method, settings, lr) for settings in grids[method])
+        configs.extend(config_from_args(args, bench, method, settings, lr) for settings in grids[method])
     if args.executor == "slurm":  # the device is on the compute nodes: check the rest here
         from .config import check_device
 

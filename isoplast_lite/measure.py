@@ -72,7 +72,15 @@ class _Block:
 
 
 def stacked_blocks(stack) -> Optional[List[_Block]]:
-    """The blocks of ``stack`` if :func:`measure_stacked` covers its net, else ``None``."""
+    """The blocks of ``stack`` if :func:`measure_stacked` covers its net, else ``None``.
+
+    Example:
+        >>> from isoplast_lite.nn import aei_mlp, relu_mlp
+        >>> [b.kind for b in stacked_blocks(StackedModel.build(lambda g: relu_mlp(4, 8, 2, 3, generator=g), [0]))]
+        ['relu', 'relu', 'linear']
+        >>> stacked_blocks(StackedModel.build(lambda g: aei_mlp(4, 8, 2, 3, orthogonal="cayley", generator=g), [0])) is None
+        True
+    """
     blocks, names = [], set()
     for i, block in enumerate(stack.template):
         kind, linear = block_kind(block)
@@ -114,7 +122,16 @@ def _layernorm_parts(z: torch.Tensor, eps: float):
 
 def stacked_forward(blocks: List[_Block], params: Dict[str, torch.Tensor], x: torch.Tensor):
     """Inputs, linear outputs ``z`` and outputs of every block, ``x`` ``(S, N, D)``: the
-    operations of ``StackedModel.forward_all`` (its outputs, the logits last, are the same numbers)."""
+    operations of ``StackedModel.forward_all`` (its outputs, the logits last, are the same numbers).
+
+    Example:
+        >>> from isoplast_lite.nn import relu_mlp
+        >>> stack = StackedModel.build(lambda g: relu_mlp(4, 8, 2, 3, generator=g), [0, 1])
+        >>> x = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(0))
+        >>> inputs, zs, outs = stacked_forward(stacked_blocks(stack), {n: p.detach() for n, p in stack.params.items()}, x)
+        >>> [tuple(h.shape) for h in outs], torch.allclose(outs[-1], stack(x))
+        ([(2, 5, 8), (2, 5, 8), (2, 5, 3)], True)
+    """
     inputs, zs, outs = [], [], []
     h = x
     for b in blocks:
@@ -180,6 +197,15 @@ def measure_stacked(blocks: List[_Block], params: Dict[str, torch.Tensor], forwa
         diagnostics columns); ``layers`` one dict per block of ``(S,)`` tensors (and the
         strings ``layer``, ``kind``, ``block``), the measures of ``layer_isometry``;
         ``eigenvalues`` ``(S, P*O)`` float64, descending.
+
+    Example:
+        >>> from isoplast_lite.nn import relu_mlp
+        >>> stack = StackedModel.build(lambda g: relu_mlp(4, 8, 2, 3, generator=g), [0, 1])
+        >>> blocks, params = stacked_blocks(stack), {n: p.detach() for n, p in stack.params.items()}
+        >>> x = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(0))
+        >>> metrics, layers, eigenvalues = measure_stacked(blocks, params, stacked_forward(blocks, params, x), 3)
+        >>> tuple(metrics["ntk_cond"].shape), len(layers), tuple(eigenvalues.shape)
+        ((2,), 3, (2, 9))
     """
     params = {n: p.detach() for n, p in params.items()}
     inputs, zs, outs = forward
@@ -381,7 +407,16 @@ def measure_seed(stack: StackedModel, k: int, x: torch.Tensor, probe: torch.Tens
     :func:`measure` takes it for nets the seed-batched :func:`measure_stacked` does not cover (a Cayley
     ``OrthogonalLinear``, Parseval's diagonal layers, a custom module) and when
     :data:`NTK_METHOD` is not ``"layerwise"``; it is the reference the batched path is tested
-    against (tests/test_stacked_measure.py)."""
+    against (tests/test_stacked_measure.py).
+
+    Example:
+        >>> from isoplast_lite.nn import relu_mlp
+        >>> stack = StackedModel.build(lambda g: relu_mlp(4, 8, 2, 3, generator=g), [0, 1])
+        >>> x = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+        >>> metrics, layers, eigenvalues = measure_seed(stack, 1, x, x[:3])
+        >>> len(layers), len(eigenvalues), metrics["ntk_rank"] <= 9
+        (3, 9, True)
+    """
     model = stack.model_for_seed(k).eval()
     feats = hidden_features(model, x)  # one forward pass for the four feature measures below
     with torch.no_grad():

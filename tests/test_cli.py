@@ -173,7 +173,7 @@ def test_run_flags_are_generated_from_the_config_fields():
     the parsed values land in the field (a changed value of each, one at a time, included)."""
     import dataclasses
 
-    from isoplast_lite.__main__ import _config, build_parser
+    from isoplast_lite.__main__ import build_parser, config_from_args
     from isoplast_lite.config import Config, cli_fields
 
     fields = cli_fields()
@@ -181,14 +181,14 @@ def test_run_flags_are_generated_from_the_config_fields():
     parser = build_parser()
     base = ["run", "--benchmark", "permuted-digits", "--method", "adam"]
     args = parser.parse_args(base)
-    assert _config(args, "permuted-digits", "adam", {}, 1e-3) == Config("permuted-digits", "adam")  # the defaults agree
+    assert config_from_args(args, "permuted-digits", "adam", {}, 1e-3) == Config("permuted-digits", "adam")  # the defaults agree
     changed = {"seeds": "3", "n_tasks": "7", "steps_per_task": "9", "batch_size": "5", "width": "12", "depth": "2", "n_train": "40",
                "init": "kaiming", "device": "cpu:0", "dtype": "float64"}  # fmt: skip
     for f in fields:
         for command in ("run", "sweep"):
             argv = base if command == "run" else ["sweep", "--benchmark", "permuted-digits", "--method", "adam", "--out", "x.csv"]
             args = parser.parse_args(argv + [f.metadata["flag"], changed[f.name]])
-            cfg = _config(args, "permuted-digits", "adam", {}, 1e-3)
+            cfg = config_from_args(args, "permuted-digits", "adam", {}, 1e-3)
             want = type(f.default)(changed[f.name])
             assert getattr(cfg, f.name) == want, (command, f.name)
             assert dataclasses.replace(cfg, **{f.name: f.default}) == Config("permuted-digits", "adam")  # no other field moved

@@ -37,7 +37,7 @@ time, ``--no-memory``, 3 repeats, N = 32, width 256, depth 3):
   3.19 s, default 4.44 s (x0.7), ``jacobian`` 4.39 s, ``ntk_vp`` 7.80 s, ``layerwise`` 4.35 s
   (chunk 8: 3.69 s, x0.9): every ``torch.func`` method is slower than the per-example loop
   there (``vmap`` through the parametrization's linear solve). The runner's per-task
-  measurement uses ``layerwise`` (``isoplast_lite.run.NTK_METHOD``, the same choice as ``auto``
+  measurement uses ``layerwise`` (``isoplast_lite.measure.NTK_METHOD``, the same choice as ``auto``
   on its models).
 
 Usage:

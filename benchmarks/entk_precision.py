@@ -3,7 +3,7 @@
 Two computations, each timed in float32 and in float64 on the same weights, interleaved, with
 the thread's CPU time (``time.thread_time``; one thread), median of ``--repeats``:
 
-* the runner's seed-batched eNTK (``_stacked_measure._ntk_eigenvalues``: the layered kernel of
+* the runner's seed-batched eNTK (``measure.stacked_ntk_eigenvalues``: the layered kernel of
   every seed, its symmetric eigendecomposition and summary) on the probe, after one forward pass
   of the probe in that dtype (what ``measure_stacked`` now does in float64);
 * the per-seed path: ``empirical_ntk(model, probe, method="layerwise", dtype=...)`` then
@@ -44,7 +44,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from isoplast_lite import empirical_ntk, ntk_summary, relu_mlp
-    from isoplast_lite._stacked_measure import _ntk_eigenvalues, stacked_blocks, stacked_forward
+    from isoplast_lite.measure import stacked_blocks, stacked_forward, stacked_ntk_eigenvalues
     from isoplast_lite.engine import StackedModel
 
     stack = StackedModel.build(lambda g: relu_mlp(64, args.width, args.depth, 10, generator=g), list(range(args.seeds)))
@@ -56,7 +56,7 @@ def main() -> None:
     def stacked(dtype):
         p = {n: t.to(dtype) for n, t in params.items()}
         inputs, zs, _ = stacked_forward(blocks, p, x.to(dtype))
-        _ntk_eigenvalues(blocks, p, inputs, zs, {})
+        stacked_ntk_eigenvalues(blocks, p, inputs, zs, {})
 
     def per_seed(dtype):
         ntk_summary(empirical_ntk(model, x[0], method="layerwise", dtype=dtype), generator=torch.Generator().manual_seed(0))

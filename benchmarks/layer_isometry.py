@@ -2,7 +2,7 @@
 
 Both on the same model and probe: width 256, depth 3 (the 64-256-256-256-10 MLP of our probes),
 16 probe inputs, float32, one thread, the way the runner calls them once per seed and task.
-``_jacobian_spread`` (``isoplast_lite.run``) takes ``vmap(jacrev(block))`` per block and the
+``_jacobian_spread`` (now ``isoplast_lite.measure.jacobian_spread``) takes ``vmap(jacrev(block))`` per block and the
 SVD of every block Jacobian; ``layer_isometry`` needs no autograd for ReLU, LayerNorm, GroupSort
 and linear blocks (one forward, the block Jacobian's active rows in closed form, one ``svdvals``
 per input; GroupSort and linear blocks: one ``svdvals`` of the weight), and adds the weights'
@@ -23,7 +23,7 @@ import torch
 from _timing import load
 from isoplast_lite import aei_mlp, relu_mlp
 from isoplast_lite.diagnostics import layer_isometry
-from isoplast_lite.run import _jacobian_spread
+from isoplast_lite.measure import jacobian_spread as _jacobian_spread  # the labels below keep its old name
 
 
 def main() -> None:

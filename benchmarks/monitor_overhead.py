@@ -44,7 +44,7 @@ import torch
 from _timing import clock, load
 from torch.nn import functional as F
 
-from isoplast_lite.beyond_mlp import RunSpec, _build, _tasks
+from isoplast_lite.beyond_mlp import RunSpec, build_model, task_stream
 from isoplast_lite.diagnostics import dead_units, dormant_units, effective_rank, empirical_ntk, layer_isometry, matrix_isometry, ntk_summary
 from isoplast_lite.monitor import DEFAULT_EVERY, PlasticityMonitor
 
@@ -52,8 +52,8 @@ from isoplast_lite.monitor import DEFAULT_EVERY, PlasticityMonitor
 def _setup(model_name: str):
     spec = RunSpec(model_name)
     torch.manual_seed(0)
-    model = _build(spec)
-    x, y = _tasks(spec, 0)[0]
+    model = build_model(spec)
+    x, y = task_stream(spec, 0)[0]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
 
@@ -123,7 +123,7 @@ def measures_alone(model_name: str, repeats: int) -> dict:
     parts = {"forward (hooks)": monitor._probe_forward, "weight sigma": weights, "layer Jacobians": jacobians,
              "dormant/dead/rank": units, "whole record": monitor.record}
     if probe.is_floating_point():
-        m64 = _build(RunSpec(model_name)).double()
+        m64 = build_model(RunSpec(model_name)).double()
         m64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
 
         def ntk():
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
         import json
         from pathlib import Path
 
-        from isoplast_lite._files import atomic_write
+        from isoplast_lite.files import atomic_write
         from isoplast_lite.results import provenance, write_file_checksum
 
         command = "OMP_NUM_THREADS=1 python benchmarks/monitor_overhead.py --write" + (f" --repeats {args.repeats}" if args.repeats != 7 else "")

@@ -107,7 +107,7 @@ training steps are at 17% of the FLOP bound at book scale (width 64: per-op over
 FLOPs). A 2x needs both the per-task measurement batched over seeds, as the training is, and
 fewer ops per step.
 
-After the seed-batched per-task measurement (``isoplast_lite/_stacked_measure.py``; 2026-11-30,
+After the seed-batched per-task measurement (``isoplast_lite/_stacked_measure.py``, now ``measure.py``; 2026-11-30,
 baseline = 0f370e3, ``--methods adam --scales book --repeats 1 --short 10 --long 60
 --book-estimate --aei-orthogonal newton-schulz``, load 1.1-2.7; the sweeps' ``redo.reset_step``
 dropped for the baseline, which predates it): book-scale Adam 1.38 -> 1.03 ms/step (x1.33), 0.29
@@ -201,7 +201,7 @@ def book_estimate(versions, args):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     import precompute_book_results as tool
 
-    from isoplast_lite.__main__ import _settings_grid, _split_setting, build_parser
+    from isoplast_lite.__main__ import build_parser, settings_grids
 
     totals = {n: 0.0 for n in versions}
     breakdown = {}
@@ -211,7 +211,7 @@ def book_estimate(versions, args):
         scale = dict(width=a.width, depth=a.depth, n_train=a.n_train, batch_size=a.batch_size, seeds=a.seeds)
         bench = a.benchmark[0]
         kind = "shift" if not bench.startswith("random-label") else "random"
-        grid = _settings_grid("--set", list(dict.fromkeys(a.method)), [_split_setting("--set", t) for t in a.settings])
+        grid = settings_grids(a)
         for method in a.method:
             n_lambdas = len(grid[method])
             # the sweep's own settings (the AEI rows: orthogonal=cayley); lambda does not change the cost

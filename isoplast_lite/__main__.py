@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import _files
+from . import files
 from ._validation import ConfigError
 from .methods import METHODS, describe_methods, method_class
 from .settings import SettingError, parse_setting, setting_specs
@@ -148,17 +148,16 @@ def _size(field: str):
     return parse
 
 
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seeds", type=_size("seeds"), default=4, help="number of seeds (default 4)")
-    p.add_argument("--tasks", type=_size("n_tasks"), default=20, help="number of tasks (default 20)")
-    p.add_argument("--steps-per-task", type=_size("steps_per_task"), default=800, help="optimizer steps per task (default 800)")
-    p.add_argument("--batch-size", type=_size("batch_size"), default=32, help="minibatch size (default 32)")
-    p.add_argument("--width", type=_size("width"), default=256, help="hidden width (default 256)")
-    p.add_argument("--depth", type=_size("depth"), default=3, help="hidden layers (default 3)")
-    p.add_argument("--n-train", type=_size("n_train"), default=512, help="training images per task (default 512)")
-    p.add_argument("--init", choices=("orthogonal", "kaiming", "default"), default="orthogonal")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    from .config import LIMITS, cli_fields
+
+    for f in cli_fields():  # the run flags, generated from Config's fields and their metadata
+        kind = {"choices": f.metadata["choices"]} if "choices" in f.metadata else {"type": _size(f.name)} if f.name in LIMITS else {}
+        p.add_argument(f.metadata["flag"], default=f.default, help=f"{f.metadata['help']} (default {f.default})", **kind)
     p.add_argument("--seed-batch", type=_size("seeds"), default=None, help="seeds stacked per batch (default all)")
     p.add_argument("--max-hours", type=_pos_float, default=None, metavar="H",
                    help="refuse, before any work, a configuration whose estimated time exceeds H hours "
@@ -342,21 +341,44 @@ def _settings_grid(flag: str, methods: Sequence[str], pairs: Sequence[Tuple[Opti
     return {m: [dict(zip(g, combo)) for combo in itertools.product(*g.values())] for m, g in grids.items()}
 
 
-def _config(args, benchmark: str, method: str, settings: Dict[str, object], lr: float):
-    from .run import Config
+def settings_grids(args: argparse.Namespace) -> Dict[str, List[Dict[str, object]]]:
+    """Per chosen method of a parsed sweep (``build_parser().parse_args(["sweep", ...])``), the
+    settings dicts of its ``--set`` grid, in the order the sweep runs them (``[{}]``: defaults).
 
-    return Config(
-        benchmark=benchmark, method=method, settings=settings, lr=lr, seeds=args.seeds, n_tasks=args.tasks,
-        steps_per_task=args.steps_per_task, batch_size=args.batch_size, width=args.width, depth=args.depth,
-        n_train=args.n_train, init=args.init, device=args.device, dtype=args.dtype,
-    )  # fmt: skip
+    A malformed or unknown ``--set`` raises the command line's input error (one line naming the
+    flag, the value and what is allowed; the CLI prints it and exits with status 2).
+
+    Example:
+        >>> args = build_parser().parse_args(["sweep", "--benchmark", "permuted-digits", "--method", "adam", "adamo",
+        ...                                   "--set", "iso_strength=0.01,0.1", "--out", "x.csv"])
+        >>> settings_grids(args)
+        {'adam': [{}], 'adamo': [{'iso_strength': 0.01}, {'iso_strength': 0.1}]}
+    """
+    return _settings_grid("--set", list(dict.fromkeys(args.method)), [_split_setting("--set", t) for t in args.settings])
+
+
+def config_from_args(args: argparse.Namespace, benchmark: str, method: str, settings: Dict[str, object], lr: float):
+    """The :class:`~isoplast_lite.config.Config` of one run of the parsed ``run`` or ``sweep`` command
+    ``args``: its run flags (generated from the Config fields, :func:`~isoplast_lite.config.cli_fields`)
+    with one benchmark, method, settings dict and learning rate.
+
+    Example:
+        >>> args = build_parser().parse_args(["run", "--benchmark", "permuted-digits", "--method", "adam", "--tasks", "3"])
+        >>> cfg = config_from_args(args, "permuted-digits", "adam", {}, 1e-3)
+        >>> cfg.n_tasks, cfg.width
+        (3, 256)
+    """
+    from .config import Config, cli_fields
+
+    run_fields = {f.name: getattr(args, _dest(f.metadata["flag"])) for f in cli_fields()}
+    return Config(benchmark=benchmark, method=method, settings=settings, lr=lr, **run_fields)
 
 
 def _run_one(args, cfg):
     from .run import run
 
     cache = False if args.no_cache else args.cache_dir
-    return run(cfg, cache_dir=cache, progress=False if args.no_progress else None, seed_batch=args.seed_batch)
+    return run(cfg, cache_dir=cache, progress=False if args.no_progress else None, seed_batch=args.seed_batch).rows
 
 
 # ---------------------------------------------------------------- checks made before any work
@@ -367,7 +389,7 @@ def _check_output(flag: str, path: str, *, results: bool = False, force: bool = 
     interrupted writes are removed. With ``results``, an existing file is replaced only if it is
     a CSV of results this tool wrote (its header is the result columns), or with ``force``."""
     try:
-        target = _files.check_output_file(flag, path)
+        target = files.check_output_file(flag, path)
     except ValueError as err:
         raise _InputError(str(err)) from None
     if results and not force and target.is_file() and target.stat().st_size > 0:
@@ -381,7 +403,7 @@ def _check_output(flag: str, path: str, *, results: bool = False, force: bool = 
         if header != ",".join(RESULT_COLUMNS):
             raise _InputError(f"{flag} {path!r}: exists and is not a results CSV written by this tool (its first line is not the result "
                               "columns); allowed: a new file, a results CSV, or --force to replace it")  # fmt: skip
-    _files.clean_stale_temps(target.parent, target=target.name)
+    files.clean_stale_temps(target.parent, target=target.name)
     return target
 
 
@@ -432,7 +454,7 @@ def _check_cache(args) -> None:
     if str(folder) == "":
         raise _InputError(f"{name} '': allowed: a folder path (or --no-cache)")
     try:
-        _files.check_writable_folder(name, folder)
+        files.check_writable_folder(name, folder)
     except ValueError as err:
         raise _InputError(f"{err} (or --no-cache)") from None
 
@@ -462,7 +484,7 @@ def _check_configs(args, configs) -> None:
 def _write_csv(df, path: str) -> None:
     """Write atomically, through a symlink, never in place of a non-regular file."""
     data = df.to_csv(index=False).encode()
-    _files.atomic_write(path, lambda h: h.write(data))
+    files.atomic_write(path, lambda h: h.write(data))
 
 
 def _divergence_note(df) -> str:
@@ -488,7 +510,7 @@ def _prepare_run(args, parser):
     settings = _method_settings("--set", args.method, [_split_setting("--set", t) for t in args.settings])
     target = _check_output("--out", args.out, results=True, force=args.force) if args.out is not None else None
     _check_cache(args)
-    cfg = _config(args, args.benchmark, args.method, settings, args.lr)
+    cfg = config_from_args(args, args.benchmark, args.method, settings, args.lr)
     _check_configs(args, [cfg])
     if target is not None:
         _lock_output("--out", target)
@@ -519,7 +541,7 @@ def _check_executor(args) -> dict:
         raise _InputError(f"--executor {args.executor}: needs the submitit package (pip install 'submitit>=1.5'); allowed without it: serial") from None
     if args.jobs_dir is not None:
         try:
-            _files.check_writable_folder("--jobs-dir", args.jobs_dir)
+            files.check_writable_folder("--jobs-dir", args.jobs_dir)
         except ValueError as err:
             raise _InputError(str(err)) from None
     if args.executor == "local":
@@ -537,15 +559,15 @@ def _prepare_sweep(args, parser):
     target = _check_output("--out", args.out, results=True, force=args.force)
     _check_cache(args)
     slurm = _check_executor(args)
-    grids = _settings_grid("--set", list(dict.fromkeys(args.method)), [_split_setting("--set", t) for t in args.settings])
+    grids = settings_grids(args)
     configs = []
     for bench, method, lr in itertools.product(args.benchmark, dict.fromkeys(args.method), args.lr):
-        configs.extend(_config(args, bench, method, settings, lr) for settings in grids[method])
+        configs.extend(config_from_args(args, bench, method, settings, lr) for settings in grids[method])
     if args.executor == "slurm":  # the device is on the compute nodes: check the rest here
-        from .run import _check_device
+        from .config import check_device
 
         if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", args.device):
-            _check_device(args.device)  # the usual one-line error for a device torch does not know
+            check_device(args.device)  # the usual one-line error for a device torch does not know
         _check_configs(args, [dataclasses.replace(c, device="cpu") for c in configs])
     else:
         _check_configs(args, configs)
@@ -609,7 +631,7 @@ def _read_results(path: str):
     except (OSError, ValueError) as err:
         raise _InputError(f"{shown} cannot be accessed ({err}); {allowed}") from None
     if not stat.S_ISREG(st.st_mode):
-        raise _InputError(f"{shown} is {_files._kind(st.st_mode)}; {allowed}")
+        raise _InputError(f"{shown} is {files.file_kind(st.st_mode)}; {allowed}")
     if st.st_size == 0:
         raise _InputError(f"{shown} is empty; {allowed}")
     try:
@@ -655,7 +677,7 @@ def _prepare_plot(args, parser):
         import matplotlib.pyplot as plt
 
         try:
-            _files.atomic_write(args.output, lambda h: fig.savefig(h, format=ext, dpi=120, bbox_inches="tight"))
+            files.atomic_write(args.output, lambda h: fig.savefig(h, format=ext, dpi=120, bbox_inches="tight"))
         finally:
             plt.close(fig)
         return 0

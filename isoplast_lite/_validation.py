@@ -16,6 +16,7 @@ import numbers
 from typing import Any, Dict, Iterable, Optional
 
 import torch
+from torch import nn
 
 __all__ = [
     "check_real",
@@ -222,3 +223,40 @@ def check_finite_parameters(name: str, model: torch.nn.Module) -> torch.nn.Modul
                 "(a diverged model: its diagnostics are undefined)"
             )
     return model
+
+
+# ---- checks of the diagnostics' models and probes (units, jacobians, entk)
+
+
+def check_model_input(model: nn.Module, name: str, x: torch.Tensor) -> None:
+    """Check ``x`` against the model: parameter dtype, and input features if the first layer is linear."""
+    first = next(iter(model.parameters()), None)
+    if first is not None and first.is_floating_point() and x.dtype != first.dtype:
+        raise TypeError(f"{name} must have the dtype of the model's parameters ({first.dtype}), got {x.dtype}")
+    for module in model.modules():
+        in_features = getattr(module, "in_features", None)
+        if isinstance(in_features, int):
+            if x.shape[-1] != in_features:
+                raise ValueError(
+                    f"{name} must have {in_features} features in its last dimension (the model's "
+                    f"first layer), got {name}.shape={tuple(x.shape)}"
+                )
+            return
+        if len(list(module.children())) == 0 and any(True for _ in module.parameters(recurse=False)):
+            return  # the first layer with parameters is not linear: nothing to check
+
+
+def check_block_model(model: nn.Module, *, min_blocks: int = 1) -> nn.Sequential:
+    """Check that ``model`` is an ``nn.Sequential`` of at least ``min_blocks`` blocks (the diagnostics' models)."""
+    check_module("model", model, nn.Sequential)
+    if len(model) < min_blocks:
+        raise ValueError(f"model must be an nn.Sequential of at least {min_blocks} blocks, got {len(model)}")
+    return model
+
+
+def check_model_and_probe(model: nn.Module, x: torch.Tensor, *, min_blocks: int = 1) -> None:
+    """The diagnostics' checks of a block model and its probe ``x``: blocks, finite parameters, a finite full-precision tensor that fits the model."""
+    check_block_model(model, min_blocks=min_blocks)
+    check_finite_parameters("model", model)
+    check_tensor("x", x, min_ndim=2, finite=True, full_precision=True)
+    check_model_input(model, "x", x)

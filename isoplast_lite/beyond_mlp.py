@@ -15,7 +15,7 @@ network per task, and watches them with :class:`~isoplast_lite.monitor.Plasticit
   every task, the reference of :mod:`isoplast_lite.plasticity`) and returns the end-of-task
   accuracies and the monitor's rows.
 
-Every random draw comes from :func:`~isoplast_lite._seeding.seeded_generator` (data, labels,
+Every random draw comes from :func:`~isoplast_lite.seeding.seeded_generator` (data, labels,
 batches) or from the global RNG inside ``torch.random.fork_rng`` seeded per (seed, task)
 (PyTorch's default layer initializations), so a run depends only on its arguments and the
 caller's RNG is left untouched.
@@ -32,12 +32,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._seeding import seeded_generator
+from .seeding import seeded_generator
 from ._validation import check_choice, check_int, check_nonnegative, check_positive
 from .monitor import PlasticityMonitor
 from .optim import AdamO, adamo_param_groups
 
-__all__ = ["small_cnn", "small_transformer", "random_label_sequences", "digits_images", "continual_run", "load_shipped", "RunSpec", "METHODS"]
+__all__ = ["small_cnn", "small_transformer", "random_label_sequences", "digits_images", "continual_run", "load_shipped", "RunSpec", "METHODS", "build_model", "task_stream"]
 
 METHODS = ("adam", "adamo", "fresh")
 _SALT_SEQ, _SALT_LABEL, _SALT_BATCH, _SALT_INIT = 9101, 9102, 9103, 9104
@@ -169,11 +169,26 @@ class RunSpec:
         check_nonnegative("iso_strength", self.iso_strength)
 
 
-def _build(spec: RunSpec) -> nn.Module:
+def build_model(spec: RunSpec) -> nn.Module:
+    """A fresh model of ``spec`` (:func:`small_cnn` or :func:`small_transformer`; torch's global RNG
+    draws its weights, so :func:`continual_run` seeds it first).
+
+    Example:
+        >>> isinstance(build_model(RunSpec("cnn")), nn.Module)
+        True
+    """
     return small_cnn() if spec.model == "cnn" else small_transformer()
 
 
-def _tasks(spec: RunSpec, seed: int):
+def task_stream(spec: RunSpec, seed: int) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """The ``spec.n_tasks`` tasks ``(inputs, labels)`` of seed ``seed``'s stream for ``spec``'s
+    model (:func:`digits_images` or :func:`random_label_sequences`).
+
+    Example:
+        >>> x, y = task_stream(RunSpec("cnn", n_tasks=2, n_train=16), seed=0)[1]
+        >>> tuple(x.shape), tuple(y.shape)
+        ((16, 1, 8, 8), (16,))
+    """
     if spec.model == "cnn":
         return digits_images(seed, spec.n_tasks, n_train=spec.n_train)
     return random_label_sequences(seed, spec.n_tasks, n_train=spec.n_train)
@@ -223,13 +238,13 @@ def continual_run(spec: RunSpec, method: str, seed: int, *, monitor: bool = True
         raise TypeError(f"spec must be a RunSpec, got {type(spec).__name__}")
     method = check_choice("method", method, METHODS)
     seed = check_int("seed", seed, minimum=0)
-    tasks = _tasks(spec, seed)
+    tasks = task_stream(spec, seed)
     probe = tasks[0][0][: spec.probe]
     rows, frames = [], []
     model = opt = mon = None
     for t, (x, y) in enumerate(tasks):
         if model is None or method == "fresh":
-            model = _seeded_init(seed, t if method == "fresh" else 0, lambda: _build(spec))
+            model = _seeded_init(seed, t if method == "fresh" else 0, lambda: build_model(spec))
             opt = _optimizer(model, method, spec)
             if mon is not None:
                 mon.close()

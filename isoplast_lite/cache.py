@@ -52,7 +52,7 @@ from typing import Callable, Dict, Optional, Sequence
 import pandas as pd
 import torch
 
-from . import __version__, _files
+from . import __version__, files
 
 __all__ = [
     "CODE_MODULES", "code_hash", "method_identity", "key_parts", "cache_key", "default_cache_dir",
@@ -61,8 +61,8 @@ __all__ = [
 
 #: the library modules whose source is in every key: what computes a result row
 CODE_MODULES = (
-    "_seeding", "_stacked_measure", "diagnostics", "engine", "interventions", "isometry", "methods", "nn", "optim",
-    "run", "settings", "stacking", "tasks",
+    "config", "diagnostics", "engine", "entk", "interventions", "isometry", "jacobians", "measure",
+    "methods", "nn", "optim", "run", "seeding", "settings", "stacking", "tasks", "units",
 )  # fmt: skip
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -131,25 +131,25 @@ def default_cache_dir() -> Path:
 
 def _write_verified(path: Path, data: bytes) -> None:
     """``data`` into ``path`` atomically, then its SHA-256 sidecar (so a sidecar never vouches for a partial file)."""
-    _files.atomic_write(path, lambda h: h.write(data))  # a full disk: a WriteError naming the file
-    _files.write_checksum(path, data)
+    files.atomic_write(path, lambda h: h.write(data))  # a full disk: a WriteError naming the file
+    files.write_checksum(path, data)
 
 
 def _read_verified(path: Path) -> bytes:
     """The bytes of ``path`` if they match its sidecar; ``ValueError`` otherwise (a missing sidecar included)."""
     data = path.read_bytes()
-    ok = _files.verify_checksum(path, data)
+    ok = files.verify_checksum(path, data)
     if ok is None:
-        raise ValueError(f"no checksum {_files.checksum_path(path).name}: unverifiable")
+        raise ValueError(f"no checksum {files.checksum_path(path).name}: unverifiable")
     if not ok:
-        raise ValueError(f"its content does not match its checksum {_files.checksum_path(path).name}: edited or damaged")
+        raise ValueError(f"its content does not match its checksum {files.checksum_path(path).name}: edited or damaged")
     return data
 
 
 def remove_entry_file(path: Path) -> None:
     """Remove a cache file and its sidecar (missing ones are fine)."""
     path.unlink(missing_ok=True)
-    _files.checksum_path(path).unlink(missing_ok=True)
+    files.checksum_path(path).unlink(missing_ok=True)
 
 
 def write_entry(path: Path, df: pd.DataFrame) -> None:

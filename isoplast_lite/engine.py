@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from .isometry import newton_schulz_steps
-from ._seeding import seeded_generator
+from .seeding import seeded_generator
 from .nn import GroupSort, OrthogonalLinear, group_sort_unchecked
 
 __all__ = ["StackedModel", "retract_stacked_", "seeded_generator"]

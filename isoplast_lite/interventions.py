@@ -16,7 +16,7 @@ once, by a random rotation drawn per seed and per layer (see :class:`TargetSpect
 spread is never diagonal in the unit basis, so a ReLU net cannot undo it by rescaling units
 (positive homogeneity lets the next layer absorb any per-unit scale, not a rotation).
 
-:func:`manipulation_check` reads the runner's per-layer table (``run(..., layers=True)``) and,
+:func:`manipulation_check` reads the runner's per-layer table (``run(..., layers=True).layers``) and,
 per arm, puts the target beside what was achieved (scale and spread of the weights and of the
 layer Jacobians, the share of null directions, the eNTK condition number) and marks an arm off
 its target by more than a stated tolerance.
@@ -25,8 +25,8 @@ Example:
     >>> from isoplast_lite.run import Config, run
     >>> cfg = Config("permuted-digits", "target-spectrum", seeds=1, n_tasks=1, steps_per_task=3, batch_size=8, width=8,
     ...              depth=2, n_train=32, probe_size=4, settings={"scale": 2.0, "spread": 0.5})
-    >>> df, layers = run(cfg, cache_dir=False, progress=False, layers=True)
-    >>> check = manipulation_check(layers, df, sizes=layer_sizes(64, cfg.width, cfg.depth))
+    >>> result = run(cfg, cache_dir=False, progress=False, layers=True)
+    >>> check = manipulation_check(result.layers, result.rows, sizes=layer_sizes(64, cfg.width, cfg.depth))
     >>> check[["log_scale_target", "spread_target", "on_target"]].round(3).to_dict("records")
     [{'log_scale_target': 0.693, 'spread_target': 0.5, 'on_target': True}]
 """
@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._seeding import seeded_generator
+from .seeding import seeded_generator
 from ._validation import check_positive
 from .methods import Method, make_method, register_method
 from .nn import relu_mlp
@@ -132,7 +132,7 @@ class TargetSpectrum(Method):
 
     The directions of the spread are a random rotation :math:`R` of the layer's
     ``k``-dimensional side, drawn once per seed and layer
-    (:func:`~isoplast_lite._seeding.seeded_generator` ``(seed, layer, salt)``), so the seeds
+    (:func:`~isoplast_lite.seeding.seeded_generator` ``(seed, layer, salt)``), so the seeds
     stay independent and a resumed run draws the same :math:`R`. The head is left free. The
     Adam moments are kept (they see the task gradient only, as AdamO's). Cost: one batched SVD
     of every hidden weight per step: at width 256, depth 3, 4 seeds, about 10x an Adam step
@@ -271,7 +271,7 @@ def manipulation_check(
     need = ["method", "settings", "seed", "task", "layer", "kind", "scale", "spread", "directions_share", "weight_scale", "weight_spread"]
     missing = [c for c in need if c not in layers.columns]
     if missing:
-        raise ValueError(f"layers lacks the columns {missing} (pass run(..., layers=True)'s second result)")
+        raise ValueError(f"layers lacks the columns {missing} (pass run(..., layers=True).layers)")
     hidden = layers[layers.kind == "hidden"]
     unknown = sorted(set(hidden.layer) - set(sizes))
     if unknown:

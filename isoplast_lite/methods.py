@@ -98,9 +98,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._seeding import seeded_generator
+from .seeding import seeded_generator
 from ._validation import ConfigError
-from .diagnostics import _dormant_mask
+from .units import dormant_mask
 from .engine import StackedModel, retract_stacked_
 from .isometry import gram_deviation, isometry_direction, isometry_penalty_matrix
 from .nn import ORTHOGONAL_METHODS, aei_mlp, relu_mlp
@@ -112,7 +112,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["METHODS", "BUILTIN_METHODS", "Method", "StepContext", "TaskContext", "StackedModel", "register_method",
            "unregister_method", "make_method", "method_class", "methods_with_setting", "describe_methods",
-           "fresh_parameters", "DEFAULT_ISO_STRENGTH", "MethodInfo", "method_info"]  # fmt: skip
+           "fresh_parameters", "DEFAULT_ISO_STRENGTH", "MethodInfo", "method_info", "MethodError", "call_hook"]  # fmt: skip
 
 #: The runner's default lambda (adamo, coupled-iso, aei-adamo, adamo-target): our probes' 0.1 at
 #: lr 1e-3 (PAPER.md, "our own first probes"). Why not the paper's stated 1e-3, which is
@@ -488,7 +488,7 @@ def describe_methods() -> str:
 def fresh_parameters(method: Method, stack: StackedModel, cfg, task: int, salt: int) -> Dict[str, torch.Tensor]:
     """Stacked parameters of a fresh initialization of ``method``'s network for each seed.
 
-    Seed ``s`` draws from :func:`~isoplast_lite._seeding.seeded_generator` ``(s, task, salt)``,
+    Seed ``s`` draws from :func:`~isoplast_lite.seeding.seeded_generator` ``(s, task, salt)``,
     so the draw is reproducible, resumable and independent of the other seeds; a method uses
     its own ``salt`` (distinct from the task streams' 1-3).
     """
@@ -683,7 +683,7 @@ class ShrinkPerturbStep(Method):
     for every parameter: a decay towards zero (decoupled from Adam, as AdamW's) plus small
     Gaussian noise, so weights never settle and units keep being perturbed. The noise of seed
     ``s`` during task ``t`` comes from its own generator
-    (:func:`~isoplast_lite._seeding.seeded_generator` ``(s, t, salt)``), so every seed's draws
+    (:func:`~isoplast_lite.seeding.seeded_generator` ``(s, t, salt)``), so every seed's draws
     are independent of the others and a run resumed at a task boundary draws the same numbers.
     Without noise the stationary weight scale under the noise alone is
     ``noise / sqrt(2 * shrink)`` (the balance of the two terms).
@@ -776,8 +776,8 @@ class ReDo(Method):
         with torch.no_grad():
             feats = stack.forward_all(x)[:-1]
         taus = tau.tolist() if torch.is_tensor(tau) else None
-        # one mask per seed with the core's definition of the score (diagnostics._dormant_mask)
-        return [torch.stack([_dormant_mask(h[k], tau if taus is None else taus[k]) for k in range(h.shape[0])]) for h in feats]
+        # one mask per seed with the core's definition of the score (units.dormant_mask)
+        return [torch.stack([dormant_mask(h[k], tau if taus is None else taus[k]) for k in range(h.shape[0])]) for h in feats]
 
     def at_task_boundary(self, stack, opt, ctx):
         masks = self.dormant_masks(stack, ctx.x, self.member_values("tau"))
@@ -1227,6 +1227,35 @@ class AdamOTarget(Method):
             for n, T in self.targets.items():
                 W = stack.params[n]  # (S, out, in); wide or square: rows, W W^T -> T; tall: W^T W -> T
                 W.sub_(4 * member_view(step, W) * isometry_direction(W, T, tall=W.shape[1] > W.shape[2]))
+
+
+class MethodError(RuntimeError):
+    """A method's hook raised an exception: the message names the method, the hook and the error
+    in one line; the original exception is its ``__cause__`` (``--debug`` shows its traceback)."""
+
+
+def call_hook(method: Method, name: str, *args, passing: tuple = ()):
+    """``method.<name>(*args)``: how the runner calls every hook, so that an exception (other than
+    the ``passing`` ones) becomes a :class:`MethodError` naming the method and the hook.
+
+    Example:
+        >>> class Broken(Method):
+        ...     name = "broken"
+        ...     def setup(self, stack, cfg):
+        ...         raise KeyError("no such layer")
+        >>> call_hook(Broken(), "setup", None, None)
+        Traceback (most recent call last):
+        ...
+        isoplast_lite.methods.MethodError: method 'broken' (isoplast_lite.methods.Broken), hook setup: KeyError: 'no such layer'
+    """
+    try:
+        return getattr(method, name)(*args)
+    except passing:
+        raise
+    except Exception as err:
+        text = (str(err).strip().splitlines() or [""])[0]
+        raise MethodError(f"method {getattr(method, 'name', '?')!r} ({type(method).__module__}.{type(method).__qualname__}), hook {name}: "
+                          f"{type(err).__name__}: {text}") from err  # fmt: skip
 
 
 from . import interventions as _interventions  # noqa: E402,F401  (registers target-spectrum, issue 23)

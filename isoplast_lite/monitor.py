@@ -86,7 +86,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import _files
+from . import files
 from ._validation import check_bool, check_int, check_module, check_probability, check_tensor
 from .diagnostics import dead_units, dormant_units, effective_rank, empirical_ntk, layer_isometry, matrix_isometry, ntk_summary
 from .nn import GroupSort, OrthogonalLinear
@@ -422,11 +422,11 @@ class PlasticityMonitor:
         Args:
             path: the file to write.
         """
-        target = _files.check_output_file("path", path)
+        target = files.check_output_file("path", path)
         buffer = io.StringIO()
         self.frame().to_csv(buffer, index=False)
         data = buffer.getvalue().encode()
-        _files.atomic_write(target, lambda h: h.write(data))
+        files.atomic_write(target, lambda h: h.write(data))
 
     def plot(self, measures: Sequence[str] = ("weight_spread", "jac_spread", "dormant", "feature_rank"), *,
              layers: Optional[Sequence[str]] = None):

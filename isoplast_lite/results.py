@@ -281,8 +281,8 @@ def load_table(name: str, group: str, key: str, **read_csv) -> pd.DataFrame:
 
 
 def load_layers(name: str, group: str = "chain") -> pd.DataFrame:
-    """Load the per-layer table shipped beside result ``name`` (``run(..., layers=True)``'s
-    second frame: one row per seed x task x block; ``isoplast_lite.run.LAYER_COLUMNS``), with
+    """Load the per-layer table shipped beside result ``name`` (``run(..., layers=True).layers``:
+    one row per seed x task x block; ``isoplast_lite.run.LAYER_COLUMNS``), with
     one column per method setting (:func:`expand_settings`).
 
     Raises:
@@ -481,7 +481,7 @@ def write_file_checksum(name: str, *, base: "os.PathLike[str] | str | None" = No
     Raises:
         KeyError: ``name`` is not listed in :data:`FILES` (list it there first, with its command).
     """
-    from ._files import atomic_write
+    from .files import atomic_write
 
     folder = _base(base)
     entries = _files_manifest(folder)
@@ -518,7 +518,7 @@ def write_checksums(groups=None, *, base: "os.PathLike[str] | str | None" = None
 def write_folder_checksums(folder: "os.PathLike[str] | str") -> int:
     """:func:`write_checksums` of one folder holding a ``manifest.json`` (what the
     ``tools/precompute_*.py`` tools call after writing theirs); returns the files checksummed."""
-    from ._files import atomic_write
+    from .files import atomic_write
 
     folder = Path(folder).resolve()
     path = folder / "manifest.json"

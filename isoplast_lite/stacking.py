@@ -175,12 +175,12 @@ def max_members(cfg) -> int:
     :data:`DEFAULT_MAX_MEMBERS`, at least ``cfg.seeds``."""
     import torch
 
-    from . import run as run_mod
+    from . import config
 
-    available = run_mod._available_memory(torch.device(cfg.device))
+    available = config.available_memory(torch.device(cfg.device))
     if available is None:
         return max(DEFAULT_MAX_MEMBERS, cfg.seeds)
-    one, two = (sum(b for b, _ in run_mod._memory_terms(cfg, n).values()) for n in (1, 2))
+    one, two = (sum(b for b, _ in config.memory_terms(cfg, n).values()) for n in (1, 2))
     per_member, fixed = two - one, 2 * one - two
     fits = int((available - fixed) // per_member) if per_member > 0 else DEFAULT_MAX_MEMBERS
     return max(cfg.seeds, min(DEFAULT_MAX_MEMBERS, fits))
@@ -213,7 +213,7 @@ def run_group(cfgs: Sequence, *, cache_dir: Union[str, os.PathLike, None, bool] 
             settings and ``lr``, or repeat a configuration).
         ConfigError: a configuration cannot run here (:func:`isoplast_lite.run.check_config`).
     """
-    from . import _files, cache
+    from . import cache, files
     from . import run as run_mod
     from .cache import cache_key, default_cache_dir
 
@@ -238,7 +238,7 @@ def run_group(cfgs: Sequence, *, cache_dir: Union[str, os.PathLike, None, bool] 
         root = default_cache_dir() if cache_dir is None else Path(cache_dir)
         for i, cfg in enumerate(cfgs):
             folders[i] = root / keys[i]
-            _files.clean_stale_temps(folders[i])
+            files.clean_stale_temps(folders[i])
             out[i] = _load_tables(cfg, folders[i])
     todo = [i for i in range(len(cfgs)) if out[i] is None]
     if not todo:
@@ -253,7 +253,7 @@ def run_group(cfgs: Sequence, *, cache_dir: Union[str, os.PathLike, None, bool] 
     ckpt, key = None, group_key(members, [keys[i] for i in todo])
     if root is not None:
         (root / "stacked" / key).mkdir(parents=True, exist_ok=True)
-        _files.clean_stale_temps(root / "stacked" / key)
+        files.clean_stale_temps(root / "stacked" / key)
         ckpt = root / "stacked" / key / "group.ckpt"
     trained = run_mod._train_seed_batch(members[0], seeds, ckpt, key, show, callback, member_cfgs=member_cfgs)
     for i in todo:
@@ -280,17 +280,17 @@ def _load_tables(cfg, folder: Path) -> Optional[tuple]:
     from . import run as run_mod
 
     n_rows = run_mod._table_rows(cfg, cfg.seeds)
-    result = run_mod._load_entry(folder / "result.csv", n_rows["result"])
+    result = run_mod.load_cached_table(folder / "result.csv", n_rows["result"])
     if result is None:
         return None
-    extra = [run_mod._load_entry(folder / f"{file}.csv", n_rows[t], cols) for t, (file, cols, _) in run_mod._TABLES.items()]
+    extra = [run_mod.load_cached_table(folder / f"{file}.csv", n_rows[t], cols) for t, (file, cols, _) in run_mod._TABLES.items()]
     return None if any(e is None for e in extra) else (result, *extra)
 
 
 def _split(cfg, trained: tuple, folder: Optional[Path]) -> tuple:
     """``cfg``'s rows of the group's tables, sorted and with the columns of its own run's
     entry, written to ``folder`` (``result.csv`` last, as :func:`isoplast_lite.run.run`)."""
-    from . import _files, cache
+    from . import cache, files
     from . import run as run_mod
     from .settings import settings_json
 
@@ -302,8 +302,8 @@ def _split(cfg, trained: tuple, folder: Optional[Path]) -> tuple:
         tables[name] = mine.sort_values(_ORDER[name], kind="stable").reset_index(drop=True)[list(columns[name])]
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        _files.atomic_write(folder / "config.json", lambda h: h.write(cfg.to_json().encode()))
-        _files.atomic_write(folder / "key.json", lambda h: h.write(json.dumps(cache.key_parts(cfg), indent=1, sort_keys=True).encode()))
+        files.atomic_write(folder / "config.json", lambda h: h.write(cfg.to_json().encode()))
+        files.atomic_write(folder / "key.json", lambda h: h.write(json.dumps(cache.key_parts(cfg), indent=1, sort_keys=True).encode()))
         for name, (file, _, _) in run_mod._TABLES.items():
             cache.write_entry(folder / f"{file}.csv", tables[name])
         cache.write_entry(folder / "result.csv", tables["result"])  # last: its presence means the entry is complete

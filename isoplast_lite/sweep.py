@@ -144,7 +144,7 @@ def cached_result(cfg: Config, cache_dir: Union[str, os.PathLike, None] = None) 
         cache_dir: the cache folder (``None``: :func:`isoplast_lite.run.default_cache_dir`).
 
     Returns:
-        The ``DataFrame`` that :func:`isoplast_lite.run.run` would return from the cache, or
+        The rows that :func:`isoplast_lite.run.run` would return from the cache (its ``.rows``), or
         ``None`` when the entry is missing, unfinished, or fails its checksum.
     """
     from . import run as run_mod
@@ -154,7 +154,7 @@ def cached_result(cfg: Config, cache_dir: Union[str, os.PathLike, None] = None) 
     folder = (default_cache_dir() if cache_dir is None else Path(cache_dir)) / cache_key(cfg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a damaged entry is recomputed by its job
-        return run_mod._load_entry(folder / "result.csv", cfg.seeds * cfg.n_tasks)
+        return run_mod.load_cached_table(folder / "result.csv", cfg.seeds * cfg.n_tasks)
 
 
 try:  # submitit is needed by the "local" and "slurm" executors only
@@ -514,7 +514,7 @@ def _serial(configs, cache_dir, progress, seed_batch, fail, deliver, stack: bool
                 continue
         for ix in unit:
             try:
-                df = run(configs[ix[0]], cache_dir=cache_dir, progress=progress, seed_batch=seed_batch)
+                df = run(configs[ix[0]], cache_dir=cache_dir, progress=progress, seed_batch=seed_batch).rows
             except Exception as err:  # recorded; the next configuration runs (Ctrl-C still stops the sweep)
                 for i in ix:
                     fail(i, _one_line(err))

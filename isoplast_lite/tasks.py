@@ -68,8 +68,8 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from . import _files
-from ._seeding import seeded_generator
+from . import files
+from .seeding import seeded_generator
 from ._validation import check_choice, check_int
 
 __all__ = [
@@ -144,7 +144,7 @@ _SALT_SUBSET, _SALT_TASK, _SALT_BATCH = 1, 2, 3
 
 
 def _generator(seed: int, task: int, salt: int) -> torch.Generator:
-    """A CPU generator seeded by ``(seed, task, salt)`` (:func:`isoplast_lite._seeding.seeded_generator`)."""
+    """A CPU generator seeded by ``(seed, task, salt)`` (:func:`isoplast_lite.seeding.seeded_generator`)."""
     return seeded_generator(seed, task, salt)
 
 
@@ -278,7 +278,7 @@ def _fetch(name: str, file_name: str, sha256: str, mirrors: Tuple[str, ...], fol
     Partial downloads of interrupted runs (``.{file_name}~...part``) are removed first.
     """
     dest = folder / file_name
-    _files.clean_stale_temps(folder, target=file_name)
+    files.clean_stale_temps(folder, target=file_name)
     aside = None
     if dest.exists():
         got = _sha256(dest)
@@ -293,7 +293,7 @@ def _fetch(name: str, file_name: str, sha256: str, mirrors: Tuple[str, ...], fol
     errors = []
     for mirror in mirrors:
         url = mirror + file_name
-        tmp = _files.new_temp(dest, ".part")
+        tmp = files.new_temp(dest, ".part")
         try:
             with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
                 for chunk in iter(lambda: response.read(1 << 20), b""):

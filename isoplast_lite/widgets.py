@@ -644,8 +644,8 @@ def runner_rerun(
     def rerun(lam: float) -> pd.DataFrame:
         if lam > 0:
             cfg = Config(benchmark, method, settings={"iso_strength": float(lam)}, **config)
-            return expand_settings(run(cfg, cache_dir=cache_dir, progress=False))
+            return expand_settings(run(cfg, cache_dir=cache_dir, progress=False).rows)
         cfg = Config(benchmark, reference_method, **config)
-        return expand_settings(run(cfg, cache_dir=cache_dir, progress=False)).assign(iso_strength=0.0)
+        return expand_settings(run(cfg, cache_dir=cache_dir, progress=False).rows).assign(iso_strength=0.0)
 
     return rerun

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from isoplast_lite import _files
+from isoplast_lite import files
 from isoplast_lite import cache as cache_mod
 from isoplast_lite import run as run_mod
 from isoplast_lite.run import Config, cache_key, run
@@ -16,16 +16,16 @@ def _no_training(*args, **kwargs):
 
 
 def test_rerun_returns_from_cache(tmp_path, monkeypatch):
-    first = run(CFG, cache_dir=tmp_path, progress=False)
+    first = run(CFG, cache_dir=tmp_path, progress=False).rows
     monkeypatch.setattr(run_mod, "_train_seed_batch", _no_training)
-    second = run(CFG, cache_dir=tmp_path, progress=False)
+    second = run(CFG, cache_dir=tmp_path, progress=False).rows
     pd.testing.assert_frame_equal(first, second, check_exact=True)
     assert (tmp_path / cache_key(CFG) / "result.csv").exists()
     assert not list((tmp_path / cache_key(CFG)).glob("*.ckpt"))  # checkpoints removed once done
 
 
 def test_interrupted_run_resumes_and_equals_uninterrupted(tmp_path):
-    reference = run(CFG, cache_dir=False, progress=False)
+    reference = run(CFG, cache_dir=False, progress=False).rows
 
     def interrupt_after_task_1(task, rows):
         if task == 1:
@@ -35,7 +35,7 @@ def test_interrupted_run_resumes_and_equals_uninterrupted(tmp_path):
         run(CFG, cache_dir=tmp_path, progress=False, callback=interrupt_after_task_1)
     assert not (tmp_path / cache_key(CFG) / "result.csv").exists()
     trained = []
-    resumed = run(CFG, cache_dir=tmp_path, progress=False, callback=lambda task, rows: trained.append(task))
+    resumed = run(CFG, cache_dir=tmp_path, progress=False, callback=lambda task, rows: trained.append(task)).rows
     assert trained == [2]  # tasks 0 and 1 were not redone
     pd.testing.assert_frame_equal(resumed, reference, check_exact=False, rtol=1e-6, atol=1e-9)
 
@@ -56,13 +56,13 @@ def test_seed_batches_resume_independently(tmp_path):
 
 
 def test_corrupt_entries_are_recomputed_with_a_warning(tmp_path):
-    good = run(CFG, cache_dir=tmp_path, progress=False)
+    good = run(CFG, cache_dir=tmp_path, progress=False).rows
     folder = tmp_path / cache_key(CFG)
     (folder / "result.csv").write_text("not,a\nresult,file\n")
     for part in folder.glob("seeds-*.csv"):
         part.write_bytes(b"\x00\xff garbage")
     with pytest.warns(RuntimeWarning, match="corrupt"):
-        again = run(CFG, cache_dir=tmp_path, progress=False)
+        again = run(CFG, cache_dir=tmp_path, progress=False).rows
     pd.testing.assert_frame_equal(good, again, check_exact=False, rtol=1e-6, atol=1e-9)
 
 
@@ -73,7 +73,7 @@ def test_corrupt_checkpoint_restarts_with_a_warning(tmp_path):
     ckpt.write_bytes(b"truncated")
     trained = []
     with pytest.warns(RuntimeWarning, match="corrupt checkpoint"):
-        df = run(CFG, cache_dir=tmp_path, progress=False, callback=lambda t, rows: trained.append(t))
+        df = run(CFG, cache_dir=tmp_path, progress=False, callback=lambda t, rows: trained.append(t)).rows
     assert trained == [0, 1, 2] and len(df) == 6
 
 
@@ -142,10 +142,10 @@ def test_a_planted_checkpoint_is_never_executed_nor_resumed(tmp_path):
     good = torch.load(ckpt, weights_only=True)
     planted = {**good, "rows": _Payload(marker)}  # schema and key right: only the payload is foreign
     torch.save(planted, ckpt)
-    _files.write_checksum(ckpt, ckpt.read_bytes())  # whoever plants it can write the sidecar too
+    files.write_checksum(ckpt, ckpt.read_bytes())  # whoever plants it can write the sidecar too
     trained = []
     with pytest.warns(RuntimeWarning, match="corrupt checkpoint"):
-        df = run(CFG, cache_dir=tmp_path, progress=False, callback=lambda t, rows: trained.append(t))
+        df = run(CFG, cache_dir=tmp_path, progress=False, callback=lambda t, rows: trained.append(t)).rows
     assert not marker.exists()
     assert trained == [0, 1, 2] and len(df) == 6
 
@@ -153,21 +153,21 @@ def test_a_planted_checkpoint_is_never_executed_nor_resumed(tmp_path):
 def test_a_tampered_or_unverifiable_checkpoint_is_not_resumed(tmp_path):
     import torch
 
-    reference = run(CFG, cache_dir=False, progress=False)
+    reference = run(CFG, cache_dir=False, progress=False).rows
     ckpt = _interrupted_checkpoint(tmp_path)
     state = torch.load(ckpt, weights_only=True)
     state["stack"] = {k: v * 3 if torch.is_tensor(v) and v.is_floating_point() else v for k, v in state["stack"].items()}
-    sidecar = _files.checksum_path(ckpt).read_bytes()
+    sidecar = files.checksum_path(ckpt).read_bytes()
     torch.save(state, ckpt)  # scaled weights, the old sidecar
-    _files.checksum_path(ckpt).write_bytes(sidecar)
+    files.checksum_path(ckpt).write_bytes(sidecar)
     trained = []
     with pytest.warns(RuntimeWarning, match="does not match its checksum"):
-        df = run(CFG, cache_dir=tmp_path, progress=False, callback=lambda t, rows: trained.append(t))
+        df = run(CFG, cache_dir=tmp_path, progress=False, callback=lambda t, rows: trained.append(t)).rows
     assert trained == [0, 1, 2]
     pd.testing.assert_frame_equal(df, reference, check_exact=False, rtol=1e-6, atol=1e-9)
 
     ckpt = _interrupted_checkpoint(tmp_path / "b")
-    _files.checksum_path(ckpt).unlink()  # a checkpoint without its checksum is not trusted
+    files.checksum_path(ckpt).unlink()  # a checkpoint without its checksum is not trusted
     trained.clear()
     with pytest.warns(RuntimeWarning, match="no checksum"):
         run(CFG, cache_dir=tmp_path / "b", progress=False, callback=lambda t, rows: trained.append(t))
@@ -175,14 +175,14 @@ def test_a_tampered_or_unverifiable_checkpoint_is_not_resumed(tmp_path):
 
 
 def test_a_result_without_its_sidecar_is_recomputed(tmp_path, monkeypatch):
-    good = run(CFG, cache_dir=tmp_path, progress=False)
+    good = run(CFG, cache_dir=tmp_path, progress=False).rows
     folder = tmp_path / cache_key(CFG)
     (folder / "result.csv.sha256").unlink()
     edited = good.assign(train_acc=good.train_acc * 0 + 0.5)
     (folder / "result.csv").write_text(edited.to_csv(index=False))
     trained = []
     with pytest.warns(RuntimeWarning, match="no checksum"):
-        again = run(CFG, cache_dir=tmp_path, progress=False, callback=lambda t, rows: trained.append(t))
+        again = run(CFG, cache_dir=tmp_path, progress=False, callback=lambda t, rows: trained.append(t)).rows
     assert (again.train_acc != 0.5).any()
     pd.testing.assert_frame_equal(good, again, check_exact=False, rtol=1e-6, atol=1e-9)
 
@@ -193,8 +193,9 @@ def test_default_cache_dir_from_env(tmp_path, monkeypatch):
 
 
 def test_interrupted_run_resumes_its_entk_spectra_and_the_rows_stay_as_before(tmp_path, monkeypatch):
-    reference, ref_spectra = run(CFG, cache_dir=False, progress=False, spectra=True)
-    assert reference.equals(run(CFG, cache_dir=False, progress=False))  # asking for spectra changes nothing else
+    result = run(CFG, cache_dir=False, progress=False, spectra=True)
+    reference, ref_spectra = result.rows, result.spectra
+    assert reference.equals(run(CFG, cache_dir=False, progress=False).rows)  # asking for spectra changes nothing else
 
     def interrupt_after_task_1(task, rows):
         if task == 1:
@@ -203,10 +204,11 @@ def test_interrupted_run_resumes_its_entk_spectra_and_the_rows_stay_as_before(tm
     with pytest.raises(KeyboardInterrupt):
         run(CFG, cache_dir=tmp_path, progress=False, spectra=True, callback=interrupt_after_task_1)
     trained = []
-    resumed, spectra = run(CFG, cache_dir=tmp_path, progress=False, spectra=True, callback=lambda task, rows: trained.append(task))
+    result = run(CFG, cache_dir=tmp_path, progress=False, spectra=True, callback=lambda task, rows: trained.append(task))
+    resumed, spectra = result.rows, result.spectra
     assert trained == [2]  # the spectra of tasks 0 and 1 came from the checkpoint
     pd.testing.assert_frame_equal(resumed, reference, check_exact=False, rtol=1e-6, atol=1e-9)
     pd.testing.assert_frame_equal(spectra, ref_spectra, check_exact=False, rtol=1e-5, atol=1e-6)
     assert sorted(spectra.task.unique()) == [0, 1, 2]
     monkeypatch.setattr(run_mod, "_train_seed_batch", _no_training)
-    pd.testing.assert_frame_equal(run(CFG, cache_dir=tmp_path, progress=False, spectra=True)[1], spectra)
+    pd.testing.assert_frame_equal(run(CFG, cache_dir=tmp_path, progress=False, spectra=True).spectra, spectra)

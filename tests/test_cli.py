@@ -148,9 +148,9 @@ def test_an_infinite_penalty_counts_as_divergence():
     cfg = Config("random-label-digits", "l2", settings={"strength": 1e37}, seeds=2, n_tasks=2, steps_per_task=5, batch_size=8,
                  width=64, depth=2, n_train=16, probe_size=4)  # fmt: skip
     # the 64 x 64 orthogonal hidden weight alone has ||W||^2 = 64: 1e37 * 64 > float32's 3.4e38
-    df = run(cfg, cache_dir=False, progress=False)
+    df = run(cfg, cache_dir=False, progress=False).rows
     assert df.diverged.all()  # the objective is infinite from the first step
-    finite = run(cfg.replace(settings={"strength": 1e-4}), cache_dir=False, progress=False)
+    finite = run(cfg.replace(settings={"strength": 1e-4}), cache_dir=False, progress=False).rows
     assert not finite.diverged.any()
 
 
@@ -164,3 +164,32 @@ def test_a_run_longer_than_the_time_bound_is_refused_before_work():
     with pytest.raises(ConfigError, match="more than the limit of 1 hours"):
         check_config(cfg)
     check_config(cfg.replace(n_tasks=2, steps_per_task=10))  # an ordinary size passes
+
+
+def test_run_flags_are_generated_from_the_config_fields():
+    """Every Config field with a flag is a run and sweep option with the field's default and help;
+    the parsed values land in the field (a changed value of each, one at a time, included)."""
+    import dataclasses
+
+    from isoplast_lite.__main__ import build_parser, config_from_args
+    from isoplast_lite.config import Config, cli_fields
+
+    fields = cli_fields()
+    assert [f.name for f in fields] == ["seeds", "n_tasks", "steps_per_task", "batch_size", "width", "depth", "n_train", "init", "device", "dtype"]
+    parser = build_parser()
+    base = ["run", "--benchmark", "permuted-digits", "--method", "adam"]
+    args = parser.parse_args(base)
+    assert config_from_args(args, "permuted-digits", "adam", {}, 1e-3) == Config("permuted-digits", "adam")  # the defaults agree
+    changed = {"seeds": "3", "n_tasks": "7", "steps_per_task": "9", "batch_size": "5", "width": "12", "depth": "2", "n_train": "40",
+               "init": "kaiming", "device": "cpu:0", "dtype": "float64"}  # fmt: skip
+    for f in fields:
+        for command in ("run", "sweep"):
+            argv = base if command == "run" else ["sweep", "--benchmark", "permuted-digits", "--method", "adam", "--out", "x.csv"]
+            args = parser.parse_args(argv + [f.metadata["flag"], changed[f.name]])
+            cfg = config_from_args(args, "permuted-digits", "adam", {}, 1e-3)
+            want = type(f.default)(changed[f.name])
+            assert getattr(cfg, f.name) == want, (command, f.name)
+            assert dataclasses.replace(cfg, **{f.name: f.default}) == Config("permuted-digits", "adam")  # no other field moved
+    help_text = " ".join(parser._subparsers._group_actions[0].choices["run"].format_help().split())
+    for f in fields:
+        assert f"{f.metadata['help']} (default {f.default})" in help_text, f.name

@@ -96,7 +96,7 @@ kernelspec:
 from isoplast_lite.run import Config, run
 
 df = run(Config("random-label-digits", "adam", seeds=1, n_tasks=2, steps_per_task=3, width=8, depth=1,
-                n_train=16, probe_size=4), progress=False)
+                n_train=16, probe_size=4), progress=False).rows
 print(len(df))
 ```
 '''

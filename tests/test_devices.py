@@ -29,8 +29,8 @@ def test_a_run_on_the_device_matches_the_cpu(device):
     if not HAS[device]:
         pytest.skip(WHY[device])
     cfg = dict(benchmark="random-label-digits", method="adamo", seeds=2, n_tasks=2, steps_per_task=5, width=8, depth=2, n_train=16, probe_size=4)
-    on_device = run(Config(**cfg, device=device), cache_dir=False, progress=False)
-    on_cpu = run(Config(**cfg), cache_dir=False, progress=False)
+    on_device = run(Config(**cfg, device=device), cache_dir=False, progress=False).rows
+    on_cpu = run(Config(**cfg), cache_dir=False, progress=False).rows
     assert len(on_device) == 4 and not on_device.diverged.any()
     # other kernels, same experiment: initial weights and data are drawn on the CPU
     assert abs(on_device.train_acc.mean() - on_cpu.train_acc.mean()) < 0.25

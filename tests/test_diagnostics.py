@@ -95,14 +95,14 @@ DEFAULT_CASES = {**MODELS, "aei_groupsort4": lambda g: aei_mlp(4, 8, 2, 3, group
 def test_empirical_ntk_default_is_layerwise_where_it_applies_and_equals_jacobian(gen, kind, monkeypatch):
     """The default ("auto") picks the layered form on these models and gives the Jacobian
     contraction's kernel to float64 rounding, for x2 = x1 and x2 != x1, chunked or not."""
-    from isoplast_lite import diagnostics
+    from isoplast_lite import entk
 
     model = DEFAULT_CASES[kind](gen)
     x1 = torch.randn(6, 4, generator=gen, dtype=torch.float64)
     x2 = torch.randn(4, 4, generator=gen, dtype=torch.float64)
     chosen = []
-    real = diagnostics._ntk_layerwise
-    monkeypatch.setattr(diagnostics, "_ntk_layerwise", lambda *a: chosen.append(a[1]) or real(*a))
+    real = entk._ntk_layerwise
+    monkeypatch.setattr(entk, "_ntk_layerwise", lambda *a: chosen.append(a[1]) or real(*a))
     for chunk_size in [None, 4]:
         for second in [None, x2]:
             chosen.clear()
@@ -121,7 +121,7 @@ def test_empirical_ntk_default_is_layerwise_where_it_applies_and_equals_jacobian
 
 
 def test_empirical_ntk_default_falls_back_to_jacobian_without_linear_layers(gen, monkeypatch):
-    from isoplast_lite import diagnostics
+    from isoplast_lite import entk
 
     class Quadratic(nn.Module):  # no linear layer at all
         def __init__(self):
@@ -133,7 +133,7 @@ def test_empirical_ntk_default_falls_back_to_jacobian_without_linear_layers(gen,
 
     model = Quadratic()
     x = torch.randn(5, 4, generator=gen, dtype=torch.float64)
-    monkeypatch.setattr(diagnostics, "_ntk_layerwise", lambda *a: pytest.fail("layerwise chosen"))
+    monkeypatch.setattr(entk, "_ntk_layerwise", lambda *a: pytest.fail("layerwise chosen"))
     torch.testing.assert_close(empirical_ntk(model, x), _brute_force_ntk(model, x, x))
 
 
@@ -558,7 +558,8 @@ def test_layernorm_eps_does_not_leave_a_spurious_radial_direction(gen):
 def test_closed_form_block_jacobians_give_the_jacrev_singular_values(build):
     """The runner's layer-Jacobian singular values: closed-form blocks == vmap(jacrev) per block."""
     from isoplast_lite import aei_mlp
-    from isoplast_lite.diagnostics import _layer_jacobian_svdvals, _plain_block_jacobians
+    from isoplast_lite.diagnostics import layer_jacobian_svdvals
+    from isoplast_lite.jacobians import _plain_block_jacobians
 
     g = torch.Generator().manual_seed(0)
     model = {"relu": lambda: relu_mlp(5, 8, 2, 3, generator=g),
@@ -566,7 +567,7 @@ def test_closed_form_block_jacobians_give_the_jacrev_singular_values(build):
              "aei": lambda: aei_mlp(5, 8, 2, 3, generator=g),
              "aei-cayley": lambda: aei_mlp(5, 8, 2, 3, orthogonal="cayley", generator=g)}[build]().double()  # fmt: skip
     x = torch.randn(7, 5, generator=g, dtype=torch.float64)
-    fast = _layer_jacobian_svdvals(model, x, end_to_end=False)
+    fast = layer_jacobian_svdvals(model, x, end_to_end=False)
     h = x
     for i, block in enumerate(model):
         ref = torch.func.vmap(torch.func.jacrev(lambda hi: block(hi.unsqueeze(0)).squeeze(0)))(h)  # (N, d_out, d_in)

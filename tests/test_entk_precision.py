@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-import isoplast_lite.run as run_module
+import isoplast_lite.measure as measure_module
 from isoplast_lite import empirical_ntk, ntk_summary, relu_mlp
 from isoplast_lite.diagnostics import ntk_resolution
 from isoplast_lite.run import Config, run
@@ -95,10 +95,10 @@ def test_float32_runs_log_float64_ntk_columns_equal_on_both_measurement_paths(mo
     float64 kernel from the same float32 weights; their ntk_* columns agree to 1e-9 relative
     (ntk_cond to cond * M * eps64, the resolution of its smallest eigenvalue)."""
     cfg = Config("random-label-digits", "adam", **SMALL)
-    fast = run(cfg, cache_dir=False, progress=False)
+    fast = run(cfg, cache_dir=False, progress=False).rows
     with monkeypatch.context() as m:
-        m.setattr(run_module, "stacked_blocks", lambda stack: None)
-        ref = run(cfg, cache_dir=False, progress=False)
+        m.setattr(measure_module, "stacked_blocks", lambda stack: None)
+        ref = run(cfg, cache_dir=False, progress=False).rows
     assert fast.ntk_resolved.dtype == float and (fast.ntk_resolved == 1.0).all()
     assert (fast.ntk_rank == 60).all()  # 6 probe inputs x 10 classes, all resolved
     for col in NTK_COLUMNS:
@@ -110,7 +110,7 @@ def test_float32_runs_log_float64_ntk_columns_equal_on_both_measurement_paths(mo
 def test_ntk_columns_do_not_depend_on_the_thread_count_given_the_weights():
     """The measurement of fixed weights under 1 and 2 threads: the same ntk_* to 1e-9 relative
     (float32 *training* does differ across thread counts: the runner pins them, see run.py)."""
-    from isoplast_lite._stacked_measure import measure_stacked, stacked_blocks, stacked_forward
+    from isoplast_lite.measure import measure_stacked, stacked_blocks, stacked_forward
     from isoplast_lite.engine import StackedModel
 
     stack = StackedModel.build(lambda g: relu_mlp(64, 32, 3, 10, generator=g), [0, 1, 2])

@@ -89,8 +89,8 @@ def test_manipulation_check_reports_target_and_achieved_and_marks_a_missed_targe
             Config("permuted-digits", "adamo-target", settings={"target": "scaled", "c": 0.5, "iso_strength": 0.1}, **TINY),
             Config("permuted-digits", "adam", **TINY)]  # fmt: skip
     outs = [run(c, cache_dir=False, progress=False, layers=True) for c in cfgs]
-    rows = pd.concat([o[0] for o in outs], ignore_index=True)
-    layers = pd.concat([o[1] for o in outs], ignore_index=True)
+    rows = pd.concat([o.rows for o in outs], ignore_index=True)
+    layers = pd.concat([o.layers for o in outs], ignore_index=True)
     check = manipulation_check(layers, rows, sizes=layer_sizes(64, TINY["width"], TINY["depth"])).set_index("method")
     hit, pulled, adam = check.loc["target-spectrum"], check.loc["adamo-target"], check.loc["adam"]
     assert hit.log_scale_target == pytest.approx(math.log(0.5)) and hit.spread_target == pytest.approx(0.0, abs=1e-12)

@@ -54,7 +54,7 @@ def test_bad_settings_get_one_line_naming_method_setting_and_allowed(method, set
 def test_settings_are_stored_validated_and_in_the_rows():
     cfg = Config("random-label-digits", "shrink-perturb", settings={"shrink": 1}, seeds=2, **TINY)
     assert cfg.settings.shrink == 1.0 and isinstance(cfg.settings.shrink, float) and cfg.settings.perturb == 0.1
-    df = run(cfg, cache_dir=False, progress=False)
+    df = run(cfg, cache_dir=False, progress=False).rows
     assert tuple(df.columns) == RESULT_COLUMNS
     assert set(df.settings) == {'{"perturb":0.1,"shrink":1.0}'}
     wide = expand_settings(df)
@@ -147,12 +147,12 @@ class ChurnPenalty(Method):
 def test_a_method_registered_outside_the_package_runs_through_run_with_two_seeds(tmp_path):
     assert "churn-test" in METHODS
     cfg = Config("random-label-digits", "churn-test", settings={"strength": 0.2}, seeds=2, **TINY)
-    df = run(cfg, cache_dir=tmp_path, progress=False)
+    df = run(cfg, cache_dir=tmp_path, progress=False).rows
     assert len(df) == 4 and set(df.method) == {"churn-test"} and set(df.settings) == {'{"strength":0.2}'}
     assert df.train_acc.notna().all()
-    assert run(cfg, cache_dir=tmp_path, progress=False).equals(df)  # served from the cache
+    assert run(cfg, cache_dir=tmp_path, progress=False).rows.equals(df)  # served from the cache
     # the penalty changes training (it is not a no-op): compare with strength 0
-    free = run(cfg.replace(settings={"strength": 0.0}), cache_dir=False, progress=False)
+    free = run(cfg.replace(settings={"strength": 0.0}), cache_dir=False, progress=False).rows
     assert not free.loss.equals(df.loss)
 
 
@@ -295,9 +295,9 @@ def test_every_registered_method_keeps_stacked_seeds_apart(name):
     task boundary, so boundary hooks (resets, recycling) run too."""
     base = dict(seeds=2, n_tasks=2, steps_per_task=8, batch_size=8, width=8, depth=2, n_train=32, probe_size=4, dtype="float64")
     cfg = Config("permuted-digits", name, **base)
-    both = run(cfg, cache_dir=False, progress=False)
+    both = run(cfg, cache_dir=False, progress=False).rows
     for seed in (0, 1):
-        alone = run(cfg.replace(seeds=1, first_seed=seed), cache_dir=False, progress=False)
+        alone = run(cfg.replace(seeds=1, first_seed=seed), cache_dir=False, progress=False).rows
         mine = both[both.seed == seed].reset_index(drop=True)
         for col in ("train_acc", "loss", "loss_online", "weight_norm", "dead"):
             assert torch.allclose(torch.tensor(mine[col].to_numpy()), torch.tensor(alone[col].to_numpy()), rtol=1e-7, atol=1e-9), (name, seed, col)

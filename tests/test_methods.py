@@ -334,7 +334,7 @@ def test_redo_without_reset_step_keeps_the_fused_adam():
 
 
 def test_shrink_perturb_step_is_decay_plus_each_seeds_own_gaussian_noise():
-    from isoplast_lite._seeding import seeded_generator
+    from isoplast_lite.seeding import seeded_generator
     from isoplast_lite.methods import ShrinkPerturbStep
 
     cfg, method, stack = _setup("shrink-perturb-step", width=8, shrink=0.01, noise=0.05)

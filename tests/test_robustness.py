@@ -43,7 +43,7 @@ from isoplast_lite import (
     srank,
     stable_rank,
 )
-from isoplast_lite import _files, methods, tasks
+from isoplast_lite import files, methods, tasks
 from isoplast_lite import run as run_mod
 from isoplast_lite.__main__ import main
 from isoplast_lite.diagnostics import dead_units, dormant_units, hidden_features, matrix_isometry
@@ -119,7 +119,7 @@ def test_2_out_never_replaces_a_non_regular_file(tmp_path, no_training):
     _assert_one_line_error(status, err, "--out", "FIFO", "never replaced")
     assert fifo.is_fifo()
     with pytest.raises(ValueError, match="never replaced"):
-        _files.atomic_write(fifo, lambda h: h.write(b"x"))
+        files.atomic_write(fifo, lambda h: h.write(b"x"))
     assert fifo.is_fifo()
 
 
@@ -223,18 +223,19 @@ def test_4_a_diverging_config_is_recorded_cached_and_not_redone(tmp_path, monkey
     # (AdamO now refuses an isometry step that cannot converge, so the exploding step is AdamW's decay)
     cfg = Config("random-label-digits", "adamw", settings={"weight_decay": 1000.0}, lr=0.01, seeds=2, n_tasks=3, steps_per_task=20,
                  batch_size=8, width=16, depth=2, n_train=32, probe_size=4)  # fmt: skip
-    df = run(cfg, cache_dir=tmp_path, progress=False)
+    df = run(cfg, cache_dir=tmp_path, progress=False).rows
     assert tuple(df.columns) == RESULT_COLUMNS and len(df) == 6
     assert df.diverged.all()  # lr * weight_decay = 10: each step multiplies every weight by -9: non-finite within 60 steps
     assert df[list(run_mod.METRIC_COLUMNS)].isna().all().all()  # never a plausible number
     monkeypatch.setattr(run_mod, "_train_seed_batch", lambda *a, **k: (_ for _ in ()).throw(AssertionError("redone")))
-    again, spectra = run(cfg, cache_dir=tmp_path, progress=False, spectra=True)
+    result = run(cfg, cache_dir=tmp_path, progress=False, spectra=True)
+    again, spectra = result.rows, result.spectra
     pd.testing.assert_frame_equal(again, df)
     assert len(spectra) == 6 * 4 * 10 and spectra.eigenvalue.isna().all()  # a diverged seed's eigenvalues are NaN too
 
 
 def test_4_one_seed_diverging_leaves_the_others_untouched(monkeypatch):
-    reference = run(CFG, cache_dir=False, progress=False)
+    reference = run(CFG, cache_dir=False, progress=False).rows
 
     def poison(self, stack, opt, ctx):  # seed 1's weights become NaN in task 1
         if ctx.task == 1 and ctx.step == 2:
@@ -242,7 +243,7 @@ def test_4_one_seed_diverging_leaves_the_others_untouched(monkeypatch):
                 stack.params["0.0.weight"][1, 0, 0] = math.nan
 
     monkeypatch.setattr(methods.Adam, "after_step", poison)
-    df = run(CFG, cache_dir=False, progress=False)
+    df = run(CFG, cache_dir=False, progress=False).rows
     assert df.diverged.tolist() == [False, False, False, True]  # (seed, task) = (0,0), (0,1), (1,0), (1,1)
     pd.testing.assert_frame_equal(df.iloc[:3], reference.iloc[:3], check_exact=True)
     assert df.iloc[3][list(run_mod.METRIC_COLUMNS)].isna().all()
@@ -419,26 +420,26 @@ def test_7_temp_files_of_interrupted_writes_are_cleaned_at_the_next_start(tmp_pa
     folder = tmp_path / cache_key(CFG)
     folder.mkdir()
     dead = _dead_pid()
-    stale = [folder / f".result.csv~{_files._HOST}~{dead}~0badc0de.tmp", folder / ".seeds-0-1.ckpt.k2j4h5g6.tmp"]
+    stale = [folder / f".result.csv~{files._HOST}~{dead}~0badc0de.tmp", folder / ".seeds-0-1.ckpt.k2j4h5g6.tmp"]
     for path in stale:
         path.write_bytes(b"partial")
     old = time.time() - 2 * 24 * 3600
     os.utime(stale[1], (old, old))  # an earlier version's name: removed once older than a day
-    live = folder / f".seeds-0-1.csv~{_files._HOST}~{os.getpid()}~00c0ffee.tmp"  # a write under way
+    live = folder / f".seeds-0-1.csv~{files._HOST}~{os.getpid()}~00c0ffee.tmp"  # a write under way
     live.write_bytes(b"in progress")
     run(CFG, cache_dir=tmp_path, progress=False)
     assert not any(p.exists() for p in stale)
     assert live.exists()
     # the command line cleans the leftovers of its --out file too
     out = tmp_path / "r.csv"
-    leftover = tmp_path / f".r.csv~{_files._HOST}~{dead}~12345678.tmp"
+    leftover = tmp_path / f".r.csv~{files._HOST}~{dead}~12345678.tmp"
     leftover.write_bytes(b"partial")
     assert _cli([*RUN, "--cache-dir", str(tmp_path), "--out", str(out)])[0] == 0
     assert not leftover.exists() and out.exists()
 
 
 def test_7_an_edited_cache_entry_is_detected_and_recomputed(tmp_path):
-    good = run(CFG, cache_dir=tmp_path, progress=False)
+    good = run(CFG, cache_dir=tmp_path, progress=False).rows
     folder = tmp_path / cache_key(CFG)
     assert (folder / "result.csv.sha256").read_text().split()[0] == hashlib.sha256((folder / "result.csv").read_bytes()).hexdigest()
     edited = good.copy()
@@ -447,17 +448,17 @@ def test_7_an_edited_cache_entry_is_detected_and_recomputed(tmp_path):
     for part in folder.glob("seeds-*.csv"):
         edited.to_csv(part, index=False)
     with pytest.warns(RuntimeWarning, match="does not match its checksum"):
-        again = run(CFG, cache_dir=tmp_path, progress=False)
+        again = run(CFG, cache_dir=tmp_path, progress=False).rows
     pd.testing.assert_frame_equal(again, good, check_exact=False, rtol=1e-6, atol=1e-9)
 
 
 def test_7_legacy_cache_entries_without_checksum_or_diverged_column_are_served(tmp_path, monkeypatch):
-    good = run(CFG, cache_dir=tmp_path, progress=False)
+    good = run(CFG, cache_dir=tmp_path, progress=False).rows
     folder = tmp_path / cache_key(CFG)
     good.drop(columns="diverged").to_csv(folder / "result.csv", index=False)  # as an earlier version wrote it
     (folder / "result.csv.sha256").unlink()
     monkeypatch.setattr(run_mod, "_train_seed_batch", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
-    pd.testing.assert_frame_equal(run(CFG, cache_dir=tmp_path, progress=False), good)
+    pd.testing.assert_frame_equal(run(CFG, cache_dir=tmp_path, progress=False).rows, good)
 
 
 def test_7_a_download_failing_sha256_is_kept_aside_with_a_warning(tmp_path, monkeypatch):

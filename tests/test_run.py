@@ -1,5 +1,6 @@
 """The seed-batched runner against a plain per-seed training loop, and its logged columns."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -46,7 +47,7 @@ def _plain_loop(cfg: Config):
 
 def test_batched_run_equals_plain_per_seed_loop():
     cfg = Config("random-label-digits", "adamo", settings={"iso_strength": 0.1}, lr=3e-3, dtype="float64", **TINY)
-    df = run(cfg, cache_dir=False, progress=False)
+    df = run(cfg, cache_dir=False, progress=False).rows
     ref = _plain_loop(cfg)
     assert len(df) == len(ref) == 4
     for row, r in zip(df.to_dict("records"), ref):
@@ -56,7 +57,7 @@ def test_batched_run_equals_plain_per_seed_loop():
 
 
 def test_columns_and_values_are_sane():
-    df = run(Config("random-label-digits", "adam", **TINY), cache_dir=False, progress=False)
+    df = run(Config("random-label-digits", "adam", **TINY), cache_dir=False, progress=False).rows
     assert tuple(df.columns) == RESULT_COLUMNS
     assert df[["seed", "task"]].values.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
     assert df["test_acc"].isna().all()  # random labels: no held-out set
@@ -64,12 +65,12 @@ def test_columns_and_values_are_sane():
         assert df[col].between(0, 1).all(), col
     assert (df["dormant_0.1"] >= df["dormant_0.025"]).all() and (df["dormant_0.025"] >= df["dead"]).all()
     assert (df["ntk_cond"] >= 1).all() and (df["jac_sv_ratio"] >= 1).all() and (df["feature_erank"] >= 1).all()
-    perm = run(Config("permuted-digits", "adam", **TINY), cache_dir=False, progress=False)
+    perm = run(Config("permuted-digits", "adam", **TINY), cache_dir=False, progress=False).rows
     assert perm["test_acc"].between(0, 1).all()
 
 
 def test_aei_net_is_isometric_in_hidden_layers():
-    df = run(Config("random-label-digits", "aei-adam", **TINY), cache_dir=False, progress=False)
+    df = run(Config("random-label-digits", "aei-adam", **TINY), cache_dir=False, progress=False).rows
     assert (df["dead"] == 0).all()  # GroupSort has no dead units
 
 
@@ -79,7 +80,7 @@ def test_batched_aei_run_equals_plain_per_seed_loop_with_retract():
     from isoplast_lite.nn import retract_
 
     cfg = Config("random-label-digits", "aei-adam", lr=3e-3, dtype="float64", **TINY)
-    df = run(cfg, cache_dir=False, progress=False)
+    df = run(cfg, cache_dir=False, progress=False).rows
     source = load_source("digits")
     for seed in cfg.seed_list:
         stream = make_stream(cfg.benchmark, seed=seed, n_tasks=cfg.n_tasks, n_train=cfg.n_train, source=source)
@@ -136,12 +137,14 @@ def test_per_layer_table_is_layer_isometry_of_each_seed_and_is_cached(tmp_path):
     from isoplast_lite.run import LAYER_COLUMNS, LAYER_MEASURES
 
     cfg = Config("random-label-digits", "aei-adam", **TINY)
-    df, layers = run(cfg, cache_dir=tmp_path, progress=False, layers=True)
+    result = run(cfg, cache_dir=tmp_path, progress=False, layers=True)
+    df, layers = result.rows, result.layers
     assert tuple(layers.columns) == LAYER_COLUMNS and len(layers) == cfg.seeds * cfg.n_tasks * (cfg.depth + 1)
     hidden = layers[layers.kind == "hidden"]
     # the AEI net's hidden blocks stay isometric under the Newton-Schulz retraction
     assert hidden.spread.abs().max() < 1e-2 and hidden.scale.abs().max() < 1e-2, hidden[["scale", "spread"]].describe()
-    again_df, again_layers = run(cfg, cache_dir=tmp_path, progress=False, layers=True)
+    result = run(cfg, cache_dir=tmp_path, progress=False, layers=True)
+    again_df, again_layers = result.rows, result.layers
     pd.testing.assert_frame_equal(again_layers, layers)
     pd.testing.assert_frame_equal(again_df, df)
     # the table is layer_isometry of a standalone copy of each seed's final model on the probe
@@ -149,18 +152,18 @@ def test_per_layer_table_is_layer_isometry_of_each_seed_and_is_cached(tmp_path):
     captured = {}
     from isoplast_lite import run as run_mod
 
-    original = run_mod._measure_seeds
+    original = run_mod.measure
 
-    def spy(stack, blocks, forward, live, probe_size):  # the seed-batched measurement of every live seed
+    def spy(stack, x, live, probe_size, **kw):  # the measurement of every live seed
         for k in live:
-            captured[k] = (stack.model_for_seed(k), forward[0][0][k, :probe_size].clone())
-        return original(stack, blocks, forward, live, probe_size)
+            captured[k] = (stack.model_for_seed(k), x[k, :probe_size].clone())
+        return original(stack, x, live, probe_size, **kw)
 
     try:
-        run_mod._measure_seeds = spy
-        _, relu_layers = run(relu, cache_dir=False, progress=False, layers=True)
+        run_mod.measure = spy
+        relu_layers = run(relu, cache_dir=False, progress=False, layers=True).layers
     finally:
-        run_mod._measure_seeds = original
+        run_mod.measure = original
     assert sorted(captured) == [0, 1]
     for k, (model, probe) in captured.items():
         expected = pd.DataFrame(layer_isometry(model, probe))
@@ -170,25 +173,26 @@ def test_per_layer_table_is_layer_isometry_of_each_seed_and_is_cached(tmp_path):
 
 def test_an_entry_cached_without_the_layer_table_is_recomputed_when_it_is_asked_for(tmp_path):
     cfg = Config("random-label-digits", "adam", **{**TINY, "n_tasks": 1})
-    df = run(cfg, cache_dir=tmp_path, progress=False)
+    df = run(cfg, cache_dir=tmp_path, progress=False).rows
     (entry,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     (entry / "layers.csv").unlink()
-    assert run(cfg, cache_dir=tmp_path, progress=False).equals(df)  # the rows alone are still served
+    assert run(cfg, cache_dir=tmp_path, progress=False).rows.equals(df)  # the rows alone are still served
     with pytest.warns(RuntimeWarning, match="no per-layer table"):
-        again, layers = run(cfg, cache_dir=tmp_path, progress=False, layers=True)
+        result = run(cfg, cache_dir=tmp_path, progress=False, layers=True)
+        again, layers = result.rows, result.layers
     assert len(layers) == cfg.seeds * (cfg.depth + 1) and (entry / "layers.csv").exists()
 
 
 @pytest.mark.parametrize("method", ["adam", "aei-adam"])
 def test_logged_ntk_cond_equals_the_per_example_ntk(method, monkeypatch):
     """The runner measures the eNTK layer-wise; its ntk_cond is the per-example method's (float64)."""
-    import isoplast_lite.run as run_module
+    import isoplast_lite.measure as measure_module
 
     cfg = Config("random-label-digits", method, dtype="float64", **{**TINY, "n_tasks": 1, "probe_size": 6})
-    assert run_module.NTK_METHOD == "layerwise"
-    fast = run(cfg, cache_dir=False, progress=False)
-    monkeypatch.setattr(run_module, "NTK_METHOD", "jacobian")  # the per-example reference
-    ref = run(cfg, cache_dir=False, progress=False)
+    assert measure_module.NTK_METHOD == "layerwise"
+    fast = run(cfg, cache_dir=False, progress=False).rows
+    monkeypatch.setattr(measure_module, "NTK_METHOD", "jacobian")  # the per-example reference
+    ref = run(cfg, cache_dir=False, progress=False).rows
     ntk = ["ntk_cond", "ntk_progress_mean", "ntk_progress_worst", "ntk_erank"]  # every measure of the eNTK
     trained = ["seed", "task", "train_acc", "train_acc_online", "test_acc", "loss", "loss_online"]
     pd.testing.assert_frame_equal(fast[trained], ref[trained], check_exact=True)  # same training
@@ -200,13 +204,12 @@ def test_logged_ntk_cond_equals_the_per_example_ntk(method, monkeypatch):
 
 
 def test_measured_feature_columns_are_the_public_diagnostics():
-    """_measure computes the features once; its dormant/dead/rank values are the public functions',
-    and so are those of the seed-batched _measure_seeds (float32 here)."""
+    """measure_seed computes the features once; its dormant/dead/rank values are the public
+    functions', and so are those of measure's seed-batched path (float32 here)."""
     from isoplast_lite.diagnostics import dead_fraction, dormant_fraction, effective_rank, hidden_features
     from isoplast_lite.engine import StackedModel
     from isoplast_lite.methods import make_method
-    from isoplast_lite._stacked_measure import stacked_blocks, stacked_forward
-    from isoplast_lite.run import _measure, _measure_seeds
+    from isoplast_lite.measure import measure, measure_seed, stacked_blocks
 
     cfg = Config("random-label-digits", "adam", width=16, depth=2)
     method = make_method("adam", None)
@@ -216,11 +219,10 @@ def test_measured_feature_columns_are_the_public_diagnostics():
             if n.endswith("bias"):
                 p.sub_(torch.linspace(0, 3, p.shape[-1]))
     x = torch.randn(40, 64, generator=torch.Generator().manual_seed(1))
-    blocks = stacked_blocks(stack)
-    with torch.no_grad():
-        batched = _measure_seeds(stack, blocks, stacked_forward(blocks, stack.params, x.expand(2, -1, -1)), [0, 1], 4)
+    assert stacked_blocks(stack) is not None  # measure takes the seed-batched path
+    batched = measure(stack, x.expand(2, -1, -1), [0, 1], 4)
     for k in range(2):
-        row, *_ = _measure(stack, k, x, x[:4])
+        row, *_ = measure_seed(stack, k, x, x[:4])
         model = stack.model_for_seed(k).eval()
         assert row["dormant_0.025"] == dormant_fraction(model, x, tau=0.025)
         assert row["dormant_0.1"] == dormant_fraction(model, x, tau=0.1)
@@ -242,14 +244,15 @@ def test_spectrum_table_is_the_eigvalsh_of_the_per_example_entk_and_the_ntk_colu
 
     cfg = Config("random-label-digits", "adam", dtype="float64", **{**TINY, "probe_size": 6})
     captured = []  # (seed number, model, probe) of every measurement: tasks outer, seeds inner
-    original = run_module._measure_seeds
+    original = run_module.measure
 
-    def spy(stack, blocks, forward, live, probe_size):  # the seed-batched measurement of every live seed
-        captured.extend((k, stack.model_for_seed(k), forward[0][0][k, :probe_size].clone()) for k in live)
-        return original(stack, blocks, forward, live, probe_size)
+    def spy(stack, x, live, probe_size, **kw):  # the measurement of every live seed
+        captured.extend((k, stack.model_for_seed(k), x[k, :probe_size].clone()) for k in live)
+        return original(stack, x, live, probe_size, **kw)
 
-    monkeypatch.setattr(run_module, "_measure_seeds", spy)
-    df, spectra = run(cfg, cache_dir=False, progress=False, spectra=True)
+    monkeypatch.setattr(run_module, "measure", spy)
+    result = run(cfg, cache_dir=False, progress=False, spectra=True)
+    df, spectra = result.rows, result.spectra
     m = 6 * 10  # probe inputs x classes
     assert tuple(spectra.columns) == SPECTRUM_COLUMNS and len(spectra) == cfg.seeds * cfg.n_tasks * m
     assert tuple(df.columns) == RESULT_COLUMNS
@@ -284,7 +287,8 @@ def test_an_entry_cached_without_the_spectrum_table_is_recomputed_when_it_is_ask
     from isoplast_lite.run import SPECTRUM_COLUMNS
 
     cfg = Config("random-label-digits", "adam", **{**TINY, "n_tasks": 1})
-    df, layers, spectra = run(cfg, cache_dir=tmp_path, progress=False, layers=True, spectra=True)
+    result = run(cfg, cache_dir=tmp_path, progress=False, layers=True, spectra=True)
+    df, layers, spectra = result.rows, result.layers, result.spectra
     assert tuple(spectra.columns) == SPECTRUM_COLUMNS and len(spectra) == cfg.seeds * cfg.probe_size * 10
     (entry,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     (entry / "spectra.csv").unlink()  # as an entry written before the table existed
@@ -292,13 +296,37 @@ def test_an_entry_cached_without_the_spectrum_table_is_recomputed_when_it_is_ask
     original = run_module._train_seed_batch
     try:
         run_module._train_seed_batch = lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed"))
-        pd.testing.assert_frame_equal(run(cfg, cache_dir=tmp_path, progress=False), df)  # the rows and the
-        _, again_layers = run(cfg, cache_dir=tmp_path, progress=False, layers=True)  # layers are still served
+        pd.testing.assert_frame_equal(run(cfg, cache_dir=tmp_path, progress=False).rows, df)  # the rows and the
+        again_layers = run(cfg, cache_dir=tmp_path, progress=False, layers=True).layers  # layers are still served
         pd.testing.assert_frame_equal(again_layers, layers)
     finally:
         run_module._train_seed_batch = original
     with pytest.warns(RuntimeWarning, match="no eNTK spectrum table"):
-        again, again_spectra = run(cfg, cache_dir=tmp_path, progress=False, spectra=True)
+        result = run(cfg, cache_dir=tmp_path, progress=False, spectra=True)
+        again, again_spectra = result.rows, result.spectra
     pd.testing.assert_frame_equal(again_spectra, spectra)
     pd.testing.assert_frame_equal(again, df)
     assert (entry / "spectra.csv").exists()
+
+
+def test_run_returns_one_result_object_whatever_is_asked(tmp_path):
+    """run() returns a RunResult for every combination of layers / spectra, computed or served from
+    the cache: the same rows each time, each asked-for table with its columns, the others None."""
+    import itertools
+
+    from isoplast_lite.run import LAYER_COLUMNS, SPECTRUM_COLUMNS, RunResult
+
+    cfg = Config("random-label-digits", "adam", **{**TINY, "n_tasks": 1})
+    first = run(cfg, cache_dir=False, progress=False)
+    for cache_dir, (layers, spectra) in itertools.product((False, tmp_path), itertools.product((False, True), repeat=2)):
+        result = run(cfg, cache_dir=cache_dir, progress=False, layers=layers, spectra=spectra)
+        assert type(result) is RunResult
+        pd.testing.assert_frame_equal(result.rows, first.rows)
+        assert tuple(result.rows.columns) == RESULT_COLUMNS
+        assert (result.layers is None) == (not layers) and (result.spectra is None) == (not spectra)
+        if layers:
+            assert tuple(result.layers.columns) == LAYER_COLUMNS and len(result.layers) == cfg.seeds * (cfg.depth + 1)
+        if spectra:
+            assert tuple(result.spectra.columns) == SPECTRUM_COLUMNS and len(result.spectra) == cfg.seeds * cfg.probe_size * 10
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.rows = None

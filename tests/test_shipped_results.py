@@ -25,7 +25,7 @@ import pytest
 
 from isoplast_lite import results
 from isoplast_lite.__main__ import build_parser
-from isoplast_lite.__main__ import _settings_grid, _split_setting
+from isoplast_lite.__main__ import settings_grids
 from isoplast_lite.methods import make_method
 from isoplast_lite.settings import settings_json
 from isoplast_lite.run import METRIC_COLUMNS, RESULT_COLUMNS, with_diverged_column
@@ -72,7 +72,7 @@ def test_shipped_file_holds_the_grid_of_its_command(name):
     assert set(df.method) == set(args.method)
     assert sorted(df.seed.unique()) == list(range(args.seeds))
     assert sorted(df.task.unique()) == list(range(args.tasks))
-    grids = _settings_grid("--set", list(dict.fromkeys(args.method)), [_split_setting("--set", t) for t in args.settings])
+    grids = settings_grids(args)
     for method, sub in df.groupby("method"):  # each method's settings are exactly its command's grid
         expected = {settings_json(make_method(method, s).settings) for s in grids[method]}
         assert set(sub.settings) == expected, (method, sorted(set(sub.settings)), sorted(expected))

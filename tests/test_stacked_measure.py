@@ -1,7 +1,7 @@
 """The runner's seed-batched measurement against its per-seed reference, column by column.
 
 The reference is the per-seed path the runner takes for nets the batched closed forms do not
-cover (``run._measure``: a standalone copy of each seed's model measured with the public
+cover (``measure.measure_seed``: a standalone copy of each seed's model measured with the public
 diagnostics, ``layer_isometry``, ``empirical_ntk(method="layerwise")`` and ``ntk_summary``);
 forcing it is forcing ``stacked_blocks`` to return ``None``. Training does not depend on the
 measurement, so both runs see the same weights and every logged number must agree to rounding
@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 import torch
 
-import isoplast_lite.run as run_module
+import isoplast_lite.measure as measure_module
 from isoplast_lite import methods
-from isoplast_lite._stacked_measure import stacked_blocks
+from isoplast_lite.measure import stacked_blocks
 from isoplast_lite.engine import StackedModel
 from isoplast_lite.methods import make_method
 from isoplast_lite.run import LAYER_MEASURES, METRIC_COLUMNS, Config, run
@@ -38,9 +38,9 @@ def _both_paths(cfg, monkeypatch):
     """The three tables of ``run(cfg)`` by the batched path, then by the per-seed reference."""
     fast = run(cfg, cache_dir=False, progress=False, layers=True, spectra=True)
     with monkeypatch.context() as m:
-        m.setattr(run_module, "stacked_blocks", lambda stack: None)
+        m.setattr(measure_module, "stacked_blocks", lambda stack: None)  # measure() then takes the per-seed path
         reference = run(cfg, cache_dir=False, progress=False, layers=True, spectra=True)
-    return fast, reference
+    return (fast.rows, fast.layers, fast.spectra), (reference.rows, reference.layers, reference.spectra)
 
 
 def _assert_tables_close(fast, reference):

@@ -329,7 +329,7 @@ def test_runner_trains_on_cifar10_from_the_data_folder(fake_cifar, monkeypatch):
     _, _, cache = fake_cifar
     monkeypatch.setenv("ISOPLAST_DATA", str(cache))
     cfg = Config("random-label-cifar10", "adamo", seeds=2, n_tasks=2, steps_per_task=3, batch_size=4, width=8, depth=2, n_train=12, probe_size=4)
-    df = run(cfg, cache_dir=False, progress=False)
+    df = run(cfg, cache_dir=False, progress=False).rows
     assert df.shape[0] == 4 and df.train_acc.between(0, 1).all() and df.test_acc.isna().all()
     assert (cache / "cifar10" / "cifar-10-python.tar.gz").exists()  # downloaded into $ISOPLAST_DATA
 

@@ -138,7 +138,7 @@ def test_lambda_panel_button_reruns_through_the_runner():
 
     rerun = W.runner_rerun(cache_dir=False, **{k: v for k, v in small.items() if k != "method"})
 
-    df = pd.concat([expand_settings(run(Config(settings={"iso_strength": lam}, **small), cache_dir=False, progress=False)) for lam in (0.01, 0.1)])
+    df = pd.concat([expand_settings(run(Config(settings={"iso_strength": lam}, **small), cache_dir=False, progress=False).rows) for lam in (0.01, 0.1)])
     panel = W.lambda_panel(df, "train_acc", rerun=rerun)
     panel.slider.value = 0.01
     panel.button.click()

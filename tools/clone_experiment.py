@@ -175,7 +175,7 @@ def run_seed(seed: int, source):
     import torch.nn.functional as F
 
     from isoplast_lite import AdamO, isometry_grad, relu_mlp
-    from isoplast_lite._seeding import seeded_generator
+    from isoplast_lite.seeding import seeded_generator
     from isoplast_lite.diagnostics import clone_pairs, clones, firing_share
     from isoplast_lite.methods import DEFAULT_ISO_STRENGTH, make_method
     from isoplast_lite.optim import hidden_head_groups
@@ -297,7 +297,7 @@ def summarize(df):
 
 
 def _write_gz(path: Path, df) -> str:
-    from isoplast_lite._files import atomic_write
+    from isoplast_lite.files import atomic_write
 
     data = gzip.compress(df.to_csv(index=False, float_format="%.9g").encode(), mtime=0)
     atomic_write(path, lambda h: h.write(data))
@@ -315,7 +315,7 @@ def main(argv=None) -> int:
     import pandas as pd
     import torch
 
-    from isoplast_lite._files import atomic_write
+    from isoplast_lite.files import atomic_write
     from isoplast_lite.results import provenance, write_folder_checksums
     from isoplast_lite.tasks import load_source
 

@@ -65,7 +65,8 @@ def main(argv=None) -> int:
         budget["n_tasks"] = args.tasks
     rows, layers = [], []
     for arm, (method, settings) in ARMS.items():
-        df, lay = run(Config(args.stream, method, settings=settings, **budget), progress=False, layers=True)
+        result = run(Config(args.stream, method, settings=settings, **budget), progress=False, layers=True)
+        df, lay = result.rows, result.layers
         rows.append(df.assign(arm=arm))
         layers.append(lay.assign(arm=arm))
         print(f"{arm}: done", flush=True)

@@ -99,7 +99,8 @@ def run_stream(stream: str, seeds: int, work: Path, arms=None):
         if arms is not None and arm not in arms:
             continue
         start = time.process_time()
-        df, lay = run(cfg, progress=False, layers=True)
+        res = run(cfg, progress=False, layers=True)
+        df, lay = res.rows, res.layers
         spent = time.process_time() - start
         seconds = json.loads(seconds_path.read_text()) if seconds_path.is_file() else {}
         if arm not in seconds or spent > 5.0:  # a cached run costs well under a second
@@ -113,7 +114,7 @@ def run_stream(stream: str, seeds: int, work: Path, arms=None):
 
 
 def _write_gz(path: Path, df) -> None:
-    from isoplast_lite._files import atomic_write
+    from isoplast_lite.files import atomic_write
 
     data = gzip.compress(df.to_csv(index=False, float_format="%.7g").encode(), mtime=0)
     atomic_write(path, lambda h: h.write(data))
@@ -134,7 +135,7 @@ def main(argv=None) -> int:
     import torch
 
     from isoplast_lite import results
-    from isoplast_lite._files import atomic_write
+    from isoplast_lite.files import atomic_write
 
     manifest = {}
     if not args.run_only:

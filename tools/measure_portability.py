@@ -68,7 +68,7 @@ def rerun(name: str):
 
     file, methods, n_tasks, overrides = ENTRIES[name]
     shipped = results.load(file)
-    live = pd.concat([run(entry_config(file, m, n_tasks, **overrides), cache_dir=False, progress=False) for m in methods])
+    live = pd.concat([run(entry_config(file, m, n_tasks, **overrides), cache_dir=False, progress=False).rows for m in methods])
     shipped = shipped[shipped.method.isin(methods) & (shipped.task < n_tasks)]
     return live.reset_index(drop=True), shipped.reset_index(drop=True)
 
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     from isoplast_lite.results import provenance
 
     report["measured_with"] = provenance()
-    from isoplast_lite._files import atomic_write
+    from isoplast_lite.files import atomic_write
     from isoplast_lite.results import write_file_checksum
 
     atomic_write(OUT, lambda h: h.write((json.dumps(report, indent=1) + "\n").encode()))

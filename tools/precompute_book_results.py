@@ -47,7 +47,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from isoplast_lite._files import atomic_write
+from isoplast_lite.files import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "isoplast_lite" / "data" / "book"

@@ -4,7 +4,7 @@
 
 Book scale (width 64, depth 3, 8 seeds, 10 tasks x 400 steps, 256 images, batch 32, lr 1e-3,
 the scale of chapters 6 and 8), every configuration run with the per-layer table
-(``run(cfg, layers=True)``), through the runner's cache (``$ISOPLAST_CACHE``), so an
+(``run(cfg, layers=True).layers``), through the runner's cache (``$ISOPLAST_CACHE``), so an
 interrupted precomputation resumes where it stopped and a finished configuration is never
 trained again. Writes, per benchmark, ``{benchmark}.csv.gz`` (the runner's rows) and
 ``{benchmark}-layers.csv.gz`` (the per-layer table), and ``manifest.json`` (the configurations,
@@ -51,9 +51,9 @@ def configs(benchmark: str):
     return [Config(benchmark, method, settings=settings, **BUDGET) for method, settings in CONFIGS]
 
 
-def _write_gz(path: Path, df, float_format=None) -> None:
+def write_gz(path: Path, df, float_format=None) -> None:
     """``df`` as a reproducible gzipped CSV (no timestamp in the header) at ``path``, atomically."""
-    from isoplast_lite._files import atomic_write
+    from isoplast_lite.files import atomic_write
 
     data = df.to_csv(index=False, float_format=float_format).encode()
 
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     import pandas as pd
     import torch
 
-    from isoplast_lite._files import atomic_write
+    from isoplast_lite.files import atomic_write
     from isoplast_lite.results import provenance
     from isoplast_lite.run import check_config, run
 
@@ -87,7 +87,8 @@ def main(argv=None) -> int:
         for cfg in configs(bench):
             name = f"{cfg.method} {json.dumps(cfg.method_settings, sort_keys=True)}"
             start = time.perf_counter()
-            df, lay = run(cfg, progress=False, layers=True)
+            result = run(cfg, progress=False, layers=True)
+            df, lay = result.rows, result.layers
             took = round(time.perf_counter() - start, 1)
             earlier = manifest.get(bench, {}).get("seconds_per_config", {}).get(name)
             seconds[name] = earlier if took < 1.0 and earlier else took  # a cache hit keeps the time it took to train
@@ -95,8 +96,8 @@ def main(argv=None) -> int:
             rows.append(df)
             layers.append(lay)
         args.out.mkdir(parents=True, exist_ok=True)
-        _write_gz(args.out / f"{bench}.csv.gz", pd.concat(rows, ignore_index=True))
-        _write_gz(args.out / f"{bench}-layers.csv.gz", pd.concat(layers, ignore_index=True))
+        write_gz(args.out / f"{bench}.csv.gz", pd.concat(rows, ignore_index=True))
+        write_gz(args.out / f"{bench}-layers.csv.gz", pd.concat(layers, ignore_index=True))
         manifest[bench] = {
             "file": f"{bench}.csv.gz",
             "layers_file": f"{bench}-layers.csv.gz",

@@ -99,7 +99,7 @@ def _run_one(cfg, cache: str):
     matrices from the runner's checkpoint (the end of the stream)."""
     import torch
 
-    from isoplast_lite._files import atomic_write
+    from isoplast_lite.files import atomic_write
     from isoplast_lite.run import cache_key, run
 
     cache = Path(cache)
@@ -190,8 +190,8 @@ def partial_tables(cfgs, cache: Path):
     for c in cfgs:
         folder = cache / cache_key(c)
         if (folder / "result.csv").is_file():
-            rows, layers, spectra = run(c, cache_dir=cache, progress=False, layers=True, spectra=True)
-            parts.append((c, rows, layers, spectra, None))
+            result = run(c, cache_dir=cache, progress=False, layers=True, spectra=True)
+            parts.append((c, result.rows, result.layers, result.spectra, None))
             done.append(c.n_tasks)
             continue
         state = torch.load(folder / ("seeds-" + "-".join(map(str, c.seed_list)) + ".ckpt"), map_location="cpu", weights_only=False)
@@ -233,7 +233,7 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from isoplast_lite._files import atomic_write
+    from isoplast_lite.files import atomic_write
     from isoplast_lite.results import provenance, write_folder_checksums
     from isoplast_lite.run import default_cache_dir, run
     from isoplast_lite.settings import settings_json
@@ -257,8 +257,8 @@ def main(argv=None) -> int:
                        "why": "the machine was shared by several CPU-heavy sessions; the runs continue from the runner's "
                               "checkpoints with the command above (without --partial)"}  # fmt: skip
         else:
-            rows, layers, spectra = zip(*(run(c, cache_dir=cache, progress=False, layers=True, spectra=True) for c in cs))
-            rows, layers, spectra = pd.concat(rows, ignore_index=True), pd.concat(layers, ignore_index=True), pd.concat(spectra, ignore_index=True)
+            results = [run(c, cache_dir=cache, progress=False, layers=True, spectra=True) for c in cs]
+            rows, layers, spectra = (pd.concat([getattr(r, t) for r in results], ignore_index=True) for t in ("rows", "layers", "spectra"))
             last = cs[0].n_tasks - 1
             spectra = spectra[spectra.task.isin([0, last])]
             sv = pd.concat([sv_frame(c, cache) for c in cs if c.method != "fresh"], ignore_index=True)

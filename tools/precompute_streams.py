@@ -249,9 +249,9 @@ def shipped_precision(df):
 def write_gz(path: Path, df) -> None:
     """``df`` at :data:`FLOAT_FORMAT` as a reproducible gzipped CSV at ``path`` (the chain tool's writer)."""
     sys.path.insert(0, str(ROOT / "tools"))
-    from precompute_chain import _write_gz
+    from precompute_chain import write_gz as chain_write_gz
 
-    _write_gz(path, df, float_format=FLOAT_FORMAT)
+    chain_write_gz(path, df, float_format=FLOAT_FORMAT)
 
 
 def cached(cfg, cache: str) -> bool:
@@ -399,7 +399,7 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from isoplast_lite._files import atomic_write
+    from isoplast_lite.files import atomic_write
     from isoplast_lite.results import manifest as shipped_manifest
     from isoplast_lite.results import provenance, write_folder_checksums
     from isoplast_lite.run import check_config, default_cache_dir

@@ -92,7 +92,7 @@ PROBES = {
         from isoplast_lite.run import Config, run, cache_key
         cfg = Config("permuted-digits", "adam", **{TINY})
         cache = Path(os.environ["PROBE_DIR"]) / "c"
-        good = run(cfg, cache_dir=cache, progress=False)
+        good = run(cfg, cache_dir=cache, progress=False).rows
         folder = cache / cache_key(cfg)
         for f in folder.glob("*.sha256"):
             f.unlink()
@@ -105,7 +105,7 @@ PROBES = {
                 f.write_text(df.to_csv(index=False))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            again = run(cfg, cache_dir=cache, progress=False)
+            again = run(cfg, cache_dir=cache, progress=False).rows
         print("silent" if (again.train_acc == 0.5).all() else "clear")
     """,
     "re-registered method shares the key": f"""
@@ -215,7 +215,7 @@ PROBES = {
         from isoplast_lite.run import Config, run
         cfg = Config("random-label-digits", "l2", settings={"strength": 1e37}, seeds=1, n_tasks=1, steps_per_task=5, batch_size=8,
                      width=64, depth=2, n_train=16, probe_size=4)
-        print("clear" if run(cfg, cache_dir=False, progress=False).diverged.all() else "silent")
+        print("clear" if run(cfg, cache_dir=False, progress=False).rows.diverged.all() else "silent")
     """,
     "dormant_fraction of an overflowed unit": """
         import torch
@@ -264,7 +264,7 @@ PROBES = {
     "disk full while writing --out": f"""
         import builtins, contextlib, errno, io, os
         from pathlib import Path
-        from isoplast_lite import _files
+        from isoplast_lite import files as _files
         from isoplast_lite.__main__ import main
         d = Path(os.environ["PROBE_DIR"])
         real = builtins.open

@@ -384,7 +384,7 @@ def refresh_header(ipynb: Path, md: Path) -> bool:
     if nb.cells[0].source == fresh:
         return False
     nb.cells[0].source = fresh
-    from isoplast_lite._files import atomic_write
+    from isoplast_lite.files import atomic_write
 
     text = nbformat.writes(nb).encode()
     atomic_write(ipynb, lambda h: h.write(text))
@@ -466,7 +466,7 @@ def generate(md: Path, out: "Path | None" = None, bib: "dict | None" = None) -> 
         raise RuntimeError(f"{md.name}: a cell raised {errors[0].ename}: {errors[0].evalue}")
     fill_glue(nb, glued_values(nb))  # the prose's numbers are this execution's
     nb.metadata["isoplast"]["executed_with"] = made
-    from isoplast_lite._files import atomic_write
+    from isoplast_lite.files import atomic_write
 
     text = nbformat.writes(nb).encode()
     atomic_write(out, lambda h: h.write(text))

@@ -141,7 +141,7 @@ def _load_results() -> dict:
 
 
 def _save_results(res: dict) -> None:
-    from isoplast_lite._files import atomic_write
+    from isoplast_lite.files import atomic_write
 
     text = json.dumps(res, indent=1, sort_keys=False).encode()
     atomic_write(RESULTS, lambda h: h.write(text))
@@ -151,7 +151,7 @@ def timed_run(cfg: Config):
     """Run (or load) ``cfg``; returns (df, wall seconds, cpu seconds) -- times ``None`` if cached."""
     cached = (CACHE / cache_key(cfg) / "result.csv").exists()
     t0, c0 = time.perf_counter(), time.process_time()
-    df = run(cfg, cache_dir=CACHE, progress=False)
+    df = run(cfg, cache_dir=CACHE, progress=False).rows
     if cached:
         return df, None, None
     return df, time.perf_counter() - t0, time.process_time() - c0

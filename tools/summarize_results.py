@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from isoplast_lite._files import atomic_write
+from isoplast_lite.files import atomic_write
 from isoplast_lite.stats import mean_ci
 
 

@@ -1,4 +1,5 @@
-"""Private file helpers: safe atomic writes, leftovers of interrupted writes, checksums.
+"""File helpers: safe atomic writes, leftovers of interrupted writes, checksums (used by the
+package and by the tools that write shipped files).
 
 Rules every writer of the package follows (the runner's cache, the command line's CSV and
 figure files, the data downloads):
@@ -16,6 +17,16 @@ figure files, the data downloads):
   the target keeps what it held and no temporary file is left.
 * A file can carry a SHA-256 sidecar ``{name}.sha256`` in ``sha256sum`` format
   (:func:`write_checksum`, :func:`verify_checksum`).
+
+Example:
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> target = atomic_write(folder / "rows.csv", lambda handle: handle.write(b"task,acc"))
+    >>> write_checksum(target, target.read_bytes())
+    >>> verify_checksum(target, target.read_bytes()), verify_checksum(target, b"edited")
+    (True, False)
+    >>> sorted(p.name for p in folder.iterdir())
+    ['rows.csv', 'rows.csv.sha256']
 """
 
 from __future__ import annotations
@@ -32,6 +43,11 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional
+
+__all__ = [
+    "atomic_write", "WriteError", "clean_stale_temps", "file_kind", "write_target", "check_writable_folder", "check_output_file", "new_temp",
+    "sha256_bytes", "checksum_path", "write_checksum", "verify_checksum",
+]  # fmt: skip
 
 _log = logging.getLogger("isoplast_lite")
 _STALE_AGE = 24 * 3600.0  # seconds: a temporary file this old is a leftover whatever its origin
@@ -57,7 +73,13 @@ class WriteError(OSError):
         return str(self.strerror)
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What an ``os.stat`` mode is, in words for an error message (``"a folder"``, ``"a FIFO"``, ...).
+
+    Example:
+        >>> file_kind(os.stat(tempfile.gettempdir()).st_mode)
+        'a folder'
+    """
     for test, name in ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                        (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):  # fmt: skip
         if test(mode):
@@ -98,7 +120,7 @@ def check_writable_folder(name: str, folder: "os.PathLike[str] | str", *, shown:
     except OSError as err:
         raise ValueError(f"{shown}: {str(existing)!r} cannot be accessed ({err.strerror}); allowed: a writable folder") from None
     if not stat.S_ISDIR(mode):
-        raise ValueError(f"{shown}: {str(existing)!r} is {_kind(mode)}, not a folder; allowed: a path in a writable folder")
+        raise ValueError(f"{shown}: {str(existing)!r} is {file_kind(mode)}, not a folder; allowed: a path in a writable folder")
     problem = _probe_folder(existing)
     if problem is not None:
         raise ValueError(f"{shown}: cannot create a file in {str(existing)!r} ({problem}); allowed: a path in a writable folder")
@@ -126,7 +148,7 @@ def check_output_file(name: str, path: "os.PathLike[str] | str") -> Path:
         raise ValueError(f"{shown} cannot be accessed ({err.strerror}); allowed: a writable file path") from None
     if st is not None:
         if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"{shown} is {_kind(st.st_mode)}, which is never replaced; allowed: a regular file or a new file path")
+            raise ValueError(f"{shown} is {file_kind(st.st_mode)}, which is never replaced; allowed: a regular file or a new file path")
         if not os.access(target, os.W_OK):
             raise ValueError(f"{shown} is a read-only file; allowed: a writable file or a new file path")
     check_writable_folder(name, target.parent, shown=shown)
@@ -160,7 +182,7 @@ def atomic_write(path: "os.PathLike[str] | str", write: Callable[[object], None]
     except FileNotFoundError:
         st = None
     if st is not None and not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"{str(path)!r} is {_kind(st.st_mode)}, which is never replaced; allowed: a regular file or a new file path")
+        raise ValueError(f"{str(path)!r} is {file_kind(st.st_mode)}, which is never replaced; allowed: a regular file or a new file path")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         tmp = new_temp(target)

@@ -1,15 +1,19 @@
-"""The runner's per-task measurement for all stacked seeds at once (private).
+"""The runner's per-task measurement: one :func:`measure` for every seed of a stacked model.
 
-:func:`measure_stacked` computes, for every seed of a :class:`~isoplast_lite.engine.StackedModel`
-at once, what :func:`isoplast_lite.run._measure` computes seed by seed on a standalone copy of
-each model: the feature measures (dormant / dead fractions, effective rank of the last
-features), the weight norm, the pooled layer-Jacobian singular values (``jac_sv_*``), the
-layer-wise eNTK on the probe (in float64, from the weights as stored) and its summary (``ntk_*``
-and the spectrum, with the resolution of :func:`isoplast_lite.diagnostics.ntk_resolution`), and the rows of
-:func:`isoplast_lite.diagnostics.layer_isometry`. It works on the stacked ``(S, ...)`` tensors
-with batched products and one batched ``svdvals`` / ``eigvalsh`` per quantity, and forms each
-block Jacobian once for both Jacobian measures. ``tests/test_stacked_measure.py`` checks that
-every number equals the per-seed path (float64, to rounding) for every kind of block it takes.
+:func:`measure` gives, for each live seed of a :class:`~isoplast_lite.engine.StackedModel`, the
+metrics of a result row (feature measures: dormant / dead fractions and effective rank of the
+last features; the weight norm; the pooled layer-Jacobian singular values ``jac_sv_*``; the
+layer-wise eNTK on the probe, in float64 from the weights as stored, and its summary ``ntk_*``
+with the resolution of :func:`isoplast_lite.diagnostics.ntk_resolution`), the rows of
+:func:`isoplast_lite.diagnostics.layer_isometry` and the eNTK's eigenvalues. It picks one of two
+paths, which agree to float rounding (tests/test_stacked_measure.py):
+
+- the seed-batched path (:func:`measure_stacked`) on the stacked ``(S, ...)`` tensors, with
+  batched products and one batched ``svdvals`` / ``eigvalsh`` per quantity, forming each block
+  Jacobian once for both Jacobian measures, whenever :func:`stacked_blocks` covers the net and
+  :data:`NTK_METHOD` is ``"layerwise"``;
+- otherwise the per-seed reference (:func:`measure_seed`): a standalone copy of each seed's
+  model measured with the public diagnostics.
 
 Note (which nets): the closed forms below cover the blocks of :func:`~isoplast_lite.nn.relu_mlp`
 (with or without LayerNorm) and of the Newton–Schulz :func:`~isoplast_lite.nn.aei_mlp`: a plain
@@ -33,15 +37,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .diagnostics import _block_kind, _effective_rank_from_svals, _progress, ntk_resolution
-from .nn import GroupSort, OrthogonalLinear
+from .engine import StackedModel
+from .entk import empirical_ntk, ntk_progress, ntk_resolution, ntk_summary
+from .jacobians import block_kind, layer_isometry, layer_jacobian_svdvals
+from .nn import OrthogonalLinear
+from .units import dormant_mask, effective_rank, effective_rank_from_svals, hidden_features, unit_fractions
 
+__all__ = ["measure", "measure_seed", "measure_stacked", "stacked_blocks", "stacked_forward", "stacked_ntk_eigenvalues", "jacobian_spread", "NTK_METHOD", "N_DIRECTIONS"]
+
+#: the :func:`isoplast_lite.diagnostics.empirical_ntk` method of the per-task measurement; the
+#: seed-batched measurement computes the layer-wise form, any other value measures seed by seed
+NTK_METHOD = "layerwise"
 #: the number of random residual directions of ``ntk_progress_mean`` (ntk_summary's default)
 N_DIRECTIONS = 256
 
@@ -50,7 +62,7 @@ N_DIRECTIONS = 256
 class _Block:
     """One block of a supported net: its kind and the names of its stacked parameters."""
 
-    kind: str  # "linear", "relu", "groupsort" or "layernorm" (diagnostics._block_kind)
+    kind: str  # "linear", "relu", "groupsort" or "layernorm" (jacobians.block_kind)
     weight: str
     bias: str
     norm: Optional[nn.LayerNorm] = None
@@ -60,10 +72,18 @@ class _Block:
 
 
 def stacked_blocks(stack) -> Optional[List[_Block]]:
-    """The blocks of ``stack`` if :func:`measure_stacked` covers its net, else ``None``."""
+    """The blocks of ``stack`` if :func:`measure_stacked` covers its net, else ``None``.
+
+    Example:
+        >>> from isoplast_lite.nn import aei_mlp, relu_mlp
+        >>> [b.kind for b in stacked_blocks(StackedModel.build(lambda g: relu_mlp(4, 8, 2, 3, generator=g), [0]))]
+        ['relu', 'relu', 'linear']
+        >>> stacked_blocks(StackedModel.build(lambda g: aei_mlp(4, 8, 2, 3, orthogonal="cayley", generator=g), [0])) is None
+        True
+    """
     blocks, names = [], set()
     for i, block in enumerate(stack.template):
-        kind, linear = _block_kind(block)
+        kind, linear = block_kind(block)
         if kind not in ("linear", "relu", "groupsort", "layernorm") or type(linear) not in (nn.Linear, OrthogonalLinear):
             return None
         if parametrize.is_parametrized(linear) or getattr(linear, "method", "newton-schulz") != "newton-schulz":
@@ -102,7 +122,16 @@ def _layernorm_parts(z: torch.Tensor, eps: float):
 
 def stacked_forward(blocks: List[_Block], params: Dict[str, torch.Tensor], x: torch.Tensor):
     """Inputs, linear outputs ``z`` and outputs of every block, ``x`` ``(S, N, D)``: the
-    operations of ``StackedModel.forward_all`` (its outputs, the logits last, are the same numbers)."""
+    operations of ``StackedModel.forward_all`` (its outputs, the logits last, are the same numbers).
+
+    Example:
+        >>> from isoplast_lite.nn import relu_mlp
+        >>> stack = StackedModel.build(lambda g: relu_mlp(4, 8, 2, 3, generator=g), [0, 1])
+        >>> x = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(0))
+        >>> inputs, zs, outs = stacked_forward(stacked_blocks(stack), {n: p.detach() for n, p in stack.params.items()}, x)
+        >>> [tuple(h.shape) for h in outs], torch.allclose(outs[-1], stack(x))
+        ([(2, 5, 8), (2, 5, 8), (2, 5, 3)], True)
+    """
     inputs, zs, outs = [], [], []
     h = x
     for b in blocks:
@@ -124,7 +153,7 @@ def stacked_forward(blocks: List[_Block], params: Dict[str, torch.Tensor], x: to
 
 def _log_stats(sv: torch.Tensor):
     """Per seed ``(scale, spread, n, min, max)`` of the non-NaN entries of ``sv`` ``(S, ...)``
-    (float64 logs, population std; NaN and 0 when there are none): diagnostics._log_stats batched."""
+    (float64 logs, population std; NaN and 0 when there are none): jacobians._log_stats batched."""
     flat = sv.flatten(1).double()
     valid = ~torch.isnan(flat)
     n = valid.sum(1)  # (S,)
@@ -155,7 +184,7 @@ def _numerical_rank(sv: torch.Tensor, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def measure_stacked(blocks: List[_Block], params: Dict[str, torch.Tensor], forward, probe_size: int):
-    """Every diagnostic of ``run._measure`` for the ``S`` stacked seeds of ``params``.
+    """Every diagnostic of ``measure_seed`` for the ``S`` stacked seeds of ``params``.
 
     Args:
         blocks: :func:`stacked_blocks` of the net.
@@ -168,6 +197,15 @@ def measure_stacked(blocks: List[_Block], params: Dict[str, torch.Tensor], forwa
         diagnostics columns); ``layers`` one dict per block of ``(S,)`` tensors (and the
         strings ``layer``, ``kind``, ``block``), the measures of ``layer_isometry``;
         ``eigenvalues`` ``(S, P*O)`` float64, descending.
+
+    Example:
+        >>> from isoplast_lite.nn import relu_mlp
+        >>> stack = StackedModel.build(lambda g: relu_mlp(4, 8, 2, 3, generator=g), [0, 1])
+        >>> blocks, params = stacked_blocks(stack), {n: p.detach() for n, p in stack.params.items()}
+        >>> x = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(0))
+        >>> metrics, layers, eigenvalues = measure_stacked(blocks, params, stacked_forward(blocks, params, x), 3)
+        >>> tuple(metrics["ntk_cond"].shape), len(layers), tuple(eigenvalues.shape)
+        ((2,), 3, (2, 9))
     """
     params = {n: p.detach() for n, p in params.items()}
     inputs, zs, outs = forward
@@ -188,8 +226,8 @@ def measure_stacked(blocks: List[_Block], params: Dict[str, torch.Tensor], forwa
     s = torch.linalg.svdvals(feats[-1])  # (S, k)
     total = s.sum(-1, keepdim=True)
     top = s.amax(-1, keepdim=True)
-    s = torch.where(torch.isfinite(total), s, s / torch.where(top > 0, top, torch.ones_like(top)))  # diagnostics._scale_safe per seed
-    metrics["feature_erank"] = _effective_rank_from_svals(s)
+    s = torch.where(torch.isfinite(total), s, s / torch.where(top > 0, top, torch.ones_like(top)))  # units.scale_safe per seed
+    metrics["feature_erank"] = effective_rank_from_svals(s)
     metrics["weight_norm"] = sum(p.double().square().flatten(1).sum(1) for p in params.values()).sqrt()
 
     # --- the probe: block Jacobians (raw and over the active directions), the eNTK's B_l
@@ -215,7 +253,7 @@ def measure_stacked(blocks: List[_Block], params: Dict[str, torch.Tensor], forwa
             gamma = params[b.norm_weight].unsqueeze(1)  # (S, 1, d)
             active = zhat * gamma + params[b.norm_bias].unsqueeze(1) > 0
             Wb = W.unsqueeze(1)  # (S, 1, d, d_in)
-            # the radial direction removed exactly (diagnostics._layernorm_jacobian_times), for layer_isometry
+            # the radial direction removed exactly (jacobians._layernorm_jacobian_times), for layer_isometry
             centered_var = (z - z.mean(-1, keepdim=True)).square().mean(-1, keepdim=True)
             zhat0 = torch.where(centered_var > 0, (z - z.mean(-1, keepdim=True)) / centered_var.sqrt().clamp_min(torch.finfo(z.dtype).tiny),
                                 torch.zeros_like(z))  # fmt: skip
@@ -250,12 +288,30 @@ def measure_stacked(blocks: List[_Block], params: Dict[str, torch.Tensor], forwa
     # in float64, so the kernel has float64 round-off only (diagnostics.ntk_resolution)
     params64 = {n: p.double() for n, p in params.items()}
     inputs64, zs64, _ = stacked_forward(blocks, params64, inputs[0].double())
-    eigenvalues = _ntk_eigenvalues(blocks, params64, inputs64, zs64, metrics)
+    eigenvalues = stacked_ntk_eigenvalues(blocks, params64, inputs64, zs64, metrics)
     return metrics, layers, eigenvalues
 
 
-def _ntk_eigenvalues(blocks, params, inputs, zs, metrics) -> torch.Tensor:
-    """The layer-wise eNTK on the probe, its summary into ``metrics`` and its eigenvalues ``(S, M)`` (float64, descending)."""
+def stacked_ntk_eigenvalues(blocks, params, inputs, zs, metrics) -> torch.Tensor:
+    """The layer-wise eNTK of every seed on the probe, its summary into ``metrics`` (the ``ntk_*``
+    columns, ``(S,)`` each) and its eigenvalues ``(S, M)``, ``M = P*O``, descending, in the dtype
+    of ``zs`` (the runner passes float64): the kernel of the module note, from one backward sweep.
+
+    Args:
+        blocks: :func:`stacked_blocks` of the stacked model.
+        params: its stacked parameters (in the dtype of the kernel).
+        inputs, zs: the first two lists of :func:`stacked_forward` on the probe ``(S, P, D)``.
+        metrics: a dict the summary is written into.
+
+    Example:
+        >>> from isoplast_lite.nn import relu_mlp
+        >>> stack = StackedModel.build(lambda g: relu_mlp(4, 8, 2, 3, generator=g), [0, 1], dtype=torch.float64)
+        >>> blocks, params = stacked_blocks(stack), {n: p.detach() for n, p in stack.params.items()}
+        >>> inputs, zs, _ = stacked_forward(blocks, params, torch.randn(2, 5, 4, dtype=torch.float64))
+        >>> ev = stacked_ntk_eigenvalues(blocks, params, inputs, zs, metrics := {})
+        >>> tuple(ev.shape), bool((ev[:, :-1] >= ev[:, 1:]).all()), sorted(metrics)[:2]
+        ((2, 15), True, ['ntk_cond', 'ntk_erank'])
+    """
     S, P, O = zs[-1].shape
     dtype, device = zs[-1].dtype, zs[-1].device
     grad = torch.eye(O, dtype=dtype, device=device).expand(S, P, O, O)  # d f / d h of the head's output
@@ -295,10 +351,137 @@ def _ntk_eigenvalues(blocks, params, inputs, zs, metrics) -> torch.Tensor:
     metrics["ntk_rank"] = (s > resolution).sum(-1).double()  # floats: a diverged seed's row is NaN
     metrics["ntk_resolved"] = resolved.double()  # 1.0 resolved, 0.0 beyond resolution
     metrics["ntk_progress_worst"] = torch.where(torch.isinf(cond), torch.zeros_like(cond), 4.0 * cond / (1.0 + cond) ** 2)
-    metrics["ntk_erank"] = _effective_rank_from_svals(s)
-    # the same directions for every seed: ntk_summary's generator seeded with 0 (run._measure)
+    metrics["ntk_erank"] = effective_rank_from_svals(s)
+    # the same directions for every seed: ntk_summary's generator seeded with 0 (measure_seed)
     u = torch.randn(N_DIRECTIONS, M, generator=torch.Generator().manual_seed(0), dtype=dtype).to(device)
     exponents = torch.frexp(theta.abs().flatten(1).amax(1))[1].tolist()
     scale = torch.tensor([2.0 ** -max(min(e, 120), -120) for e in exponents], dtype=dtype, device=device)  # exact powers of two
-    metrics["ntk_progress_mean"] = _progress(theta * scale[:, None, None], u).mean(-1)
+    metrics["ntk_progress_mean"] = ntk_progress(theta * scale[:, None, None], u).mean(-1)
     return eigenvalues.double()
+
+
+def measure(stack: StackedModel, x: torch.Tensor, live: Sequence[int], probe_size: int, *, forward=None) -> Dict[int, tuple]:
+    """The diagnostics of the seed numbers ``live`` of ``stack`` on their task inputs ``x``
+    ``(S, N, D)``, the probe being each seed's first ``probe_size`` inputs: ``{k: (metrics,
+    layer rows, eigenvalues)}`` with Python numbers (the row's metrics, the rows of
+    :func:`isoplast_lite.diagnostics.layer_isometry`, the ``P*O`` eNTK eigenvalues descending).
+
+    Takes the seed-batched path when :data:`NTK_METHOD` is ``"layerwise"`` and
+    :func:`stacked_blocks` covers the net, else measures seed by seed (:func:`measure_seed`); the
+    two agree to float rounding (tests/test_stacked_measure.py).
+
+    Args:
+        stack: the stacked model (``S`` seeds).
+        x: every seed's task inputs, ``(S, N, D)``.
+        live: the seed numbers (``0 <= k < S``) to measure; the others (diverged seeds) are not.
+        probe_size: inputs of the probe.
+        forward: :func:`stacked_forward` of every seed on ``x`` if the caller already has it
+            (the runner's evaluation pass); used by the seed-batched path only.
+
+    Example:
+        >>> from isoplast_lite.nn import relu_mlp
+        >>> stack = StackedModel.build(lambda g: relu_mlp(4, 8, 2, 3, generator=g), [0, 1])
+        >>> x = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(0))
+        >>> out = measure(stack, x, [0, 1], probe_size=3)
+        >>> sorted(out), len(out[0][2]), out[0][0]["ntk_rank"] <= 9
+        ([0, 1], 9, True)
+    """
+    live = list(live)
+    if not live:
+        return {}
+    blocks = stacked_blocks(stack) if NTK_METHOD == "layerwise" else None
+    if blocks is None:
+        return {k: measure_seed(stack, k, x[k], x[k, :probe_size]) for k in live}
+    if forward is None:
+        with torch.no_grad():
+            forward = stacked_forward(blocks, {n: p.detach() for n, p in stack.params.items()}, x)
+    return _measure_seeds(stack, blocks, forward, live, probe_size)
+
+
+def measure_seed(stack: StackedModel, k: int, x: torch.Tensor, probe: torch.Tensor) -> tuple:
+    """Diagnostics of seed number ``k`` on its task inputs ``x`` ``(N, D)`` and probe ``(P, D)``:
+    the row's metrics, the per-layer rows (:func:`isoplast_lite.diagnostics.layer_isometry`) and
+    the eNTK's eigenvalues (a list of ``P*O``), descending (those the row's ``ntk_*`` summarize).
+
+    The per-seed path, with the public diagnostics on a standalone copy of the seed's model: the
+    :func:`measure` takes it for nets the seed-batched :func:`measure_stacked` does not cover (a Cayley
+    ``OrthogonalLinear``, Parseval's diagonal layers, a custom module) and when
+    :data:`NTK_METHOD` is not ``"layerwise"``; it is the reference the batched path is tested
+    against (tests/test_stacked_measure.py).
+
+    Example:
+        >>> from isoplast_lite.nn import relu_mlp
+        >>> stack = StackedModel.build(lambda g: relu_mlp(4, 8, 2, 3, generator=g), [0, 1])
+        >>> x = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+        >>> metrics, layers, eigenvalues = measure_seed(stack, 1, x, x[:3])
+        >>> len(layers), len(eigenvalues), metrics["ntk_rank"] <= 9
+        (3, 9, True)
+    """
+    model = stack.model_for_seed(k).eval()
+    feats = hidden_features(model, x)  # one forward pass for the four feature measures below
+    with torch.no_grad():
+        weight_norm = math.sqrt(sum(float((p.double() ** 2).sum()) for p in model.parameters()))
+    row = {  # what dormant_fraction(model, x, tau) and dead_fraction(model, x) compute, on feats
+        "dormant_0.025": float(unit_fractions([dormant_mask(h, 0.025) for h in feats], False)),
+        "dormant_0.1": float(unit_fractions([dormant_mask(h, 0.1) for h in feats], False)),
+        "dead": float(unit_fractions([(h == 0).all(dim=0) for h in feats], False)),
+        "feature_erank": float(effective_rank(feats[-1])),
+        "weight_norm": weight_norm,
+    }
+    row["jac_sv_mean"], row["jac_sv_std"], row["jac_sv_ratio"] = jacobian_spread(model, probe)
+    # a fixed generator: the summary's random directions never touch torch's global RNG
+    # the layer-wise form (every linear map of these nets is a plain or Newton-Schulz linear
+    # layer; anything else falls back to per-example Jacobians inside empirical_ntk): the same
+    # kernel as method="jacobian" (tests/test_run.py) at a fraction of the cost
+    # in float64 from the weights as stored: float64 round-off only (diagnostics.ntk_resolution)
+    kernel = empirical_ntk(model, probe, method=NTK_METHOD, dtype=torch.float64)
+    summary = ntk_summary(kernel, generator=torch.Generator().manual_seed(0))
+    row["ntk_cond"] = float(summary["condition_number"])  # inf when beyond resolution
+    row["ntk_rank"] = float(summary["rank"])  # floats, like every metric: a diverged seed's row is NaN
+    row["ntk_resolved"] = float(summary["resolved"])  # 1.0 resolved, 0.0 beyond resolution
+    row["ntk_progress_mean"] = float(summary["progress_mean"])  # mean over random residual directions
+    row["ntk_progress_worst"] = float(summary["progress_kantorovich"])  # worst case, 4 kappa / (1 + kappa)^2
+    row["ntk_erank"] = float(summary["effective_rank"])
+    return row, layer_isometry(model, probe), summary["eigenvalues"].detach().double().cpu().tolist()
+
+
+def _measure_seeds(stack: StackedModel, blocks, forward, live: List[int], probe_size: int) -> Dict[int, tuple]:
+    """:func:`measure_seed` of the seed numbers ``live``, all at once (:func:`measure_stacked`):
+    ``{k: (metrics, layer rows, eigenvalues)}`` with Python numbers, the same values as ``measure_seed``'s
+    to float rounding (tests/test_stacked_measure.py). ``forward`` is :func:`stacked_forward` of
+    every seed on its task inputs; the probe is their first ``probe_size`` inputs."""
+    params = stack.params
+    if len(live) < stack.n_seeds:
+        # a diverged seed's NaN weights stay out of the linear algebra: it is measured with a live
+        # seed's weights, then dropped, so the live seeds are measured in a batch of the same
+        # shape as without it (the same numbers, to the bit)
+        x = forward[0][0]  # (S, N, D)
+        source = torch.tensor([k if k in live else live[0] for k in range(stack.n_seeds)], device=x.device)
+        params = {n: p.detach()[source] for n, p in stack.params.items()}
+        with torch.no_grad():
+            forward = stacked_forward(blocks, params, x)
+    metrics, layers, eigenvalues = measure_stacked(blocks, params, forward, probe_size)
+    metrics = {name: v.tolist() for name, v in metrics.items()}  # one conversion per column, not per seed
+    layers = [{name: v.tolist() if torch.is_tensor(v) else [v] * stack.n_seeds for name, v in r.items()} for r in layers]
+    eigenvalues = eigenvalues.cpu().tolist()
+    return {k: ({name: v[k] for name, v in metrics.items()}, [{name: v[k] for name, v in r.items()} for r in layers], eigenvalues[k])
+            for k in live}  # fmt: skip
+
+
+def jacobian_spread(model: nn.Module, x: torch.Tensor) -> Tuple[float, float, float]:
+    """The row's ``jac_sv_mean``, ``jac_sv_std`` and ``jac_sv_ratio`` of one model on the probe
+    ``x``: the mean, standard deviation and max / min (over those above ``1e-6`` of the max) of
+    every block's Jacobian singular values pooled (the head's included; not the end-to-end map).
+
+    Example:
+        >>> from isoplast_lite.nn import relu_mlp
+        >>> net = relu_mlp(4, 8, 2, 3, generator=torch.Generator().manual_seed(0))
+        >>> mean, std, ratio = jacobian_spread(net, torch.randn(5, 4, generator=torch.Generator().manual_seed(1)))
+        >>> ratio >= 1.0 and std >= 0.0
+        True
+    """
+    out = layer_jacobian_svdvals(model, x, end_to_end=False)  # {block index: (N, k)}: the end-to-end map is not logged
+    sv = torch.cat([s.detach().flatten() for s in out.values()]).double()
+    sv_max = float(sv.max())
+    active = sv[sv > 1e-6 * sv_max]  # exactly-zero directions (inactive ReLUs) would make it inf
+    return float(sv.mean()), float(sv.std()), (sv_max / float(active.min()) if active.numel() else math.nan)

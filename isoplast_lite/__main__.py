@@ -583,12 +583,13 @@ def _prepare_sweep(args, parser):
 
         def on_result(i, cfg, df) -> None:
             done[i] = df
+            # written before it is announced: whoever reads "[k/n]" (or stops the sweep then) finds the k on disk
+            _write_csv(pd.concat([done[k] for k in sorted(done)], ignore_index=True), args.out)
             args.finished = len(done)  # for the line of a stopped sweep
             print(f"[{len(done)}/{len(configs)}] {describe(cfg)}", flush=True)
             note = _divergence_note(df)
             if note:
                 print("    " + note, flush=True)
-            _write_csv(pd.concat([done[k] for k in sorted(done)], ignore_index=True), args.out)
 
         failures: list = []
         warnings.filterwarnings("ignore", message="configuration failed", category=RuntimeWarning)  # listed below

@@ -79,7 +79,8 @@ def assert_tables_close(stacked, alone, rtol, what):
 
 
 def alone(cfg):
-    return run(cfg, cache_dir=False, progress=False, layers=True, spectra=True)
+    result = run(cfg, cache_dir=False, progress=False, layers=True, spectra=True)
+    return result.rows, result.layers, result.spectra
 
 
 STACKED_METHODS = [m for m in BUILTIN_METHODS if method_info(m).member_settings]
@@ -122,7 +123,7 @@ def test_stacked_members_agree_with_their_own_runs_in_float32(method):
     one thread); asserted 1e-4. Accuracies may differ by one example whose logits nearly tie."""
     cfgs = group_configs(method, dtype="float32")
     for cfg, tables in zip(cfgs, stacking.run_group(cfgs, cache_dir=False, progress=False)):
-        ref = run(cfg, cache_dir=False, progress=False)
+        ref = run(cfg, cache_dir=False, progress=False).rows
         cols = ["loss", "loss_online", "weight_norm", "jac_sv_mean", "feature_erank"]
         err = (tables[0][cols] - ref[cols]).abs().to_numpy().max() / ref[cols].abs().to_numpy().max()
         assert err < 1e-4, (method, cfg.lr, cfg.method_settings, err)
@@ -195,7 +196,8 @@ def test_group_entries_are_the_entries_of_unstacked_runs(tmp_path):
     for cfg, tables in zip(cfgs, out):
         assert (tmp_path / cache_key(cfg) / "result.csv").exists()
         calls = []
-        again = run(cfg, cache_dir=tmp_path, progress=False, layers=True, spectra=True, callback=lambda t, df: calls.append(t))
+        result = run(cfg, cache_dir=tmp_path, progress=False, layers=True, spectra=True, callback=lambda t, df: calls.append(t))
+        again = (result.rows, result.layers, result.spectra)
         assert calls == []  # served from the cache, not trained
         for a, b in zip(tables, again):
             pd.testing.assert_frame_equal(a, b, check_dtype=False)

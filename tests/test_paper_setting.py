@@ -33,7 +33,7 @@ def test_singular_values_shipped_are_those_of_every_hidden_and_head_matrix(name)
     """Per trained arm and seed: one row per singular value of each weight matrix (min(out, in) of them)."""
     sv = results.load_table(name, "paper", "sv_file")
     config = MANIFEST[name]["config"]
-    in_dim = {"random-label-digits": 64, "random-label-mnist1d": 40}[config["benchmark"]]
+    in_dim = {"digits": 64, "mnist1d": 40}[config["benchmark"].split("-")[-1]]  # the data sets' input sizes
     width, depth = config["width"], config["depth"]
     expected = [min(width, in_dim)] + [width] * (depth - 1) + [min(10, width)]
     assert set(sv.method) == {"adam", "adamo"}

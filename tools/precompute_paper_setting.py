@@ -263,7 +263,9 @@ def main(argv=None) -> int:
             spectra = spectra[spectra.task.isin([0, last])]
             sv = pd.concat([sv_frame(c, cache) for c in cs if c.method != "fresh"], ignore_index=True)
         # 1.0 / 0.0 as the runner now writes it (runs started before that change logged True / False)
-        rows = rows.assign(ntk_resolved=rows.ntk_resolved.map({True: 1.0, False: 0.0, 1.0: 1.0, 0.0: 0.0}).astype(float))
+        # (a dict map of {True: 1.0, 1.0: 1.0, ...} gave NaN for every row of the runs made on 2026-12-05)
+        resolved = rows.ntk_resolved.astype(str).map({"True": 1.0, "False": 0.0, "1.0": 1.0, "0.0": 0.0, "1": 1.0, "0": 0.0})
+        rows = rows.assign(ntk_resolved=resolved.astype(float))
         files = {"file": f"{name}.csv.gz", "layers_file": f"{name}-layers.csv.gz", "spectra_file": f"{name}-spectra.csv.gz", "sv_file": f"{name}-sv.csv.gz"}
         for key, df in zip(files, (rows, layers, spectra, sv)):
             write_gz(out / files[key], df)

@@ -231,6 +231,20 @@ def _sample(name: str, values) -> np.ndarray:
     return x
 
 
+
+def _paired_differences(x, y, who: str) -> np.ndarray:
+    """``x - y`` per seed (or ``x`` when ``y`` is None), NaN pairs dropped; at least 2 left."""
+    d = _sample("x", x)
+    if y is not None:
+        yy = _sample("y", y)
+        if yy.shape != d.shape:
+            raise ValueError(f"x and y must hold one value per seed each (paired), got {d.size} and {yy.size} values")
+        d = d - yy
+    d = d[~np.isnan(d)]
+    if d.size < 2:
+        raise ValueError(f"{who} needs at least 2 paired values that are not NaN, got {int(d.size)}")
+    return d
+
 def paired_t(x: Iterable[float], y: "Iterable[float] | None" = None, *, level: float = 0.95) -> dict:
     r"""Two-sided paired t-test of "no difference", with the :func:`mean_ci` interval of the difference.
 
@@ -255,16 +269,8 @@ def paired_t(x: Iterable[float], y: "Iterable[float] | None" = None, *, level: f
     """
     from scipy import stats
 
-    d = _sample("x", x)
-    if y is not None:
-        yy = _sample("y", y)
-        if yy.shape != d.shape:
-            raise ValueError(f"x and y must hold one value per seed each (paired), got {d.size} and {yy.size} values")
-        d = d - yy
-    d = d[~np.isnan(d)]
+    d = _paired_differences(x, y, "paired_t")
     n = int(d.size)
-    if n < 2:
-        raise ValueError(f"paired_t needs at least 2 paired values that are not NaN, got {n}")
     lo, mean, hi = mean_ci(d, level)
     se = float(d.std(ddof=1) / math.sqrt(n))
     if se > 0:
@@ -321,16 +327,8 @@ def tost(x: Iterable[float], y: "Iterable[float] | None" = None, *, margin: floa
     alpha = _level(alpha)
     if alpha >= 0.5:
         raise ValueError(f"alpha must lie in (0, 0.5), got {alpha}")
-    d = _sample("x", x)
-    if y is not None:
-        yy = _sample("y", y)
-        if yy.shape != d.shape:
-            raise ValueError(f"x and y must hold one value per seed each (paired), got {d.size} and {yy.size} values")
-        d = d - yy
-    d = d[~np.isnan(d)]
+    d = _paired_differences(x, y, "tost")
     n = int(d.size)
-    if n < 2:
-        raise ValueError(f"tost needs at least 2 paired values that are not NaN, got {n}")
     mean = float(d.mean())
     se = float(d.std(ddof=1) / math.sqrt(n))
     if se > 0:

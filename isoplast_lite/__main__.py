@@ -271,6 +271,8 @@ def _import_modules(argv: Sequence[str]) -> List[str]:
             sys.path.insert(0, os.getcwd())  # as `python -m` does: modules beside the user are importable
         try:
             importlib.import_module(name)
+        except Interrupted:  # a signal to this process, not the module's doing: the command stops
+            raise
         except Exception as err:  # an ImportError, or any error the module raises while importing
             raise _InputError(f"--import {name!r}: cannot import it ({type(err).__name__}: {_one_line(err)}); allowed: an importable module that registers methods") from None
         except (SystemExit, KeyboardInterrupt) as err:  # a module that exits or is interrupted is an error, not a success
@@ -745,6 +747,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     limit = os.environ.get("ISOPLAST_MAX_HOURS")  # --max-hours sets it for this command only
     try:
         return _main(argv)
+    except KeyboardInterrupt as err:  # before a command was under way (importing --import modules, parsing)
+        if "--debug" in argv:
+            raise
+        _stopped("python -m isoplast_lite", err, "nothing was started")
     finally:
         restore()
         if limit is None:

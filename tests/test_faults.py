@@ -183,6 +183,15 @@ def test_a_signal_inside_exec_of_a_string_still_ends_with_its_status(tmp_path, n
     assert "Traceback" not in err and err.count("\n") == 1 and f"stopped by {name}" in err, err
 
 
+def test_a_signal_while_a_users_module_imports_stops_the_command_with_its_status(tmp_path):
+    """A signal is not the module's failure (that is status 2, tests/test_cli.py): 143, nothing started."""
+    (tmp_path / "slow.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(60)\n")
+    proc = start(["run", "--import", "slow", "--benchmark", "random-label-digits", "--method", "adam", *TINY, "--no-cache"], tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, (proc.returncode, err)
+    assert err == "python -m isoplast_lite: stopped by SIGTERM; nothing was started\n", err
+
+
 # ------------------------------------------------------------------ sizes that would never end
 
 BUDGET = dict(seeds=4, n_tasks=20, steps_per_task=800)  # the CLI's defaults

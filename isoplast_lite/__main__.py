@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import files
-from ._signals import Interrupted, interrupt_on
+from .signals import Interrupted, interrupt_on
 from ._validation import ConfigError
 from .methods import METHODS, describe_methods, method_class
 from .settings import SettingError, parse_setting, setting_specs
@@ -696,7 +696,7 @@ _EXPECTED = (_InputError, ValueError, TypeError, OSError, RuntimeError)
 
 def _signal_status(err: KeyboardInterrupt) -> Tuple[str, int]:
     """The signal that stopped the command (its name) and the exit status ``128 + signal``: an
-    :class:`~isoplast_lite._signals.Interrupted` names its signal (SIGTERM gives 143), any other
+    :class:`~isoplast_lite.signals.Interrupted` names its signal (SIGTERM gives 143), any other
     ``KeyboardInterrupt`` is Ctrl-C (SIGINT, 130)."""
     import signal
 
@@ -741,7 +741,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import signal
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    # SIGINT and SIGTERM raise Interrupted, never a plain KeyboardInterrupt (see _signals: CPython
+    # SIGINT and SIGTERM raise Interrupted, never a plain KeyboardInterrupt (see signals.py: CPython
     # would otherwise sometimes end the process by SIGINT itself, status -2, after the one line)
     restore = interrupt_on((signal.SIGINT, signal.SIGTERM))
     limit = os.environ.get("ISOPLAST_MAX_HOURS")  # --max-hours sets it for this command only

@@ -80,7 +80,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import pandas as pd
 
-from ._signals import interrupt_on, signal_name
+from .signals import interrupt_on, signal_name
 from ._validation import check_choice, check_int, check_positive
 from . import stacking
 from .run import Config, MethodError, cache_key, default_cache_dir, run

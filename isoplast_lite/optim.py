@@ -779,7 +779,7 @@ def _iso_step_size(group: Dict[str, Any]) -> Optional[float]:
 
 
 def _schedule_multiplier(group: Dict[str, Any]) -> float:
-    """:math:`\eta_t` = ``lr / initial_lr``: what a scheduler did to the group's ``lr`` (1 without one)."""
+    r""":math:`\eta_t` = ``lr / initial_lr``: what a scheduler did to the group's ``lr`` (1 without one)."""
     base = group.get("initial_lr", group["lr"])
     return group["lr"] / base if base > 0 else 1.0
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import files
+from ._signals import Interrupted, interrupt_on
 from ._validation import ConfigError
 from .methods import METHODS, describe_methods, method_class
 from .settings import SettingError, parse_setting, setting_specs
@@ -270,6 +271,8 @@ def _import_modules(argv: Sequence[str]) -> List[str]:
             sys.path.insert(0, os.getcwd())  # as `python -m` does: modules beside the user are importable
         try:
             importlib.import_module(name)
+        except Interrupted:  # a signal to this process, not the module's doing: the command stops
+            raise
         except Exception as err:  # an ImportError, or any error the module raises while importing
             raise _InputError(f"--import {name!r}: cannot import it ({type(err).__name__}: {_one_line(err)}); allowed: an importable module that registers methods") from None
         except (SystemExit, KeyboardInterrupt) as err:  # a module that exits or is interrupted is an error, not a success
@@ -692,34 +695,14 @@ _EXPECTED = (_InputError, ValueError, TypeError, OSError, RuntimeError)
 
 
 def _signal_status(err: KeyboardInterrupt) -> Tuple[str, int]:
-    """The signal that stopped the command (its name) and the exit status ``128 + signal``: SIGTERM
-    (``terminated by SIGTERM (signal 15)``, from :func:`_terminate_as_interrupt` or the local
-    sweep's own handler) gives 143, Ctrl-C (a plain ``KeyboardInterrupt``) SIGINT and 130."""
+    """The signal that stopped the command (its name) and the exit status ``128 + signal``: an
+    :class:`~isoplast_lite._signals.Interrupted` names its signal (SIGTERM gives 143), any other
+    ``KeyboardInterrupt`` is Ctrl-C (SIGINT, 130)."""
     import signal
 
-    match = re.search(r"\(signal (\d+)\)", str(err))
-    number = int(match.group(1)) if match else int(signal.SIGINT)
-    try:
-        name = signal.Signals(number).name
-    except ValueError:
-        name = f"signal {number}"
-    return name, 128 + number
-
-
-def _terminate_as_interrupt():
-    """SIGTERM stops the command as Ctrl-C does (the ``finally`` blocks run: locks released,
-    workers cancelled); returns the function that restores the previous handler."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"terminated by {signal.Signals(signum).name} (signal {signum})")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    if isinstance(err, Interrupted):
+        return err.name, err.status
+    return signal.SIGINT.name, 128 + int(signal.SIGINT)
 
 
 def _kept(args) -> str:
@@ -755,11 +738,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     Ctrl-C (SIGINT) stop the command with one line saying what is kept (the rows and cache
     entries finished so far) and status 143 or 130 (128 + the signal, as a shell reports it).
     """
+    import signal
+
     argv = sys.argv[1:] if argv is None else list(argv)
-    restore = _terminate_as_interrupt()
+    # SIGINT and SIGTERM raise Interrupted, never a plain KeyboardInterrupt (see _signals: CPython
+    # would otherwise sometimes end the process by SIGINT itself, status -2, after the one line)
+    restore = interrupt_on((signal.SIGINT, signal.SIGTERM))
     limit = os.environ.get("ISOPLAST_MAX_HOURS")  # --max-hours sets it for this command only
     try:
         return _main(argv)
+    except KeyboardInterrupt as err:  # before a command was under way (importing --import modules, parsing)
+        if "--debug" in argv:
+            raise
+        _stopped("python -m isoplast_lite", err, "nothing was started")
     finally:
         restore()
         if limit is None:

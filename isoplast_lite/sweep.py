@@ -72,6 +72,7 @@ import collections
 import dataclasses
 import math
 import os
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -79,6 +80,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import pandas as pd
 
+from ._signals import interrupt_on, signal_name
 from ._validation import check_choice, check_int, check_positive
 from . import stacking
 from .run import Config, MethodError, cache_key, default_cache_dir, run
@@ -249,7 +251,7 @@ def _died(job, executor: str) -> Optional[str]:
     if executor == "local" and not job.paths.result_pickle.exists():
         code = job._process.returncode if getattr(job, "_process", None) is not None else None
         if code is not None and code < 0:
-            return f"its process was killed by {_signal_name(-code)}"
+            return f"its process was killed by {signal_name(-code)}"
         killed = _read_kill_record(job)
         if killed:
             return f"its worker was killed by {killed}"
@@ -407,7 +409,8 @@ def run_sweep(
     todo = collections.deque(_units(configs, pending, stack, seed_batch, groups))
 
     ex = _make_executor(executor, folder, workers, slurm, threads)
-    restore = _terminate_as_interrupt() if executor == "local" else None
+    # local: SIGTERM stops the sweep as Ctrl-C does, so that its workers are cancelled
+    restore = interrupt_on([signal.SIGTERM]) if executor == "local" else None
     cap = workers if executor == "local" else math.inf  # SLURM: one array, the scheduler caps it
     attempts: Dict[int, int] = collections.Counter()
     running = {}
@@ -523,29 +526,18 @@ def _serial(configs, cache_dir, progress, seed_batch, fail, deliver, stack: bool
                 deliver(i, df)
 
 
-def _signal_name(number: int) -> str:
-    import signal
-
-    try:
-        return f"{signal.Signals(number).name} (signal {number})"
-    except ValueError:
-        return f"signal {number}"
-
-
 def _kill_record_path(folder: "os.PathLike[str] | str", job_id: str) -> Path:
     return Path(folder) / f"{job_id}.killed"
 
 
 def _record_kills(job_id_folder: Optional[Path]) -> None:
     """In a worker: write which catchable signal ended it (SIGTERM, SIGINT, SIGHUP) before it dies of it."""
-    import signal
-
     if job_id_folder is None:
         return
 
     def handler(signum, frame):
         try:
-            job_id_folder.write_text(_signal_name(signum))
+            job_id_folder.write_text(signal_name(signum))
         except OSError:
             pass
         signal.signal(signum, signal.SIG_DFL)
@@ -560,22 +552,6 @@ def _read_kill_record(job) -> Optional[str]:
         return _kill_record_path(job.paths.folder, str(job.job_id)).read_text().strip() or None
     except OSError:
         return None
-
-
-def _terminate_as_interrupt():
-    """While a local sweep runs, SIGTERM stops it as Ctrl-C does (so its workers are cancelled);
-    returns the function that restores the previous handler (nothing outside the main thread)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"terminated by {_signal_name(signum)}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _wait_process(job, seconds: float = 10.0) -> None:

@@ -10,9 +10,7 @@ non-finite tensors at every diagnostic.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import math
 import os
 import subprocess
@@ -51,23 +49,14 @@ from isoplast_lite.isometry import partial_isometry_measures
 from isoplast_lite.results import expand_settings
 from isoplast_lite.run import LIMITS, RESULT_COLUMNS, Config, ConfigError, cache_key, check_config, run
 
+from _cli import cli
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = ["--seeds", "2", "--tasks", "2", "--steps-per-task", "5", "--batch-size", "8", "--width", "8", "--depth", "2",
         "--n-train", "16", "--no-progress"]  # fmt: skip
 RUN = ["run", "--benchmark", "random-label-digits", "--method", "adam", *TINY]
 CFG = Config("permuted-digits", "adam", seeds=2, n_tasks=2, steps_per_task=5, batch_size=8, width=8, depth=2, n_train=16, probe_size=4)
-
-
-def _cli(argv):
-    """``main(argv)`` in process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            status = main(argv)
-        except SystemExit as exit_:
-            status = exit_.code
-    return status, out.getvalue(), err.getvalue()
 
 
 def _assert_one_line_error(status, err, *needles):
@@ -105,7 +94,7 @@ def test_1_out_is_checked_before_training(tmp_path, no_training, command):
         bad.append("/proc/res.csv")  # a folder nobody (not even root) can create files in
     argv = [command, "--benchmark", "random-label-digits", "--method", "adam", *TINY, "--no-cache"]
     for out in bad:
-        status, _, err = _cli([*argv, "--out", out])
+        status, _, err = cli([*argv, "--out", out])
         _assert_one_line_error(status, err, "--out", repr(out))
 
 
@@ -115,7 +104,7 @@ def test_1_out_is_checked_before_training(tmp_path, no_training, command):
 def test_2_out_never_replaces_a_non_regular_file(tmp_path, no_training):
     fifo = tmp_path / "pipe.csv"
     os.mkfifo(fifo)
-    status, _, err = _cli([*RUN, "--no-cache", "--out", str(fifo)])
+    status, _, err = cli([*RUN, "--no-cache", "--out", str(fifo)])
     _assert_one_line_error(status, err, "--out", "FIFO", "never replaced")
     assert fifo.is_fifo()
     with pytest.raises(ValueError, match="never replaced"):
@@ -129,7 +118,7 @@ def test_2_out_writes_through_a_symlink(tmp_path):
     os.chmod(real, 0o640)
     link = tmp_path / "link.csv"
     link.symlink_to(real.name)
-    assert _cli([*RUN, "--no-cache", "--out", str(link)])[0] == 0
+    assert cli([*RUN, "--no-cache", "--out", str(link)])[0] == 0
     assert link.is_symlink() and os.readlink(link) == real.name
     df = pd.read_csv(real)
     assert tuple(df.columns) == RESULT_COLUMNS and len(df) == 4
@@ -254,7 +243,7 @@ def test_4_sweep_goes_on_after_a_diverging_config(tmp_path):
     # AdamO refuses an isometry step that cannot converge (8 lr lambda > 2), so the diverging config is AdamW's
     argv = ["sweep", "--benchmark", "random-label-digits", "--method", "adamw", "--set", "weight_decay=0.1,1e6,0.01",
             "--lr", "0.01", *TINY, "--no-cache", "--out", str(out)]  # fmt: skip
-    status, stdout, _ = _cli(argv)
+    status, stdout, _ = cli(argv)
     assert status == 0 and "diverged" in stdout
     df = expand_settings(pd.read_csv(out))
     assert sorted(df.weight_decay.unique()) == [0.01, 0.1, 1e6]  # the third value ran
@@ -263,11 +252,11 @@ def test_4_sweep_goes_on_after_a_diverging_config(tmp_path):
         flags = rows.sort_values("task").diverged.tolist()
         assert flags == sorted(flags)
     png = tmp_path / "sweep.png"
-    assert _cli(["plot", str(out), "-o", str(png)])[0] == 0 and png.stat().st_size > 0
+    assert cli(["plot", str(out), "-o", str(png)])[0] == 0 and png.stat().st_size > 0
 
 
 def test_4_absurd_learning_rate_is_refused_before_training(no_training):
-    status, _, err = _cli([*RUN, "--no-cache", "--lr", "1e300"])
+    status, _, err = cli([*RUN, "--no-cache", "--lr", "1e300"])
     _assert_one_line_error(status, err, "--lr", "1e300", "(0, 10]")
 
 
@@ -314,7 +303,7 @@ def test_5_ordinary_bad_input_is_one_line_and_exit_2(tmp_path, no_training):
     for argv, needles in _probes(tmp_path):
         if "cuda" in argv and torch.cuda.is_available():  # pragma: no cover - GPU machines
             continue
-        status, out, err = _cli(argv)
+        status, out, err = cli(argv)
         _assert_one_line_error(status, err, *needles)
         assert out == ""
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "x.xyz").exists()
@@ -434,7 +423,7 @@ def test_7_temp_files_of_interrupted_writes_are_cleaned_at_the_next_start(tmp_pa
     out = tmp_path / "r.csv"
     leftover = tmp_path / f".r.csv~{files._HOST}~{dead}~12345678.tmp"
     leftover.write_bytes(b"partial")
-    assert _cli([*RUN, "--cache-dir", str(tmp_path), "--out", str(out)])[0] == 0
+    assert cli([*RUN, "--cache-dir", str(tmp_path), "--out", str(out)])[0] == 0
     assert not leftover.exists() and out.exists()
 
 
@@ -592,7 +581,7 @@ def _bad_plot(draw):
 @given(case=_bad_run_or_sweep())
 def test_random_bad_run_and_sweep_arguments_exit_2_with_one_line(no_training, case):
     argv, which = case
-    status, out, err = _cli(argv)
+    status, out, err = cli(argv)
     _assert_one_line_error(status, err)
     assert out == ""
 
@@ -601,7 +590,7 @@ def test_random_bad_run_and_sweep_arguments_exit_2_with_one_line(no_training, ca
 @given(case=_bad_plot())
 def test_random_bad_plot_arguments_exit_2_with_one_line(case):
     argv, which = case
-    status, out, err = _cli(argv)
+    status, out, err = cli(argv)
     _assert_one_line_error(status, err)
     assert not (_SCRATCH / "fig.png").exists()
 

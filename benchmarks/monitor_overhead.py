@@ -102,7 +102,7 @@ def measures_alone(model_name: str, repeats: int) -> dict:
     monitor = PlasticityMonitor(model, probe)
     steps = [_timed(train_step) for _ in range(20)]
     step = statistics.median(steps)
-    tensors = monitor._probe_forward()
+    tensors = monitor.probe_features()
 
     def weights():
         for layer in monitor.layers:
@@ -120,7 +120,7 @@ def measures_alone(model_name: str, repeats: int) -> dict:
             u = feats.reshape(-1, feats.shape[-1])
             dormant_units(u), dead_units(u), effective_rank(u)
 
-    parts = {"forward (hooks)": monitor._probe_forward, "weight sigma": weights, "layer Jacobians": jacobians,
+    parts = {"forward (hooks)": monitor.probe_features, "weight sigma": weights, "layer Jacobians": jacobians,
              "dormant/dead/rank": units, "whole record": monitor.record}
     if probe.is_floating_point():
         m64 = build_model(RunSpec(model_name)).double()

@@ -13,8 +13,7 @@ Model-level diagnostics (:func:`layer_jacobian_svdvals`, :func:`active_jacobian_
 :func:`dead_fraction`, :func:`firing_share`, :func:`hidden_features`) rely on the block structure of
 :func:`~isoplast_lite.nn.relu_mlp` and :func:`~isoplast_lite.nn.aei_mlp`: an ``nn.Sequential``
 of hidden blocks followed by a head. The *features* of a model on ``x`` are the outputs of its
-hidden blocks (post-activation). The rank measures are pure functions of tensors and use the
-singular values of the matrix as given (no centering).
+hidden blocks (post-activation).
 
 Non-finite input is an error: every function here raises a ``ValueError`` naming the argument
 when a tensor (or a model's parameter) holds NaN or inf, since no diagnostic of such a network
@@ -24,13 +23,7 @@ The scale-invariant measures (:func:`effective_rank`, :func:`srank`, :func:`stab
 condition number and progress of :func:`ntk_summary`) give the same value for ``c * x`` as for
 ``x`` at any scale ``c`` that float arithmetic can hold.
 
-References:
-    Jacot, Gabriel & Hongler (2018), "Neural tangent kernel", NeurIPS.
-    Novak, Sohl-Dickstein & Schoenholz (2022), "Fast finite width neural tangent kernel", ICML
-    (Jacobian contraction, NTK-vector products and structured derivatives).
-    Sokar et al. (2023), "The dormant neuron phenomenon in deep reinforcement learning", ICML.
-    Roy & Vetterli (2007), "The effective rank: a measure of effective dimensionality".
-    Kumar et al. (2021), "Implicit under-parameterization inhibits data-efficient deep RL", ICLR.
+Each module's docstring says what it measures and cites its sources; each function's, its formula.
 """
 
 from .entk import NTK_METHODS, empirical_ntk, ntk_resolution, ntk_summary

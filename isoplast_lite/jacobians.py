@@ -22,7 +22,6 @@ from ._validation import (
     check_bool,
     check_finite_parameters,
     check_model_and_probe,
-    check_model_input,
     check_tensor,
 )
 
@@ -81,10 +80,7 @@ def layer_jacobian_svdvals(model: nn.Sequential, x: torch.Tensor, *, end_to_end:
         >>> torch.allclose(sv["end_to_end"], torch.ones(3, 4), atol=1e-5)
         True
     """
-    check_block_model(model)
-    check_finite_parameters("model", model)
-    check_tensor("x", x, min_ndim=2, finite=True, full_precision=True)
-    check_model_input(model, "x", x)
+    check_model_and_probe(model, x)
     check_bool("end_to_end", end_to_end)
     return _layer_jacobian_svdvals(model, x, end_to_end=end_to_end)
 

@@ -510,10 +510,15 @@ def _reset_optimizer_entries(opt: torch.optim.Optimizer, p: torch.Tensor, keep: 
             state[key].mul_(keep)
 
 
-def _member_groups(method: Method, cfg, groups: list, *, hidden_iso: bool) -> None:
-    """Give AdamO's two groups (:func:`~isoplast_lite.optim.hidden_head_groups`) the per-member
-    ``lr`` and ``iso_strength`` of a stacked group (the latter on the group that takes the
-    isometry step: the hidden one if ``hidden_iso``, else the head); nothing outside one."""
+def _adamo_optimizer(method: Method, stack, cfg, *, hidden_iso: bool) -> AdamO:
+    """AdamO over the method's two groups (:func:`~isoplast_lite.optim.hidden_head_groups`), the
+    isometry step (its ``iso_strength``, ``iso_scaling``) on the hidden weights if
+    ``hidden_iso``, else on the head. In a stacked group each group gets the per-member ``lr``,
+    and the one that takes the isometry step the per-member ``iso_strength``."""
+    head, strength = stack.head_names(), method.settings.iso_strength
+    hidden = [p for n, p in stack.params.items() if n not in set(head)]
+    groups = hidden_head_groups(hidden, [stack.params[n] for n in head], hidden_iso=strength if hidden_iso else 0.0,
+                                head_iso=0.0 if hidden_iso else strength, seed_dims=1)  # fmt: skip
     lr, iso = method.member_lr(cfg), method.member_values("iso_strength")
     for i, group in enumerate(groups):
         members = {}
@@ -523,6 +528,7 @@ def _member_groups(method: Method, cfg, groups: list, *, hidden_iso: bool) -> No
             members["iso_strength"] = iso
         if members:
             group["members"] = members
+    return AdamO(groups, lr=cfg.lr, iso_strength=strength, iso_scaling=method.settings.iso_scaling)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -958,11 +964,7 @@ class AdamOMethod(Method):
     Settings = AdamOSettings
 
     def make_optimizer(self, stack, cfg):
-        head = set(stack.head_names())
-        hidden = [p for n, p in stack.params.items() if n not in head]
-        groups = hidden_head_groups(hidden, [stack.params[n] for n in stack.head_names()], hidden_iso=self.settings.iso_strength, seed_dims=1)
-        _member_groups(self, cfg, groups, hidden_iso=True)
-        return AdamO(groups, lr=cfg.lr, iso_strength=self.settings.iso_strength, iso_scaling=self.settings.iso_scaling)
+        return _adamo_optimizer(self, stack, cfg, hidden_iso=True)
 
 
 @dataclass(frozen=True)
@@ -1035,11 +1037,7 @@ class AEIAdamO(AEIAdam):
     Settings = AEIAdamOSettings
 
     def make_optimizer(self, stack, cfg):
-        head = set(stack.head_names())
-        hidden = [p for n, p in stack.params.items() if n not in head]
-        groups = hidden_head_groups(hidden, [stack.params[n] for n in stack.head_names()], hidden_iso=0.0, head_iso=self.settings.iso_strength, seed_dims=1)
-        _member_groups(self, cfg, groups, hidden_iso=False)
-        return AdamO(groups, lr=cfg.lr, iso_strength=self.settings.iso_strength, iso_scaling=self.settings.iso_scaling)
+        return _adamo_optimizer(self, stack, cfg, hidden_iso=False)
 
 
 @register_method

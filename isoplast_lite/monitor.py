@@ -87,7 +87,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import files
-from ._validation import check_bool, check_int, check_module, check_probability, check_tensor
+from ._validation import check_int, check_module, check_probability, check_tensor
 from .diagnostics import dead_units, dormant_units, effective_rank, empirical_ntk, layer_isometry, matrix_isometry, ntk_summary
 from .nn import GroupSort, OrthogonalLinear
 
@@ -308,7 +308,7 @@ class PlasticityMonitor:
         if not self._handles and self.layers:
             raise RuntimeError("this monitor was closed; make a new PlasticityMonitor")
         index = self._n_records
-        for layer, tensors in zip(self.layers, self._probe_forward()):
+        for layer, tensors in zip(self.layers, self.probe_features()):
             row = {"record": index, "step": self.steps, "tag": tag, "layer": layer.name, "kind": layer.kind,
                    "activation": layer.activation}
             row.update(self._measure(layer, *tensors))
@@ -317,8 +317,22 @@ class PlasticityMonitor:
             self._ntk_rows.append({"record": index, "step": self.steps, "tag": tag, **self._ntk_summary()})
         self._n_records += 1
 
-    def _probe_forward(self) -> List[Tuple[Optional[torch.Tensor], torch.Tensor]]:
-        """``(layer input or None, features)`` for each layer, from one forward pass of the probe."""
+    def probe_features(self) -> List[Tuple[Optional[torch.Tensor], torch.Tensor]]:
+        """``(layer input or None, features)`` for each of :attr:`layers`, from one forward pass
+        of the probe in evaluation mode without gradients (what :meth:`record` measures; the
+        model's mode is restored, no parameter changes, nothing is recorded).
+
+        Returns:
+            One pair per monitored layer: the layer's input (``None`` for an attention
+            projection) and its features, units on the last axis (``(None, None)`` for a layer
+            the probe's forward pass did not call, with a one-time warning).
+
+        Example:
+            >>> import torch
+            >>> monitor = PlasticityMonitor(nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2)), torch.randn(4, 3))
+            >>> [tuple(feats.shape) for _, feats in monitor.probe_features()]
+            [(4, 5), (4, 2)]
+        """
         was_training = self.model.training
         fastpath = torch.backends.mha.get_fastpath_enabled()
         self._captured = {}

@@ -247,6 +247,16 @@ def member_adam(params, lr: Union[float, torch.Tensor], weight_decay: Union[floa
     return torch.optim.Adam(params, lr=lr, fused=True)
 
 
+def _check_adam_defaults(lr: Union[float, torch.Tensor], betas: Tuple[float, float], eps: float) -> Dict[str, Any]:
+    """``lr`` (a number, or one per member of ``(M, ...)`` parameters), ``betas`` and ``eps`` of an
+    Adam-like optimizer, checked; the defaults dict they start."""
+    lr = _check_member_values("lr", lr)
+    check_unit_interval_open("betas[0]", betas[0])
+    check_unit_interval_open("betas[1]", betas[1])
+    check_nonnegative("eps", eps)
+    return dict(lr=lr, betas=tuple(betas), eps=eps)
+
+
 def _check_member_values(name: str, values: Union[float, torch.Tensor]) -> Union[float, torch.Tensor]:
     """A number >= 0, or a 1-D tensor of finite numbers >= 0 (one per member), else an error naming ``name``."""
     if torch.is_tensor(values):
@@ -277,12 +287,8 @@ class MemberAdam(Optimizer):
 
     def __init__(self, params, lr: Union[float, torch.Tensor] = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: Union[float, torch.Tensor] = 0.0):  # fmt: skip
-        lr = _check_member_values("lr", lr)
-        weight_decay = _check_member_values("weight_decay", weight_decay)
-        check_unit_interval_open("betas[0]", betas[0])
-        check_unit_interval_open("betas[1]", betas[1])
-        check_nonnegative("eps", eps)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        defaults = _check_adam_defaults(lr, betas, eps)
+        super().__init__(params, dict(defaults, weight_decay=_check_member_values("weight_decay", weight_decay)))
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], torch.Tensor]] = None):
@@ -697,15 +703,11 @@ class AdamO(Optimizer):
         fused = all(_has_fused_kernel(p) for p in params)
         states = [self._state(p, p.device if fused else torch.device("cpu")) for p in params]
         seed_dims, k = group["seed_dims"], group["iso_every"]
-        multiplier = group["lr"] / group["initial_lr"] if group.get("initial_lr", 0) > 0 else 1.0  # a scheduler's eta_t
         lr = members.get("lr", group["lr"])
-        lr = lr * multiplier if torch.is_tensor(lr) else group["lr"]
+        lr = lr * _schedule_multiplier(group) if torch.is_tensor(lr) else group["lr"]
         iso = members.get("iso_strength", group["iso_strength"])
-        if group.get("iso_scaling", "lr") == "lr":
-            size = lr if group["iso_lr"] is None else group["iso_lr"]
-        else:
-            size = (1.0 if group["iso_lr"] is None else group["iso_lr"]) * multiplier
-        coef = size * iso * k
+        size = _iso_step_size(group)
+        coef = (lr if size is None else size) * iso * k
         iso_params = []
         if torch.is_tensor(coef) or coef != 0.0:
             iso_params = [(p, s) for p, s in zip(params, states) if _iso_applies(p, seed_dims) and (k == 1 or (int(s["step"]) + 1) % k == 0)]
@@ -773,9 +775,13 @@ def _iso_step_size(group: Dict[str, Any]) -> Optional[float]:
     """The ``iso_lr`` that :func:`adamo_update_` gets for ``group`` (``None``: the group's lr)."""
     if group.get("iso_scaling", "lr") == "lr":
         return group["iso_lr"]
+    return (1.0 if group["iso_lr"] is None else group["iso_lr"]) * _schedule_multiplier(group)
+
+
+def _schedule_multiplier(group: Dict[str, Any]) -> float:
+    r""":math:`\eta_t` = ``lr / initial_lr``: what a scheduler did to the group's ``lr`` (1 without one)."""
     base = group.get("initial_lr", group["lr"])
-    multiplier = group["lr"] / base if base > 0 else 1.0  # eta_t, the schedule multiplier
-    return (1.0 if group["iso_lr"] is None else group["iso_lr"]) * multiplier
+    return group["lr"] / base if base > 0 else 1.0
 
 
 #: the isometry step converges to sigma = 1 only while 8 * s * lambda < 2 (see :func:`iso_stability_product`)
@@ -924,11 +930,7 @@ class EntryStepAdam(Optimizer):
     """
 
     def __init__(self, params, lr: Union[float, torch.Tensor] = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        lr = _check_member_values("lr", lr)  # a number, or one per member of (M, ...) parameters
-        check_unit_interval_open("betas[0]", betas[0])
-        check_unit_interval_open("betas[1]", betas[1])
-        check_nonnegative("eps", eps)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps))
+        super().__init__(params, _check_adam_defaults(lr, betas, eps))  # lr: a number, or one per member of (M, ...) parameters
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], torch.Tensor]] = None):

@@ -135,7 +135,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 import torch
@@ -167,6 +167,8 @@ __all__ = [
     "METRIC_COLUMNS", "RESULT_COLUMNS", "CONFIG_COLUMNS", "LAYER_COLUMNS", "LAYER_MEASURES", "SPECTRUM_COLUMNS",
     "LIMITS", "MAX_LR", "MAX_SECONDS", "MAX_HOURS_ENV", "MethodError", "RunResult", "NTK_METHOD", "load_cached_table",
     "estimate_seconds", "time_limit",
+    # the loop's interface for stacked groups (:mod:`isoplast_lite.stacking` trains and stores through it)
+    "train_seed_batch", "Table", "TABLES", "table_rows", "progress_enabled", "start_entry", "complete_entry",
 ]  # fmt: skip
 METRIC_COLUMNS = (
     "train_acc", "train_acc_online", "test_acc", "loss", "loss_online", "dormant_0.025", "dormant_0.1",
@@ -214,7 +216,14 @@ def with_diverged_column(df: pd.DataFrame) -> pd.DataFrame:
     return df[first + [c for c in df.columns if c not in first]]
 
 
-def _progress_enabled(progress: Optional[bool]) -> bool:
+def progress_enabled(progress: Optional[bool]) -> bool:
+    """Whether a run shows its progress bar: ``progress`` when given, else the environment
+    variable ``ISOPLAST_PROGRESS`` (``"0"`` turns it off; on by default).
+
+    Example:
+        >>> progress_enabled(False), progress_enabled(True)
+        (False, True)
+    """
     if progress is not None:
         return bool(progress)
     return os.environ.get("ISOPLAST_PROGRESS", "1") != "0"
@@ -425,18 +434,37 @@ def _save_checkpoint(path: Path, key: str, next_task: int, tables: Tuple[List[di
     cache.save_checkpoint(path, state)
 
 
-def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], key: str, progress: bool,
-                      callback, member_cfgs: Optional[Sequence[Config]] = None) -> Tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:  # fmt: skip
+def train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], key: str, progress: bool,
+                     callback, member_cfgs: Optional[Sequence[Config]] = None) -> Tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """Train the stacked ``seeds`` of ``cfg`` task after task, resuming from ``ckpt_path``;
-    returns the rows, the per-layer rows and the eNTK spectrum rows.
+    returns the rows, the per-layer rows and the eNTK spectrum rows (the tables of
+    :data:`TABLES`, in that order, unsorted: :func:`complete_entry` sorts them).
 
-    Per task: stage the data, call the method's task-boundary hook, train, log the rows
-    (:func:`_task_rows`), checkpoint, call ``callback``.
+    The loop of :func:`run` (one call per seed batch) and of
+    :func:`isoplast_lite.stacking.run_group` (one call per stacked group); nothing is read from
+    or written to the cache entry here. Per task: stage the data, call the method's
+    task-boundary hook, train, log the rows (:func:`_task_rows`), checkpoint, call ``callback``.
 
-    ``member_cfgs`` (a stacked group, :mod:`isoplast_lite.stacking`): the configuration of each
-    member, ``seeds[k]`` being member ``k``'s seed; they differ from ``cfg`` (the first) only in
-    ``lr`` and in the settings the method reads per member, which the method is given
-    (:meth:`isoplast_lite.methods.Method.stack_members`); each row carries its member's config.
+    Args:
+        cfg: the configuration (of the first member, for a stacked group).
+        seeds: the seed of each member, in order.
+        ckpt_path: the checkpoint file, written after every task and resumed from (``None``:
+            no checkpoint).
+        key: the key the checkpoint must carry to be resumed (:func:`cache_key`, or a group's).
+        progress: show a progress bar (:func:`progress_enabled`).
+        callback: ``callback(task, rows_so_far)`` after each task, or ``None``.
+        member_cfgs: for a stacked group (:mod:`isoplast_lite.stacking`), the configuration of
+            each member, ``seeds[k]`` being member ``k``'s seed; they differ from ``cfg`` (the
+            first) only in ``lr`` and in the settings the method reads per member, which the
+            method is given (:meth:`isoplast_lite.methods.Method.stack_members`); each row
+            carries its member's config.
+
+    Example:
+        >>> cfg = Config("random-label-digits", "adam", seeds=2, n_tasks=1, steps_per_task=2,
+        ...              width=8, depth=1, n_train=16, probe_size=2)
+        >>> rows, layer_rows, spectrum_rows = train_seed_batch(cfg, [0, 1], None, "", False, None)
+        >>> [len(rows), len(layer_rows), len(spectrum_rows)] == list(table_rows(cfg, 2).values())
+        True
     """
     device, dtype = torch.device(cfg.device), _DTYPES[cfg.dtype]
     source = load_source(parse_benchmark(cfg.benchmark)[1])
@@ -496,15 +524,64 @@ def _train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], 
             pd.DataFrame(spectrum_rows, columns=SPECTRUM_COLUMNS))  # fmt: skip
 
 
-#: the tables of :func:`run` besides the rows: ``run`` argument -> (file stem, columns, name in messages)
-_TABLES = {"layers": ("layers", LAYER_COLUMNS, "per-layer table"),
-           "spectra": ("spectra", SPECTRUM_COLUMNS, "eNTK spectrum table")}  # fmt: skip
+class Table(NamedTuple):
+    """One table of a run as its cache entry holds it (an entry of :data:`TABLES`)."""
+
+    file: str  #: file stem in the entry (``<file>.csv``)
+    columns: Tuple[str, ...]  #: its columns, in order
+    order: Tuple[str, ...]  #: its rows sorted by these columns (stable)
+    title: str  #: its name in messages
 
 
-def _table_rows(cfg: Config, n_seeds: int) -> Dict[str, int]:
-    """Rows of each table for ``n_seeds`` seeds of ``cfg``: the rows, then the tables of :data:`_TABLES`."""
+#: the tables of a run by name: ``"result"`` (the rows) first, then the ones :func:`run` returns
+#: on request, named as the ``run`` argument that asks for them
+TABLES = {
+    "result": Table("result", RESULT_COLUMNS, ("seed", "task"), "rows"),
+    "layers": Table("layers", LAYER_COLUMNS, ("seed", "task", "layer"), "per-layer table"),
+    "spectra": Table("spectra", SPECTRUM_COLUMNS, ("seed", "task", "index"), "eNTK spectrum table"),
+}  # fmt: skip
+
+
+def table_rows(cfg: Config, n_seeds: int) -> Dict[str, int]:
+    """Rows of each table of :data:`TABLES` for ``n_seeds`` seeds of ``cfg`` (what a cache entry
+    must hold to be served).
+
+    Example:
+        >>> table_rows(Config("random-label-digits", "adam", n_tasks=3, depth=2, probe_size=4), 2)
+        {'result': 6, 'layers': 18, 'spectra': 240}
+    """
     per_task = {"result": 1, "layers": cfg.depth + 1, "spectra": _n_eigenvalues(cfg)}
     return {name: n_seeds * cfg.n_tasks * n for name, n in per_task.items()}
+
+
+def start_entry(folder: Path, cfg: Config) -> None:
+    """Create the cache entry ``folder`` of ``cfg`` with its ``config.json`` and ``key.json``
+    (:func:`isoplast_lite.cache.key_parts`), written atomically; its tables come with
+    :func:`complete_entry`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files.atomic_write(folder / "config.json", lambda h: h.write(cfg.to_json().encode()))
+    files.atomic_write(folder / "key.json", lambda h: h.write(json.dumps(cache.key_parts(cfg), indent=1, sort_keys=True).encode()))
+
+
+def complete_entry(tables: Dict[str, pd.DataFrame], folder: Optional[Path]) -> Dict[str, pd.DataFrame]:
+    """The tables of :data:`TABLES` (``tables``: name -> rows in any order), each sorted by its
+    ``order`` with its ``columns``; written to the cache entry ``folder`` (``None``: not
+    written), ``result.csv`` last: its presence means the entry is complete.
+
+    Example:
+        >>> cfg = Config("random-label-digits", "adam", seeds=2, n_tasks=1, steps_per_task=2,
+        ...              width=8, depth=1, n_train=16, probe_size=2)
+        >>> trained = train_seed_batch(cfg, [1, 0], None, "", False, None)
+        >>> complete_entry(dict(zip(TABLES, trained)), None)["result"].seed.tolist()
+        [0, 1]
+    """
+    out = {t: tables[t].sort_values(list(spec.order), kind="stable").reset_index(drop=True)[list(spec.columns)]
+           for t, spec in TABLES.items()}  # fmt: skip
+    if folder is not None:
+        for t in list(TABLES)[1:]:
+            cache.write_entry(folder / f"{TABLES[t].file}.csv", out[t])
+        cache.write_entry(folder / f"{TABLES['result'].file}.csv", out["result"])  # last: its presence means the entry is complete
+    return out
 
 
 @dataclass(frozen=True)
@@ -587,38 +664,36 @@ def run(    cfg: Config,
     if seed_batch is None:
         seed_batch = len(seeds)
     seed_batch = check_int("seed_batch", seed_batch, minimum=1)
-    show = _progress_enabled(progress)
+    show = progress_enabled(progress)
     key = cache_key(cfg)
-    n_rows = _table_rows(cfg, cfg.seeds)
+    n_rows = table_rows(cfg, cfg.seeds)
     folder: Optional[Path] = None
     if cache_dir is not False:
         folder = (default_cache_dir() if cache_dir is None else Path(cache_dir)) / key
         files.clean_stale_temps(folder)  # leftovers of writes interrupted in earlier runs
         result = load_cached_table(folder / "result.csv", n_rows["result"])
         if result is not None:
-            extra = [load_cached_table(folder / f"{_TABLES[t][0]}.csv", n_rows[t], _TABLES[t][1]) for t in wanted]
+            extra = [load_cached_table(folder / f"{TABLES[t].file}.csv", n_rows[t], TABLES[t].columns) for t in wanted]
             if all(e is not None for e in extra):
                 return RunResult(result, **dict(zip(wanted, extra)))
-            missing = " or ".join(_TABLES[t][2] for t, e in zip(wanted, extra) if e is None)
+            missing = " or ".join(TABLES[t].title for t, e in zip(wanted, extra) if e is None)
             warnings.warn(f"cache entry {folder} has no {missing} (made before it existed); recomputing", RuntimeWarning, stacklevel=2)
             for stale in folder.glob("*.csv"):
                 cache.remove_entry_file(stale)
     check_config(cfg, seed_batch=seed_batch)
     if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        files.atomic_write(folder / "config.json", lambda h: h.write(cfg.to_json().encode()))
-        files.atomic_write(folder / "key.json", lambda h: h.write(json.dumps(cache.key_parts(cfg), indent=1, sort_keys=True).encode()))
-    parts: Dict[str, list] = {"result": [], "layers": [], "spectra": []}
+        start_entry(folder, cfg)
+    parts: Dict[str, list] = {t: [] for t in TABLES}
     for b in range(0, len(seeds), seed_batch):
         batch = seeds[b : b + seed_batch]
         stem = f"seeds-{'-'.join(map(str, batch))}"
-        n_part = _table_rows(cfg, len(batch))
-        table_files = {"result": (f"{stem}.csv", RESULT_COLUMNS)} | {t: (f"{stem}.{file}.csv", cols) for t, (file, cols, _) in _TABLES.items()}
+        n_part = table_rows(cfg, len(batch))
+        table_files = {t: (f"{stem}.csv" if t == "result" else f"{stem}.{spec.file}.csv", spec.columns) for t, spec in TABLES.items()}
         got = {t: None for t in table_files}
         if folder is not None:
             got = {t: load_cached_table(folder / name, n_part[t], cols) for t, (name, cols) in table_files.items()}
         if any(part is None for part in got.values()):  # every table of a batch comes from one training
-            trained = _train_seed_batch(cfg, batch, None if folder is None else folder / f"{stem}.ckpt", key, show, callback)
+            trained = train_seed_batch(cfg, batch, None if folder is None else folder / f"{stem}.ckpt", key, show, callback)
             got = dict(zip(table_files, trained))
             if folder is not None:
                 for t, (name, _) in table_files.items():
@@ -626,12 +701,5 @@ def run(    cfg: Config,
                 cache.remove_entry_file(folder / f"{stem}.ckpt")
         for t in parts:
             parts[t].append(got[t])
-    order = {"result": ["seed", "task"], "layers": ["seed", "task", "layer"], "spectra": ["seed", "task", "index"]}
-    columns = {"result": RESULT_COLUMNS} | {t: cols for t, (_, cols, _) in _TABLES.items()}
-    tables = {t: pd.concat(parts[t], ignore_index=True).sort_values(order[t], kind="stable").reset_index(drop=True)[list(columns[t])]
-              for t in parts}  # fmt: skip
-    if folder is not None:
-        for t, (file, _, _) in _TABLES.items():
-            cache.write_entry(folder / f"{file}.csv", tables[t])
-        cache.write_entry(folder / "result.csv", tables["result"])  # last: its presence means the entry is complete
+    tables = complete_entry({t: pd.concat(parts[t], ignore_index=True) for t in parts}, folder)
     return RunResult(tables["result"], **{t: tables[t] for t in wanted})

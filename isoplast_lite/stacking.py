@@ -196,10 +196,6 @@ def group_key(cfgs: Sequence, keys: Optional[Sequence[str]] = None) -> str:
     return hashlib.sha256(json.dumps(keys).encode()).hexdigest()
 
 
-#: sort order of each table of a cache entry (as :func:`isoplast_lite.run.run` writes it)
-_ORDER = {"result": ["seed", "task"], "layers": ["seed", "task", "layer"], "spectra": ["seed", "task", "index"]}
-
-
 def run_group(cfgs: Sequence, *, cache_dir: Union[str, os.PathLike, None, bool] = None, progress: Optional[bool] = None,
               callback=None) -> List[Tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]]:  # fmt: skip
     """Train the configurations ``cfgs`` (one :class:`Group`) as one stacked model; write each one's
@@ -230,7 +226,7 @@ def run_group(cfgs: Sequence, *, cache_dir: Union[str, os.PathLike, None, bool] 
     keys = [cache_key(c) if cache_dir is not False else c.to_json() for c in cfgs]
     if len(set(keys)) != len(keys):
         raise ValueError("cfgs repeat a configuration; allowed: distinct configurations")
-    show = run_mod._progress_enabled(progress)
+    show = run_mod.progress_enabled(progress)
     folders: List[Optional[Path]] = [None] * len(cfgs)
     out: List[Optional[tuple]] = [None] * len(cfgs)
     root = None
@@ -255,7 +251,7 @@ def run_group(cfgs: Sequence, *, cache_dir: Union[str, os.PathLike, None, bool] 
         (root / "stacked" / key).mkdir(parents=True, exist_ok=True)
         files.clean_stale_temps(root / "stacked" / key)
         ckpt = root / "stacked" / key / "group.ckpt"
-    trained = run_mod._train_seed_batch(members[0], seeds, ckpt, key, show, callback, member_cfgs=member_cfgs)
+    trained = run_mod.train_seed_batch(members[0], seeds, ckpt, key, show, callback, member_cfgs=member_cfgs)
     for i in todo:
         out[i] = _split(cfgs[i], trained, folders[i])
     if ckpt is not None:  # every member's entry is written: the group's checkpoint is done with
@@ -279,32 +275,28 @@ def _load_tables(cfg, folder: Path) -> Optional[tuple]:
     """The three tables of ``cfg``'s finished cache entry, or ``None``."""
     from . import run as run_mod
 
-    n_rows = run_mod._table_rows(cfg, cfg.seeds)
-    result = run_mod.load_cached_table(folder / "result.csv", n_rows["result"])
+    n_rows = run_mod.table_rows(cfg, cfg.seeds)
+
+    def read(name: str) -> Optional[pd.DataFrame]:
+        spec = run_mod.TABLES[name]
+        return run_mod.load_cached_table(folder / f"{spec.file}.csv", n_rows[name], spec.columns)
+
+    result = read("result")  # without the rows the entry is not finished: the rest is not read
     if result is None:
         return None
-    extra = [run_mod.load_cached_table(folder / f"{file}.csv", n_rows[t], cols) for t, (file, cols, _) in run_mod._TABLES.items()]
+    extra = [read(name) for name in list(run_mod.TABLES)[1:]]
     return None if any(e is None for e in extra) else (result, *extra)
 
 
 def _split(cfg, trained: tuple, folder: Optional[Path]) -> tuple:
     """``cfg``'s rows of the group's tables, sorted and with the columns of its own run's
     entry, written to ``folder`` (``result.csv`` last, as :func:`isoplast_lite.run.run`)."""
-    from . import cache, files
     from . import run as run_mod
     from .settings import settings_json
 
     settings = settings_json(cfg.settings)
-    columns = {"result": run_mod.RESULT_COLUMNS, "layers": run_mod.LAYER_COLUMNS, "spectra": run_mod.SPECTRUM_COLUMNS}
-    tables = {}
-    for name, df in zip(("result", "layers", "spectra"), trained):
-        mine = df[(df["lr"] == cfg.lr) & (df["settings"] == settings)]
-        tables[name] = mine.sort_values(_ORDER[name], kind="stable").reset_index(drop=True)[list(columns[name])]
+    mine = {name: df[(df["lr"] == cfg.lr) & (df["settings"] == settings)] for name, df in zip(run_mod.TABLES, trained)}
     if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        files.atomic_write(folder / "config.json", lambda h: h.write(cfg.to_json().encode()))
-        files.atomic_write(folder / "key.json", lambda h: h.write(json.dumps(cache.key_parts(cfg), indent=1, sort_keys=True).encode()))
-        for name, (file, _, _) in run_mod._TABLES.items():
-            cache.write_entry(folder / f"{file}.csv", tables[name])
-        cache.write_entry(folder / "result.csv", tables["result"])  # last: its presence means the entry is complete
+        run_mod.start_entry(folder, cfg)
+    tables = run_mod.complete_entry(mine, folder)
     return tables["result"], tables["layers"], tables["spectra"]

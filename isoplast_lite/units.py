@@ -2,8 +2,7 @@ r"""Diagnostics of units and ranks: hidden features, dormant / dead / firing uni
 cloned units, and the rank measures (:func:`effective_rank`, :func:`srank`, :func:`stable_rank`).
 
 Part of :mod:`isoplast_lite.diagnostics` (which re-exports every public name here); see its
-docstring for the conventions shared by all diagnostics (block structure, non-finite input,
-scale invariance). The rank measures are pure functions of tensors and use the singular values
+docstring for the conventions shared by all diagnostics. The rank measures are pure functions of tensors and use the singular values
 of the matrix as given (no centering). ``dormant_mask``, ``unit_fractions``, ``scale_safe`` and
 ``effective_rank_from_svals`` are the unchecked kernels that the runner's measurement
 (:mod:`isoplast_lite.measure`), ReDo (:mod:`isoplast_lite.methods`) and the eNTK summary
@@ -25,9 +24,7 @@ from torch import nn
 from ._validation import (
     check_block_model,
     check_bool,
-    check_finite_parameters,
     check_model_and_probe,
-    check_model_input,
     check_probability,
     check_real,
     check_tensor,
@@ -78,10 +75,7 @@ def hidden_features(model: nn.Sequential, x: torch.Tensor) -> List[torch.Tensor]
         >>> [tuple(f.shape) for f in feats]
         [(5, 8), (5, 8)]
     """
-    check_block_model(model, min_blocks=2)
-    check_finite_parameters("model", model)
-    check_tensor("x", x, min_ndim=2, finite=True, full_precision=True)
-    check_model_input(model, "x", x)
+    check_model_and_probe(model, x, min_blocks=2)
     feats = []
     with torch.no_grad():
         h = x

@@ -17,7 +17,7 @@ def _no_training(*args, **kwargs):
 
 def test_rerun_returns_from_cache(tmp_path, monkeypatch):
     first = run(CFG, cache_dir=tmp_path, progress=False).rows
-    monkeypatch.setattr(run_mod, "_train_seed_batch", _no_training)
+    monkeypatch.setattr(run_mod, "train_seed_batch", _no_training)
     second = run(CFG, cache_dir=tmp_path, progress=False).rows
     pd.testing.assert_frame_equal(first, second, check_exact=True)
     assert (tmp_path / cache_key(CFG) / "result.csv").exists()
@@ -210,5 +210,5 @@ def test_interrupted_run_resumes_its_entk_spectra_and_the_rows_stay_as_before(tm
     pd.testing.assert_frame_equal(resumed, reference, check_exact=False, rtol=1e-6, atol=1e-9)
     pd.testing.assert_frame_equal(spectra, ref_spectra, check_exact=False, rtol=1e-5, atol=1e-6)
     assert sorted(spectra.task.unique()) == [0, 1, 2]
-    monkeypatch.setattr(run_mod, "_train_seed_batch", _no_training)
+    monkeypatch.setattr(run_mod, "train_seed_batch", _no_training)
     pd.testing.assert_frame_equal(run(CFG, cache_dir=tmp_path, progress=False, spectra=True).spectra, spectra)

@@ -57,7 +57,7 @@ def test_run_writes_csv_and_second_call_is_cached(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("not cached")
 
-    monkeypatch.setattr(run_mod, "_train_seed_batch", boom)
+    monkeypatch.setattr(run_mod, "train_seed_batch", boom)
     out.unlink()
     assert main(argv) == 0
     pd.testing.assert_frame_equal(pd.read_csv(out), df)

@@ -261,7 +261,7 @@ def test_every_shipped_configuration_is_within_the_default_limit():
 
 def test_cli_max_hours_lifts_the_refusal_for_one_command_only(tmp_path, monkeypatch):
     monkeypatch.delenv(run_mod.MAX_HOURS_ENV, raising=False)
-    monkeypatch.setattr(run_mod, "_train_seed_batch", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    monkeypatch.setattr(run_mod, "train_seed_batch", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
     big = ["run", "--benchmark", "random-label-digits", "--method", "adam", "--width", "8", "--depth", "10000", "--no-cache",
            "--no-progress"]  # fmt: skip
     status, _, err = cli(big)

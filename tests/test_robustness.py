@@ -74,7 +74,7 @@ def no_training(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("training started although an input was bad")
 
-    monkeypatch.setattr(run_mod, "_train_seed_batch", boom)
+    monkeypatch.setattr(run_mod, "train_seed_batch", boom)
 
 
 def _dead_pid() -> int:
@@ -216,7 +216,7 @@ def test_4_a_diverging_config_is_recorded_cached_and_not_redone(tmp_path, monkey
     assert tuple(df.columns) == RESULT_COLUMNS and len(df) == 6
     assert df.diverged.all()  # lr * weight_decay = 10: each step multiplies every weight by -9: non-finite within 60 steps
     assert df[list(run_mod.METRIC_COLUMNS)].isna().all().all()  # never a plausible number
-    monkeypatch.setattr(run_mod, "_train_seed_batch", lambda *a, **k: (_ for _ in ()).throw(AssertionError("redone")))
+    monkeypatch.setattr(run_mod, "train_seed_batch", lambda *a, **k: (_ for _ in ()).throw(AssertionError("redone")))
     result = run(cfg, cache_dir=tmp_path, progress=False, spectra=True)
     again, spectra = result.rows, result.spectra
     pd.testing.assert_frame_equal(again, df)
@@ -446,7 +446,7 @@ def test_7_legacy_cache_entries_without_checksum_or_diverged_column_are_served(t
     folder = tmp_path / cache_key(CFG)
     good.drop(columns="diverged").to_csv(folder / "result.csv", index=False)  # as an earlier version wrote it
     (folder / "result.csv.sha256").unlink()
-    monkeypatch.setattr(run_mod, "_train_seed_batch", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    monkeypatch.setattr(run_mod, "train_seed_batch", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     pd.testing.assert_frame_equal(run(CFG, cache_dir=tmp_path, progress=False).rows, good)
 
 

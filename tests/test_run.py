@@ -293,14 +293,14 @@ def test_an_entry_cached_without_the_spectrum_table_is_recomputed_when_it_is_ask
     (entry,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     (entry / "spectra.csv").unlink()  # as an entry written before the table existed
     (entry / "spectra.csv.sha256").unlink()
-    original = run_module._train_seed_batch
+    original = run_module.train_seed_batch
     try:
-        run_module._train_seed_batch = lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed"))
+        run_module.train_seed_batch = lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed"))
         pd.testing.assert_frame_equal(run(cfg, cache_dir=tmp_path, progress=False).rows, df)  # the rows and the
         again_layers = run(cfg, cache_dir=tmp_path, progress=False, layers=True).layers  # layers are still served
         pd.testing.assert_frame_equal(again_layers, layers)
     finally:
-        run_module._train_seed_batch = original
+        run_module.train_seed_batch = original
     with pytest.warns(RuntimeWarning, match="no eNTK spectrum table"):
         result = run(cfg, cache_dir=tmp_path, progress=False, spectra=True)
         again, again_spectra = result.rows, result.spectra

@@ -65,8 +65,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gzip
-import hashlib
 import json
 import math
 import time
@@ -296,14 +294,6 @@ def summarize(df):
     return pd.DataFrame(out)
 
 
-def _write_gz(path: Path, df) -> str:
-    from isoplast_lite.files import atomic_write
-
-    data = gzip.compress(df.to_csv(index=False, float_format="%.9g").encode(), mtime=0)
-    atomic_write(path, lambda h: h.write(data))
-    return hashlib.sha256(data).hexdigest()
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=8)
@@ -315,7 +305,7 @@ def main(argv=None) -> int:
     import pandas as pd
     import torch
 
-    from isoplast_lite.files import atomic_write
+    from isoplast_lite.files import atomic_write, write_csv_gz
     from isoplast_lite.results import provenance, write_folder_checksums
     from isoplast_lite.tasks import load_source
 
@@ -329,7 +319,7 @@ def main(argv=None) -> int:
         print(f"seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
     df = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    _write_gz(args.out / "clone-experiment.csv.gz", df)
+    write_csv_gz(args.out / "clone-experiment.csv.gz", df, float_format="%.9g")
     manifest = {
         "clone-experiment": {
             "file": "clone-experiment.csv.gz",

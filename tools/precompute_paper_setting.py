@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -44,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "isoplast_lite" / "data" / "paper"
 sys.path.insert(0, str(ROOT / "tools"))
 
-from precompute_streams import STREAMS, write_gz  # noqa: E402  (the streams' one definition)
+from precompute_streams import STREAMS, cached, write_gz  # noqa: E402  (the streams' one definition)
 
 #: the paper's stated hyperparameters (PAPER.md quotes the excerpt)
 PAPER = dict(lr=1e-3, iso_strength=1e-3, seeds=8)
@@ -130,9 +129,9 @@ def _cost(cfg) -> float:
 
 
 def _cached(cfg, cache: Path) -> bool:
-    from isoplast_lite.run import cache_key
-
-    return (cache / cache_key(cfg) / "result.csv").is_file() and (cfg.method == "fresh" or _sv_path(cache, cfg).is_file())
+    """The runner's entry of ``cfg`` is complete (:func:`precompute_streams.cached`) and so is its
+    singular-value record."""
+    return cached(cfg, cache) and (cfg.method == "fresh" or _sv_path(cache, cfg).is_file())
 
 
 def run_all(cfgs, cache: Path, jobs: int, log) -> "dict[str, tuple[float, float]]":

@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -247,11 +246,10 @@ def shipped_precision(df):
 
 
 def write_gz(path: Path, df) -> None:
-    """``df`` at :data:`FLOAT_FORMAT` as a reproducible gzipped CSV at ``path`` (the chain tool's writer)."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    from precompute_chain import write_gz as chain_write_gz
+    """``df`` at :data:`FLOAT_FORMAT` as a reproducible gzipped CSV at ``path`` (:func:`isoplast_lite.files.write_csv_gz`)."""
+    from isoplast_lite.files import write_csv_gz
 
-    chain_write_gz(path, df, float_format=FLOAT_FORMAT)
+    write_csv_gz(path, df, float_format=FLOAT_FORMAT)
 
 
 def cached(cfg, cache: str) -> bool:

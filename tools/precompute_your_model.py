@@ -16,12 +16,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
 
 FLOAT_FORMAT = "%.7g"
 DEFAULTS = {
@@ -72,12 +70,11 @@ def main(argv=None) -> int:
 def _write(args, name, spec, accs, layers, seconds, n_seeds) -> None:
     import pandas as pd
 
-    from isoplast_lite.files import atomic_write
+    from isoplast_lite.files import atomic_write, write_csv_gz
     from isoplast_lite.results import provenance, write_folder_checksums
-    from precompute_chain import write_gz
 
-    write_gz(args.out / f"{name}.csv.gz", pd.concat(accs, ignore_index=True), float_format=FLOAT_FORMAT)
-    write_gz(args.out / f"{name}-layers.csv.gz", pd.concat(layers, ignore_index=True), float_format=FLOAT_FORMAT)
+    write_csv_gz(args.out / f"{name}.csv.gz", pd.concat(accs, ignore_index=True), float_format=FLOAT_FORMAT)
+    write_csv_gz(args.out / f"{name}-layers.csv.gz", pd.concat(layers, ignore_index=True), float_format=FLOAT_FORMAT)
     command = "python tools/precompute_your_model.py" + (f" --models {name}" if len(args.models) == 1 else "")
     if n_seeds != 5:
         command += f" --seeds {n_seeds}"

@@ -101,7 +101,13 @@ def test_manipulation_check_reports_target_and_achieved_and_marks_a_missed_targe
     assert adam.on_target is None and math.isnan(adam.log_scale_target)
     # the achieved columns are the per-layer table's hidden rows at the last task, averaged
     last = layers[(layers.method == "target-spectrum") & (layers.kind == "hidden") & (layers.task == 1)]
-    assert hit.jac_scale == pytest.approx(last.scale.mean()) and hit.null_share == pytest.approx(1 - last.directions_share.mean())
+    assert hit.jac_scale == pytest.approx(last.scale.mean()) and hit.null_share == pytest.approx(last.null_share.mean())
+    assert hit.null_share == pytest.approx(1 - last.directions_share.mean())  # the column's definition
+    assert hit.clone_pairs == pytest.approx(last.groupby("seed").clone_pairs.sum().mean())
+    # a table written before the runner's null share and clone columns: the share from its definition, no clone columns
+    old = manipulation_check(layers.drop(columns=["null_share", "clone_pairs", "exact_clone_pairs"]), rows,
+                             sizes=layer_sizes(64, TINY["width"], TINY["depth"])).set_index("method")  # fmt: skip
+    assert old.loc["target-spectrum"].null_share == pytest.approx(hit.null_share) and "clone_pairs" not in old.columns
     r = rows[(rows.method == "target-spectrum") & (rows.task == 1)]
     assert hit.ntk_cond_log10 == pytest.approx(np.log10(r.ntk_cond).mean())
 

@@ -5,7 +5,8 @@ metrics of a result row (feature measures: dormant / dead fractions and effectiv
 last features; the weight norm; the pooled layer-Jacobian singular values ``jac_sv_*``; the
 layer-wise eNTK on the probe, in float64 from the weights as stored, and its summary ``ntk_*``
 with the resolution of :func:`isoplast_lite.diagnostics.ntk_resolution`), the rows of
-:func:`isoplast_lite.diagnostics.layer_isometry` and the eNTK's eigenvalues. It picks one of two
+:func:`isoplast_lite.diagnostics.layer_isometry` (null shares included) with the clone counts of
+:func:`isoplast_lite.diagnostics.clone_counts` on the probe, and the eNTK's eigenvalues. It picks one of two
 paths, which agree to float rounding (tests/test_stacked_measure.py):
 
 - the seed-batched path (:func:`measure_stacked`) on the stacked ``(S, ...)`` tensors, with

@@ -214,7 +214,9 @@ def test_intervention_files_hold_every_arm_and_the_arms_hit_their_targets():
         per = rows.groupby("arm").apply(lambda g: (g.seed.nunique(), g.task.nunique(), len(g)), include_groups=False)
         assert set(per) == {(cfg["seeds"], cfg["n_tasks"], cfg["seeds"] * cfg["n_tasks"])}, name
         assert len(layers) == len(rows) * (cfg["depth"] + 1)
-        assert entry["reduced"] and entry["full"]["estimated_cpu_seconds"] > sum(entry["cpu_seconds"].values())
+        seconds = entry["cpu_seconds"]  # null: unknown (a resumed arm whose earlier processes were not counted), never 0
+        assert set(seconds) == set(tool.ARMS) and all(v is None or v > 0 for v in seconds.values()), (name, seconds)
+        assert entry["reduced"] and entry["full"]["estimated_cpu_seconds"] > sum(v for v in seconds.values() if v is not None)
         hidden = layers[(layers.kind == "hidden") & (layers.method == "target-spectrum")]
         for settings, g in hidden.groupby("settings"):
             s = json.loads(settings)

@@ -11,8 +11,18 @@ run resumed from a checkpoint recorded before the tool counted every process (is
 per-task costs also price the runs not made (the full grid, the missing stream): multiply by
 tasks, seeds / 8 and arms.
 
-Measured (2026-12-05, AVX512, one thread, load ~9 on 2 cores; CPU seconds per task):
-see the report of issue 23c and the manifest's ``cpu_seconds_partial``.
+Measured (2026-12-05, AVX512, one thread, load ~9 on 2 cores, ``--tasks 3``; CPU seconds per
+task, arms adam / adamo / fresh / forced-isometry / scale-only / spread-only / both / spread-only-ln):
+
+    permuted-digits        0.15 0.21 0.17 0.82 0.75 0.78 0.80 0.82
+    label-shuffle-digits   0.16 0.22 0.18 0.77 0.78 0.80 0.80 0.86
+    permuted-mnist1d       0.98 1.11 0.90 4.01 4.02 3.65 3.73 4.26
+    label-shuffle-mnist1d  0.41 0.49 0.35 0.97 0.97 0.93 1.02 1.09   (not in the shipped group)
+    random-label-digits    0.76 1.08 0.76 4.51 4.72 5.13 5.18 5.41
+
+The shipped seconds per task are 0.85 to 1.28 of these for every arm but eight (0 to 0.62: adam,
+adamo and spread-only on both Digits streams, adam on permuted-mnist1d, spread-only on
+random-label-digits), which were resumed from checkpoints: the manifest marks them unknown.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from .jacobians import active_jacobian_svdvals, layer_isometry, layer_jacobian_s
 from .units import (
     CLONE_TOLERANCE,
     REVIVAL_THRESHOLD,
+    clone_counts,
     clone_pairs,
     clones,
     dead_fraction,
@@ -56,6 +57,7 @@ __all__ = [
     "hidden_features",
     "clone_pairs",
     "clones",
+    "clone_counts",
     "CLONE_TOLERANCE",
     "firing_share",
     "revived",

@@ -249,7 +249,12 @@ def manipulation_check(
     - ``jac_scale``, ``jac_spread``: the same of the layer Jacobians over their active directions
       (not a target: the ReLU mask stands between the weights and the Jacobian), and
       ``null_share``: the share of the Jacobians' singular values that are 0 (inactive or dead
-      units' directions, ``1 - directions_share``);
+      units' directions): the runner's ``null_share`` column (for tables written before it,
+      ``1 - directions_share``, its definition);
+    - ``clone_pairs``, ``exact_clone_pairs``: the cloned pairs of units (near and exact,
+      :func:`isoplast_lite.diagnostics.clone_counts`), summed over the hidden layers, mean over
+      seeds; only when the table has the runner's clone columns (tables written before them do
+      not: the columns are then absent, not zero);
     - ``ntk_cond_log10``: the mean over seeds of :math:`\log_{10}` of the eNTK condition number
       (from ``rows``, the runner's rows, if given), and ``n_seeds``;
     - ``on_target``: every seed and hidden layer within ``tol`` of both the scale and the
@@ -276,6 +281,7 @@ def manipulation_check(
     unknown = sorted(set(hidden.layer) - set(sizes))
     if unknown:
         raise ValueError(f"sizes must give k = min(d_out, d_in) of every hidden layer; missing layers {unknown}, got {dict(sizes)}")
+    clone_columns = [c for c in ("clone_pairs", "exact_clone_pairs") if c in layers.columns]
     out: List[dict] = []
     for (method, settings), arm in hidden.groupby(["method", "settings"], sort=False):
         t = int(arm.task.max()) if task is None else int(task)
@@ -294,15 +300,17 @@ def manipulation_check(
             row["on_target"] = bool(miss_scale.max() <= tol and miss_spread.max() <= tol)
         else:
             row.update(log_scale_target=math.nan, spread_target=math.nan, weight_scale_max_miss=math.nan, weight_spread_max_miss=math.nan, on_target=None)
+        null = at.null_share if "null_share" in at.columns else 1.0 - at.directions_share  # tables before the column
         row.update(weight_scale=float(at.weight_scale.mean()), weight_spread=float(at.weight_spread.mean()),
-                   jac_scale=float(at.scale.mean()), jac_spread=float(at.spread.mean()),
-                   null_share=float(1.0 - at.directions_share.mean()))  # fmt: skip
+                   jac_scale=float(at.scale.mean()), jac_spread=float(at.spread.mean()), null_share=float(null.mean()))  # fmt: skip
+        for c in clone_columns:
+            row[c] = float(at.groupby("seed")[c].sum(min_count=1).mean())
         if rows is not None and "ntk_cond" in rows.columns:
             r = rows[(rows.method == method) & (rows.settings == settings) & (rows.task == t)]
             row["ntk_cond_log10"] = float(np.log10(pd.to_numeric(r.ntk_cond, errors="coerce")).mean()) if len(r) else math.nan
         out.append(row)
     columns = ["method", "settings", "task", "n_seeds", "log_scale_target", "spread_target", "weight_scale", "weight_spread",
-               "weight_scale_max_miss", "weight_spread_max_miss", "jac_scale", "jac_spread", "null_share"]  # fmt: skip
+               "weight_scale_max_miss", "weight_spread_max_miss", "jac_scale", "jac_spread", "null_share"] + clone_columns  # fmt: skip
     if rows is not None and "ntk_cond" in rows.columns:
         columns.append("ntk_cond_log10")
     return pd.DataFrame(out, columns=columns + ["on_target"])

@@ -5,7 +5,8 @@ metrics of a result row (feature measures: dormant / dead fractions and effectiv
 last features; the weight norm; the pooled layer-Jacobian singular values ``jac_sv_*``; the
 layer-wise eNTK on the probe, in float64 from the weights as stored, and its summary ``ntk_*``
 with the resolution of :func:`isoplast_lite.diagnostics.ntk_resolution`), the rows of
-:func:`isoplast_lite.diagnostics.layer_isometry` and the eNTK's eigenvalues. It picks one of two
+:func:`isoplast_lite.diagnostics.layer_isometry` (null shares included) with the clone counts of
+:func:`isoplast_lite.diagnostics.clone_counts` on the probe, and the eNTK's eigenvalues. It picks one of two
 paths, which agree to float rounding (tests/test_stacked_measure.py):
 
 - the seed-batched path (:func:`measure_stacked`) on the stacked ``(S, ...)`` tensors, with
@@ -47,7 +48,8 @@ from .engine import StackedModel
 from .entk import empirical_ntk, ntk_progress, ntk_resolution, ntk_summary
 from .jacobians import block_kind, layer_isometry, layer_jacobian_svdvals
 from .nn import OrthogonalLinear
-from .units import dormant_mask, effective_rank, effective_rank_from_svals, hidden_features, unit_fractions
+from .units import (CLONE_TOLERANCE, clone_counts, clone_distance, count_clone_pairs, dormant_mask, effective_rank, effective_rank_from_svals,
+                    exact_clone_tolerance, hidden_features, unit_fractions)
 
 __all__ = ["measure", "measure_seed", "measure_stacked", "stacked_blocks", "stacked_forward", "stacked_ntk_eigenvalues", "jacobian_spread", "NTK_METHOD", "N_DIRECTIONS"]
 
@@ -273,8 +275,10 @@ def measure_stacked(blocks: List[_Block], params: Dict[str, torch.Tensor], forwa
             "scale": scale, "spread": spread, "n_directions": count, "directions_share": count.double() / sv[0].numel(),
             "inputs_share": (~torch.isnan(sv)).any(-1).double().mean(-1),
             "active_share": torch.ones(S, dtype=torch.float64, device=W.device) if active is None else active.flatten(1).double().mean(1),
-            "n_null": n_null, "jac_sigma_min": s_min, "jac_sigma_max": s_max,
+            "n_null": n_null, "null_share": 1.0 - count.double() / sv[0].numel(), "jac_sigma_min": s_min, "jac_sigma_max": s_max,
             "weight_scale": w_stats[0], "weight_spread": w_stats[1], "weight_sigma_min": w_stats[3], "weight_sigma_max": w_stats[4],
+            "weight_null_share": (w_sv <= w_tol).double().mean(1),
+            **_stacked_clone_counts(params, b, feats[index][:, :P] if index < len(feats) else None),
         })  # fmt: skip
 
     sv = torch.cat(raw_sv, dim=1).double()  # (S, all): _jacobian_spread of every seed
@@ -290,6 +294,22 @@ def measure_stacked(blocks: List[_Block], params: Dict[str, torch.Tensor], forwa
     inputs64, zs64, _ = stacked_forward(blocks, params64, inputs[0].double())
     eigenvalues = stacked_ntk_eigenvalues(blocks, params64, inputs64, zs64, metrics)
     return metrics, layers, eigenvalues
+
+
+def _stacked_clone_counts(params: Dict[str, torch.Tensor], b: _Block, h: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """:func:`isoplast_lite.diagnostics.clone_counts` of one block for every seed: its units' incoming
+    weights (bias appended) ``(S, m, d + 1)`` and activations on the probe ``h`` ``(S, P, m)``; NaN
+    for the head (``h`` None)."""
+    W = params[b.weight]
+    S = W.shape[0]
+    if h is None:
+        nan = torch.full((S,), math.nan, dtype=torch.float64, device=W.device)
+        return dict.fromkeys(("clone_pairs", "exact_clone_pairs", "clone_tol", "exact_clone_tol"), nan)
+    exact = exact_clone_tolerance(W.dtype)
+    distance = clone_distance(torch.cat([W, params[b.bias].unsqueeze(-1)], dim=-1), h)  # (S, m, m)
+    full = torch.ones(S, dtype=torch.float64, device=W.device)
+    return {"clone_pairs": count_clone_pairs(distance, CLONE_TOLERANCE), "exact_clone_pairs": count_clone_pairs(distance, exact),
+            "clone_tol": full * CLONE_TOLERANCE, "exact_clone_tol": full * exact}  # fmt: skip
 
 
 def stacked_ntk_eigenvalues(blocks, params, inputs, zs, metrics) -> torch.Tensor:
@@ -442,7 +462,8 @@ def measure_seed(stack: StackedModel, k: int, x: torch.Tensor, probe: torch.Tens
     row["ntk_progress_mean"] = float(summary["progress_mean"])  # mean over random residual directions
     row["ntk_progress_worst"] = float(summary["progress_kantorovich"])  # worst case, 4 kappa / (1 + kappa)^2
     row["ntk_erank"] = float(summary["effective_rank"])
-    return row, layer_isometry(model, probe), summary["eigenvalues"].detach().double().cpu().tolist()
+    layers = [{**r, **c} for r, c in zip(layer_isometry(model, probe), clone_counts(model, probe))]
+    return row, layers, summary["eigenvalues"].detach().double().cpu().tolist()
 
 
 def _measure_seeds(stack: StackedModel, blocks, forward, live: List[int], probe_size: int) -> Dict[int, tuple]:

@@ -212,14 +212,15 @@ _RUNNER_GROUPS = ("book", "long", "chain", "streams", "retuned", "interventions"
 def _read_checked(name: str, group: str, key: str) -> pd.DataFrame:
     """The runner's table of manifest entry ``name`` under ``key``: checksum, then format and shape checked."""
     from .methods import METHODS
-    from .run import CONFIG_COLUMNS, LAYER_COLUMNS, RESULT_COLUMNS, with_diverged_column
+    from .run import CONFIG_COLUMNS, LAYER_COLUMNS, LATER_LAYER_MEASURES, RESULT_COLUMNS, with_diverged_column
 
     path = _shipped_file(name, group, key)
     df = _verified_csv(name, group, key)
     layers = key == "layers_file"
     if not layers:
         df = with_diverged_column(df)
-    required = LAYER_COLUMNS if layers else RESULT_COLUMNS
+    # the per-layer measures added later stay absent from files written before them (not NaN)
+    required = tuple(c for c in LAYER_COLUMNS if c not in LATER_LAYER_MEASURES) if layers else RESULT_COLUMNS
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise CorruptResultsError(f"shipped file {path}: missing columns {missing}")
@@ -283,7 +284,9 @@ def load_table(name: str, group: str, key: str, **read_csv) -> pd.DataFrame:
 def load_layers(name: str, group: str = "chain") -> pd.DataFrame:
     """Load the per-layer table shipped beside result ``name`` (``run(..., layers=True).layers``:
     one row per seed x task x block; ``isoplast_lite.run.LAYER_COLUMNS``), with
-    one column per method setting (:func:`expand_settings`).
+    one column per method setting (:func:`expand_settings`). A table written before a measure
+    of ``isoplast_lite.run.LATER_LAYER_MEASURES`` existed (the null shares, the clone counts)
+    lacks its column: it is absent, not filled with NaN or zeros.
 
     Raises:
         KeyError: ``name`` is not in the manifest, or has no per-layer table.

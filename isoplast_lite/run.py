@@ -164,7 +164,7 @@ from .tasks import SOURCE_SIZES, load_source, make_stream, parse_benchmark
 
 __all__ = [
     "Config", "run", "check_config", "ConfigError", "cache_key", "default_cache_dir", "with_diverged_column",
-    "METRIC_COLUMNS", "RESULT_COLUMNS", "CONFIG_COLUMNS", "LAYER_COLUMNS", "LAYER_MEASURES", "SPECTRUM_COLUMNS",
+    "METRIC_COLUMNS", "RESULT_COLUMNS", "CONFIG_COLUMNS", "LAYER_COLUMNS", "LAYER_MEASURES", "LATER_LAYER_MEASURES", "SPECTRUM_COLUMNS",
     "LIMITS", "MAX_LR", "MAX_SECONDS", "MAX_HOURS_ENV", "MethodError", "RunResult", "NTK_METHOD", "load_cached_table",
     "estimate_seconds", "time_limit",
     # the loop's interface for stacked groups (:mod:`isoplast_lite.stacking` trains and stores through it)
@@ -185,7 +185,13 @@ RESULT_COLUMNS = CONFIG_COLUMNS + METRIC_COLUMNS + ("diverged",)
 LAYER_MEASURES = (
     "scale", "spread", "n_directions", "directions_share", "inputs_share", "active_share", "n_null",
     "jac_sigma_min", "jac_sigma_max", "weight_scale", "weight_spread", "weight_sigma_min", "weight_sigma_max",
+    "null_share", "weight_null_share", "clone_pairs", "exact_clone_pairs", "clone_tol", "exact_clone_tol",
 )  # fmt: skip
+#: per-layer measures added after tables were shipped (issue 23: the null shares of
+#: :func:`~isoplast_lite.diagnostics.layer_isometry`, the clone counts of
+#: :func:`~isoplast_lite.diagnostics.clone_counts`): files written before lack them, and they stay
+#: absent when read (not NaN, not zero)
+LATER_LAYER_MEASURES = ("null_share", "weight_null_share", "clone_pairs", "exact_clone_pairs", "clone_tol", "exact_clone_tol")
 LAYER_COLUMNS = CONFIG_COLUMNS + ("layer", "kind", "block") + LAYER_MEASURES
 #: the eNTK spectrum table (``run(..., spectra=True)``): one row per seed x task x eigenvalue of
 #: the probe's eNTK arranged as a ``(P*O, P*O)`` matrix, ``index`` 0 the largest (descending)

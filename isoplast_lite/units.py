@@ -16,7 +16,8 @@ References:
 
 from __future__ import annotations
 
-from typing import List, Union
+import math
+from typing import Dict, List, Optional, Union
 
 import torch
 from torch import nn
@@ -45,7 +46,12 @@ __all__ = [
     "stable_rank",
     "clone_pairs",
     "clones",
+    "clone_counts",
     "CLONE_TOLERANCE",
+    "EXACT_CLONE_ULPS",
+    "exact_clone_tolerance",
+    "clone_distance",
+    "count_clone_pairs",
     "dormant_mask",
     "unit_fractions",
     "scale_safe",
@@ -494,13 +500,63 @@ def stable_rank(W: torch.Tensor) -> torch.Tensor:
 CLONE_TOLERANCE = 1e-3
 
 
+#: An *exact* clone (:func:`clone_counts`) is one whose two relative distances are within round-off
+#: of the weights' dtype: at most ``EXACT_CLONE_ULPS`` times its machine epsilon (ours: copied
+#: rows trained by Adam or AdamO drift apart by a few epsilon, ``tools/clone_experiment.py``).
+EXACT_CLONE_ULPS = 64
+
+
+def exact_clone_tolerance(dtype: torch.dtype) -> float:
+    """The relative tolerance of an exact clone in ``dtype``: ``EXACT_CLONE_ULPS * eps``.
+
+    Example:
+        >>> f"{exact_clone_tolerance(torch.float32):.1e}", f"{exact_clone_tolerance(torch.float64):.1e}"
+        ('7.6e-06', '1.4e-14')
+    """
+    return EXACT_CLONE_ULPS * torch.finfo(dtype).eps
+
+
 def _relative_distances(a: torch.Tensor) -> torch.Tensor:
-    """``D[i, j] = ||a_i - a_j|| / max(||a_i||, ||a_j||)`` for the rows of ``a`` (0 when both are 0)."""
+    """``D[..., i, j] = ||a_i - a_j|| / max(||a_i||, ||a_j||)`` for the rows of ``a`` ``(..., m, d)`` (0 when both are 0)."""
     a = a.double()
-    norms = a.norm(dim=1)  # (m,)
-    dist = torch.cdist(a.unsqueeze(0), a.unsqueeze(0), compute_mode="donot_use_mm_for_euclid_dist").squeeze(0)  # (m, m), exact differences
-    scale = torch.maximum(norms.unsqueeze(0), norms.unsqueeze(1))
+    norms = a.norm(dim=-1)  # (..., m)
+    batch = a.shape[:-2]
+    flat = a.reshape(-1, *a.shape[-2:])  # (B, m, d)
+    dist = torch.cdist(flat, flat, compute_mode="donot_use_mm_for_euclid_dist").reshape(*batch, a.shape[-2], a.shape[-2])  # exact differences
+    scale = torch.maximum(norms.unsqueeze(-1), norms.unsqueeze(-2))
     return torch.where(scale > 0, dist / torch.where(scale > 0, scale, torch.ones_like(scale)), torch.zeros_like(dist))
+
+
+def clone_distance(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+    r"""The clone distance of every pair of units: the larger of their two relative distances.
+
+    ``D[..., i, j]`` is the larger of the relative distances of :func:`clone_pairs` (incoming
+    weights, activations on the probe), so units ``i != j`` are clones at tolerance ``tol``
+    exactly when ``D[..., i, j] <= tol``; one matrix answers every tolerance. The unchecked
+    kernel of :func:`clone_pairs`, :func:`clone_counts` and the runner's seed-batched
+    measurement (:mod:`isoplast_lite.measure`), batched over leading dimensions. Float64.
+
+    Args:
+        weights: incoming weights ``(..., m, d)``, one row per unit.
+        activations: activations on the probe ``(..., N, m)``.
+
+    Returns:
+        ``(..., m, m)`` float64, symmetric, zero on the diagonal.
+
+    Example:
+        >>> W = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0005]])
+        >>> h = torch.relu(torch.tensor([[1.0, 2.0], [3.0, -1.0]]) @ W.T)
+        >>> D = clone_distance(W, h)
+        >>> f"{D[0, 2]:.1e}", bool(D[0, 1] > 0.5)
+        ('5.0e-04', True)
+    """
+    return torch.maximum(_relative_distances(weights), _relative_distances(activations.mT))
+
+
+def count_clone_pairs(distance: torch.Tensor, tol: float) -> torch.Tensor:
+    """The number of clone pairs ``i < j`` at tolerance ``tol`` of each :func:`clone_distance` matrix
+    ``(..., m, m)``: ``(...)`` float64 (an unchecked kernel)."""
+    return torch.triu(distance <= tol, diagonal=1).sum((-2, -1)).double()
 
 
 def clone_pairs(weights: torch.Tensor, activations: torch.Tensor, *, tol: float = CLONE_TOLERANCE) -> torch.Tensor:
@@ -547,8 +603,7 @@ def clone_pairs(weights: torch.Tensor, activations: torch.Tensor, *, tol: float 
     if activations.shape[1] != weights.shape[0]:
         raise ValueError(f"activations must have one column per unit (row of weights): weights {tuple(weights.shape)}, "
                          f"activations {tuple(activations.shape)}")  # fmt: skip
-    close = (_relative_distances(weights) <= tol) & (_relative_distances(activations.mT) <= tol)
-    return torch.triu(close, diagonal=1).nonzero()
+    return torch.triu(clone_distance(weights, activations) <= tol, diagonal=1).nonzero()
 
 
 def clones(model: nn.Sequential, x: torch.Tensor, *, tol: float = CLONE_TOLERANCE) -> List[torch.Tensor]:
@@ -579,12 +634,71 @@ def clones(model: nn.Sequential, x: torch.Tensor, *, tol: float = CLONE_TOLERANC
     feats = hidden_features(model, x)
     result = []
     for block, h in zip(model[:-1], feats):
-        linear = block_kind(block)[1]
-        W = linear.weight.detach()  # (d_out, d_in), computed once if parametrized
-        if W is None or W.shape[0] != h.shape[1]:
+        W = _unit_weights(block, h.shape[1])
+        if W is None:
             raise ValueError(f"clones needs hidden blocks whose linear module's outputs are the block's units; block {block!r} has none")
-        W = W.reshape(W.shape[0], -1)
-        if getattr(linear, "bias", None) is not None:
-            W = torch.cat([W, linear.bias.detach().reshape(-1, 1).to(W.dtype)], dim=1)
         result.append(clone_pairs(W, h, tol=tol))
     return result
+
+
+def _unit_weights(block: nn.Module, n_units: int) -> Optional[torch.Tensor]:
+    """The incoming weights of the ``n_units`` units of a hidden block, the bias appended: ``(n_units, d + 1)``,
+    or ``None`` when the block has no linear module with one output per unit."""
+    linear = block_kind(block)[1]
+    W = None if linear is None else linear.weight.detach()  # (d_out, d_in), computed once if parametrized
+    if W is None or W.shape[0] != n_units:
+        return None
+    W = W.reshape(W.shape[0], -1)
+    if getattr(linear, "bias", None) is not None:
+        W = torch.cat([W, linear.bias.detach().reshape(-1, 1).to(W.dtype)], dim=1)
+    return W
+
+
+def clone_counts(model: nn.Sequential, x: torch.Tensor, *, tol: float = CLONE_TOLERANCE) -> List[Dict[str, float]]:
+    r"""The number of cloned pairs of each block, near and exact: the runner's clone columns.
+
+    For each hidden block, the pairs of :func:`clones` at two tolerances: ``clone_pairs`` at
+    ``tol`` (near clones, :data:`CLONE_TOLERANCE` by default) and ``exact_clone_pairs`` at
+    :func:`exact_clone_tolerance` of the weights' dtype (clones to round-off; every exact clone
+    is a near one), with the tolerances used (``clone_tol``, ``exact_clone_tol``). The head's
+    outputs are not hidden units, and a block without a linear module with one output per unit
+    has no incoming weights to compare: their four values are NaN (not measured). The runner logs
+    these per layer (:data:`isoplast_lite.run.LAYER_MEASURES`) on its probe; its seed-batched
+    measurement computes the same counts with :func:`clone_distance` on the stacked weights.
+
+    Args:
+        model: an ``nn.Sequential`` of hidden blocks then a head.
+        x: probe inputs ``(N, *in)``.
+        tol: the relative tolerance of near clones, ``>= 0``.
+
+    Returns:
+        One dict per block (the head last) with float ``clone_pairs``, ``exact_clone_pairs``,
+        ``clone_tol`` and ``exact_clone_tol``.
+
+    Example:
+        >>> from isoplast_lite import relu_mlp
+        >>> model = relu_mlp(4, 6, 1, 2, generator=torch.Generator().manual_seed(0))
+        >>> with torch.no_grad():
+        ...     _ = model[0][0].weight[5].copy_(model[0][0].weight[1])
+        ...     model[0][0].bias[5] = model[0][0].bias[1]
+        ...     _ = model[0][0].weight[4].copy_(model[0][0].weight[2] * (1 + 1e-4))  # a near copy
+        ...     model[0][0].bias[4] = model[0][0].bias[2] * (1 + 1e-4)
+        >>> [(r["clone_pairs"], r["exact_clone_pairs"]) for r in clone_counts(model, torch.randn(32, 4))]
+        [(2.0, 1.0), (nan, nan)]
+    """
+    check_model_and_probe(model, x)
+    tol = check_real("tol", tol)
+    if tol < 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    nan = dict.fromkeys(("clone_pairs", "exact_clone_pairs", "clone_tol", "exact_clone_tol"), math.nan)
+    result = []
+    for block, h in zip(model[:-1], hidden_features(model, x)):
+        W = _unit_weights(block, h.shape[1])
+        if W is None:
+            result.append(dict(nan))
+            continue
+        exact = exact_clone_tolerance(W.dtype)
+        distance = clone_distance(W, h)
+        result.append({"clone_pairs": float(count_clone_pairs(distance, tol)), "exact_clone_pairs": float(count_clone_pairs(distance, exact)),
+                       "clone_tol": float(tol), "exact_clone_tol": exact})  # fmt: skip
+    return result + [dict(nan)]

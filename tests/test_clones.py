@@ -146,3 +146,65 @@ def test_the_shipped_clone_experiment_is_complete_and_consistent_with_its_defini
     start = df[df.step == 0]
     assert start.is_clone.all() and (start[start.condition == "exact"].w_dist == 0).all()
     assert entry["max_logit_change_exact_clone"] < 1e-5  # float32: cloning did not change the function
+
+
+def _plant(stack, seed, layer, pairs, noise):
+    """Unit j of hidden ``layer`` of stacked seed ``seed`` becomes a copy of unit i (row and bias),
+    moved by a relative ``noise`` in a random direction (not along the row: a scaled copy would be
+    a rank drop like an exact one)."""
+    g = torch.Generator().manual_seed(100 * seed + layer)
+    with torch.no_grad():
+        W, b = stack.params[f"{layer}.0.weight"], stack.params[f"{layer}.0.bias"]
+        for i, j in pairs:
+            full = torch.cat([W[seed, i], b[seed, i : i + 1]])
+            step = torch.randn(full.shape, generator=g, dtype=full.dtype)
+            full = full + noise * full.norm() * step / step.norm()
+            W[seed, j], b[seed, j] = full[:-1], full[-1]
+
+
+@pytest.mark.parametrize("layernorm", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_runner_clone_columns_count_planted_clones_on_both_paths_as_a_brute_force_loop(layernorm, dtype):
+    """The runner's per-layer clone counts and null shares, seed-batched and per seed, against
+    planted copies, a brute-force loop over pairs and the weights' own singular values."""
+    from isoplast_lite.engine import StackedModel
+    from isoplast_lite.measure import measure, measure_seed, stacked_blocks
+    from isoplast_lite.units import EXACT_CLONE_ULPS, exact_clone_tolerance
+
+    width, depth, probe = 12, 2, 16
+    stack = StackedModel.build(lambda g: relu_mlp(6, width, depth, 3, layernorm=layernorm, generator=g), [0, 1, 2], dtype=dtype)
+    assert stacked_blocks(stack) is not None
+    planted = {0: ([(0, 1)], [(2, 3)]), 1: ([(0, 1), (4, 5)], []), 2: ([], [(2, 3), (6, 7)])}  # seed: (exact, near)
+    for seed, (exact, near) in planted.items():
+        for layer in range(depth):
+            _plant(stack, seed, layer, exact, 0.0)
+            _plant(stack, seed, layer, near, 1e-4)
+    x = torch.randn(3, 40, 6, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    batched = measure(stack, x, [0, 1, 2], probe)
+    exact_tol = exact_clone_tolerance(dtype)
+    assert exact_tol == EXACT_CLONE_ULPS * torch.finfo(dtype).eps
+    for seed, (exact, near) in planted.items():
+        reference = measure_seed(stack, seed, x[seed], x[seed, :probe])[1]
+        model = stack.model_for_seed(seed)
+        feats = hidden_features(model, x[seed, :probe])
+        for layer, (got, ref) in enumerate(zip(batched[seed][1], reference)):
+            if layer == depth:  # the head: not hidden units, not measured
+                assert all(math.isnan(r[c]) for r in (got, ref) for c in ("clone_pairs", "exact_clone_pairs", "clone_tol", "exact_clone_tol"))
+                continue
+            lin = model[layer][0]
+            full = torch.cat([lin.weight, lin.bias[:, None]], 1).detach()
+            assert got["clone_pairs"] == ref["clone_pairs"] == len(_brute_force_pairs(full, feats[layer], CLONE_TOLERANCE)) == len(exact) + len(near)
+            assert got["exact_clone_pairs"] == ref["exact_clone_pairs"] == len(_brute_force_pairs(full, feats[layer], exact_tol)) == len(exact)
+            assert got["clone_tol"] == ref["clone_tol"] == CLONE_TOLERANCE and got["exact_clone_tol"] == ref["exact_clone_tol"] == exact_tol
+            # an exact copy of a row drops the rank of a square W by one (numerically zero singular
+            # value), not that of the tall first layer (12 x 6): the weight null share
+            d_out, d_in = lin.weight.shape
+            k = min(d_out, d_in)
+            null = (k - min(d_out - len(exact), d_in)) / k
+            sw = torch.linalg.svdvals(lin.weight.detach().double())
+            assert float((sw < 1e-6 * sw[0]).double().mean()) == pytest.approx(null)  # near copies: sigma ~ 1e-5
+            assert null > 0 or layer == 0 or not exact
+            for r in (got, ref):
+                assert r["weight_null_share"] == pytest.approx(null)
+                assert r["null_share"] == pytest.approx(1.0 - r["directions_share"], abs=1e-12)
+            assert got["null_share"] == pytest.approx(ref["null_share"], abs=1e-12)

@@ -101,7 +101,13 @@ def test_manipulation_check_reports_target_and_achieved_and_marks_a_missed_targe
     assert adam.on_target is None and math.isnan(adam.log_scale_target)
     # the achieved columns are the per-layer table's hidden rows at the last task, averaged
     last = layers[(layers.method == "target-spectrum") & (layers.kind == "hidden") & (layers.task == 1)]
-    assert hit.jac_scale == pytest.approx(last.scale.mean()) and hit.null_share == pytest.approx(1 - last.directions_share.mean())
+    assert hit.jac_scale == pytest.approx(last.scale.mean()) and hit.null_share == pytest.approx(last.null_share.mean())
+    assert hit.null_share == pytest.approx(1 - last.directions_share.mean())  # the column's definition
+    assert hit.clone_pairs == pytest.approx(last.groupby("seed").clone_pairs.sum().mean())
+    # a table written before the runner's null share and clone columns: the share from its definition, no clone columns
+    old = manipulation_check(layers.drop(columns=["null_share", "clone_pairs", "exact_clone_pairs"]), rows,
+                             sizes=layer_sizes(64, TINY["width"], TINY["depth"])).set_index("method")  # fmt: skip
+    assert old.loc["target-spectrum"].null_share == pytest.approx(hit.null_share) and "clone_pairs" not in old.columns
     r = rows[(rows.method == "target-spectrum") & (rows.task == 1)]
     assert hit.ntk_cond_log10 == pytest.approx(np.log10(r.ntk_cond).mean())
 
@@ -115,3 +121,51 @@ def test_manipulation_check_rejects_bad_input():
         manipulation_check(layers, sizes={0: 4})
     with pytest.raises(ValueError, match="tol must be > 0"):
         manipulation_check(layers, sizes={3: 4}, tol=0)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_the_cpu_ledger_of_a_killed_and_resumed_arm_counts_every_process(tmp_path):
+    """tools/intervention_runs.py: an arm interrupted after two of four tasks has unknown seconds
+    (not its remainder, not 0); resumed from its checkpoint by another process, its seconds are
+    the sum of both processes' tasks, each task counted once."""
+    import time
+
+    from tools_loader import load_tool
+
+    tool = load_tool("intervention_runs")
+    cfg = Config("permuted-digits", "adam", **{**TINY, "n_tasks": 4, "steps_per_task": 40})
+    path = tmp_path / "cpu-arm.json"
+    first = tool.CpuLedger(path)
+
+    def stop_after_task_1(task, rows):
+        first.task_done(task, rows)
+        if task == 1:
+            raise _Stop  # as a kill right after task 1's checkpoint
+
+    start = time.process_time()
+    with pytest.raises(_Stop):
+        run(cfg, cache_dir=tmp_path / "cache", progress=False, callback=stop_after_task_1)
+    first_spent = time.process_time() - start
+    assert sorted(tool.CpuLedger(path).tasks) == ["0:0", "0:1"] and tool.CpuLedger(path).seconds(cfg) is None
+    done_first = dict(tool.CpuLedger(path).tasks)
+
+    second = tool.CpuLedger(path)  # the next process resumes at task 2
+    start = time.process_time()
+    run(cfg, cache_dir=tmp_path / "cache", progress=False, callback=second.task_done)
+    second.finish()
+    second_spent = time.process_time() - start
+    final = tool.CpuLedger(path)
+    assert sorted(final.tasks) == ["0:0", "0:1", "0:2", "0:3"]
+    assert {k: final.tasks[k] for k in done_first} == done_first  # the first process's tasks kept as they were
+    total = final.seconds(cfg)
+    # the first process's two tasks are in the total: it exceeds what the resuming process spent alone
+    assert total >= round(sum(done_first.values()) + 0.5 * second_spent, 1) and sum(done_first.values()) > 0
+    assert total <= first_spent + second_spent + 0.1
+    # a cached arm is not trained again: its ledger (and seconds) unchanged
+    third = tool.CpuLedger(path)
+    run(cfg, cache_dir=tmp_path / "cache", progress=False, callback=third.task_done)
+    third.finish()
+    assert tool.CpuLedger(path).seconds(cfg) == total

@@ -133,7 +133,7 @@ def test_config_validation():
 
 
 def test_per_layer_table_is_layer_isometry_of_each_seed_and_is_cached(tmp_path):
-    from isoplast_lite.diagnostics import layer_isometry
+    from isoplast_lite.diagnostics import clone_counts, layer_isometry
     from isoplast_lite.run import LAYER_COLUMNS, LAYER_MEASURES
 
     cfg = Config("random-label-digits", "aei-adam", **TINY)
@@ -166,7 +166,7 @@ def test_per_layer_table_is_layer_isometry_of_each_seed_and_is_cached(tmp_path):
         run_mod.measure = original
     assert sorted(captured) == [0, 1]
     for k, (model, probe) in captured.items():
-        expected = pd.DataFrame(layer_isometry(model, probe))
+        expected = pd.DataFrame([{**r, **c} for r, c in zip(layer_isometry(model, probe), clone_counts(model, probe))])
         got = relu_layers[relu_layers.seed == relu.seed_list[k]].reset_index(drop=True)
         np.testing.assert_allclose(got[list(LAYER_MEASURES)].to_numpy(float), expected[list(LAYER_MEASURES)].to_numpy(float), rtol=1e-9, equal_nan=True)
 

@@ -150,7 +150,7 @@ def test_portability_measurements_back_the_tolerances():
 def test_chain_files_hold_every_configuration_with_its_layer_table():
     """data/chain (tools/precompute_chain.py): every configuration of the tool, 8 seeds x 10
     tasks, and the per-layer table with one row per seed x task x block."""
-    from isoplast_lite.run import LAYER_COLUMNS
+    from isoplast_lite.run import LATER_LAYER_MEASURES, LAYER_COLUMNS
 
     tool = load_tool("precompute_chain")
     for name, entry in results.manifest("chain").items():
@@ -160,7 +160,8 @@ def test_chain_files_hold_every_configuration_with_its_layer_table():
         assert set(zip(rows.method, rows.settings)) == expected
         per = rows.groupby(["method", "settings"]).apply(lambda g: (g.seed.nunique(), g.task.nunique(), len(g)), include_groups=False)
         assert set(per) == {(budget["seeds"], budget["n_tasks"], budget["seeds"] * budget["n_tasks"])}
-        assert list(layers.columns[: len(LAYER_COLUMNS)]) == list(LAYER_COLUMNS)
+        written = [c for c in LAYER_COLUMNS if c in layers.columns]  # tables made before the later measures lack them
+        assert list(layers.columns[: len(written)]) == written and set(LAYER_COLUMNS) - set(written) <= set(LATER_LAYER_MEASURES)
         assert len(layers) == len(rows) * (budget["depth"] + 1)
         assert not rows.diverged.any() and rows.ntk_progress_mean.notna().all()
 
@@ -213,7 +214,9 @@ def test_intervention_files_hold_every_arm_and_the_arms_hit_their_targets():
         per = rows.groupby("arm").apply(lambda g: (g.seed.nunique(), g.task.nunique(), len(g)), include_groups=False)
         assert set(per) == {(cfg["seeds"], cfg["n_tasks"], cfg["seeds"] * cfg["n_tasks"])}, name
         assert len(layers) == len(rows) * (cfg["depth"] + 1)
-        assert entry["reduced"] and entry["full"]["estimated_cpu_seconds"] > sum(entry["cpu_seconds"].values())
+        seconds = entry["cpu_seconds"]  # null: unknown (a resumed arm whose earlier processes were not counted), never 0
+        assert set(seconds) == set(tool.ARMS) and all(v is None or v > 0 for v in seconds.values()), (name, seconds)
+        assert entry["reduced"] and entry["full"]["estimated_cpu_seconds"] > sum(v for v in seconds.values() if v is not None)
         hidden = layers[(layers.kind == "hidden") & (layers.method == "target-spectrum")]
         for settings, g in hidden.groupby("settings"):
             s = json.loads(settings)
@@ -362,3 +365,25 @@ def test_one_flipped_byte_in_any_kind_of_shipped_file_is_a_one_line_error_naming
         load(res)
     message = str(info.value)
     assert "\n" not in message and str(target) in message and "SHA-256 does not match" in message, message
+
+
+def test_layer_tables_lack_the_measures_added_after_them_rather_than_holding_zeros():
+    """Every shipped per-layer table loads; a measure added later (``LATER_LAYER_MEASURES``: the
+    null shares, the clone counts) is absent from the tables written before it, and where a table
+    has it, its hidden rows hold measured values (not a filled column)."""
+    from isoplast_lite.run import LATER_LAYER_MEASURES, LAYER_COLUMNS
+
+    seen = 0
+    for group in ("book", "long", "chain", "streams", "retuned", "interventions", "paper"):
+        for name, entry in results.manifest(group).items():
+            if "layers_file" not in entry:
+                continue
+            layers = results.load_layers(name, group)
+            seen += 1
+            assert set(LAYER_COLUMNS) - set(layers.columns) <= set(LATER_LAYER_MEASURES), (group, name)
+            hidden = layers[layers.kind == "hidden"]
+            for column in set(LATER_LAYER_MEASURES) & set(layers.columns):
+                assert hidden[column].notna().any(), (group, name, column)
+            if "clone_pairs" in layers.columns:
+                assert (hidden.exact_clone_pairs <= hidden.clone_pairs).all()
+    assert seen >= 4

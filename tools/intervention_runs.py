@@ -31,9 +31,15 @@ stream, 8 seeds, and the shifting streams cut to the first ``HORIZON`` tasks. Th
 with and without LayerNorm, 16 seeds) is recorded in the manifest with its command and a cost
 estimated from the CPU seconds measured here.
 
-``--work DIR`` keeps each stream's measured CPU seconds there, so several processes can fill the
+``--work DIR`` keeps each stream's CPU-second ledger there, so several processes can fill the
 cache in parallel (``--streams``) and a last call assembles every stream (cached runs cost
-nothing; their CPU seconds are read back from ``DIR``).
+nothing; their CPU seconds are read back from ``DIR``). The ledger counts the CPU seconds of
+every process that worked on an arm: after each task is checkpointed (the runner's callback) the
+process adds the CPU seconds it spent since its previous task to that task's entry, so an arm
+killed and resumed from its checkpoint sums the tasks each process finished (a task interrupted
+before its checkpoint is recomputed by the next process, and only the attempt that finished
+counts). An arm whose ledger lacks a task (computed before the ledger existed, or from a cache
+this tool did not fill) has unknown seconds: ``null`` in the manifest, never 0.
 """
 
 from __future__ import annotations
@@ -64,6 +70,9 @@ ARMS = {
 #: chapter 8's shipped Adam and fresh runs (not from any intervention arm): at these horizons
 #: Adam is already below the fresh network (95% interval over its 8 seeds).
 HORIZON = {"permuted-digits": 50, "label-shuffle-digits": 50, "permuted-mnist1d": 20, "label-shuffle-mnist1d": 40}
+#: what the manifest's ``cpu_seconds`` are
+CPU_SECONDS_NOTE = ("process CPU seconds of every process that worked on each arm, summed over the tasks the result holds "
+                    "(each task counted once, in the process that checkpointed it); null: unknown (tasks computed before the ledger existed)")
 #: the full experiment this reduced one stands for
 FULL = {"seeds": 16, "scales": [0.5, 1.0, 2.0], "spreads": [0.0, 0.5, 1.0, 2.0], "layernorm": [False, True],
         "controls": ["adam", "adamo", "fresh", "layernorm"]}  # fmt: skip
@@ -85,31 +94,65 @@ def arm_configs(stream: str, seeds: int):
     return out
 
 
+class CpuLedger:
+    """The CPU seconds of every process that worked on one arm, per task: a JSON file
+    ``{"tasks": {"<first seed>:<task>": seconds}, "tail": seconds}`` (one per arm, so processes
+    running other arms never write it), rewritten atomically after each task."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        entry = json.loads(path.read_text()) if path.is_file() else {}
+        self.tasks = dict(entry.get("tasks", {}))
+        self.tail = float(entry.get("tail", 0.0))
+        self.mark = time.process_time()
+        self.worked = False
+
+    def task_done(self, task: int, rows) -> None:
+        """The runner's callback: the seconds since the previous task (or the start) go to this task."""
+        now = time.process_time()
+        self.tasks[f"{int(rows.seed.min())}:{task}"] = round(now - self.mark, 3)
+        self.mark, self.worked = now, True
+        self._save()
+
+    def finish(self) -> None:
+        """After ``run`` returned: the seconds spent since the last task (writing the cache entry), if this process trained."""
+        if self.worked:
+            self.tail = round(self.tail + time.process_time() - self.mark, 3)
+            self._save()
+
+    def _save(self) -> None:
+        from isoplast_lite.files import atomic_write
+
+        text = json.dumps({"tasks": self.tasks, "tail": self.tail}, indent=1, sort_keys=True)
+        atomic_write(self.path, lambda h: h.write(text.encode()))
+
+    def seconds(self, cfg):
+        """The arm's CPU seconds if every task of ``cfg`` is in the ledger, else ``None`` (unknown)."""
+        expected = {f"{cfg.seed_list[0]}:{t}" for t in range(cfg.n_tasks)}
+        if not expected <= set(self.tasks):
+            return None
+        return round(sum(self.tasks[k] for k in expected) + self.tail, 1)
+
+
 def run_stream(stream: str, seeds: int, work: Path, arms=None):
-    """Run (or load from the cache) every arm of ``stream``; returns its rows and layers, and
-    records the CPU seconds of the arms computed now in ``work``."""
+    """Run (or load from the cache) every arm of ``stream``; returns its rows and layers, and the
+    CPU seconds of each arm (``None``: unknown), from the ledgers in ``work`` (:class:`CpuLedger`)."""
     import pandas as pd
 
     from isoplast_lite.run import run
 
     work.mkdir(parents=True, exist_ok=True)
-    seconds_path = work / f"cpu-{stream}-{seeds}.json"
-    rows, layers = [], []
+    rows, layers, seconds = [], [], {}
     for arm, cfg in arm_configs(stream, seeds).items():
         if arms is not None and arm not in arms:
             continue
-        start = time.process_time()
-        res = run(cfg, progress=False, layers=True)
-        df, lay = res.rows, res.layers
-        spent = time.process_time() - start
-        seconds = json.loads(seconds_path.read_text()) if seconds_path.is_file() else {}
-        if arm not in seconds or spent > 5.0:  # a cached run costs well under a second
-            seconds[arm] = round(spent, 1)
-            seconds_path.write_text(json.dumps(seconds, indent=1))
-        rows.append(df.assign(arm=arm))
-        layers.append(lay.assign(arm=arm))
-        print(f"{stream} {arm}: {seconds[arm]} CPU s", flush=True)
-    seconds = json.loads(seconds_path.read_text())
+        ledger = CpuLedger(work / f"cpu-{stream}-{seeds}-{arm}.json")
+        res = run(cfg, progress=False, layers=True, callback=ledger.task_done)  # the tool runs every seed in one batch
+        ledger.finish()
+        seconds[arm] = ledger.seconds(cfg)
+        rows.append(res.rows.assign(arm=arm))
+        layers.append(res.layers.assign(arm=arm))
+        print(f"{stream} {arm}: " + (f"{seconds[arm]} CPU s" if seconds[arm] is not None else "CPU seconds unknown (tasks computed outside the ledger)"), flush=True)
     return pd.concat(rows, ignore_index=True), pd.concat(layers, ignore_index=True), seconds
 
 
@@ -149,7 +192,8 @@ def main(argv=None) -> int:
         cfg = next(iter(arm_configs(stream, args.seeds).values()))
         budget = {k: v for k, v in json.loads(cfg.to_json()).items() if k in results.manifest("streams")[stream]["config"]}
         n_full = len(FULL["scales"]) * len(FULL["spreads"]) * len(FULL["layernorm"]) + len(FULL["controls"])
-        per_arm = sum(seconds.values()) / len(seconds)
+        known = [v for v in seconds.values() if v is not None]
+        per_arm = sum(known) / len(known) if known else None
         manifest[stream] = {
             "file": f"{stream}.csv.gz",
             "layers_file": f"{stream}-layers.csv.gz",
@@ -162,10 +206,10 @@ def main(argv=None) -> int:
             "reduced": True,
             "reduced_how": "one scale and one spread per arm, 8 seeds" + (f", the first {budget['n_tasks']} of the stream's "
                            f"{results.manifest('streams')[stream]['config']['n_tasks']} tasks" if stream in HORIZON else ""),
-            "cpu_seconds_note": "process CPU seconds of the last process that ran each arm (a run resumed from a checkpoint counts only its remainder)",
+            "cpu_seconds_note": CPU_SECONDS_NOTE,
             "full": {**FULL, "arms": n_full,
                      "command": f"python tools/intervention_runs.py --streams {stream} --seeds {FULL['seeds']} (with ARMS extended to the FULL grid)",
-                     "estimated_cpu_seconds": round(per_arm * n_full * FULL["seeds"] / args.seeds
+                     "estimated_cpu_seconds": None if per_arm is None else round(per_arm * n_full * FULL["seeds"] / args.seeds
                                                     * results.manifest("streams")[stream]["config"]["n_tasks"] / budget["n_tasks"])},  # fmt: skip
             "provenance": results.provenance(threads=torch.get_num_threads()),
         }

@@ -45,10 +45,11 @@ this tool did not fill) has unknown seconds: ``null`` in the manifest, never 0.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import time
 from pathlib import Path
+
+from isoplast_lite.files import write_csv_gz
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "isoplast_lite" / "data" / "interventions"
@@ -156,13 +157,6 @@ def run_stream(stream: str, seeds: int, work: Path, arms=None):
     return pd.concat(rows, ignore_index=True), pd.concat(layers, ignore_index=True), seconds
 
 
-def _write_gz(path: Path, df) -> None:
-    from isoplast_lite.files import atomic_write
-
-    data = gzip.compress(df.to_csv(index=False, float_format="%.7g").encode(), mtime=0)
-    atomic_write(path, lambda h: h.write(data))
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", nargs="+", default=list(STREAMS), choices=STREAMS)
@@ -187,8 +181,8 @@ def main(argv=None) -> int:
         rows, layers, seconds = run_stream(stream, args.seeds, args.work, args.arms if args.run_only else None)
         if args.run_only:
             continue
-        _write_gz(args.out / f"{stream}.csv.gz", rows)
-        _write_gz(args.out / f"{stream}-layers.csv.gz", layers)
+        write_csv_gz(args.out / f"{stream}.csv.gz", rows, float_format="%.7g")
+        write_csv_gz(args.out / f"{stream}-layers.csv.gz", layers, float_format="%.7g")
         cfg = next(iter(arm_configs(stream, args.seeds).values()))
         budget = {k: v for k, v in json.loads(cfg.to_json()).items() if k in results.manifest("streams")[stream]["config"]}
         n_full = len(FULL["scales"]) * len(FULL["spreads"]) * len(FULL["layernorm"]) + len(FULL["controls"])

@@ -98,8 +98,9 @@ class Config:
             relative in 600 steps, the ``ntk_*`` columns by about 5e-7), so a run pins its
             count (:func:`isoplast_lite.run.run` sets it for the run and restores the caller's
             afterwards) and gives the same rows whatever ``OMP_NUM_THREADS``, executor or
-            worker runs it. On one core-bound machine 2 threads buy little at the book's
-            widths (``benchmarks/threads.py`` measures it); a GPU run ignores it.
+            worker runs it. On this project's busy 2-core machine a second thread made a
+            width-64 run of 8 seeds 15 to 46 times slower (``benchmarks/threads.py``); a GPU
+            run ignores it.
 
     Example:
         >>> Config("random-label-digits", "adamo", settings={"iso_strength": 0.01}).settings.iso_strength

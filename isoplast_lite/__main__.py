@@ -182,7 +182,7 @@ def _add_executor(p: argparse.ArgumentParser) -> None:
     g.add_argument("--slurm-partition", default=None, help="SLURM partition, e.g. gpu")
     g.add_argument("--slurm-account", default=None, help="SLURM account to charge")
     g.add_argument("--slurm-gpus-per-job", type=_count, default=None, help="GPUs per job (default 1 with --device cuda, else 0)")
-    g.add_argument("--slurm-cpus-per-job", type=_size("seeds"), default=None, help="CPUs per job (torch threads of the job)")
+    g.add_argument("--slurm-cpus-per-job", type=_size("seeds"), default=None, help="CPUs per job (default: the largest --threads of the sweep)")
     g.add_argument("--slurm-time", type=_size("seeds"), default=None, metavar="MINUTES", help="time limit of a job in minutes (default 1440; also of local jobs)")
     g.add_argument("--slurm-mem-gb", type=_pos_float, default=None, help="memory per job in GB")
 
@@ -227,8 +227,6 @@ def build_parser() -> argparse.ArgumentParser:
     p_sweep.add_argument("--lr", nargs="+", type=_lr, default=[1e-3])
     p_sweep.add_argument("--out", required=True, help="CSV file to write (rewritten after every config)")
     p_sweep.add_argument("--force", action="store_true", help="let --out replace a file that is not a results CSV of this tool")
-    p_sweep.add_argument("--threads", type=_size("seeds"), default=None,
-                         help="torch threads of each configuration (default: what a serial run here uses, torch.get_num_threads())")
     p_sweep.add_argument("--no-stack", action="store_true",
                          help="train every configuration alone (default: configurations differing only in --lr and in settings their "
                               "method reads per member are trained as one stacked model; isoplast_lite.stacking)")  # fmt: skip
@@ -596,10 +594,9 @@ def _prepare_sweep(args, parser):
 
         failures: list = []
         warnings.filterwarnings("ignore", message="configuration failed", category=RuntimeWarning)  # listed below
-        threads = args.threads if args.threads is not None else args.slurm_cpus_per_job
         run_sweep(configs, executor=args.executor, cache_dir=False if args.no_cache else args.cache_dir,
                   seed_batch=args.seed_batch, progress=False if args.no_progress else None, workers=args.workers,
-                  threads=threads, jobs_dir=args.jobs_dir, max_retries=args.max_retries,
+                  jobs_dir=args.jobs_dir, max_retries=args.max_retries,
                   slurm=slurm or None, on_result=on_result, failures=failures, stack=not args.no_stack)  # fmt: skip
         if not done:  # nothing finished: an empty results CSV, so --out never holds what it held before
             _write_csv(pd.DataFrame(columns=list(RESULT_COLUMNS)), args.out)

@@ -43,7 +43,7 @@ __all__ = [
 # enough that an absurd value (a typo such as --depth 1000000000000) is an error, not a hang.
 # check_config also compares the memory a config needs with the memory available.
 LIMITS = {"seeds": 10_000, "n_tasks": 1_000_000, "steps_per_task": 100_000_000, "batch_size": 10_000_000,
-          "width": 1_000_000, "depth": 10_000, "probe_size": 100_000, "n_train": 100_000_000}  # fmt: skip
+          "width": 1_000_000, "depth": 10_000, "probe_size": 100_000, "n_train": 100_000_000, "threads": 1024}  # fmt: skip
 MAX_LR = 10.0  # Adam moves every weight by about lr per step: lr > 10 cannot train anything
 #: the ``dtype`` values of a :class:`Config` and their torch dtypes
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -92,6 +92,15 @@ class Config:
         init: initialization of the ReLU nets (``"orthogonal"``, ``"kaiming"``, ``"default"``).
         probe_size: inputs in the fixed probe set (eNTK, layer Jacobians).
         device: torch device string. dtype: ``"float32"`` or ``"float64"``.
+        threads: torch intra-op threads the run trains and measures with (default 1). Part of
+            the result, so part of the configuration and its cache key: float32 training
+            rounds differently under another thread count (the loss moves by about 1e-7
+            relative in 600 steps, the ``ntk_*`` columns by about 5e-7), so a run pins its
+            count (:func:`isoplast_lite.run.run` sets it for the run and restores the caller's
+            afterwards) and gives the same rows whatever ``OMP_NUM_THREADS``, executor or
+            worker runs it. On this project's busy 2-core machine a second thread made a
+            width-64 run of 8 seeds 15 to 46 times slower (``benchmarks/threads.py``); a GPU
+            run ignores it.
 
     Example:
         >>> Config("random-label-digits", "adamo", settings={"iso_strength": 0.01}).settings.iso_strength
@@ -122,6 +131,8 @@ class Config:
     probe_size: int = 16
     device: str = _run_field("cpu", "--device", "torch device, e.g. cpu or cuda")
     dtype: str = _run_field("float32", "--dtype", "floating-point type of the weights and data", choices=tuple(DTYPES))
+    threads: int = _run_field(1, "--threads", "torch threads the run trains and measures with (part of the result: float32 "
+                                              "rounds differently under another count)")
 
     def __post_init__(self):
         check_choice("benchmark", self.benchmark, BENCHMARKS)
@@ -131,7 +142,7 @@ class Config:
         if self.lr > MAX_LR:
             raise ValueError(f"lr must be in (0, {MAX_LR:g}] (Adam moves every weight by about lr per step), got {self.lr}")
         check_int("first_seed", self.first_seed, minimum=0)
-        for name in ("seeds", "n_tasks", "steps_per_task", "batch_size", "width", "depth", "probe_size"):
+        for name in ("seeds", "n_tasks", "steps_per_task", "batch_size", "width", "depth", "probe_size", "threads"):
             check_int(name, getattr(self, name), minimum=1, maximum=LIMITS[name])
         if self.n_train is not None:
             check_int("n_train", self.n_train, minimum=1, maximum=LIMITS["n_train"])
@@ -264,7 +275,7 @@ def estimate_seconds(cfg: Config, *, seed_batch: Optional[int] = None, threads: 
     Args:
         cfg: the run.
         seed_batch: seeds stacked in one batch (default: all of ``cfg.seeds``).
-        threads: torch threads (default: ``torch.get_num_threads()``); used on the CPU only.
+        threads: torch threads (default: the run's own, ``cfg.threads``); used on the CPU only.
 
     Example:
         >>> cfg = Config("random-label-digits", "adam", seeds=4, n_tasks=20, steps_per_task=800)
@@ -276,7 +287,7 @@ def estimate_seconds(cfg: Config, *, seed_batch: Optional[int] = None, threads: 
     device = torch.device(cfg.device)
     n_seeds = cfg.seeds if seed_batch is None else min(cfg.seeds, check_int("seed_batch", seed_batch, minimum=1))
     n_batches = -(-cfg.seeds // n_seeds)
-    threads = torch.get_num_threads() if threads is None else check_int("threads", threads, minimum=1)
+    threads = cfg.threads if threads is None else check_int("threads", threads, minimum=1)
     flops = _FLOPS.get(device.type, max(_FLOPS.values())) * (threads if device.type == "cpu" else 1)
     layers, speedup = cfg.depth + 1, _ELEMENTWISE_SPEEDUP.get(device.type, max(_ELEMENTWISE_SPEEDUP.values()))
     per_example = _EXAMPLE_SECONDS / speedup + 6 * _n_params(cfg) / flops

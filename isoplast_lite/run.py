@@ -99,6 +99,12 @@ The configuration (:class:`Config`, :func:`check_config`, the limits and the mem
 lives in :mod:`isoplast_lite.config`, the measurement in :mod:`isoplast_lite.measure`, the cache
 in :mod:`isoplast_lite.cache`; this module is the loop, and re-exports their public names.
 
+Threads: a run trains and measures under its configuration's ``threads`` torch threads (default
+1; :func:`pinned_threads` sets them for the run and restores the caller's count afterwards), so
+its rows are the same whatever ``OMP_NUM_THREADS``, ``torch.set_num_threads`` of the caller,
+executor or worker (byte for byte on one machine; float32 training rounds differently under
+another count, so the count is part of the configuration and of its cache key).
+
 Before training, :func:`check_config` rejects what cannot run (a device that is not there, more
 training images than the data set holds, sizes the memory cannot hold, a width a method cannot
 use) with a :class:`ConfigError` naming the settings at fault.
@@ -129,6 +135,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -166,7 +173,7 @@ __all__ = [
     "Config", "run", "check_config", "ConfigError", "cache_key", "default_cache_dir", "with_diverged_column",
     "METRIC_COLUMNS", "RESULT_COLUMNS", "CONFIG_COLUMNS", "LAYER_COLUMNS", "LAYER_MEASURES", "LATER_LAYER_MEASURES", "SPECTRUM_COLUMNS",
     "LIMITS", "MAX_LR", "MAX_SECONDS", "MAX_HOURS_ENV", "MethodError", "RunResult", "NTK_METHOD", "load_cached_table",
-    "estimate_seconds", "time_limit",
+    "estimate_seconds", "time_limit", "pinned_threads",
     # the loop's interface for stacked groups (:mod:`isoplast_lite.stacking` trains and stores through it)
     "train_seed_batch", "Table", "TABLES", "table_rows", "progress_enabled", "start_entry", "complete_entry",
 ]  # fmt: skip
@@ -440,6 +447,34 @@ def _save_checkpoint(path: Path, key: str, next_task: int, tables: Tuple[List[di
     cache.save_checkpoint(path, state)
 
 
+@contextlib.contextmanager
+def pinned_threads(threads: int):
+    """Run the block with ``torch.set_num_threads(threads)``, then restore the caller's count.
+
+    The runner trains and measures every run under its configuration's ``threads``
+    (:class:`Config`), so the rows do not depend on the thread count of the process, the
+    executor or the worker that runs it (float32 training rounds differently under another
+    count). A count equal to the current one changes nothing.
+
+    Example:
+        >>> before = torch.get_num_threads()
+        >>> with pinned_threads(1):
+        ...     torch.get_num_threads()
+        1
+        >>> torch.get_num_threads() == before
+        True
+    """
+    threads = check_int("threads", threads, minimum=1)
+    before = torch.get_num_threads()
+    if threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], key: str, progress: bool,
                      callback, member_cfgs: Optional[Sequence[Config]] = None) -> Tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """Train the stacked ``seeds`` of ``cfg`` task after task, resuming from ``ckpt_path``;
@@ -472,6 +507,13 @@ def train_seed_batch(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], k
         >>> [len(rows), len(layer_rows), len(spectrum_rows)] == list(table_rows(cfg, 2).values())
         True
     """
+    with pinned_threads(cfg.threads):
+        return _train_pinned(cfg, seeds, ckpt_path, key, progress, callback, member_cfgs)
+
+
+def _train_pinned(cfg: Config, seeds: List[int], ckpt_path: Optional[Path], key: str, progress: bool,
+                  callback, member_cfgs: Optional[Sequence[Config]] = None) -> Tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """The body of :func:`train_seed_batch`, under the thread count it has pinned."""
     device, dtype = torch.device(cfg.device), _DTYPES[cfg.dtype]
     source = load_source(parse_benchmark(cfg.benchmark)[1])
     streams = [make_stream(cfg.benchmark, seed=s, n_tasks=cfg.n_tasks, n_train=cfg.n_train, source=source) for s in seeds]

@@ -38,9 +38,11 @@ The runner's disk cache is the single source of truth, whichever the executor:
   (a killed worker is named with its signal) is recorded as a :class:`Failure`, the others run,
   and the sweep returns their rows (``failures=[]``) or raises one :class:`SweepError` at the
   end; the command line writes every good row, prints a closing summary and exits 1.
-- local jobs run with the thread count of a serial run in this process (``threads``, default
-  ``torch.get_num_threads()``), so a ``local`` sweep gives the rows of a ``serial`` one; a
-  SIGTERM or SIGINT to the sweep cancels its workers before it exits.
+- every run trains under its configuration's thread count (``Config.threads``, default 1;
+  :func:`isoplast_lite.run.run` pins it), in this process or in a job, so a ``local`` sweep gives
+  the rows of a ``serial`` one whatever the threads of the processes; SLURM jobs ask for that
+  many CPUs unless ``cpus_per_job`` says otherwise; a SIGTERM or SIGINT to the sweep cancels its
+  workers before it exits.
 
 Hyperparameters stacked beside seeds (``stack=True``, the default; :mod:`isoplast_lite.stacking`):
 configurations that differ only in ``lr`` and in settings their method reads per member
@@ -55,7 +57,7 @@ receives the plan, with the reason why a configuration that had peers runs alone
 So the cache folder must be one that every job can write: on a cluster, a shared file system
 (``--cache-dir`` on it, or ``$ISOPLAST_CACHE``). The results do not depend on the executor: a
 job computes exactly what :func:`isoplast_lite.run.run` computes in this process, given the
-same torch build, device and thread count (``threads``).
+same torch build and device (the thread count is the configuration's).
 
 Example:
     >>> from isoplast_lite.run import Config
@@ -172,16 +174,12 @@ class _ConfigJob(_Checkpointable):
     it with the same arguments, and the runner resumes from its own checkpoint.
     """
 
-    def __call__(self, cfg: Config, cache_dir: str, seed_batch: Optional[int], threads: Optional[int]) -> str:
+    def __call__(self, cfg: Config, cache_dir: str, seed_batch: Optional[int]) -> str:
         import submitit
 
         env = submitit.JobEnvironment()
         if env.cluster == "local":  # on SLURM, submitit's own SIGTERM handling (preemption) stays
             _record_kills(_kill_record_path(env.paths.folder, str(env.job_id)))
-        if threads is not None:
-            import torch
-
-            torch.set_num_threads(threads)
         run(cfg, cache_dir=cache_dir, progress=False, seed_batch=seed_batch)
         return cache_key(cfg)
 
@@ -190,16 +188,12 @@ class _GroupJob(_ConfigJob):
     """The callable a job of a stacked group runs: the group into the cache (one entry per
     configuration, :func:`isoplast_lite.stacking.run_group`), returning their cache keys."""
 
-    def __call__(self, cfgs: Sequence[Config], cache_dir: str, seed_batch: Optional[int], threads: Optional[int]) -> List[str]:
+    def __call__(self, cfgs: Sequence[Config], cache_dir: str, seed_batch: Optional[int]) -> List[str]:
         import submitit
 
         env = submitit.JobEnvironment()
         if env.cluster == "local":
             _record_kills(_kill_record_path(env.paths.folder, str(env.job_id)))
-        if threads is not None:
-            import torch
-
-            torch.set_num_threads(threads)
         stacking.run_group(cfgs, cache_dir=cache_dir, progress=False)
         return [cache_key(c) for c in cfgs]
 
@@ -296,9 +290,10 @@ def run_sweep(
         seed_batch: seeds stacked per batch, as in :func:`isoplast_lite.run.run`.
         progress: progress bars of the serial runs (jobs never show one).
         workers: at most this many jobs at once (local processes; SLURM array parallelism).
-        threads: torch threads of each configuration (``None``: what a serial run in this
-            process uses, ``torch.get_num_threads()``, so a ``local`` sweep gives the rows of a
-            serial one; SLURM jobs their ``cpus_per_job``). A serial sweep sets it for its runs.
+        threads: kept for callers that pinned it: when given, every configuration must have
+            that many ``threads`` (a ``ValueError`` otherwise). The configuration decides
+            (``Config.threads``; :func:`isoplast_lite.run.run` pins it in any executor); SLURM
+            jobs ask for the largest count of their sweep as ``cpus_per_job`` unless set.
         jobs_dir: where submitit keeps each job's pickles and logs (default
             ``<cache_dir>/jobs``).
         max_retries: how many times a job that died is submitted again.
@@ -339,6 +334,11 @@ def run_sweep(
     poll_seconds = check_positive("poll_seconds", poll_seconds)
     if threads is not None:
         threads = check_int("threads", threads, minimum=1)
+        other = next((c for c in configs if c.threads != threads), None)
+        if other is not None:
+            raise ValueError(f"threads={threads}: configuration {describe(other)} has threads={other.threads}; the configuration decides "
+                             f"its thread count (Config.threads); allowed: None, or the threads of every configuration")  # fmt: skip
+    threads = max((c.threads for c in configs), default=1)  # SLURM: the CPUs a job asks for
     slurm = _check_slurm(slurm)
     if on_result is not None and not callable(on_result):
         raise TypeError(f"on_result must be callable or None, got {type(on_result).__name__}")
@@ -371,25 +371,13 @@ def run_sweep(
             on_result(i, configs[i], df)
 
     if executor == "serial":
-        import torch
-
-        before = torch.get_num_threads()
-        if threads is not None:
-            torch.set_num_threads(threads)
-        try:
-            _serial(configs, cache_dir, progress, seed_batch, fail, deliver, stack, groups)
-        finally:
-            torch.set_num_threads(before)
+        _serial(configs, cache_dir, progress, seed_batch, fail, deliver, stack, groups)
         return finish()
 
     if cache_dir is False:
         raise ValueError(f"cache_dir=False with executor={executor!r}: the jobs' results travel through the cache; allowed: a cache folder, or executor='serial'")
     cache = (default_cache_dir() if cache_dir is None else Path(cache_dir)).resolve()
     folder = cache / "jobs" if jobs_dir is None else Path(jobs_dir).resolve()
-    if executor == "local" and threads is None:  # what a serial run in this process uses: the same numbers
-        import torch
-
-        threads = torch.get_num_threads()
 
     # one job per distinct configuration (a repeated one is listed twice in the result)
     same: Dict[str, List[int]] = collections.defaultdict(list)
@@ -422,9 +410,9 @@ def run_sweep(
             if batch:
                 if executor == "slurm":
                     with ex.batch():
-                        jobs = [_submit(ex, configs, unit, str(cache), seed_batch, threads) for unit in batch]
+                        jobs = [_submit(ex, configs, unit, str(cache), seed_batch) for unit in batch]
                 else:
-                    jobs = [_submit(ex, configs, unit, str(cache), seed_batch, threads) for unit in batch]
+                    jobs = [_submit(ex, configs, unit, str(cache), seed_batch) for unit in batch]
                 for unit, job in zip(batch, jobs):
                     running[unit[0][0]] = (unit, job)
                     attempts[unit[0][0]] += 1
@@ -484,10 +472,10 @@ def _units(configs, pending: List[List[int]], stack: bool, seed_batch: Optional[
     return [[pending[j] for j in g.indices] for g in plan]
 
 
-def _submit(ex, configs, unit, cache: str, seed_batch, threads):
+def _submit(ex, configs, unit, cache: str, seed_batch):
     if len(unit) == 1:
-        return ex.submit(_ConfigJob(), configs[unit[0][0]], cache, seed_batch, threads)
-    return ex.submit(_GroupJob(), [configs[ix[0]] for ix in unit], cache, seed_batch, threads)
+        return ex.submit(_ConfigJob(), configs[unit[0][0]], cache, seed_batch)
+    return ex.submit(_GroupJob(), [configs[ix[0]] for ix in unit], cache, seed_batch)
 
 
 def _serial(configs, cache_dir, progress, seed_batch, fail, deliver, stack: bool = True, groups: Optional[list] = None) -> None:

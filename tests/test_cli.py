@@ -175,13 +175,13 @@ def test_run_flags_are_generated_from_the_config_fields():
     from isoplast_lite.config import Config, cli_fields
 
     fields = cli_fields()
-    assert [f.name for f in fields] == ["seeds", "n_tasks", "steps_per_task", "batch_size", "width", "depth", "n_train", "init", "device", "dtype"]
+    assert [f.name for f in fields] == ["seeds", "n_tasks", "steps_per_task", "batch_size", "width", "depth", "n_train", "init", "device", "dtype", "threads"]
     parser = build_parser()
     base = ["run", "--benchmark", "permuted-digits", "--method", "adam"]
     args = parser.parse_args(base)
     assert config_from_args(args, "permuted-digits", "adam", {}, 1e-3) == Config("permuted-digits", "adam")  # the defaults agree
     changed = {"seeds": "3", "n_tasks": "7", "steps_per_task": "9", "batch_size": "5", "width": "12", "depth": "2", "n_train": "40",
-               "init": "kaiming", "device": "cpu:0", "dtype": "float64"}  # fmt: skip
+               "init": "kaiming", "device": "cpu:0", "dtype": "float64", "threads": "2"}  # fmt: skip
     for f in fields:
         for command in ("run", "sweep"):
             argv = base if command == "run" else ["sweep", "--benchmark", "permuted-digits", "--method", "adam", "--out", "x.csv"]

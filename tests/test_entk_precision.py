@@ -148,3 +148,24 @@ def test_shipped_float32_condition_numbers_beyond_float32_resolution_read_as_inf
     keep = measured & ~beyond
     np.testing.assert_array_equal(df.ntk_cond.to_numpy()[measured], raw.ntk_cond.to_numpy()[measured])
     assert (df.ntk_resolved.to_numpy()[keep] == 1.0).all() and df.ntk_resolved[~measured].isna().all()
+
+
+@pytest.mark.parametrize("name", ["random-label-digits", "random-label-mnist1d"])
+def test_the_chain_group_was_made_with_the_float64_kernel(name):
+    """data/chain was re-made after issue 22 (float64 eNTK): its files carry ntk_rank and
+    ntk_resolved as the runner writes them, a kappa is inf exactly where it is beyond resolution
+    and a resolved one is finite, ntk_rank counts the eigenvalues above the resolution (the full
+    160 = 16 probe inputs x 10 classes when resolved, fewer when not); the loader returns them as
+    written (no float32 reading)."""
+    import pandas as pd
+
+    from isoplast_lite import results
+
+    raw = pd.read_csv(results.results_dir("chain") / results.manifest("chain")[name]["file"])
+    assert {"ntk_rank", "ntk_resolved"} <= set(raw.columns) and raw.ntk_resolved.notna().all()
+    resolved = raw.ntk_resolved == 1.0
+    assert set(raw.ntk_resolved.unique()) <= {0.0, 1.0} and resolved.any()
+    assert np.isfinite(raw.ntk_cond[resolved]).all() and np.isinf(raw.ntk_cond[~resolved]).all()
+    assert (raw.ntk_rank[resolved] == 160).all() and (raw.ntk_rank[~resolved] < 160).all()
+    df = results.load(name, "chain")
+    np.testing.assert_array_equal(df.ntk_resolved.to_numpy(), raw.ntk_resolved.to_numpy())

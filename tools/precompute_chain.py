@@ -1,12 +1,14 @@
 """Precompute the runs of the chapter "Does isometry cause plasticity?" (isoplast_lite/data/chain).
 
-    OMP_NUM_THREADS=1 .venv/bin/python tools/precompute_chain.py [--benchmarks random-label-digits ...]
+    .venv/bin/python tools/precompute_chain.py [--benchmarks random-label-digits ...]
 
 Book scale (width 64, depth 3, 8 seeds, 10 tasks x 400 steps, 256 images, batch 32, lr 1e-3,
 the scale of chapters 6 and 8), every configuration run with the per-layer table
 (``run(cfg, layers=True).layers``), through the runner's cache (``$ISOPLAST_CACHE``), so an
 interrupted precomputation resumes where it stopped and a finished configuration is never
-trained again. Writes, per benchmark, ``{benchmark}.csv.gz`` (the runner's rows) and
+trained again. Every run trains under its configuration's thread count (``Config.threads``,
+1), whatever ``OMP_NUM_THREADS`` says; one process per benchmark can run at once (each updates
+only its own entry of the manifest). Writes, per benchmark, ``{benchmark}.csv.gz`` (the runner's rows) and
 ``{benchmark}-layers.csv.gz`` (the per-layer table), and ``manifest.json`` (the configurations,
 this command, the provenance and the wall time of each configuration).
 
@@ -23,7 +25,6 @@ The configurations (``CONFIGS``):
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import time
 from pathlib import Path
@@ -51,17 +52,15 @@ def configs(benchmark: str):
     return [Config(benchmark, method, settings=settings, **BUDGET) for method, settings in CONFIGS]
 
 
-def write_gz(path: Path, df, float_format=None) -> None:
-    """``df`` as a reproducible gzipped CSV (no timestamp in the header) at ``path``, atomically."""
-    from isoplast_lite.files import atomic_write
+def _commit() -> str:
+    """The short hash of the checked-out commit (with ``+dirty`` if the library or tools have edits)."""
+    import subprocess
 
-    data = df.to_csv(index=False, float_format=float_format).encode()
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
-    def write(handle):
-        with gzip.GzipFile(fileobj=handle, mode="wb", mtime=0, filename="") as g:  # mtime=0: reproducible bytes
-            g.write(data)
-
-    atomic_write(path, write)
+    dirty = git("status", "--porcelain", "--", "isoplast_lite/*.py", "tools")
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
 
 
 def main(argv=None) -> int:
@@ -71,9 +70,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import pandas as pd
-    import torch
 
-    from isoplast_lite.files import atomic_write
+    from isoplast_lite.files import atomic_write, write_csv_gz
     from isoplast_lite.results import provenance
     from isoplast_lite.run import check_config, run
 
@@ -96,19 +94,20 @@ def main(argv=None) -> int:
             rows.append(df)
             layers.append(lay)
         args.out.mkdir(parents=True, exist_ok=True)
-        write_gz(args.out / f"{bench}.csv.gz", pd.concat(rows, ignore_index=True))
-        write_gz(args.out / f"{bench}-layers.csv.gz", pd.concat(layers, ignore_index=True))
+        write_csv_gz(args.out / f"{bench}.csv.gz", pd.concat(rows, ignore_index=True))
+        write_csv_gz(args.out / f"{bench}-layers.csv.gz", pd.concat(layers, ignore_index=True))
         manifest[bench] = {
             "file": f"{bench}.csv.gz",
             "layers_file": f"{bench}-layers.csv.gz",
             "command": f"python tools/precompute_chain.py --benchmarks {bench}",
             "budget": BUDGET,
             "configs": [{"method": m, "settings": s} for m, s in CONFIGS],
-            "provenance": provenance(threads=torch.get_num_threads()),
+            "provenance": provenance(threads=configs(bench)[0].threads) | {"commit": _commit()},
             "seconds_per_config": seconds,
             "seconds_total": round(sum(seconds.values()), 1),
         }
-        text = json.dumps(manifest, indent=2) + "\n"
+        manifest = {**(json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}), bench: manifest[bench]}
+        text = json.dumps(manifest, indent=2) + "\n"  # re-read: another benchmark's process may have written its entry
         atomic_write(manifest_path, lambda h: h.write(text.encode()))
         from isoplast_lite.results import write_folder_checksums
 

@@ -39,8 +39,8 @@ trainings, ``data/retuned/manifest.json``) took 260 s of CPU in its tuning phase
 configuration that steps do not change (per-task measurement, set-up), which stacking does not
 remove. Target (tuning 3x cheaper): **missed**. Why: the protocol is adaptive, so each round
 stacks only what it tries of one method: the first grid (3-4 values), then one new value per
-extension (a training alone), and in the learning-rate stage two new rates per method (the
-stream's rate was run in the setting stage); groups of 1-4 configurations x 3 seeds are where
+extension (a training alone), and in the learning-rate stage two new rates per tuned method (the
+stream's rate was run in the setting stage) or three per untuned one; groups of 1-4 configurations x 3 seeds are where
 the members table below gains least, and the per-configuration measurement does not shrink.
 
 Measured (issue 24 part 1, 2026-12-05, torch 2.13 CPU, one thread, CPU time, load 17-28 on 2

@@ -9,11 +9,13 @@ chapter 8's tuning phase stacked against unstacked (issue 24, part 1).
    member-step. The share of the FLOP bound: the matmul FLOPs of the step
    (``runner_speed.flops_per_step``: forward + backward, every member) over the time of the step,
    against the peak of a large ``torch.mm`` measured in the same process (``_timing.matmul_peak``).
-2. **Tuning phase.** Every tuning configuration of one stream of chapter 8
-   (``tools/precompute_streams.py``'s ``tuning_configs``), run by :func:`isoplast_lite.sweep.run_sweep`
-   without cache, serially, once with ``stack=False`` (today: one run per configuration) and once
-   stacked; printed: the CPU time of each, their ratio, the number of trainings (stacked groups),
-   and whether the tuning choices (``choose`` on ``score``) are equal.
+2. **Tuning phase.** The whole tuning phase of one stream of chapter 8 as
+   ``tools/precompute_streams.py`` runs it (its ``tune_stream``: every round of the setting stage,
+   then of the learning-rate stage, each extension a new round), serially in this process, once
+   with every configuration alone (``stack=False``) and once stacked, each into a new empty
+   cache; printed: the CPU time of each, their ratio, the number of configurations and trainings
+   with the group sizes, and whether the choices (settings and learning rates) are equal.
+   ``--first-round`` times only the first round (the plain grids, ``tuning_configs``) without cache.
 
 Run with one thread (times are then the thread's CPU time, ``_timing.clock``, which a loaded
 machine barely moves; compare ratios)::
@@ -23,6 +25,23 @@ machine barely moves; compare ratios)::
 
 ``--tuning-steps N`` replaces the stream's steps per task by ``N`` (a quicker, smaller check of
 the tuning ratio; the shipped protocol's 400 by default).
+
+Measured (issue 24c, 2026-12-05, torch 2.13 CPU, one thread, CPU time, load 8-16 on 2 cores):
+the whole tuning phase of random-label-digits under the protocol of ``tools/precompute_streams.py``
+(3 tuning seeds, 5 tasks, settings then learning rates, both extended at an edge),
+``--skip-members --tuning-steps 100``: unstacked 140.1 s CPU, 99 configurations in 99 trainings;
+stacked 115.7 s CPU, the same 99 configurations in 57 trainings (31 alone, 11 of 2, 14 of 3, 1
+of 4 configurations, each of 3 seeds); **x1.21** cheaper; every choice equal (11 of 11
+settings, 15 of 15 learning rates). At the protocol's 400 steps per task the unstacked pass was
+not completed on the shared machine; the precomputation itself (stacked, 111 configurations in 52
+trainings, ``data/retuned/manifest.json``) took 260 s of CPU in its tuning phase. With
+``--tuning-steps 5`` the unstacked pass took 65.2 s for 111 configurations: about 0.6 s per
+configuration that steps do not change (per-task measurement, set-up), which stacking does not
+remove. Target (tuning 3x cheaper): **missed**. Why: the protocol is adaptive, so each round
+stacks only what it tries of one method: the first grid (3-4 values), then one new value per
+extension (a training alone), and in the learning-rate stage two new rates per tuned method (the
+stream's rate was run in the setting stage) or three per untuned one; groups of 1-4 configurations x 3 seeds are where
+the members table below gains least, and the per-configuration measurement does not shrink.
 
 Measured (issue 24 part 1, 2026-12-05, torch 2.13 CPU, one thread, CPU time, load 17-28 on 2
 cores, ``--repeats 1 --short 20 --long 80``; matmul peak 93 GFLOP/s; MemberAdam before its last
@@ -152,6 +171,37 @@ def tuning_ratio(stream: str, steps) -> None:
         print(f"    alone: {g.configs[0].method} ({g.reason})")
 
 
+def protocol_ratio(stream: str, steps) -> None:
+    """The whole tuning phase of ``stream`` as ``tools/precompute_streams.py`` runs it (its
+    ``tune_stream``: every round of the setting stage, then of the learning-rate stage), once with
+    every configuration alone and once stacked, each into a new empty cache, in this process."""
+    import tempfile
+
+    tool = load_streams_tool()
+    if steps is not None:
+        fields = tool.STREAMS[stream]["fields"]
+        tool.STREAMS[stream] = dict(tool.STREAMS[stream], fields=dict(fields, steps_per_task=steps))
+    fields = tool.STREAMS[stream]["fields"]
+    print(f"tuning phase of {stream} (the whole protocol): {tool.TUNE_SEEDS['seeds']} seeds, "
+          f"{tool.tuning_tasks(fields['n_tasks'])} tasks x {fields['steps_per_task']} steps per configuration")
+    times, tuned, sweeps = {}, {}, {}
+    for label, stack in (("unstacked", False), ("stacked", True)):
+        with tempfile.TemporaryDirectory() as cache:
+            sweep = tool._Sweeper(cache, "serial", 1, lambda msg: None, stack=stack)
+            t = clock()
+            tuned[label] = tool.tune_stream(stream, sweep, lambda msg: None)
+            times[label] = clock() - t
+        sweeps[label] = sweep
+        sizes = tool._group_sizes(sweep.groups)
+        print(f"  {label:<9} {times[label]:8.1f} s CPU, {len(tuned[label]['configs'])} configurations in {sizes['trainings']} trainings "
+              f"(configurations per training: {sizes['configurations']})", flush=True)
+    print(f"  stacked is x{times['unstacked'] / times['stacked']:.2f} cheaper in CPU time")
+    for key in ("chosen", "chosen_lr"):
+        a, b = tuned["stacked"][key], tuned["unstacked"][key]
+        same = sum(a[m] == b[m] for m in a)
+        print(f"  equal {key}: {same} of {len(a)}" + "".join(f"\n    {m}: stacked {a[m]}, unstacked {b[m]}" for m in a if a[m] != b[m]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32, 64])
@@ -162,6 +212,7 @@ def main() -> None:
     parser.add_argument("--tuning-steps", type=int, default=None)
     parser.add_argument("--skip-members", action="store_true")
     parser.add_argument("--skip-tuning", action="store_true")
+    parser.add_argument("--first-round", action="store_true", help="time only the first round of the setting stage (the plain grids)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; {load()}")
     peak = matmul_peak()
@@ -169,7 +220,7 @@ def main() -> None:
     if not args.skip_members:
         members_table(args.members, args.short, args.long, args.repeats, peak)
     if not args.skip_tuning:
-        tuning_ratio(args.stream, args.tuning_steps)
+        (tuning_ratio if args.first_round else protocol_ratio)(args.stream, args.tuning_steps)
     print(load())
 
 

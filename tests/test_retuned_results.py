@@ -17,6 +17,7 @@ import pytest
 from scipy import stats
 
 from isoplast_lite import results
+from isoplast_lite.config import MAX_LR
 from isoplast_lite.methods import make_method
 from isoplast_lite.settings import settings_json
 from tools_loader import load_tool
@@ -91,12 +92,25 @@ def test_every_choice_follows_from_the_tuning_runs_and_every_edge_is_reported(na
     assert len(lrs) == 3 and stream_lr in lrs
     for method in [*entry["untuned"], *entry["grids"]]:
         runs = log[(log.method == method) & (log.stage == "lr")].sort_values("lr")
-        assert runs.lr.tolist() == pytest.approx(lrs)  # the same budget for every method: 3 runs
         settings = entry["chosen"].get(method, {})
-        scores = [run_score(method, settings, lr) for lr in lrs]
+        # the learning-rate stage replayed: the same first 3 rates for every method, then one more
+        # rate beyond the edge (the grid's ratio there, 3 significant digits) while the best sits at an edge
+        tried = list(lrs)
+        for _ in range(TOOL.MAX_EXTENSIONS + 1):
+            scores = [run_score(method, settings, lr) for lr in tried]
+            best = tried[scores.index(max(scores))]
+            if best not in (tried[0], tried[-1]) or len(tried) - 3 == TOOL.MAX_EXTENSIONS:
+                break
+            beyond = float(f"{tried[-1] ** 2 / tried[-2]:.3g}") if best == tried[-1] else float(f"{tried[0] ** 2 / tried[1]:.3g}")
+            if beyond >= MAX_LR:  # half way to the runner's bound (not reached at these rates)
+                beyond = float(f"{(tried[-1] + MAX_LR) / 2:.3g}")
+            tried = sorted(tried + [beyond])
+        assert runs.lr.tolist() == pytest.approx(tried), method
         assert runs.score.to_numpy() == pytest.approx(np.array(scores), abs=1e-12)
-        assert entry["chosen_lr"][method] == pytest.approx(lrs[scores.index(max(scores))])
-        assert (table.loc[method].lr_edge == "interior") == (lrs[0] < entry["chosen_lr"][method] < lrs[-1])
+        assert entry["chosen_lr"][method] == pytest.approx(best)
+        row = table.loc[method]
+        assert row.lr_extensions == len(tried) - 3 and row.lrs_tried == " ".join(f"{v:g}" for v in tried)
+        assert (row.lr_edge == "interior") == (tried[0] < best < tried[-1])
 
 
 @pytest.mark.parametrize("name", STREAMS)

@@ -20,8 +20,12 @@ The protocol (issue 24; ours, not the paper's):
    :data:`MAX_EXTENSIONS` times per method and stream. An edge that remains (the limit, or the
    setting's bound, such as ReDo's threshold 0) is reported in the protocol table, never hidden.
 3. **The learning rate** of every compared method (the untuned ones and the ``fresh`` reference
-   included), at its chosen setting: the stream's rate times :data:`LR_FACTORS`. The same
-   budget for every method: 3 runs x :data:`TUNE_SEEDS` seeds x the tuning horizon's steps.
+   included), at its chosen setting: the stream's rate times :data:`LR_FACTORS`, then, by the
+   same edge rule as the settings, one more rate beyond an edge while the choice sits there
+   (:func:`next_value` with the runner's bound ``config.MAX_LR``; at most :data:`MAX_EXTENSIONS`
+   per method). The same first budget for every method: 3 runs x :data:`TUNE_SEEDS` seeds x the
+   tuning horizon's steps, plus its extensions (the protocol table counts them). The setting is
+   not tuned again at the chosen rate (one pass: setting, then rate).
 4. **Results**: every method at its chosen setting and learning rate on seeds 0-7 over the
    whole stream.
 
@@ -271,8 +275,9 @@ class _Sweeper:
     """Runs lists of configurations through :func:`isoplast_lite.sweep.run_sweep`, keeps every
     run's rows (at the shipped precision) by its JSON, and adds up the CPU seconds it used."""
 
-    def __init__(self, cache: str, executor: str, workers: int, log):
-        self.cache, self.executor, self.workers, self.log = cache, executor, workers, log
+    def __init__(self, cache: str, executor: str, workers: int, log, stack: bool = True):
+        self.cache, self.executor, self.workers, self.log, self.stack = cache, executor, workers, log, stack
+        self.groups: list = []  # the stacked groups trained (``stacking.plan``'s), in order
         self.rows: dict = {}
         self.cpu = 0.0
         self.trained = 0  # configurations that were not in the cache when asked for
@@ -287,7 +292,7 @@ class _Sweeper:
         self.log(f"  {len(todo)} configurations")
         c0 = _cpu_seconds()
         run_sweep(todo, executor=self.executor, cache_dir=self.cache, workers=self.workers, threads=1, progress=False,
-                  on_result=lambda i, cfg, df: self.rows.__setitem__(cfg.to_json(), shipped_precision(df)))
+                  stack=self.stack, groups=self.groups, on_result=lambda i, cfg, df: self.rows.__setitem__(cfg.to_json(), shipped_precision(df)))
         self.cpu += _cpu_seconds() - c0
 
     def score(self, cfg, stream: str) -> float:
@@ -299,6 +304,8 @@ def tune_stream(stream: str, sweep: "_Sweeper", log) -> dict:
     choice sits at an edge), then every compared method's learning rate. Returns the search log
     (``log``), the protocol table (``table``), the choices (``chosen``, ``chosen_lr``) and the
     tuning configurations (``configs``)."""
+    from isoplast_lite.config import MAX_LR
+
     GRIDS, UNTUNED = grids(), untuned()  # noqa: N806
     search, table, chosen, chosen_lr, configs = [], [], {}, {}, []
     tried = {m: sorted(float(v) for v in values) for m, (_, values) in GRIDS.items()}
@@ -331,19 +338,37 @@ def tune_stream(stream: str, sweep: "_Sweeper", log) -> dict:
             search.append({"stream": stream, "stage": "setting", "method": m, "setting": name, "value": v, "lr": cfg.lr,
                            "score": scores[v], "diverged": bool(sweep.rows[cfg.to_json()]["diverged"].astype(bool).any())})
     lrs = lr_values(stream)
-    lr_cfgs = {(m, lr): tuning_config(stream, m, chosen.get(m, {}), lr) for m in (*UNTUNED, *GRIDS) for lr in lrs}
-    sweep(lr_cfgs.values())
+    tried_lr = {m: list(lrs) for m in (*UNTUNED, *GRIDS)}
+    lr_extensions = {m: 0 for m in tried_lr}
+    lr_settled: dict = {}
+    lr_cfgs: dict = {}
+    for round_ in range(MAX_EXTENSIONS + 1):
+        lr_cfgs.update({(m, lr): tuning_config(stream, m, chosen.get(m, {}), lr) for m in tried_lr if m not in lr_settled for lr in tried_lr[m]})
+        sweep([lr_cfgs[m, lr] for m in tried_lr if m not in lr_settled for lr in tried_lr[m]])
+        for m in [m for m in tried_lr if m not in lr_settled]:
+            scores = {lr: sweep.score(lr_cfgs[m, lr], stream) for lr in tried_lr[m]}
+            pick = choose(scores, tried_lr[m])
+            side = edge(tried_lr[m], pick)
+            nxt = next_value(tried_lr[m], side, None, MAX_LR) if side else None
+            if side is None or nxt is None or lr_extensions[m] == MAX_EXTENSIONS:
+                why = "interior" if side is None else (f"{side} edge: the runner's bound" if nxt is None else f"{side} edge: extension limit ({MAX_EXTENSIONS})")
+                lr_settled[m] = (pick, scores, why)
+            else:
+                tried_lr[m] = sorted(tried_lr[m] + [nxt])
+                lr_extensions[m] += 1
+        log(f"{stream}: lr round {round_}: {len(lr_settled)} of {len(tried_lr)} methods settled")
+        if len(lr_settled) == len(tried_lr):
+            break
     for m in (*UNTUNED, *GRIDS):
-        scores = {lr: sweep.score(lr_cfgs[m, lr], stream) for lr in lrs}
-        chosen_lr[m] = choose(scores, lrs)
-        for lr in lrs:
+        pick, scores, lr_why = lr_settled[m]
+        chosen_lr[m] = pick
+        for lr in tried_lr[m]:
             cfg = lr_cfgs[m, lr]
             if cfg.to_json() not in {c.to_json() for c in configs}:
                 configs.append(cfg)
             search.append({"stream": stream, "stage": "lr", "method": m, "setting": GRIDS[m][0] if m in GRIDS else "",
                            "value": chosen[m][GRIDS[m][0]] if m in GRIDS else math.nan, "lr": lr, "score": scores[lr],
                            "diverged": bool(sweep.rows[cfg.to_json()]["diverged"].astype(bool).any())})
-        lr_side = edge(lrs, chosen_lr[m])
         row = {"stream": stream, "method": m, "horizon_tasks": tuning_tasks(STREAMS[stream]["fields"]["n_tasks"]),
                "score_tasks": "{}-{}".format(*(t + 1 for t in (score_window(tuning_tasks(STREAMS[stream]["fields"]["n_tasks"]))[0],
                                                                 score_window(tuning_tasks(STREAMS[stream]["fields"]["n_tasks"]))[1] - 1)))}
@@ -353,9 +378,19 @@ def tune_stream(stream: str, sweep: "_Sweeper", log) -> dict:
                        extensions=extensions[m], chosen=pick, setting_edge=why)
         else:
             row.update(setting="", grid="", tried="", extensions=0, chosen=math.nan, setting_edge="")
-        row.update(lrs=" ".join(f"{v:g}" for v in lrs), chosen_lr=chosen_lr[m], lr_edge="interior" if lr_side is None else f"{lr_side} edge")
+        row.update(lrs=" ".join(f"{v:g}" for v in lrs), lrs_tried=" ".join(f"{v:g}" for v in tried_lr[m]), lr_extensions=lr_extensions[m],
+                   chosen_lr=chosen_lr[m], lr_edge=lr_why)
         table.append(row)
     return {"log": search, "table": table, "chosen": chosen, "chosen_lr": chosen_lr, "configs": configs}
+
+
+def _group_sizes(groups) -> dict:
+    """The trainings of a list of ``stacking.plan`` groups: how many, and how many configurations
+    each held (size -> count), e.g. ``{"trainings": 20, "configurations": {"1": 15, "4": 5}}``."""
+    import collections
+
+    sizes = collections.Counter(len(g.configs) for g in groups)
+    return {"trainings": len(groups), "configurations": {str(k): sizes[k] for k in sorted(sizes)}}
 
 
 def _full_estimate(made: dict, old: dict) -> "dict | None":
@@ -391,6 +426,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", default=None, help="the runner's cache folder (default: $ISOPLAST_CACHE or the runner's default)")
     parser.add_argument("--phase", choices=("tune", "all"), default="all", help="'tune': stop after the tuning runs")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--no-stack", action="store_true", help="train every configuration alone (run_sweep(stack=False))")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
@@ -420,9 +456,9 @@ def main(argv=None) -> int:
     made = {}
     for s in args.streams:
         spec = STREAMS[s]
-        sweep = _Sweeper(cache, args.executor, args.workers, log)
+        sweep = _Sweeper(cache, args.executor, args.workers, log, stack=not args.no_stack)
         tuned = tune_stream(s, sweep, log)
-        cpu_tuning = sweep.cpu
+        cpu_tuning, n_tuning_groups = sweep.cpu, len(sweep.groups)
         log(f"{s}: tuning {cpu_tuning:.0f} CPU s; chosen " + ", ".join(f"{m} {v} lr {tuned['chosen_lr'][m]:g}" for m, v in tuned["chosen"].items()))
         if args.phase == "tune":
             continue
@@ -458,12 +494,19 @@ def main(argv=None) -> int:
                 "score_tasks": list(score_window(h)),
                 "lr_values": lr_values(s),
                 "max_extensions": MAX_EXTENSIONS,
-                "budget": {"lr_runs_per_method": len(LR_FACTORS), "seeds_per_run": TUNE_SEEDS["seeds"], "steps_per_run": h * spec["fields"]["steps_per_task"],
+                "budget": {"lr_runs_per_method": f"{len(LR_FACTORS)} plus its extensions (protocol table)", "seeds_per_run": TUNE_SEEDS["seeds"],
+                           "steps_per_run": h * spec["fields"]["steps_per_task"],
                            "setting_runs_per_method": "its grid plus its extensions (protocol table)"},
                 "rule": ("each tuned method's main setting at the stream's lr: highest mean of the metric over the score tasks and the tuning "
                          "seeds (a diverged run scores -inf; ties to the smaller value), the grid extended by its own ratio while the choice "
                          f"sits at an edge (at most {MAX_EXTENSIONS} values); then every compared method's lr among lr_values at its chosen "
-                         "setting, by the same score"),
+                         f"setting, by the same score, extended by the same rule while the choice sits at an edge (at most {MAX_EXTENSIONS} "
+                         "values, below the runner's bound on lr)"),
+                "stacked": sweep.stack,
+                # the trainings of this run (a stream served from the cache keeps those recorded when it was trained)
+                **({"tuning_groups": _group_sizes(sweep.groups[:n_tuning_groups]), "results_groups": _group_sizes(sweep.groups[n_tuning_groups:])}
+                   if trained or "tuning_groups" not in old.get("protocol", {})
+                   else {k: old["protocol"][k] for k in ("tuning_groups", "results_groups")}),
             },
             "grids": {m: {"setting": name, "values": list(values)} for m, (name, values) in GRIDS.items()},
             "chosen": tuned["chosen"],
@@ -476,6 +519,10 @@ def main(argv=None) -> int:
         }
     if args.phase == "tune":
         return 0
+    # another run of this tool over other streams may have written the manifest since this one
+    # read it: keep its entries, replace only the streams made here
+    on_disk = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest = {s: manifest[s] if s in args.streams else on_disk.get(s, manifest.get(s)) for s in STREAMS if s in manifest or s in on_disk}
     missing = [s for s in STREAMS if s not in manifest]
     if missing:
         try:

@@ -136,11 +136,12 @@ def test_shipped_float32_condition_numbers_beyond_float32_resolution_read_as_inf
 
     from isoplast_lite import results
 
-    name = "random-label-digits"
-    raw = pd.read_csv(results.results_dir("long") / results.manifest("long")[name]["file"])
+    name = "permuted-digits"  # the old protocol's streams (chapter 8), made before issue 22
+    raw = pd.read_csv(results.results_dir("streams") / results.manifest("streams")[name]["file"])
     assert "ntk_resolved" not in raw.columns
-    df = results.load(name, "long")
-    limit = 1.0 / (16 * 10 * 2.0**-23)  # probe 16 (the runner's default) x 10 classes
+    df = results.load(name, "streams")
+    probe = int((results.manifest("streams")[name].get("config") or {}).get("probe_size", 16))  # 16: the runner's default
+    limit = 1.0 / (probe * 10 * 2.0**-23)  # probe inputs x 10 classes
     measured = raw.ntk_cond.notna().to_numpy()
     beyond = measured & (raw.ntk_cond.to_numpy() >= limit)
     assert beyond.any() and (~beyond & measured).any()

@@ -299,6 +299,19 @@ class _Sweeper:
         return score(self.rows[cfg.to_json()], STREAMS[stream]["metric"], cfg.n_tasks)
 
 
+def settle_or_extend(scores: dict, tried: list, low, high, extensions: int, bound: str):
+    """One round of the edge rule for one method: ``((pick, scores, why), None)`` once its choice
+    is interior, or at an edge it may not pass (``bound`` names the limit; or after
+    ``MAX_EXTENSIONS`` extensions), else ``(None, value)``: the value to try next, beyond the edge."""
+    pick = choose(scores, tried)
+    side = edge(tried, pick)
+    nxt = next_value(tried, side, low, high) if side else None
+    if side is None or nxt is None or extensions == MAX_EXTENSIONS:
+        why = "interior" if side is None else (f"{side} edge: {bound}" if nxt is None else f"{side} edge: extension limit ({MAX_EXTENSIONS})")
+        return (pick, scores, why), None
+    return None, nxt
+
+
 def tune_stream(stream: str, sweep: "_Sweeper", log) -> dict:
     """The protocol on one stream: each tuned method's main setting (grid, extended while the
     choice sits at an edge), then every compared method's learning rate. Returns the search log
@@ -317,12 +330,9 @@ def tune_stream(stream: str, sweep: "_Sweeper", log) -> dict:
         for m in [m for m in GRIDS if m not in settled]:
             name = GRIDS[m][0]
             scores = {v: sweep.score(cfgs[m, v], stream) for v in tried[m]}
-            pick = choose(scores, tried[m])
-            side = edge(tried[m], pick)
-            nxt = next_value(tried[m], side, *_bounds(m, name)) if side else None
-            if side is None or nxt is None or extensions[m] == MAX_EXTENSIONS:
-                why = "interior" if side is None else (f"{side} edge: the setting's bound" if nxt is None else f"{side} edge: extension limit ({MAX_EXTENSIONS})")
-                settled[m] = (pick, scores, why)
+            done, nxt = settle_or_extend(scores, tried[m], *_bounds(m, name), extensions[m], "the setting's bound")
+            if done:
+                settled[m] = done
             else:
                 tried[m] = sorted(tried[m] + [nxt])
                 extensions[m] += 1
@@ -347,12 +357,9 @@ def tune_stream(stream: str, sweep: "_Sweeper", log) -> dict:
         sweep([lr_cfgs[m, lr] for m in tried_lr if m not in lr_settled for lr in tried_lr[m]])
         for m in [m for m in tried_lr if m not in lr_settled]:
             scores = {lr: sweep.score(lr_cfgs[m, lr], stream) for lr in tried_lr[m]}
-            pick = choose(scores, tried_lr[m])
-            side = edge(tried_lr[m], pick)
-            nxt = next_value(tried_lr[m], side, None, MAX_LR) if side else None
-            if side is None or nxt is None or lr_extensions[m] == MAX_EXTENSIONS:
-                why = "interior" if side is None else (f"{side} edge: the runner's bound" if nxt is None else f"{side} edge: extension limit ({MAX_EXTENSIONS})")
-                lr_settled[m] = (pick, scores, why)
+            done, nxt = settle_or_extend(scores, tried_lr[m], None, MAX_LR, lr_extensions[m], "the runner's bound")
+            if done:
+                lr_settled[m] = done
             else:
                 tried_lr[m] = sorted(tried_lr[m] + [nxt])
                 lr_extensions[m] += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from isoplast_lite.files import atomic_write
@@ -45,6 +46,11 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _cond(value: float) -> str:
+    """A condition number as the table shows it: inf (beyond the eigenvalues' resolution) is no number."""
+    return f"{value:.3g}" if np.isfinite(value) else "beyond resolution"
+
+
 def _markdown(summary: pd.DataFrame) -> str:
     lines = ["| benchmark | method | task 1 acc | last task acc | worst task | dead first -> last | eNTK cond (last, median) |",
              "|---|---|---|---|---|---|---|"]
@@ -52,7 +58,7 @@ def _markdown(summary: pd.DataFrame) -> str:
         lines.append(
             f"| {r.benchmark} | {r.method} | {r.first_task_acc:.3f} ± {r.first_task_ci95:.3f} | "
             f"{r.last_task_acc:.3f} ± {r.last_task_ci95:.3f} | {r.worst_task_acc:.3f} (task {r.worst_task}) | "
-            f"{100 * r.dead_first:.1f}% -> {100 * r.dead_last:.1f}% | {r.ntk_cond_last_median:.3g} |")
+            f"{100 * r.dead_first:.1f}% -> {100 * r.dead_last:.1f}% | {_cond(r.ntk_cond_last_median)} |")
     return "\n".join(lines)
 
 

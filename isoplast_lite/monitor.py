@@ -497,8 +497,9 @@ class PlasticityCallback:
     (one :meth:`PlasticityMonitor.step`) and ``on_train_epoch_end`` (a record tagged
     ``"epoch E"``), and every other ``on_*`` hook, ``setup`` and ``teardown`` as no-ops. If your
     Lightning version requires its ``Callback`` base class, combine them:
-    ``class C(PlasticityCallback, lightning.Callback): pass``. Tested with a fake trainer here
-    (Lightning is not a dependency of this package).
+    ``class C(PlasticityCallback, lightning.Callback): pass`` (as our test does). Tested with
+    a fake trainer below and, in ``tests/test_monitor.py``, inside a real ``lightning.Trainer``
+    (Lightning is not a dependency of this package; the test environment installs it).
 
     Args:
         monitor: the monitor to drive.

@@ -57,3 +57,31 @@ def test_the_shipped_runs_are_complete_and_match_their_manifest():
         ends = layers[layers.tag.str.startswith("task", na=False)]
         assert len(ends) == len(acc) * layers.layer.nunique()  # one end-of-task record per run, task and layer
         assert acc.train_acc.between(0, 1).all() and layers.dormant.between(0, 1).all()
+
+
+def test_the_lambda_protocol_log_supports_its_choice_and_the_shipped_runs_use_it():
+    """The protocol table follows from the search log (recomputed here from the raw rows), its
+    choice is the best score, an edge choice says why it stopped, and the shipped runs use it."""
+    from isoplast_lite.optim import ISO_STABILITY_LIMIT
+    from isoplast_lite.results import load_table
+
+    entry = manifest("yourmodel")["lambda-search"]
+    runs = load_table("lambda-search", "yourmodel", "file")
+    protocol = load_table("lambda-search", "yourmodel", "protocol_file", keep_default_na=False)
+    assert set(runs.seed) == set(entry["seeds"]) and not set(entry["seeds"]) & set(range(manifest("yourmodel")["cnn"]["seeds"]))
+    for name in ("cnn", "transformer"):
+        mine, rows = runs[runs.model == name], protocol[protocol.model == name]
+        n_tasks = entry["configs"][name]["n_tasks"]
+        last = mine[mine.task >= n_tasks - max(1, round(0.2 * n_tasks))]
+        for r in rows.itertuples():
+            one = last[(last.method == r.method) & (last.iso_strength == r.iso_strength)]
+            assert sorted(one.seed.unique()) == sorted(entry["seeds"]) and len(one.task.unique()) == n_tasks // 5
+            assert r.score == pytest.approx(one.groupby("seed").train_acc.mean().mean(), abs=1e-6)
+        adamo = rows[rows.method == "adamo"].sort_values("iso_strength")
+        assert len(adamo) >= 4 and adamo.chosen.sum() == 1
+        pick = adamo[adamo.chosen].iloc[0]
+        assert pick.score == adamo.score.max()
+        interior = adamo.iso_strength.iloc[0] < pick.iso_strength < adamo.iso_strength.iloc[-1]
+        assert (pick.why == "interior") == interior and pick.why
+        assert 8 * entry["configs"][name]["lr"] * adamo.iso_strength.max() <= ISO_STABILITY_LIMIT
+        assert manifest("yourmodel")[name]["config"]["iso_strength"] == pick.iso_strength

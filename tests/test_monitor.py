@@ -400,3 +400,63 @@ def test_a_layer_the_probe_does_not_reach_gets_nan_rows_and_a_warning(gen):
         monitor.record()
     df = monitor.frame().set_index("layer")
     assert df.loc["unused", ["weight_scale", "dormant"]].isna().all() and df.loc["used", ["weight_scale", "dormant"]].notna().all()
+
+
+def _lightning():
+    """Lightning's package, ``lightning`` (requirements.txt installs it for the tests) or the older ``pytorch_lightning``."""
+    for name in ("lightning", "pytorch_lightning"):
+        try:
+            return __import__(name)
+        except ImportError:
+            continue
+    pytest.skip("Lightning is not installed (neither lightning nor pytorch_lightning): "
+                "the callback's test with a real Trainer needs it; requirements.txt installs it")
+
+
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.* is deprecated")  # Lightning 2.6's pytree shim on torch 2.13, not ours
+def test_callback_in_a_real_lightning_trainer_records_what_a_direct_record_does(gen):
+    L = _lightning()
+    model = relu_mlp(3, 6, 1, 2, generator=gen)
+    x, y = torch.randn(12, 3, generator=gen), torch.randint(0, 2, (12,), generator=gen)
+    probe = torch.randn(8, 3, generator=gen)
+    monitor = PlasticityMonitor(model, probe, every=2)
+    snapshots = {}  # optimizer step -> the weights after it, to replay each record directly
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def training_step(self, batch, batch_idx):
+            return F.cross_entropy(self.net(batch[0]), batch[1])
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            snapshots[self.trainer.global_step] = {k: v.clone() for k, v in self.net.state_dict().items()}
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=0.05)
+
+    class Callback(PlasticityCallback, L.Callback):  # the docstring's mix: Lightning's base class, our hooks
+        pass
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)  # 3 batches an epoch
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Callback(monitor)])
+    trainer.fit(Module(), loader)
+    got = monitor.frame()
+    records = got.drop_duplicates("record")
+    assert records["step"].tolist() == [2, 3, 4, 6, 6]
+    assert records["tag"].fillna("-").tolist() == ["-", "epoch 0", "-", "-", "epoch 1"]
+    assert sorted(snapshots) == [1, 2, 3, 4, 5, 6]
+    first = next(iter(snapshots[2]))
+    assert not torch.equal(snapshots[2][first], snapshots[6][first])  # training moved the weights
+    replay_model = relu_mlp(3, 6, 1, 2)
+    replay = PlasticityMonitor(replay_model, probe, every=2)
+    for step in records["step"]:
+        replay_model.load_state_dict(snapshots[step])
+        replay.record()
+    want = replay.frame()
+    measures = [c for c in want.columns if c not in ("record", "step", "tag")]
+    assert len(got) == len(want) == 5 * len(set(want["layer"]))
+    pd.testing.assert_frame_equal(got[measures].reset_index(drop=True), want[measures].reset_index(drop=True),
+                                  check_exact=False, rtol=1e-6, atol=1e-7)

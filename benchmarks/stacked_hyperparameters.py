@@ -123,6 +123,63 @@ def members_table(members, short: int, long: int, repeats: int, peak: float) -> 
         print(f"{m:7d} {1e3 * per_step:9.3f} {1e3 * per_step / m:15.4f} {100 * flops / per_step / peak:12.1f}%", flush=True)
 
 
+def ceiling_table(members, peak: float, repeats: int = 5, calls: int = 30) -> None:
+    """The ceiling of one training step at book scale, without the runner: for ``M`` members of
+    the book's net (64-64-64-64-10, batch 32), the best CPU time per step of (a) the bare batched
+    products alone (per layer the forward ``baddbmm`` and the two backward ``bmm``: exactly the
+    FLOPs the bound counts), (b) a minimal stacked step, forward and backward through
+    :func:`isoplast_lite.engine.stacked_linear` with ReLU and the summed per-member cross-entropy,
+    (c) that step plus torch's fused Adam; each as a share of the FLOP bound (same count as the
+    runner's, ``runner_speed.flops_per_step``)."""
+    import torch.nn.functional as F
+
+    from isoplast_lite.engine import stacked_linear
+
+    def best(fn) -> float:
+        fn()
+        out = float("inf")
+        for _ in range(repeats):
+            t = clock()
+            for _ in range(calls):
+                fn()
+            out = min(out, (clock() - t) / calls)
+        return out
+
+    scale = SCALES["book"]
+    w, b_size = scale["width"], scale["batch_size"]
+    dims = [(w, 64)] + [(w, w)] * (scale["depth"] - 1) + [(10, w)]
+    print(f"{'members':>7} {'bare products':>14} {'minimal step':>13} {'+ fused Adam':>13}   (% of the FLOP bound)")
+    g = torch.Generator().manual_seed(0)
+    for m in members:
+        flops = flops_per_step("adam", dict(scale, seeds=m))
+        weights = [(0.1 * torch.randn(m, o, i, generator=g)).requires_grad_(True) for o, i in dims]
+        biases = [torch.zeros(m, o, requires_grad=True) for o, _ in dims]
+        x, y = torch.randn(m, b_size, 64, generator=g), torch.randint(0, 10, (m, b_size), generator=g)
+        hs = [torch.randn(m, b_size, i, generator=g) for _, i in dims]
+        gs = [torch.randn(m, b_size, o, generator=g) for o, _ in dims]
+
+        def bare():
+            with torch.no_grad():
+                for W, b, h, gr in zip(weights, biases, hs, gs):
+                    torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))
+                    torch.bmm(gr.transpose(1, 2), h)
+                    torch.bmm(gr, W)
+
+        def step():
+            h = x
+            for k, (W, b) in enumerate(zip(weights, biases)):
+                h = stacked_linear(h, W, b)
+                h = torch.relu(h) if k < len(dims) - 1 else h
+            loss = F.cross_entropy(h.flatten(0, 1), y.flatten(), reduction="none").view(m, -1).mean(1).sum()
+            for p in weights + biases:
+                p.grad = None
+            loss.backward()
+
+        opt = torch.optim.Adam(weights + biases, lr=1e-3, fused=True)
+        times = [best(bare), best(step), best(lambda: (step(), opt.step()))]
+        print(f"{m:7d} " + " ".join(f"{100 * flops / t / peak:12.1f}%" for t in times), flush=True)
+
+
 def load_streams_tool():
     spec = importlib.util.spec_from_file_location("precompute_streams", ROOT / "tools" / "precompute_streams.py")
     module = importlib.util.module_from_spec(spec)
@@ -212,6 +269,7 @@ def main() -> None:
     parser.add_argument("--tuning-steps", type=int, default=None)
     parser.add_argument("--skip-members", action="store_true")
     parser.add_argument("--skip-tuning", action="store_true")
+    parser.add_argument("--ceiling", action="store_true", help="also print the ceiling table (bare products, minimal step)")
     parser.add_argument("--first-round", action="store_true", help="time only the first round of the setting stage (the plain grids)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; {load()}")
@@ -219,6 +277,8 @@ def main() -> None:
     print(f"matmul peak (1024^3 torch.mm): {peak / 1e9:.1f} GFLOP/s")
     if not args.skip_members:
         members_table(args.members, args.short, args.long, args.repeats, peak)
+    if args.ceiling:
+        ceiling_table(args.members, peak)
     if not args.skip_tuning:
         (tuning_ratio if args.first_round else protocol_ratio)(args.stream, args.tuning_steps)
     print(load())

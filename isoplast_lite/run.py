@@ -336,12 +336,16 @@ def _train_task(cfg: Config, method: Method, stack: StackedModel, opt, data: _Ta
     marks another's members and each configuration's seeds are marked as in its own run; one
     that no member's gradient shows cannot be attributed: ``FloatingPointError`` (the sweep then
     runs the configurations one by one)."""
-    S = stack.n_seeds
-    ar = torch.arange(S, device=data.x.device)[:, None]
+    S, N = data.y.shape
+    # each step's minibatch of every member as one index_select over the members' rows: member k's
+    # image j is row k * N + j (advanced indexing x[arange, idx] took 6x longer at 64 members)
+    rows = (data.idx + N * torch.arange(S, device=data.x.device)[:, None, None]).transpose(0, 1).reshape(cfg.steps_per_task, -1)
+    x_rows, y_rows = data.x.flatten(0, 1), data.y.flatten()
     acc_sum = torch.zeros(S, dtype=torch.float64, device=data.x.device)
     loss_sum = torch.zeros(S, dtype=torch.float64, device=data.x.device)
     for i in range(cfg.steps_per_task):
-        xb, yb = data.x[ar, data.idx[:, i]], data.y[ar, data.idx[:, i]]  # (S, B, D), (S, B)
+        xb = x_rows.index_select(0, rows[i]).view(S, -1, *data.x.shape[2:])  # (S, B, D)
+        yb = y_rows.index_select(0, rows[i]).view(S, -1)  # (S, B)
         logits = stack(xb)  # (S, B, O)
         per_seed = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(S, -1).mean(1)
         ctx = StepContext(cfg=cfg, task=t, step=i, stack=stack, x=xb, y=yb, logits=logits)

@@ -259,6 +259,44 @@ def protocol_ratio(stream: str, steps) -> None:
         print(f"  equal {key}: {same} of {len(a)}" + "".join(f"\n    {m}: stacked {a[m]}, unstacked {b[m]}" for m in a if a[m] != b[m]))
 
 
+def joint_round(stream: str, methods, steps) -> None:
+    """The protocol shape that shares most (not the shipped protocol): the first round of each
+    method with ALL its grid's values x the stream's learning rates (``LR_FACTORS``) x the tuning
+    seeds in one stacked model, against the same configurations each alone; per method the CPU
+    time of each, the members per training and the ratio, and whether the joint choice (best
+    score over value x rate, ties to the earlier) is equal. The upper bound of what stacking a
+    round can save at the tuning shapes, extensions not counted."""
+    tool = load_streams_tool()
+    grids = tool.grids()
+    lrs = tool.lr_values(stream)
+    metric = tool.STREAMS[stream]["metric"]
+    total = {"unstacked": 0.0, "stacked": 0.0}
+    for method in methods:
+        name, values = grids[method] if method in grids else ("", (None,))
+        pairs = [(v, lr) for v in values for lr in lrs]
+        cfgs = [tool.tuning_config(stream, method, {name: v} if name else {}, lr) for v, lr in pairs]
+        if steps is not None:
+            cfgs = [c.replace(steps_per_task=steps) for c in cfgs]
+        times, picks = {}, {}
+        for label, stack in (("unstacked", False), ("stacked", True)):
+            groups: list = []
+            t = clock()
+            df = run_sweep(cfgs, cache_dir=False, progress=False, stack=stack, groups=groups)
+            times[label] = clock() - t
+            total[label] += times[label]
+            scores = {}
+            for pair, cfg in zip(pairs, cfgs):
+                rows = df[(df.method == method) & (df.settings == settings_json(cfg.settings)) & (df.lr == cfg.lr)]
+                scores[pair] = tool.score(rows, metric, cfg.n_tasks)
+            picks[label] = tool.choose(scores, pairs)
+            members = sorted({g.n_members for g in groups})
+        print(f"  {method:<20} {len(cfgs)} configurations x {cfgs[0].seeds} seeds ({cfgs[0].n_tasks} tasks x {cfgs[0].steps_per_task} steps): "
+              f"unstacked {times['unstacked']:6.1f} s, stacked {times['stacked']:6.1f} s ({members} members per training), "
+              f"x{times['unstacked'] / times['stacked']:.2f}; choice {'equal' if picks['stacked'] == picks['unstacked'] else 'DIFFERS'} "
+              f"{picks['stacked']}", flush=True)
+    print(f"  all: unstacked {total['unstacked']:.1f} s, stacked {total['stacked']:.1f} s, x{total['unstacked'] / total['stacked']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32, 64])
@@ -269,6 +307,8 @@ def main() -> None:
     parser.add_argument("--tuning-steps", type=int, default=None)
     parser.add_argument("--skip-members", action="store_true")
     parser.add_argument("--skip-tuning", action="store_true")
+    parser.add_argument("--joint-round", nargs="*", default=None, metavar="METHOD",
+                        help="time the joint first round (grid values x learning rates x seeds in one model) of these methods")
     parser.add_argument("--ceiling", action="store_true", help="also print the ceiling table (bare products, minimal step)")
     parser.add_argument("--first-round", action="store_true", help="time only the first round of the setting stage (the plain grids)")
     args = parser.parse_args()
@@ -279,6 +319,8 @@ def main() -> None:
         members_table(args.members, args.short, args.long, args.repeats, peak)
     if args.ceiling:
         ceiling_table(args.members, peak)
+    if args.joint_round is not None:
+        joint_round(args.stream, args.joint_round or ["adamo", "l2", "adam"], args.tuning_steps)
     if not args.skip_tuning:
         (tuning_ratio if args.first_round else protocol_ratio)(args.stream, args.tuning_steps)
     print(load())

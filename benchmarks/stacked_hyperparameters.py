@@ -80,6 +80,7 @@ measurement (eNTK, layer Jacobians, spectra) costs about as much per member stac
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -97,30 +98,51 @@ from isoplast_lite.sweep import run_sweep
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def members_configs(m: int, steps: int):
-    """``m`` one-seed Adam configurations at book scale, learning rates 1e-3 * (1 + k / 100)."""
+def members_configs(m: int, steps: int, config=Config):
+    """``m`` one-seed Adam configurations at book scale, learning rates 1e-3 * (1 + k / 100)
+    (``config``: the ``Config`` class of the version timed)."""
     scale = dict(SCALES["book"], seeds=1)
-    return [Config("random-label-digits", "adam", lr=1e-3 * (1 + k / 100), n_tasks=2, steps_per_task=steps, **scale) for k in range(m)]
+    return [config("random-label-digits", "adam", lr=1e-3 * (1 + k / 100), n_tasks=2, steps_per_task=steps, **scale) for k in range(m)]
 
 
-def time_group(m: int, steps: int) -> float:
-    cfgs = members_configs(m, steps)
+def time_group(m: int, steps: int, version=None) -> float:
+    """CPU seconds of one stacked group of ``m`` members (``version``: ``(stacking module, Config
+    class)`` of the version timed; default this checkout's)."""
+    group_stacking, config = version or (stacking, Config)
+    cfgs = members_configs(m, steps, config)
     t = clock()
-    stacking.run_group(cfgs, cache_dir=False, progress=False)
+    group_stacking.run_group(cfgs, cache_dir=False, progress=False)
     return clock() - t
 
 
-def members_table(members, short: int, long: int, repeats: int, peak: float) -> None:
-    print(f"{'members':>7} {'ms/step':>9} {'ms/member-step':>15} {'% FLOP bound':>13}")
-    time_group(2, 5)  # warm-up
+def members_table(members, short: int, long: int, repeats: int, peak: float, baseline=None) -> None:
+    """Per ``M``: ms per step of all members, per member-step, share of the FLOP bound; with
+    ``baseline`` (a folder holding an older ``isoplast_lite``, ``runner_speed.load_baseline``)
+    the same for that version, timed interleaved with this one (order alternated every repeat),
+    and the ratio."""
+    versions = {"current": (stacking, Config)}
+    if baseline:
+        from runner_speed import load_baseline
+
+        base = load_baseline(baseline)
+        importlib.import_module("isoplast_baseline.stacking")
+        versions = {"baseline": (sys.modules["isoplast_baseline.stacking"], sys.modules["isoplast_baseline.run"].Config), **versions}
+    print(f"{'members':>7} {'version':>9} {'ms/step':>9} {'ms/member-step':>15} {'% FLOP bound':>13}")
+    for version in versions.values():
+        time_group(2, 5, version)  # warm-up
     for m in members:
-        samples = []
-        for _ in range(repeats):
-            a, b = time_group(m, short), time_group(m, long)
-            samples.append((b - a) / (2 * (long - short)))
-        per_step = sorted(samples)[len(samples) // 2]
+        samples = {v: [] for v in versions}
+        for r in range(repeats):
+            for v in (list(versions) if r % 2 == 0 else list(versions)[::-1]):
+                a, b = time_group(m, short, versions[v]), time_group(m, long, versions[v])
+                samples[v].append((b - a) / (2 * (long - short)))
         flops = flops_per_step("adam", dict(SCALES["book"], seeds=m))
-        print(f"{m:7d} {1e3 * per_step:9.3f} {1e3 * per_step / m:15.4f} {100 * flops / per_step / peak:12.1f}%", flush=True)
+        for v in versions:
+            per_step = sorted(samples[v])[len(samples[v]) // 2]
+            print(f"{m:7d} {v:>9} {1e3 * per_step:9.3f} {1e3 * per_step / m:15.4f} {100 * flops / per_step / peak:12.1f}%", flush=True)
+        if baseline:
+            ratio = sorted(samples["baseline"])[repeats // 2] / sorted(samples["current"])[repeats // 2]
+            print(f"{'':7} {'x':>9} {ratio:9.2f}   (baseline / current, medians)", flush=True)
 
 
 def ceiling_table(members, peak: float, repeats: int = 5, calls: int = 30) -> None:
@@ -306,6 +328,9 @@ def main() -> None:
     parser.add_argument("--stream", default="random-label-digits")
     parser.add_argument("--tuning-steps", type=int, default=None)
     parser.add_argument("--skip-members", action="store_true")
+    parser.add_argument("--baseline", default=None, metavar="DIR",
+                        help="a folder holding an older isoplast_lite (git archive COMMIT isoplast_lite | tar -x -C DIR): "
+                             "the members table times both, interleaved")
     parser.add_argument("--skip-tuning", action="store_true")
     parser.add_argument("--joint-round", nargs="*", default=None, metavar="METHOD",
                         help="time the joint first round (grid values x learning rates x seeds in one model) of these methods")
@@ -316,7 +341,7 @@ def main() -> None:
     peak = matmul_peak()
     print(f"matmul peak (1024^3 torch.mm): {peak / 1e9:.1f} GFLOP/s")
     if not args.skip_members:
-        members_table(args.members, args.short, args.long, args.repeats, peak)
+        members_table(args.members, args.short, args.long, args.repeats, peak, args.baseline)
     if args.ceiling:
         ceiling_table(args.members, peak)
     if args.joint_round is not None:

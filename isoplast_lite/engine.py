@@ -38,6 +38,11 @@ from .nn import GroupSort, OrthogonalLinear, group_sort_unchecked
 __all__ = ["StackedModel", "retract_stacked_", "seeded_generator", "stacked_linear"]
 
 
+#: weights of at least this many numbers (32 members of a 64 x 64 layer) take the custom
+#: backward of :func:`stacked_linear`; smaller ones autograd's (measured crossover, book's net)
+STACKED_LINEAR_MIN_NUMEL = 32 * 64 * 64
+
+
 class _StackedLinear(torch.autograd.Function):
     """``h @ w^T + b`` per member, with the weight's gradient formed in the weight's own layout.
 
@@ -73,9 +78,13 @@ def stacked_linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.T
     """``h @ w^T + b`` of every member: ``h`` ``(M, B, in)``, ``w`` ``(M, out, in)``, ``b``
     ``(M, out)`` -> ``(M, B, out)`` (``torch.baddbmm``), differentiable in all three.
 
-    When a gradient is recorded, the weight's gradient comes out contiguous in ``w``'s layout
+    When a gradient is recorded and ``w`` holds at least :data:`STACKED_LINEAR_MIN_NUMEL`
+    numbers, the weight's gradient comes out contiguous in ``w``'s layout
     (:class:`_StackedLinear`), which saves the copy autograd's ``baddbmm`` backward needs; the
-    values are the same products (equal up to float rounding of the summation order).
+    values are the same products (equal up to float rounding of the summation order). Smaller
+    weights take autograd's ``baddbmm``: there the Python cost of an ``autograd.Function``
+    (forward and backward, measured +0.35 ms per step of the book's 4-layer net at 1-3 members)
+    exceeds the copy it saves (-0.35 ms at 64 members), ``benchmarks/stacked_hyperparameters.py``.
 
     Example:
         >>> h, w, b = torch.randn(2, 5, 3), torch.randn(2, 4, 3, requires_grad=True), torch.zeros(2, 4)
@@ -85,7 +94,7 @@ def stacked_linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.T
         >>> out.sum().backward(); w.grad.is_contiguous()
         True
     """
-    if torch.is_grad_enabled() and (h.requires_grad or w.requires_grad or b.requires_grad):
+    if w.numel() >= STACKED_LINEAR_MIN_NUMEL and torch.is_grad_enabled() and (h.requires_grad or w.requires_grad or b.requires_grad):
         return _StackedLinear.apply(h, w, b)
     return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
 

@@ -292,12 +292,14 @@ def test_a_method_refuses_values_it_does_not_read_per_member():
     assert m.member_values("c") == 2.0 and m.member_lr(Config("random-label-digits", "adamo-target")) == 1e-3
 
 
-def test_stacked_linear_gradients_are_the_products_in_the_weights_layout():
+def test_stacked_linear_gradients_are_the_products_in_the_weights_layout(monkeypatch):
     """engine.stacked_linear: its value and its three gradients equal autograd's through
     ``baddbmm`` (float64, to rounding), the weight's gradient contiguous in the weight's layout
     (the copy it saves); a double backward and ``torch.func.vmap`` go through it."""
+    from isoplast_lite import engine
     from isoplast_lite.engine import stacked_linear
 
+    monkeypatch.setattr(engine, "STACKED_LINEAR_MIN_NUMEL", 1)  # the custom backward at this small size too
     g = torch.Generator().manual_seed(3)
     h, w, b = (torch.randn(*shape, generator=g, dtype=torch.float64) for shape in ((4, 6, 5), (4, 3, 5), (4, 3)))
     up = torch.randn(4, 6, 3, generator=g, dtype=torch.float64)
@@ -320,3 +322,8 @@ def test_stacked_linear_gradients_are_the_products_in_the_weights_layout():
     # without a gradient to record: the plain product
     with torch.no_grad():
         torch.testing.assert_close(stacked_linear(*ours), expected.detach(), rtol=1e-13, atol=1e-13)
+    # below the threshold: autograd's baddbmm, the same values and gradients
+    monkeypatch.setattr(engine, "STACKED_LINEAR_MIN_NUMEL", w.numel() + 1)
+    small = [t.clone().requires_grad_(True) for t in (h, w, b)]
+    for mine, theirs in zip(torch.autograd.grad((stacked_linear(*small) * up).sum(), small), grads):
+        torch.testing.assert_close(mine, theirs.detach(), rtol=1e-13, atol=1e-13)

@@ -23,8 +23,70 @@ machine barely moves; compare ratios)::
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/stacked_hyperparameters.py [--stream random-label-digits]
         [--members 1 2 4 8 16 32 64] [--short 20] [--long 80] [--tuning-steps N]
 
+``--ceiling`` adds the ceiling table (bare batched products and a minimal step of the same
+shapes); ``--baseline DIR`` times an older ``isoplast_lite`` (``git archive COMMIT isoplast_lite
+| tar -x -C DIR``) in the members table, interleaved; ``--joint-round METHOD ...`` times the first
+round of a joint grid (values x learning rates x seeds in one model) against alone.
+
 ``--tuning-steps N`` replaces the stream's steps per task by ``N`` (a quicker, smaller check of
 the tuning ratio; the shipped protocol's 400 by default).
+
+Measured (issue 24d, 2026-12-05, torch 2.13 CPU, one thread, CPU time, load 4-5 on 2 cores).
+
+*Profile* (64 members, 2 tasks x 200 steps, before this issue's changes; thread CPU time of the
+runner's functions): 5.5 s in all, training 3.3 s (8.2 ms per step of all members; the optimizer
+step 18% of it), the per-task measurement 1.8 s (0.88 s per task, about 14 ms per member and task
+at 32 and at 64 members: batched ``svdvals`` of the layer Jacobians, the eNTK's ``eigh``), staging
+the data 0.02 s. Within the step (``torch.profiler``, shares of all ops): the batched products
+(``bmm`` 19%, ``baddbmm`` 10%), copies 11% (``AccumulateGrad`` putting each transposed weight
+gradient of the ``baddbmm`` backward into the weight's layout), MemberAdam's per-step copy of the
+parameters 12%, minibatch gathers 4%, the fused Adam kernel 3%, log-softmax forward and backward
+3%; no per-member Python loop. Changed: :func:`isoplast_lite.engine.stacked_linear` (weight
+gradients in the weight's layout, for weights of >= 32 x 64 x 64 numbers), MemberAdam/AdamO's
+per-member step sizes (kept, zeroed work tensors and one ``addcmul``), one ``index_select`` per
+minibatch, the per-member cross-entropy as ``logsumexp - z_y``.
+
+*Members vs time, before (main at 5bf084f) and after, interleaved in one process*
+(``--skip-tuning --repeats 3 --baseline DIR --members 1 3 8 16 32 64``; matmul peak 78.7 GFLOP/s
+in that process):
+
+=======  ================  ===============  =======  ==============  =============
+members  ms/step (before)  ms/step (after)  x        % bound before  % bound after
+=======  ================  ===============  =======  ==============  =============
+1        0.77              0.81             0.94     4.1%            3.9%
+3        1.09              1.11             0.98     8.7%            8.5%
+8        1.72              1.76             0.98     14.7%           14.4%
+16       3.06              3.03             1.01     16.5%           16.6%
+32       5.30              5.11             1.04     19.1%           19.8%
+64       8.46              8.10             1.04     23.9%           24.9%
+=======  ================  ===============  =======  ==============  =============
+
+x1.04 at 32-64 members; 1-8 members within the noise (+-5% between repeats). Target (>= 50% of
+the FLOP bound at >= 32 members): **missed**, and the ceiling table shows why (``--ceiling``,
+same process as the first after-table, peak 86.5 GFLOP/s): the bare batched products of these
+shapes alone (per layer the forward ``baddbmm`` and the two backward ``bmm``, exactly the FLOPs
+the bound counts) reach 60% of the 1024^3 peak at 32 members and 47% at 64 (68% at 8-16: a
+(32 x 64) x (64 x 64) product per member is too small for BLAS to reach peak, and at 64 members
+the operands leave the cache); a minimal stacked step (forward and backward through
+``stacked_linear``, ReLU, the summed cross-entropy, no measurement, no gathers, no hooks)
+reaches 28% / 33%, and with torch's fused Adam 22% / 27%. The runner at 19-25% is within ~10%
+of that minimal step; 50% would need the elementwise passes (ReLU, loss, Adam's reads and writes
+of parameter, gradient and two moments) to cost nothing.
+
+*The protocol shape that shares most* (``--skip-members --skip-tuning --joint-round adamo l2
+adam``, the shipped 400 steps per task, 5 tasks, 3 tuning seeds): the first round of a method with
+all its grid values x the 3 learning rates x 3 seeds in ONE model against each configuration
+alone: AdamO 9 configurations, 27 members: 24.5 s against 12.4 s, x1.98; L2 27 members: 22.7 s
+against 12.8 s, x1.78; Adam 9 members: 6.7 s against 4.5 s, x1.48; together x1.82. So even the
+joint grid, which would replace the protocol's setting-then-rate search (it would try every
+value at every rate: 9-12 configurations per method in its first round instead of 3-4 then 2-3),
+stays under 2x; the shipped adaptive protocol measured x1.21 (below). Why 3x is out of reach at
+these sizes: an "unstacked" tuning run already stacks its 3 seeds (0.36 ms per member-step at 3
+members, against 0.16 at 32 and 0.13 at 64: at most x2.3-2.9 on the steps even at 64 members),
+and the per-task measurement costs about the same per member stacked or alone. (AdamO's joint
+choice differed between the two passes, (0.01, 0.003) stacked: float32 rounding differs between
+a 27-member and a 3-member model; L2's and Adam's were equal. The joint round is a benchmark
+here, not the shipped protocol: tools/precompute_streams.py is unchanged.)
 
 Measured (issue 24c, 2026-12-05, torch 2.13 CPU, one thread, CPU time, load 8-16 on 2 cores):
 the whole tuning phase of random-label-digits under the protocol of ``tools/precompute_streams.py``

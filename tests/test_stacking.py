@@ -327,3 +327,18 @@ def test_stacked_linear_gradients_are_the_products_in_the_weights_layout(monkeyp
     small = [t.clone().requires_grad_(True) for t in (h, w, b)]
     for mine, theirs in zip(torch.autograd.grad((stacked_linear(*small) * up).sum(), small), grads):
         torch.testing.assert_close(mine, theirs.detach(), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("method", ["adam", "adamo", "adamw"])
+def test_the_custom_linear_backward_trains_members_as_their_own_runs(method, monkeypatch):
+    """The runner with engine.stacked_linear's custom backward on at every size (a stacked group)
+    against each configuration's own run with autograd's ``baddbmm`` (this small net's default):
+    every table equal to float64 rounding, so the kernel changes nothing but the layout."""
+    from isoplast_lite import engine
+
+    cfgs = group_configs(method)
+    own = [alone(cfg) for cfg in cfgs]
+    monkeypatch.setattr(engine, "STACKED_LINEAR_MIN_NUMEL", 1)
+    for cfg, tables, ref in zip(cfgs, stacking.run_group(cfgs, cache_dir=False, progress=False), own):
+        for name, a, b in zip(("rows", "layers", "spectra"), tables, ref):
+            assert_tables_close(a, b, 1e-10, (method, cfg.lr, cfg.method_settings, name))

@@ -35,7 +35,68 @@ from .isometry import newton_schulz_steps
 from .seeding import seeded_generator
 from .nn import GroupSort, OrthogonalLinear, group_sort_unchecked
 
-__all__ = ["StackedModel", "retract_stacked_", "seeded_generator"]
+__all__ = ["StackedModel", "retract_stacked_", "seeded_generator", "stacked_linear"]
+
+
+#: weights of at least this many numbers (32 members of a 64 x 64 layer) take the custom
+#: backward of :func:`stacked_linear`; smaller ones autograd's (measured crossover, book's net)
+STACKED_LINEAR_MIN_NUMEL = 32 * 64 * 64
+
+
+class _StackedLinear(torch.autograd.Function):
+    """``h @ w^T + b`` per member, with the weight's gradient formed in the weight's own layout.
+
+    Autograd's ``baddbmm(b, h, w.transpose(1, 2))`` forms the gradient of ``w^T`` and transposes
+    it, so every step ``AccumulateGrad`` copies a non-contiguous ``(M, out, in)`` gradient into
+    the parameter's layout (a fifth of forward + backward at the book's widths:
+    ``benchmarks/stacked_hyperparameters.py``). Here the three gradients are the products
+    themselves: ``g w``, ``g^T h`` and ``sum_B g``. Its backward is made of differentiable ops
+    (a double backward works) and ``generate_vmap_rule`` lets ``torch.func`` transform it.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(h, w, b):
+        return torch.baddbmm(b.unsqueeze(-2), h, w.transpose(-1, -2))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        h, w, _ = inputs
+        ctx.save_for_backward(h, w)
+
+    @staticmethod
+    def backward(ctx, g):
+        h, w = ctx.saved_tensors
+        gh = torch.matmul(g, w) if ctx.needs_input_grad[0] else None
+        gw = torch.matmul(g.transpose(-1, -2), h) if ctx.needs_input_grad[1] else None
+        gb = g.sum(-2) if ctx.needs_input_grad[2] else None
+        return gh, gw, gb
+
+
+def stacked_linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``h @ w^T + b`` of every member: ``h`` ``(M, B, in)``, ``w`` ``(M, out, in)``, ``b``
+    ``(M, out)`` -> ``(M, B, out)`` (``torch.baddbmm``), differentiable in all three.
+
+    When a gradient is recorded and ``w`` holds at least :data:`STACKED_LINEAR_MIN_NUMEL`
+    numbers, the weight's gradient comes out contiguous in ``w``'s layout
+    (:class:`_StackedLinear`), which saves the copy autograd's ``baddbmm`` backward needs; the
+    values are the same products (equal up to float rounding of the summation order). Smaller
+    weights take autograd's ``baddbmm``: there the Python cost of an ``autograd.Function``
+    (forward and backward, measured +0.35 ms per step of the book's 4-layer net at 1-3 members)
+    exceeds the copy it saves (-0.35 ms at 64 members), ``benchmarks/stacked_hyperparameters.py``.
+
+    Example:
+        >>> h, w, b = torch.randn(2, 5, 3), torch.randn(2, 4, 3, requires_grad=True), torch.zeros(2, 4)
+        >>> out = stacked_linear(h, w, b)
+        >>> torch.allclose(out, h @ w.transpose(1, 2))
+        True
+        >>> out.sum().backward(); w.grad.is_contiguous()
+        True
+    """
+    if w.numel() >= STACKED_LINEAR_MIN_NUMEL and torch.is_grad_enabled() and (h.requires_grad or w.requires_grad or b.requires_grad):
+        return _StackedLinear.apply(h, w, b)
+    return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
 
 class StackedModel:
     """``S`` copies of one architecture, their parameters stacked along a leading seed dimension.
@@ -113,7 +174,7 @@ class StackedModel:
         a bias), ``nn.LayerNorm`` (affine), ``nn.ReLU`` and ``GroupSort`` only; else ``None``.
 
         Such nets (``relu_mlp``, ``aei_mlp(orthogonal="newton-schulz")``) take the batched-matmul
-        path (``torch.baddbmm``), which computes the same function as ``vmap(functional_call)``
+        path (:func:`stacked_linear`, ``torch.baddbmm``), which computes the same function as ``vmap(functional_call)``
         with less per-step overhead; any other module (a Cayley ``OrthogonalLinear``, ...) uses
         ``vmap``.
         """
@@ -147,7 +208,7 @@ class StackedModel:
                 name = prefix if prefix is not None else f"{i}.{j}."
                 if kind == "linear":
                     w, b = params[name + "weight"], params[name + "bias"]  # (S, out, in), (S, out)
-                    h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+                    h = stacked_linear(h, w, b)
                 elif kind == "groupsort":
                     h = group_sort_unchecked(h, layer.group_size)
                 elif kind == "layernorm":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import functools
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch.optim import Optimizer
@@ -174,7 +174,7 @@ def member_view(values: Union[float, torch.Tensor], like: torch.Tensor) -> Union
 
 
 def member_adam_update_(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, weight_decay=0.0, beta1: float = 0.9,
-                        beta2: float = 0.999, eps: float = 1e-8) -> None:  # fmt: skip
+                        beta2: float = 0.999, eps: float = 1e-8, scratch=None) -> None:  # fmt: skip
     r"""One Adam/AdamW step of member-stacked parameters whose step size and decay differ per member.
 
     Each parameter is ``(M, ...)``: ``M`` members (hyperparameter values x seeds, the runner's
@@ -187,14 +187,16 @@ def member_adam_update_(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, weig
 
     Note (fused with per-member step sizes). Where torch has a fused Adam kernel (CPU, CUDA, ...)
     the moments and the normalized update :math:`u = \hat m / (\sqrt{\hat v} + \epsilon)` come
-    from one fused pass at ``lr = 1`` on a copy of the parameters (:math:`\theta' = \theta - u`),
-    and the members' step sizes are applied by one ``lerp``:
-    :math:`\theta + \eta_m (\theta' - \theta) = \theta - \eta_m u`. :math:`\theta' - \theta`
-    carries the round-off of :math:`\theta'` (about :math:`\varepsilon|\theta|`, with
-    :math:`|u| \approx 1`), which the ``lerp`` scales down by :math:`\eta_m`: far below the
-    rounding of the step itself. Two passes over the parameters besides the fused one, instead of
-    about ten elementwise operations per tensor (at the book's widths the optimizer's passes cost
-    as much as the matmuls). With one ``lr`` for all members, torch's fused kernel as it is.
+    from one fused pass at ``lr = 1`` on a zeroed work tensor (which it leaves at :math:`-u`),
+    and the members' step sizes are applied by one ``addcmul``: :math:`\theta + \eta_m (-u)`,
+    the step of each member's own run to the rounding of one product (no round-off of
+    :math:`\theta` enters :math:`u`).
+    Two passes besides the fused one (a write-only zeroing and the ``addcmul``), instead of about
+    ten elementwise operations per tensor (at the book's widths the optimizer's passes cost as
+    much as the matmuls). ``scratch``: the work tensors, like ``params``, which an optimizer keeps
+    between steps (:func:`scratch_like`: a new allocation per step cost as much as the fused pass
+    at 64 members of the book's net, ``benchmarks/stacked_hyperparameters.py``); ``None``: new
+    ones. With one ``lr`` for all members, torch's fused kernel as it is.
 
     Example:
         >>> p, g = torch.ones(2, 3), torch.ones(2, 3)
@@ -214,9 +216,11 @@ def member_adam_update_(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, weig
         if not torch.is_tensor(lr):  # one step size: torch's fused kernel as it is
             _fused_adamw(params, grads, list(exp_avgs), list(exp_avg_sqs), [], list(steps), lr=lr, **fused)
             return
-        moved = torch._foreach_mul(params, 1.0)  # copies of theta, moved by the fused step at lr 1: theta - u
-        _fused_adamw(moved, grads, list(exp_avgs), list(exp_avg_sqs), [], list(steps), lr=1.0, **fused)
-        torch._foreach_lerp_(params, moved, lrs)  # theta + lr_m ((theta - u) - theta) = theta - lr_m u
+        work = [torch.zeros_like(p) for p in params] if scratch is None else list(scratch)
+        if scratch is not None:
+            torch._foreach_zero_(work)
+        _fused_adamw(work, grads, list(exp_avgs), list(exp_avg_sqs), [], list(steps), lr=1.0, **fused)  # work = 0 - 1 * u
+        torch._foreach_addcmul_(params, work, lrs)  # theta + (-u) lr_m
         return
     for p, g, m, v, t, lr_m in zip(params, grads, exp_avgs, exp_avg_sqs, steps, lrs):  # the single-tensor reference
         t += 1
@@ -226,6 +230,24 @@ def member_adam_update_(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, weig
         bias_correction1 = 1.0 - beta1**step
         denom = (v.sqrt() / (1.0 - beta2**step) ** 0.5).add_(eps)
         p.sub_((m / denom).mul_(lr_m / bias_correction1))
+
+
+def scratch_like(holder: Dict[torch.Tensor, torch.Tensor], params) -> List[torch.Tensor]:
+    """Per parameter, a tensor of its shape, dtype and device kept in ``holder`` between calls
+    (an optimizer's work space, not its state: never checkpointed, overwritten at every use).
+
+    Example:
+        >>> holder, p = {}, torch.zeros(2, 3)
+        >>> scratch_like(holder, [p])[0] is scratch_like(holder, [p])[0]
+        True
+    """
+    out = []
+    for p in params:
+        t = holder.get(p)
+        if t is None or t.shape != p.shape or t.dtype != p.dtype or t.device != p.device:
+            t = holder[p] = torch.empty_like(p, memory_format=torch.contiguous_format)
+        out.append(t)
+    return out
 
 
 def member_adam(params, lr: Union[float, torch.Tensor], weight_decay: Union[float, torch.Tensor] = 0.0) -> Optimizer:
@@ -308,7 +330,7 @@ class MemberAdam(Optimizer):
             beta1, beta2 = group["betas"]
             member_adam_update_(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
                                 [s["step"] for s in states], lr=group["lr"], weight_decay=group["weight_decay"], beta1=beta1,
-                                beta2=beta2, eps=group["eps"])  # fmt: skip
+                                beta2=beta2, eps=group["eps"], scratch=scratch_like(self.__dict__.setdefault("_scratch", {}), params))  # fmt: skip
         return loss
 
 
@@ -715,7 +737,7 @@ class AdamO(Optimizer):
         beta1, beta2 = group["betas"]
         member_adam_update_(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
                             [s["step"] for s in states], lr=lr, weight_decay=members.get("weight_decay", group["weight_decay"]),
-                            beta1=beta1, beta2=beta2, eps=group["eps"])  # fmt: skip
+                            beta1=beta1, beta2=beta2, eps=group["eps"], scratch=scratch_like(self.__dict__.setdefault("_scratch", {}), params))  # fmt: skip
         for (p, _), d in zip(iso_params, directions):
             p.sub_(d.mul_(member_view(4.0 * coef, p)))
 

@@ -290,3 +290,55 @@ def test_a_method_refuses_values_it_does_not_read_per_member():
         m.stack_members({"lr": [1e-3, 1e-3], "c": [2.0, 3.0]})
     m.stack_members({"lr": [1e-3, 1e-3], "c": [2.0, 2.0]})  # equal values: a plain number
     assert m.member_values("c") == 2.0 and m.member_lr(Config("random-label-digits", "adamo-target")) == 1e-3
+
+
+def test_stacked_linear_gradients_are_the_products_in_the_weights_layout(monkeypatch):
+    """engine.stacked_linear: its value and its three gradients equal autograd's through
+    ``baddbmm`` (float64, to rounding), the weight's gradient contiguous in the weight's layout
+    (the copy it saves); a double backward and ``torch.func.vmap`` go through it."""
+    from isoplast_lite import engine
+    from isoplast_lite.engine import stacked_linear
+
+    monkeypatch.setattr(engine, "STACKED_LINEAR_MIN_NUMEL", 1)  # the custom backward at this small size too
+    g = torch.Generator().manual_seed(3)
+    h, w, b = (torch.randn(*shape, generator=g, dtype=torch.float64) for shape in ((4, 6, 5), (4, 3, 5), (4, 3)))
+    up = torch.randn(4, 6, 3, generator=g, dtype=torch.float64)
+    ours, ref = [[t.clone().requires_grad_(True) for t in (h, w, b)] for _ in range(2)]
+    out = stacked_linear(*ours)
+    expected = torch.baddbmm(ref[2].unsqueeze(1), ref[0], ref[1].transpose(1, 2))
+    torch.testing.assert_close(out, expected, rtol=1e-13, atol=1e-13)
+    grads = torch.autograd.grad((out * up).sum(), ours, create_graph=True)
+    for mine, theirs in zip(grads, torch.autograd.grad((expected * up).sum(), ref, create_graph=True)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-13, atol=1e-13)
+    assert grads[1].is_contiguous() and grads[1].shape == w.shape
+    # double backward: d/dh of sum(dL/dw^2) against the same through baddbmm
+    second = torch.autograd.grad(grads[1].square().sum(), ours[0])[0]
+    ref_grads = torch.autograd.grad((torch.baddbmm(ref[2].unsqueeze(1), ref[0], ref[1].transpose(1, 2)) * up).sum(), ref, create_graph=True)
+    torch.testing.assert_close(second, torch.autograd.grad(ref_grads[1].square().sum(), ref[0])[0], rtol=1e-12, atol=1e-12)
+    # vmap over a leading dimension: each slice is the function of that slice
+    hw = torch.stack([h, 2 * h]).requires_grad_(True)
+    mapped = torch.func.vmap(lambda x: stacked_linear(x, ours[1], ours[2]))(hw)
+    torch.testing.assert_close(mapped[1], stacked_linear(2 * h, w, b), rtol=1e-13, atol=1e-13)
+    # without a gradient to record: the plain product
+    with torch.no_grad():
+        torch.testing.assert_close(stacked_linear(*ours), expected.detach(), rtol=1e-13, atol=1e-13)
+    # below the threshold: autograd's baddbmm, the same values and gradients
+    monkeypatch.setattr(engine, "STACKED_LINEAR_MIN_NUMEL", w.numel() + 1)
+    small = [t.clone().requires_grad_(True) for t in (h, w, b)]
+    for mine, theirs in zip(torch.autograd.grad((stacked_linear(*small) * up).sum(), small), grads):
+        torch.testing.assert_close(mine, theirs.detach(), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("method", ["adam", "adamo", "adamw"])
+def test_the_custom_linear_backward_trains_members_as_their_own_runs(method, monkeypatch):
+    """The runner with engine.stacked_linear's custom backward on at every size (a stacked group)
+    against each configuration's own run with autograd's ``baddbmm`` (this small net's default):
+    every table equal to float64 rounding, so the kernel changes nothing but the layout."""
+    from isoplast_lite import engine
+
+    cfgs = group_configs(method)
+    own = [alone(cfg) for cfg in cfgs]
+    monkeypatch.setattr(engine, "STACKED_LINEAR_MIN_NUMEL", 1)
+    for cfg, tables, ref in zip(cfgs, stacking.run_group(cfgs, cache_dir=False, progress=False), own):
+        for name, a, b in zip(("rows", "layers", "spectra"), tables, ref):
+            assert_tables_close(a, b, 1e-10, (method, cfg.lr, cfg.method_settings, name))

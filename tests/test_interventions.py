@@ -169,3 +169,22 @@ def test_the_cpu_ledger_of_a_killed_and_resumed_arm_counts_every_process(tmp_pat
     run(cfg, cache_dir=tmp_path / "cache", progress=False, callback=third.task_done)
     third.finish()
     assert tool.CpuLedger(path).seconds(cfg) == total
+
+
+def test_the_full_horizon_is_chapter_8s_and_never_written_into_the_shipped_folder(tmp_path):
+    """tools/intervention_runs.py --full-horizon: every arm runs chapter 8's whole horizon (the
+    reduced run, the first HORIZON tasks); its ledgers are apart from the reduced run's; it
+    refuses the shipped folder before any work."""
+    from isoplast_lite import results
+    from tools_loader import load_tool
+
+    tool = load_tool("intervention_runs")
+    stream = "permuted-digits"
+    whole = results.manifest("streams")[stream]["config"]["n_tasks"]
+    assert tool.HORIZON[stream] < whole  # the check below could fail
+    assert {c.n_tasks for c in tool.arm_configs(stream, 2).values()} == {tool.HORIZON[stream]}
+    assert {c.n_tasks for c in tool.arm_configs(stream, 2, full_horizon=True).values()} == {whole}
+    assert tool.ledger_path(tmp_path, stream, 2, "adam") != tool.ledger_path(tmp_path, stream, 2, "adam", full_horizon=True)
+    with pytest.raises(SystemExit):
+        tool.main(["--streams", stream, "--full-horizon", "--work", str(tmp_path)])
+    assert not list(tmp_path.iterdir())  # refused before any run

@@ -107,7 +107,7 @@ def tune_lambda(args) -> int:
     from isoplast_lite.beyond_mlp import RunSpec, continual_run
     from isoplast_lite.files import atomic_write, write_csv_gz
     from isoplast_lite.optim import ISO_STABILITY_LIMIT
-    from isoplast_lite.results import provenance, write_folder_checksums
+    from isoplast_lite.results import provenance
 
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -141,9 +141,7 @@ def tune_lambda(args) -> int:
     table = pd.DataFrame(protocol)
     text = table.to_csv(index=False, float_format=FLOAT_FORMAT).encode()
     atomic_write(args.out / "lambda-protocol.csv", lambda h: h.write(text))
-    manifest_path = args.out / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    manifest["lambda-search"] = {
+    _update_manifest(args.out, "lambda-search", {
         "file": "lambda-search.csv.gz",
         "protocol_file": "lambda-protocol.csv",
         "command": "python tools/precompute_your_model.py --tune-lambda" + (f" --models {' '.join(args.models)}" if len(args.models) == 1 else ""),
@@ -156,10 +154,7 @@ def tune_lambda(args) -> int:
         "float_format": FLOAT_FORMAT,
         "provenance": provenance(threads=1),
         "cpu_seconds": seconds,
-    }
-    text = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-    atomic_write(manifest_path, lambda h: h.write(text))
-    write_folder_checksums(manifest_path.parent)
+    })
     print(table.to_string(index=False))
     return 0
 
@@ -167,8 +162,8 @@ def tune_lambda(args) -> int:
 def _write(args, name, spec, accs, layers, seconds, n_seeds) -> None:
     import pandas as pd
 
-    from isoplast_lite.files import atomic_write, write_csv_gz
-    from isoplast_lite.results import provenance, write_folder_checksums
+    from isoplast_lite.files import write_csv_gz
+    from isoplast_lite.results import provenance
 
     write_csv_gz(args.out / f"{name}.csv.gz", pd.concat(accs, ignore_index=True), float_format=FLOAT_FORMAT)
     write_csv_gz(args.out / f"{name}-layers.csv.gz", pd.concat(layers, ignore_index=True), float_format=FLOAT_FORMAT)
@@ -177,9 +172,7 @@ def _write(args, name, spec, accs, layers, seconds, n_seeds) -> None:
         command += f" --seeds {n_seeds}"
     if args.set:
         command += " --set " + " ".join(args.set)
-    manifest_path = args.out / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}  # read now: another model's run may have written it
-    manifest[name] = {
+    _update_manifest(args.out, name, {
         "file": f"{name}.csv.gz",
         "layers_file": f"{name}-layers.csv.gz",
         "command": command,
@@ -191,10 +184,21 @@ def _write(args, name, spec, accs, layers, seconds, n_seeds) -> None:
         "float_format": FLOAT_FORMAT,
         "provenance": provenance(threads=1),
         "cpu_seconds": seconds,
-    }
+    })
+
+
+def _update_manifest(out, key, entry) -> None:
+    """Set ``entry`` under ``key`` in ``out/manifest.json`` (read now: another model's run may have
+    written it), then refresh every file's SHA-256 (checked on load)."""
+    from isoplast_lite.files import atomic_write
+    from isoplast_lite.results import write_folder_checksums
+
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest[key] = entry
     text = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     atomic_write(manifest_path, lambda h: h.write(text))
-    write_folder_checksums(manifest_path.parent)  # every file's SHA-256, checked on load
+    write_folder_checksums(manifest_path.parent)
 
 
 if __name__ == "__main__":

@@ -85,3 +85,15 @@ def test_the_lambda_protocol_log_supports_its_choice_and_the_shipped_runs_use_it
         assert (pick.why == "interior") == interior and pick.why
         assert 8 * entry["configs"][name]["lr"] * adamo.iso_strength.max() <= ISO_STABILITY_LIMIT
         assert manifest("yourmodel")[name]["config"]["iso_strength"] == pick.iso_strength
+
+
+def test_precompute_tool_refuses_set_with_tune_lambda(tmp_path, capsys):
+    """--set would be silently ignored by the lambda protocol: refused before any training."""
+    from tools_loader import load_tool
+
+    tool = load_tool("precompute_your_model")
+    with pytest.raises(SystemExit) as exc:
+        tool.main(["--tune-lambda", "--set", "lr=0.1", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "not allowed with --tune-lambda" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing written

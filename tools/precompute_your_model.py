@@ -60,6 +60,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tune-lambda", action="store_true", help="run the lambda protocol (tune_lambda) instead of the shipped runs")
     args = parser.parse_args(argv)
     if args.tune_lambda:
+        if args.set:  # the protocol tunes the shipped configurations (DEFAULTS); an override would be ignored
+            parser.error(f"--set {' '.join(args.set)}: not allowed with --tune-lambda, which tunes the shipped "
+                         "configurations; allowed: --set without --tune-lambda")
         return tune_lambda(args)
 
     import torch

@@ -140,7 +140,9 @@ def load(name: str, group: str = "book") -> pd.DataFrame:
         name: a key of :func:`manifest` (e.g. ``"random-label-digits"``, ``"lambda-sweep"``).
         group: ``"book"`` (chapter 6, book scale), ``"long"`` (the 20 x 800-step runs),
             ``"chain"`` (chapter 7), ``"interventions"`` (chapter 7: the arms that set the
-            spectrum, on chapter 8's streams) or ``"streams"`` (chapter 8: six streams, tuned methods).
+            spectrum, on chapter 8's streams), ``"retuned"`` (chapter 8's results: six streams, every
+            method tuned by issue 24's protocol), ``"streams"`` (the record of chapter 8's earlier
+            protocol) or another key of :data:`GROUPS`.
 
     Returns:
         One row per benchmark x method x settings x seed x task: the runner's

@@ -124,6 +124,26 @@ def test_results_hold_every_method_at_its_chosen_setting_and_learning_rate_on_8_
     assert len(df) == len(expected) * 8 * entry["config"]["n_tasks"]
 
 
+@pytest.mark.parametrize("name", STREAMS)
+def test_results_ship_their_per_layer_table_for_every_seed_task_and_block(name):
+    """The per-layer table (scale, spread, dead units per block) covers the results' rows exactly:
+    the same configurations, every seed and task, the depth's hidden blocks and the head."""
+    from isoplast_lite.run import LAYER_COLUMNS
+
+    entry, df = MANIFEST[name], _read(name, "file")
+    layers = _read(name, "layers_file")
+    assert list(layers.columns)[: len(LAYER_COLUMNS)] == list(LAYER_COLUMNS)
+    per_row = layers.groupby(["method", "settings", "lr", "seed", "task"]).size()
+    assert (per_row == entry["config"]["depth"] + 1).all()
+    assert set(per_row.index) == set(zip(df.method, df.settings, df.lr, df.seed, df.task))
+    assert set(layers.kind) == {"hidden", "head"} and (layers.kind == "head").sum() == len(df)
+    assert sorted(layers.layer.unique()) == list(range(entry["config"]["depth"] + 1))
+    ok = df[df.diverged == 0][["method", "settings", "lr", "seed", "task"]]  # a diverged run has no measures to check
+    measured = layers.merge(ok, on=["method", "settings", "lr", "seed", "task"])
+    assert len(measured) == len(ok) * (entry["config"]["depth"] + 1)
+    assert (np.isfinite(measured.scale) & (measured.scale > 0)).all() and (measured.spread >= 0).all()
+
+
 def _holm(p):
     """Holm's step-down, written out: reject in order while p_(k) <= alpha / (m - k + 1); adjusted p by the running max."""
     p = np.asarray(p, float)

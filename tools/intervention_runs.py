@@ -15,7 +15,7 @@ singular values after each optimizer step, the spread in a fixed random rotation
 * ``both``: mean log sigma log 2 and spread 1.0;
 * ``spread-only-ln``: spread 1.0 with LayerNorm before each ReLU, which keeps units alive (the
   second falsifier asks for isometry broken with units kept alive);
-* the controls ``adam``, ``adamo`` (the iso_strength chapter 8 tuned on the stream) and ``fresh``
+* the controls ``adam``, ``adamo`` (the iso_strength chapter 8's earlier protocol tuned on the stream, data/streams) and ``fresh``
   (a new network at every task: the reference of plasticity).
 
 Each stream runs at chapter 8's budget (``isoplast_lite/data/streams/manifest.json``: tasks,

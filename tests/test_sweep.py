@@ -352,3 +352,31 @@ def test_serial_and_local_sweeps_give_identical_rows_with_default_threads(tmp_pa
                               env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "local.csv").read_bytes() == (tmp_path / "serial.csv").read_bytes()  # every column
+
+
+def test_chapter_8_gpu_commands_parse_and_expand_to_valid_configurations():
+    """The full-scale commands chapter 8 prints: every one parses, every --set applies, and each
+    configuration it would submit passes the runner's checks (nothing runs: no GPU here)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from isoplast_lite.__main__ import build_parser, config_from_args, settings_grids
+    from isoplast_lite.run import check_config
+
+    text = (Path(__file__).resolve().parents[1] / "notebooks" / "08-reproducing-benchmarks.md").read_text()
+    commands = [c.replace("\\\n", " ") for c in re.findall(r"^python -m isoplast_lite (?:sweep|run) .*?(?<!\\)$", text, re.M | re.S)]
+    sweeps = [c for c in commands if " sweep " in c]
+    assert len(sweeps) >= 2, commands
+    for command in sweeps:
+        # the device is checked where the command runs (a GPU node); here everything else is
+        args = build_parser().parse_args([a if a != "cuda" else "cpu" for a in shlex.split(command)[3:]])
+        grids = settings_grids(args)
+        assert "fresh" in grids, "a plasticity measure needs the fresh reference beside the methods"
+        assert grids["adamo"] and all(s["iso_strength"] == 1e-3 for s in grids["adamo"])
+        assert {s.get("iso_scaling") for s in grids["adamo"]} == {"lr", "schedule"}
+        for benchmark in args.benchmark:
+            for method, settings_list in grids.items():
+                for settings in settings_list:
+                    for lr in args.lr:
+                        check_config(config_from_args(args, benchmark, method, settings, lr), max_hours=1e6)  # a CPU-time estimate says nothing of a GPU

@@ -428,6 +428,39 @@ def _full_estimate(made: dict, old: dict) -> "dict | None":
                    "(mean ratio), times the streams group's total over all six streams (unstacked runs, one thread each)"}
 
 
+def _write_manifest(out: Path, manifest: dict, made_here) -> dict:
+    """Merge this run's entries (``made_here``) with the manifest on disk (another run of this tool
+    over other streams may have written it since this one read it: keep its entries), label every
+    entry ``reduced`` while a stream of :data:`STREAMS` is missing, write it atomically with each
+    file's SHA-256. Called after every stream, so that an interrupted run loses no finished stream."""
+    from isoplast_lite.files import atomic_write
+    from isoplast_lite.results import manifest as shipped_manifest
+    from isoplast_lite.results import write_folder_checksums
+
+    manifest_path = out / "manifest.json"
+    on_disk = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest = {s: manifest[s] if s in made_here else on_disk.get(s, manifest.get(s)) for s in STREAMS if s in manifest or s in on_disk}
+    missing = [s for s in STREAMS if s not in manifest]
+    if missing:
+        try:
+            old_streams = shipped_manifest("streams")
+        except Exception:  # noqa: BLE001 (no estimate without the streams group)
+            old_streams = {}
+        estimate = _full_estimate({s: manifest[s]["cpu_seconds"] for s in manifest}, old_streams)
+        for s in manifest:
+            manifest[s]["reduced"] = {
+                "streams_made": sorted(manifest), "streams_missing": missing,
+                "full_command": "OMP_NUM_THREADS=1 python tools/precompute_streams.py --executor local --workers 2",
+                "full_cpu_estimate": estimate,
+            }
+    else:
+        for s in manifest:
+            manifest[s].pop("reduced", None)
+    atomic_write(manifest_path, lambda h: h.write((json.dumps(manifest, indent=2, default=str) + "\n").encode()))
+    write_folder_checksums(out)  # each file's SHA-256, checked on load
+    return manifest
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", nargs="+", default=list(STREAMS), choices=list(STREAMS))
@@ -444,8 +477,7 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from isoplast_lite.files import atomic_write
-    from isoplast_lite.results import manifest as shipped_manifest
-    from isoplast_lite.results import provenance, write_folder_checksums
+    from isoplast_lite.results import provenance
     from isoplast_lite.run import check_config, default_cache_dir, run
 
     cache = str(args.cache or default_cache_dir())
@@ -477,11 +509,15 @@ def main(argv=None) -> int:
             check_config(cfg)
         sweep(cfgs)
         cpu_results = sweep.cpu - cpu_tuning
+        log(f"{s}: results {cpu_results:.0f} CPU s")
         old = manifest.get(s, {})
         secs = {"tuning": round(cpu_tuning, 1), "results": round(cpu_results, 1)}
         trained = sweep.trained > 0  # a run served from the cache keeps the seconds recorded when it was trained
         if not trained and "cpu_seconds" in old:
             secs = old["cpu_seconds"]
+        elif not trained:  # every run came from a cache this manifest did not record: its cost is unknown here, not ~0
+            secs = {"tuning": None, "results": None}
+            old = {**old, "cpu_seconds_note": "every run was served from the runner's cache; the CPU time of its training was not recorded"}
         made[s] = secs
         write_gz(out / f"{s}-tuning.csv.gz", pd.concat([sweep.rows[c.to_json()] for c in tuned["configs"]], ignore_index=True))
         write_gz(out / f"{s}.csv.gz", pd.concat([sweep.rows[c.to_json()] for c in cfgs], ignore_index=True))
@@ -531,30 +567,9 @@ def main(argv=None) -> int:
             **({"cpu_seconds_note": old["cpu_seconds_note"]} if not trained and "cpu_seconds_note" in old else {}),
             "float_format": FLOAT_FORMAT,
         }
+        manifest = _write_manifest(out, manifest, made)  # after every stream: an interrupted run keeps what it finished
     if args.phase == "tune":
         return 0
-    # another run of this tool over other streams may have written the manifest since this one
-    # read it: keep its entries, replace only the streams made here
-    on_disk = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    manifest = {s: manifest[s] if s in args.streams else on_disk.get(s, manifest.get(s)) for s in STREAMS if s in manifest or s in on_disk}
-    missing = [s for s in STREAMS if s not in manifest]
-    if missing:
-        try:
-            old_streams = shipped_manifest("streams")
-        except Exception:  # noqa: BLE001 (no estimate without the streams group)
-            old_streams = {}
-        estimate = _full_estimate({s: manifest[s]["cpu_seconds"] for s in manifest}, old_streams)
-        for s in manifest:
-            manifest[s]["reduced"] = {
-                "streams_made": sorted(manifest), "streams_missing": missing,
-                "full_command": "OMP_NUM_THREADS=1 python tools/precompute_streams.py --executor local --workers 2",
-                "full_cpu_estimate": estimate,
-            }
-    else:
-        for s in manifest:
-            manifest[s].pop("reduced", None)
-    atomic_write(manifest_path, lambda h: h.write((json.dumps(manifest, indent=2, default=str) + "\n").encode()))
-    write_folder_checksums(out)  # each file's SHA-256, checked on load
     log(f"wrote {out} in {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -280,7 +280,7 @@ class _Sweeper:
 
     def __init__(self, cache: str, executor: str, workers: int, log, stack: bool = True):
         self.cache, self.executor, self.workers, self.log, self.stack = cache, executor, workers, log, stack
-        self.groups: list = []  # the stacked groups trained (``stacking.plan``'s), in order
+        self.groups: list = []  # the stacked groups a cold run trains (``stacking.plan``'s), in order
         self.rows: dict = {}
         self.cpu = 0.0
         self.trained = 0  # configurations that were not in the cache when asked for
@@ -291,11 +291,16 @@ class _Sweeper:
         todo = list({c.to_json(): c for c in cfgs if c.to_json() not in self.rows}.values())
         if not todo:
             return
+        from isoplast_lite import stacking
+
         self.trained += sum(not cached(c, self.cache) for c in todo)
         self.log(f"  {len(todo)} configurations")
+        # the trainings a cold run makes of this call (run_sweep's own plan covers only what is not in
+        # the cache): recorded the same whether the runs come from the cache or not
+        self.groups.extend(stacking.plan(todo, stack=self.stack))
         c0 = _cpu_seconds()
         run_sweep(todo, executor=self.executor, cache_dir=self.cache, workers=self.workers, threads=1, progress=False,
-                  stack=self.stack, groups=self.groups, on_result=lambda i, cfg, df: self.rows.__setitem__(cfg.to_json(), shipped_precision(df)))
+                  stack=self.stack, on_result=lambda i, cfg, df: self.rows.__setitem__(cfg.to_json(), shipped_precision(df)))
         self.cpu += _cpu_seconds() - c0
 
     def score(self, cfg, stream: str) -> float:
@@ -553,10 +558,9 @@ def main(argv=None) -> int:
                          f"setting, by the same score, extended by the same rule while the choice sits at an edge (at most {MAX_EXTENSIONS} "
                          "values, below the runner's bound on lr)"),
                 "stacked": sweep.stack,
-                # the trainings of this run (a stream served from the cache keeps those recorded when it was trained)
-                **({"tuning_groups": _group_sizes(sweep.groups[:n_tuning_groups]), "results_groups": _group_sizes(sweep.groups[n_tuning_groups:])}
-                   if trained or "tuning_groups" not in old.get("protocol", {})
-                   else {k: old["protocol"][k] for k in ("tuning_groups", "results_groups")}),
+                # the trainings a cold run of the protocol makes (the same when the runs come from the cache)
+                "tuning_groups": _group_sizes(sweep.groups[:n_tuning_groups]),
+                "results_groups": _group_sizes(sweep.groups[n_tuning_groups:]),
             },
             "grids": {m: {"setting": name, "values": list(values)} for m, (name, values) in GRIDS.items()},
             "chosen": tuned["chosen"],
